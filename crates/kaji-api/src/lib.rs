@@ -1,5 +1,10 @@
-//! Kaji's object model, with no I/O: where to start reading is [`resource::ResourceInfo`], the
-//! description of a served kind that routing, discovery and OpenAPI share.
+//! Kaji's object model, with no I/O. Where to start: [`resource::ResourceInfo`] describes a served
+//! kind (routing, discovery and OpenAPI share it); [`status::ApiError`] is every error the API
+//! answers with; [`selector`] holds label and field selectors; [`validation`] upstream's name rules.
 pub mod resource;
+pub mod selector;
+pub mod status;
+pub mod validation;
 
 pub use resource::{ALL_VERBS, ResourceInfo};
+pub use status::{ApiError, FieldError};
