@@ -1,1 +1,146 @@
-//! kaji-store
+//! The durable key-value store behind the Kaji API server, in the role etcd v3 plays behind
+//! kube-apiserver.
+//!
+//! Where to start:
+//! - [`Store`] is the contract: string keys (`/registry/pods/default/nginx`), opaque values, one
+//!   global [`Revision`] bumped by every write, compare-and-swap on `mod_revision`, lists at a
+//!   consistent (possibly older) revision, and watches that replay history and then go live.
+//!   Semantics follow etcd v3's MVCC store.
+//! - [`RedbStore`] is the embedded backend: a single file, group-committed and fsynced before
+//!   any write is acknowledged.
+//! - [`testsuite`] is the behaviour every backend must pass; a new backend calls it from its tests.
+//!
+//! A fresh store starts at revision 1 (as etcd does), so the first write gets revision 2 and a
+//! list never reports revision 0, which Kubernetes clients read as "any".
+
+mod redb_store;
+pub mod testsuite;
+
+pub use redb_store::{RedbOptions, RedbStore};
+
+/// A point in the store's history: every write (create, update, delete) gets the next one.
+pub type Revision = i64;
+
+/// A key with its value and the revisions that created and last modified it (as in etcd).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the write that created the key (a delete and re-create starts over).
+    pub create_revision: Revision,
+    /// Revision of the last write to the key; the compare-and-swap token.
+    pub mod_revision: Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+/// One change, as seen by a watcher.
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    pub event_type: EventType,
+    /// For `Put`: the new value. For `Delete`: the last value, with `mod_revision` = the
+    /// delete's revision.
+    pub kv: KeyValue,
+    /// The value before this event; `None` for a create.
+    pub prev: Option<KeyValue>,
+}
+
+impl WatchEvent {
+    /// The revision at which this event happened.
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {key:?} already exists")]
+    AlreadyExists { key: String },
+    #[error("key {key:?} not found")]
+    NotFound { key: String },
+    /// A compare-and-swap precondition failed: `current` is the key's actual `mod_revision`.
+    #[error("key {key:?} was modified: current mod_revision is {current}")]
+    Conflict { key: String, current: Revision },
+    /// The requested revision is older than the oldest kept history ("too old resource
+    /// version"; the API server answers 410 Gone).
+    #[error("revision {requested} has been compacted (compacted revision is {compacted})")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    #[error("revision {requested} is in the future (current revision is {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Only keys strictly greater than this one (the continue token of a paged list).
+    pub start_after: Option<String>,
+    /// At most this many items; `None` or `Some(0)` means no limit.
+    pub limit: Option<usize>,
+    /// List the state as of this revision; `None` (or a value <= 0) means current.
+    pub revision: Option<Revision>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListResult {
+    /// In lexical key order.
+    pub items: Vec<KeyValue>,
+    /// The revision the list was served at; pass it back for the next page.
+    pub revision: Revision,
+    /// Whether keys remain after this page.
+    pub more: bool,
+    /// How many keys remain after this page.
+    pub remaining: u64,
+}
+
+/// Events in revision order. An `Err` item (e.g. [`StoreError::Compacted`] for a watcher that
+/// fell behind the kept history) is always the last one.
+pub type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent>> + Send>>;
+
+/// The store contract, shaped after etcd v3 so that an etcd backend can implement it as well.
+///
+/// Prefixes are plain string prefixes: callers pass prefixes ending in `/` so that `/a/b/`
+/// does not match `/a/bc`.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates `key`; fails with [`StoreError::AlreadyExists`].
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue>;
+    /// Replaces `key`'s value if its `mod_revision` is `expected_mod_revision`; fails with
+    /// [`StoreError::NotFound`] or [`StoreError::Conflict`].
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_mod_revision: Revision,
+    ) -> Result<KeyValue>;
+    /// Deletes `key` (if its `mod_revision` matches, when given). Returns the deleted value with
+    /// `mod_revision` set to the delete's revision.
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue>;
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Keys under `prefix` in lexical order, all at one consistent revision.
+    async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult>;
+    /// Every event under `prefix` with revision > `from_revision`, in order, then live events.
+    /// `from_revision` = 0 means "from now". Fails with [`StoreError::Compacted`] if the history
+    /// after `from_revision` is gone.
+    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream>;
+    async fn current_revision(&self) -> Result<Revision>;
+    /// Drops the history before `revision`: lists at an older revision and watches from an
+    /// older revision fail with [`StoreError::Compacted`] afterwards; `revision` itself stays
+    /// readable. As in etcd, compacting at or below the compacted revision fails with
+    /// `Compacted`, and beyond the current revision with `FutureRevision`.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+    /// The revision up to which history has been dropped (0 if never).
+    async fn compacted_revision(&self) -> Result<Revision>;
+}

@@ -1,0 +1,423 @@
+//! The embedded backend: one redb file with three tables.
+//!
+//! - `kv`: the current value of every key (`create_revision`, `mod_revision`, bytes).
+//! - `history`: revision -> the event written at that revision, with the previous value. Watches
+//!   replay it; a list at an older revision reads the current state and undoes later changes
+//!   from it (the first event after revision `r` on a key carries that key's value at `r`).
+//! - `meta`: the current and the compacted revision.
+//!
+//! Writes go through a single writer thread ([`writer`]) that group-commits every queued request
+//! in one fsynced transaction before answering any of them. Reads run on the blocking pool in
+//! their own read transactions (snapshots), so a list sees one consistent revision. Watches
+//! ([`watch`]) replay `history` from disk, then follow an in-memory broadcast of committed
+//! events, and go back to disk whenever they fall behind the broadcast buffer.
+
+mod codec;
+mod watch;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::{KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream};
+use writer::{Op, Request};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const HISTORY: TableDefinition<i64, &[u8]> = TableDefinition::new("history");
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const META_CURRENT: &str = "current_revision";
+const META_COMPACTED: &str = "compacted_revision";
+
+/// The revision of a fresh store (as in etcd), so that no list ever reports revision 0.
+const INITIAL_REVISION: Revision = 1;
+
+/// Tuning of [`RedbStore`]. Automatic compaction drops an event only once it is outside every
+/// configured window; with both windows `None` it never runs (explicit `compact` still works).
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// Keep at least this many of the latest revisions of history.
+    pub history_revisions: Option<u64>,
+    /// Keep at least the history written during this long.
+    pub history_duration: Option<Duration>,
+    /// Events buffered in memory for live watchers; a watcher further behind catches up from
+    /// disk (as etcd's unsynced watchers do).
+    pub watch_buffer: usize,
+    /// Most write requests committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            history_revisions: Some(10_000),
+            history_duration: Some(Duration::from_secs(5 * 60)),
+            watch_buffer: 4096,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// What the writer thread, the readers and the watchers share.
+struct Shared {
+    db: Database,
+    /// The latest committed (and acknowledged) revision.
+    revision: AtomicI64,
+    compacted: AtomicI64,
+}
+
+/// A [`Store`] in a single redb file. Not `Clone`: share it behind an `Arc`.
+pub struct RedbStore {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    events: broadcast::WeakSender<Arc<crate::WatchEvent>>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating it if needed.
+    pub fn open(path: &Path, opts: RedbOptions) -> Result<RedbStore> {
+        let db = Database::builder()
+            .create(path)
+            .map_err(backend(&format!("open {}", path.display())))?;
+        let (revision, compacted) = init_tables(&db)?;
+        let shared = Arc::new(Shared {
+            db,
+            revision: AtomicI64::new(revision),
+            compacted: AtomicI64::new(compacted),
+        });
+        let max_batch = opts.max_batch.max(1);
+        let (requests, queue) = mpsc::channel(max_batch * 4);
+        let (events_tx, _) = broadcast::channel(opts.watch_buffer.max(1));
+        let events = events_tx.downgrade();
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("kaji-store-writer".into())
+                .spawn(move || writer::run(&shared, queue, &events_tx, &opts))
+                .map_err(backend("spawn writer thread"))?
+        };
+        tracing::debug!(path = %path.display(), revision, compacted, "opened redb store");
+        Ok(RedbStore {
+            shared,
+            requests,
+            events,
+            writer,
+        })
+    }
+
+    /// Stops the writer after the writes already queued, and closes the file once no read is in
+    /// flight, so that it can be reopened at once. Dropping the store also stops the writer,
+    /// but without waiting.
+    pub async fn close(self) -> Result<()> {
+        let RedbStore {
+            shared,
+            requests,
+            writer,
+            ..
+        } = self;
+        drop(requests);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(backend("join writer thread"))?
+            .map_err(|_| StoreError::Backend("the writer thread panicked".into()))?;
+        // Readers on the blocking pool may still hold the database for a moment.
+        let mut shared = shared;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(shared) {
+                Ok(inner) => return inner.db.close().map_err(backend("close database")),
+                Err(still_shared) if tokio::time::Instant::now() < deadline => {
+                    shared = still_shared;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(_) => {
+                    return Err(StoreError::Backend(
+                        "database still in use by readers after 10s".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn write(&self, op: Op) -> Result<KeyValue> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Write { op, reply }).await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn submit(&self, request: Request) -> Result<()> {
+        self.requests.send(request).await.map_err(|_| writer_gone())
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared.db))
+            .await
+            .map_err(backend("read task"))?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Backend("the store's writer has stopped".into())
+}
+
+/// Maps a backend error to [`StoreError::Backend`] with what we were doing.
+fn backend<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Backend(format!("{context}: {e}"))
+}
+
+/// Creates the tables of a new file; returns the current and the compacted revision.
+fn init_tables(db: &Database) -> Result<(Revision, Revision)> {
+    let txn = db.begin_write().map_err(backend("begin write"))?;
+    let revisions = {
+        txn.open_table(KV).map_err(backend("open kv table"))?;
+        txn.open_table(HISTORY)
+            .map_err(backend("open history table"))?;
+        let mut meta = txn.open_table(META).map_err(backend("open meta table"))?;
+        let current = read_meta(&meta, META_CURRENT)?;
+        let compacted = read_meta(&meta, META_COMPACTED)?;
+        match (current, compacted) {
+            (Some(current), Some(compacted)) => (current, compacted),
+            (None, None) => {
+                meta.insert(META_CURRENT, INITIAL_REVISION)
+                    .map_err(backend("write meta"))?;
+                meta.insert(META_COMPACTED, 0)
+                    .map_err(backend("write meta"))?;
+                (INITIAL_REVISION, 0)
+            }
+            _ => {
+                return Err(StoreError::Backend(
+                    "corrupt meta table: only one of the current and compacted revisions is set"
+                        .into(),
+                ));
+            }
+        }
+    };
+    txn.commit().map_err(backend("commit table creation"))?;
+    Ok(revisions)
+}
+
+fn read_meta(table: &impl ReadableTable<&'static str, i64>, name: &str) -> Result<Option<i64>> {
+    Ok(table
+        .get(name)
+        .map_err(backend("read meta"))?
+        .map(|guard| guard.value()))
+}
+
+fn require_meta(table: &impl ReadableTable<&'static str, i64>, name: &str) -> Result<i64> {
+    read_meta(table, name)?
+        .ok_or_else(|| StoreError::Backend(format!("corrupt meta table: {name} is missing")))
+}
+
+fn get_blocking(db: &Database, key: &str) -> Result<Option<KeyValue>> {
+    let txn = db.begin_read().map_err(backend("begin read"))?;
+    let kv = txn.open_table(KV).map_err(backend("open kv table"))?;
+    let found = kv.get(key).map_err(backend("read kv"))?;
+    found
+        .map(|raw| codec::decode_kv(key, raw.value()))
+        .transpose()
+}
+
+fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
+    let txn = db.begin_read().map_err(backend("begin read"))?;
+    let meta = txn.open_table(META).map_err(backend("open meta table"))?;
+    let current = require_meta(&meta, META_CURRENT)?;
+    let compacted = require_meta(&meta, META_COMPACTED)?;
+    let at = match opts.revision {
+        Some(r) if r > 0 => r,
+        _ => current,
+    };
+    if at > current {
+        return Err(StoreError::FutureRevision {
+            requested: at,
+            current,
+        });
+    }
+    if at < compacted {
+        return Err(StoreError::Compacted {
+            requested: at,
+            compacted,
+        });
+    }
+    let start_after = opts.start_after.as_deref().filter(|s| *s >= prefix);
+    let wanted = |key: &str| key.starts_with(prefix) && start_after.is_none_or(|s| key > s);
+
+    // Keys changed after `at`, with their value at `at` (None: absent then).
+    let mut undo: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
+    if at < current {
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(backend("open history table"))?;
+        for entry in history.range(at + 1..).map_err(backend("read history"))? {
+            let (revision, raw) = entry.map_err(backend("read history"))?;
+            let (revision, raw) = (revision.value(), raw.value());
+            let (key, _) = codec::peek_event(revision, raw)?;
+            if wanted(key) && !undo.contains_key(key) {
+                undo.insert(key.to_owned(), codec::decode_event(revision, raw)?.prev);
+            }
+        }
+    }
+
+    let kv = txn.open_table(KV).map_err(backend("open kv table"))?;
+    let lower = match start_after {
+        Some(s) => Bound::Excluded(s),
+        None => Bound::Included(prefix),
+    };
+    let mut live = kv
+        .range::<&str>((lower, Bound::Unbounded))
+        .map_err(backend("read kv"))?;
+    let mut next_live = move || -> Result<Option<(String, Vec<u8>)>> {
+        match live.next() {
+            None => Ok(None),
+            Some(entry) => {
+                let (key, raw) = entry.map_err(backend("read kv"))?;
+                let key = key.value();
+                // Values are decoded only for keys that make the page.
+                Ok(key
+                    .starts_with(prefix)
+                    .then(|| (key.to_owned(), raw.value().to_vec())))
+            }
+        }
+    };
+
+    let limit = opts.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut remaining = 0u64;
+    let mut emit = |kv: Option<KeyValue>, key: &str, raw: Option<&[u8]>| -> Result<()> {
+        if items.len() < limit {
+            match (kv, raw) {
+                (Some(kv), _) => items.push(kv),
+                (None, Some(raw)) => items.push(codec::decode_kv(key, raw)?),
+                (None, None) => {}
+            }
+        } else {
+            remaining += 1;
+        }
+        Ok(())
+    };
+    let mut undo = undo.into_iter().peekable();
+    let mut live_head = next_live()?;
+    loop {
+        let take_live = match (&live_head, undo.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((live_key, _)), Some((undo_key, _))) => live_key < undo_key,
+        };
+        if take_live {
+            if let Some((key, raw)) = live_head.take() {
+                emit(None, &key, Some(&raw))?;
+            }
+            live_head = next_live()?;
+        } else if let Some((key, at_value)) = undo.next() {
+            if live_head.as_ref().is_some_and(|(k, _)| *k == key) {
+                live_head = next_live()?;
+            }
+            if let Some(kv) = at_value {
+                emit(Some(kv), &key, None)?;
+            }
+        }
+    }
+    Ok(ListResult {
+        items,
+        revision: at,
+        more: remaining > 0,
+        remaining,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for RedbStore {
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
+        self.write(Op::Create {
+            key: key.to_owned(),
+            value,
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_mod_revision: Revision,
+    ) -> Result<KeyValue> {
+        self.write(Op::Update {
+            key: key.to_owned(),
+            value,
+            expected: expected_mod_revision,
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue> {
+        self.write(Op::Delete {
+            key: key.to_owned(),
+            expected: expected_mod_revision,
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_owned();
+        self.read(move |db| get_blocking(db, &key)).await
+    }
+
+    async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
+        let prefix = prefix.to_owned();
+        self.read(move |db| list_blocking(db, &prefix, &opts)).await
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        let events = self.events.upgrade().ok_or_else(writer_gone)?;
+        // Subscribe before looking at the revision, so that no event falls in between.
+        let live = events.subscribe();
+        let (from, replay) = if from_revision <= 0 {
+            (self.shared.revision.load(Ordering::SeqCst), false)
+        } else {
+            let compacted = self.shared.compacted.load(Ordering::SeqCst);
+            if from_revision < compacted {
+                return Err(StoreError::Compacted {
+                    requested: from_revision,
+                    compacted,
+                });
+            }
+            (from_revision, true)
+        };
+        Ok(watch::stream(
+            Arc::downgrade(&self.shared),
+            self.events.clone(),
+            live,
+            prefix.to_owned(),
+            from,
+            replay,
+        ))
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.shared.revision.load(Ordering::SeqCst))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Compact { revision, reply }).await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        Ok(self.shared.compacted.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests;
