@@ -1,1 +1,136 @@
-//! apiserver
+//! The hub of Kaji: the Kubernetes API server. Every other component is its client.
+//!
+//! Where to start: [`run`] opens the store, makes the certificates and serves HTTPS;
+//! `server` routes a request; `rest` is the generic REST handler that does every verb for every
+//! kind; `registry` holds one strategy per kind (what is special about Pods, Services, ...);
+//! `discovery` and `kaji-openapi` describe the API to kubectl.
+
+pub mod allocator;
+mod bootstrap;
+pub mod discovery;
+pub mod objects;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod rest;
+pub mod server;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use kaji_api::ApiError;
+use kaji_store::{Store, StoreError};
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// The Kubernetes version Kaji speaks.
+pub const KUBE_VERSION: &str = "v1.33.0";
+
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": format!("{KUBE_VERSION}-kaji{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": option_env!("KAJI_GIT_COMMIT").unwrap_or("unknown"),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a (rust)",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+    })
+}
+
+/// Maps store failures to API errors.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted { requested, compacted } => ApiError::gone(format!("too old resource version: {requested} ({compacted})")),
+        StoreError::FutureRevision { requested, current } => {
+            let mut e = ApiError::timeout(format!("Too large resource version: {requested}, current: {current}"));
+            e.retry_after_seconds = Some(1);
+            e
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// How to start the API server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    /// Where the admin kubeconfig goes (default `<data-dir>/kubeconfig.yaml`).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The running API server's shared state.
+pub struct ApiServer {
+    pub store: Arc<dyn Store>,
+    pub registry: registry::Registry,
+    pub allocators: allocator::Allocators,
+    pub metrics: server::Metrics,
+    pub pki: pki::Pki,
+    /// `host:port` clients are told to use.
+    pub advertise: String,
+    openapi_v2: OnceLock<(Bytes, Bytes)>,
+    openapi_v3: OnceLock<Value>,
+}
+
+impl ApiServer {
+    fn openapi_v2(&self) -> &(Bytes, Bytes) {
+        self.openapi_v2.get_or_init(|| {
+            let doc = kaji_openapi::v2(&self.registry.infos());
+            let proto = kaji_openapi::v2_protobuf(&doc);
+            (Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()), Bytes::from(proto))
+        })
+    }
+
+    pub fn openapi_v2_json(&self) -> &Bytes {
+        &self.openapi_v2().0
+    }
+
+    pub fn openapi_v2_protobuf(&self) -> &Bytes {
+        &self.openapi_v2().1
+    }
+
+    pub fn openapi_v3_index(&self) -> &Value {
+        self.openapi_v3.get_or_init(|| kaji_openapi::v3_index(&self.registry.infos()))
+    }
+}
+
+/// A started API server: its address and the task serving it.
+pub struct Running {
+    pub server: Arc<ApiServer>,
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub serve: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Opens the store, prepares certificates and the default objects, and starts serving.
+pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let pki = pki::Pki::load_or_create(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
+        .await
+        .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
+    let addr = listener.local_addr()?;
+    let host = if config.bind_address.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { config.bind_address };
+    let advertise = SocketAddr::new(host, addr.port()).to_string();
+    let server = Arc::new(ApiServer {
+        store,
+        registry: registry::Registry::builtin(),
+        allocators: allocator::Allocators::new(("10.43.0.0".parse()?, 16), (30000, 32767)),
+        metrics: server::Metrics::default(),
+        pki,
+        advertise: advertise.clone(),
+        openapi_v2: OnceLock::new(),
+        openapi_v3: OnceLock::new(),
+    });
+    bootstrap::restore_allocations(&server).await?;
+    bootstrap::ensure_defaults(&server, addr).await?;
+    let kubeconfig = config.kubeconfig.clone().unwrap_or_else(|| config.data_dir.join("kubeconfig.yaml"));
+    server.pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
+    let serve = tokio::spawn(server::serve(server.clone(), listener));
+    Ok(Running { server, addr, kubeconfig, serve })
+}

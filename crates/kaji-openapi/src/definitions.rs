@@ -84,6 +84,7 @@ fn build() -> Map<String, Value> {
     upstream_spellings(&mut defs);
     add_lists_and_gvks(&mut defs);
     add_patch_extensions(&mut defs);
+    add_key_defaults(&mut defs);
 
     let mut names: Vec<String> = defs.keys().cloned().collect();
     names.sort();
@@ -384,6 +385,22 @@ mod tests {
         )));
         for (_, _, _, definition) in kinds {
             assert!(definitions().contains_key(*definition), "{definition}");
+        }
+    }
+}
+
+/// Defaults that upstream's published schemas carry on list-map key fields (`protocol` of ports
+/// is "TCP"): server-side apply keys list items by them even when a manifest leaves them out.
+fn add_key_defaults(defs: &mut Map<String, Value>) {
+    for (def, field) in [
+        ("io.k8s.api.core.v1.ContainerPort", "protocol"),
+        ("io.k8s.api.core.v1.ServicePort", "protocol"),
+        ("io.k8s.api.core.v1.EndpointPort", "protocol"),
+        ("io.k8s.api.discovery.v1.EndpointPort", "protocol"),
+        ("io.k8s.api.networking.v1.NetworkPolicyPort", "protocol"),
+    ] {
+        if let Some(prop) = defs.get_mut(def).and_then(|d| d.get_mut("properties")).and_then(|p| p.get_mut(field)).and_then(Value::as_object_mut) {
+            prop.insert("default".into(), Value::String("TCP".into()));
         }
     }
 }

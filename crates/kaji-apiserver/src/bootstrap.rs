@@ -1,0 +1,91 @@
+//! What a new cluster has before anyone writes: the namespaces default, kube-system, kube-public
+//! and kube-node-lease, and the `kubernetes` Service (10.43.0.1:443) with its Endpoints. Also
+//! rebuilds the Service IP and NodePort allocations from the stored Services at start.
+
+use crate::ApiServer;
+use crate::request::ResourceRequest;
+use crate::rest::{self, Call, Output};
+use anyhow::{Result, anyhow};
+use http::Method;
+use kaji_store::ListOptions;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Creates an object through the REST machinery (so defaults and validation apply), unless it exists.
+async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: Option<&str>, obj: Value) -> Result<()> {
+    let strategy = server.registry.get(group, "v1", plural).cloned().ok_or_else(|| anyhow!("no {plural}"))?;
+    let req = ResourceRequest {
+        group: group.to_string(),
+        version: "v1".to_string(),
+        plural: plural.to_string(),
+        namespace: namespace.map(str::to_string),
+        name: None,
+        subresource: None,
+        watch_path: false,
+    };
+    let params = HashMap::from([("fieldManager".to_string(), "kaji-server".to_string())]);
+    let call = Call {
+        server,
+        strategy: &strategy,
+        req: &req,
+        params: &params,
+        output: &Output::plain(),
+        content_type: "application/json",
+        user_agent: "kaji-server",
+        body: serde_json::to_vec(&obj)?.into(),
+    };
+    match rest::dispatch(call, &Method::POST).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow!("creating {plural}: {e}")),
+    }
+}
+
+pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr) -> Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure(server, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+    }
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
+    });
+    ensure(server, "", "services", Some("default"), svc).await?;
+    let ip = crate::pki::host_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+    let ep = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}],
+    });
+    ensure(server, "", "endpoints", Some("default"), ep).await?;
+    Ok(())
+}
+
+pub async fn restore_allocations(server: &Arc<ApiServer>) -> Result<()> {
+    let Some(strategy) = server.registry.get("", "v1", "services") else { return Ok(()) };
+    let prefix = crate::objects::prefix(strategy.info(), None);
+    let mut start_after = None;
+    loop {
+        let page = server.store.list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None }).await?;
+        for kv in &page.items {
+            let svc = crate::objects::decode(kv);
+            if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+                let _ = server.allocators.allocate_ip(Some(ip));
+            }
+            for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(n) = p.get("nodePort").and_then(Value::as_u64) {
+                    let _ = server.allocators.allocate_port(Some(n as u16));
+                }
+            }
+        }
+        start_after = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            return Ok(());
+        }
+    }
+}

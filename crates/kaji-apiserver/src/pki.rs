@@ -1,0 +1,169 @@
+//! The cluster's certificates, made on first start like k3s does: a CA, the API server's serving
+//! certificate, an admin client certificate (O=system:masters), and the admin kubeconfig.
+//! Everything lives under `<data-dir>/server/tls`; later starts reuse what is there.
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
+};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// PEM files of the cluster's PKI.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_cert_pem: String,
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn params(cn: &str, org: Option<&str>) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.not_before = date_time_ymd(2025, 1, 1);
+    p.not_after = date_time_ymd(2125, 1, 1);
+    p
+}
+
+/// The addresses of this host (from the kernel's local routing table), for the serving SANs.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in trie.lines() {
+            let t = line.trim_start_matches([' ', '|', '-', '+']).trim();
+            if let Ok(ip) = t.parse::<IpAddr>() {
+                last = Some(ip);
+            } else if t.contains("host LOCAL")
+                && let Some(ip) = last
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+impl Pki {
+    /// Loads the PKI under `<data_dir>/server/tls`, creating whatever is missing.
+    pub fn load_or_create(data_dir: &Path) -> Result<Pki> {
+        let dir = data_dir.join("server").join("tls");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca_key_path = dir.join("ca.key");
+        let ca_cert_path = dir.join("ca.crt");
+        if !ca_key_path.exists() || !ca_cert_path.exists() {
+            let key = KeyPair::generate()?;
+            let mut p = params("kaji-ca", None);
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            let cert = p.self_signed(&key)?;
+            write_private(&ca_key_path, &key.serialize_pem())?;
+            write_private(&ca_cert_path, &cert.pem())?;
+        }
+        let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)?;
+        let ca_cert_pem = read(&ca_cert_path)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("parsing the cluster CA")?;
+
+        let serving = dir.join("serving");
+        if !serving.with_extension("crt").exists() || !serving.with_extension("key").exists() {
+            let key = KeyPair::generate()?;
+            let mut p = params("kube-apiserver", None);
+            let mut sans: Vec<SanType> = Vec::new();
+            for name in [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ] {
+                sans.push(SanType::DnsName(name.try_into()?));
+            }
+            if let Ok(h) = hostname().as_str().try_into() {
+                sans.push(SanType::DnsName(h));
+            }
+            let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "10.43.0.1".parse()?];
+            for ip in host_addresses() {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+            sans.extend(ips.into_iter().map(SanType::IpAddress));
+            p.subject_alt_names = sans;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            let cert = p.signed_by(&key, &issuer)?;
+            write_private(&serving.with_extension("key"), &key.serialize_pem())?;
+            write_private(&serving.with_extension("crt"), &cert.pem())?;
+        }
+
+        let admin = dir.join("client-admin");
+        if !admin.with_extension("crt").exists() || !admin.with_extension("key").exists() {
+            let key = KeyPair::generate()?;
+            let mut p = params("system:admin", Some("system:masters"));
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = p.signed_by(&key, &issuer)?;
+            write_private(&admin.with_extension("key"), &key.serialize_pem())?;
+            write_private(&admin.with_extension("crt"), &cert.pem())?;
+        }
+
+        Ok(Pki {
+            ca_cert_pem,
+            serving_cert_pem: read(&serving.with_extension("crt"))?,
+            serving_key_pem: read(&serving.with_extension("key"))?,
+            admin_cert_pem: read(&admin.with_extension("crt"))?,
+            admin_key_pem: read(&admin.with_extension("key"))?,
+            dir,
+        })
+    }
+
+    /// An admin kubeconfig for `server` (e.g. `https://127.0.0.1:6443`), with the certificates embedded.
+    pub fn admin_kubeconfig(&self, server: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
+            ca = b64(&self.ca_cert_pem),
+            cert = b64(&self.admin_cert_pem),
+            key = b64(&self.admin_key_pem),
+        )
+    }
+
+    /// Writes the admin kubeconfig to `path` (mode 0600).
+    pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) -> Result<()> {
+        write_private(path, &self.admin_kubeconfig(server))
+    }
+}

@@ -1,0 +1,131 @@
+//! Pods: spec defaults and validation, the spec is immutable but for images and a few fields,
+//! graceful deletion once bound, field selectors on spec.nodeName and status.phase.
+
+use crate::registry::{Strategy, info, podspec, str_at};
+use kaji_api::{FieldError, ResourceInfo};
+use serde_json::{Value, json};
+
+pub struct PodStrategy;
+
+static INFO: ResourceInfo = ResourceInfo {
+    categories: &["all"],
+    ..info(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize"],
+    )
+};
+
+impl Strategy for PodStrategy {
+    fn info(&self) -> &ResourceInfo {
+        &INFO
+    }
+    fn has_status(&self) -> bool {
+        true
+    }
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj.get_mut("spec") {
+            podspec::default_pod_spec(spec);
+        }
+    }
+    fn prepare_for_create(&self, obj: &mut Value) {
+        // Upstream sets phase Pending and QoS class at create.
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj.get("spec"))});
+    }
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        podspec::validate_pod_spec(obj.get("spec"), "spec")
+    }
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        let mut errs = self.validate(new);
+        // Only container images (and a few fields) of a pod may change (upstream ValidatePodUpdate).
+        let mutable_view = |v: &Value| {
+            let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+            for key in ["containers", "initContainers"] {
+                if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
+                    for c in cs {
+                        if let Some(m) = c.as_object_mut() {
+                            m.remove("image");
+                        }
+                    }
+                }
+            }
+            if let Some(m) = spec.as_object_mut() {
+                for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+                    m.remove(k);
+                }
+            }
+            spec
+        };
+        if mutable_view(new) != mutable_view(old) {
+            errs.push(FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            ));
+        }
+        errs
+    }
+    fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
+        let ptr = match field {
+            "spec.nodeName" => "/spec/nodeName",
+            "spec.restartPolicy" => "/spec/restartPolicy",
+            "spec.schedulerName" => "/spec/schedulerName",
+            "spec.serviceAccountName" => "/spec/serviceAccountName",
+            "spec.hostNetwork" => {
+                return Some(obj.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false).to_string());
+            }
+            "status.phase" => "/status/phase",
+            "status.podIP" => "/status/podIP",
+            "status.nominatedNodeName" => "/status/nominatedNodeName",
+            _ => return None,
+        };
+        Some(str_at(obj, ptr).unwrap_or_default().to_string())
+    }
+    fn graceful_delete(&self, obj: &Value) -> Option<i64> {
+        // Unbound pods go at once; bound ones wait for the kubelet (upstream CheckGracefulDelete).
+        str_at(obj, "/spec/nodeName")?;
+        if matches!(str_at(obj, "/status/phase"), Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        Some(obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30))
+    }
+}
+
+/// Guaranteed when every container has equal cpu and memory requests and limits, BestEffort when
+/// none has any, Burstable otherwise (upstream GetPodQOS).
+pub fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        for r in ["cpu", "memory"] {
+            let rq = req.and_then(|m| m.get(r));
+            let lm = lim.and_then(|m| m.get(r));
+            if rq.is_some() || lm.is_some() {
+                any = true;
+            }
+            match (rq, lm) {
+                (_, None) => guaranteed = false,
+                (Some(a), Some(b)) if a != b => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}

@@ -1,0 +1,246 @@
+//! One strategy per kind (as upstream's `pkg/registry/<group>/<kind>/strategy.go`): what is special
+//! about a kind lives in its file here; the generic REST handler in `crate::rest` does the verbs
+//! for all of them and knows nothing of Deployments.
+
+pub mod apiextensions;
+pub mod apps;
+pub mod autoscaling;
+pub mod batch;
+pub mod coordination;
+pub mod core;
+pub mod discovery;
+pub mod events;
+pub mod meta;
+pub mod networking;
+pub mod podspec;
+pub mod policy;
+pub mod rbac;
+pub mod scheduling;
+pub mod storage;
+
+use crate::allocator::Allocators;
+use kaji_api::{ApiError, FieldError, ResourceInfo};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What strategies may use beyond the object: cluster-wide allocators.
+pub struct Ctx<'a> {
+    pub allocators: &'a Allocators,
+}
+
+/// Where the scale subresource reads and writes replicas.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleSpec {
+    /// `spec.selector` is a LabelSelector object (apps) rather than a plain map (RC).
+    pub selector_is_label_selector: bool,
+}
+
+/// How a kind differs from a plain stored object. Every method has the common default.
+pub trait Strategy: Send + Sync + 'static {
+    fn info(&self) -> &ResourceInfo;
+
+    /// The kind has a `status` that only the status subresource writes.
+    fn has_status(&self) -> bool {
+        false
+    }
+
+    /// `metadata.generation` starts at 1 and grows when the spec changes.
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+
+    /// Which name rule applies (most kinds: RFC 1123 subdomain).
+    fn validate_name(&self, name: &str) -> Vec<String> {
+        kaji_api::validation::dns1123_subdomain(name)
+    }
+
+    /// Upstream's `SetDefaults_*` for the kind, applied on every create and update.
+    fn default(&self, _obj: &mut Value) {}
+
+    /// Called once on create, after the generic metadata is set.
+    fn prepare_for_create(&self, _obj: &mut Value) {}
+
+    /// Called on update; the generic part already kept status (if `has_status`) and metadata.
+    fn prepare_for_update(&self, _new: &mut Value, _old: &Value) {}
+
+    fn validate(&self, _obj: &Value) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Update validation: by default the create validation plus nothing else.
+    fn validate_update(&self, new: &Value, _old: &Value) -> Vec<FieldError> {
+        self.validate(new)
+    }
+
+    /// Fields a field selector may name beyond metadata.name / metadata.namespace, and how to read them.
+    fn field_value(&self, _obj: &Value, _field: &str) -> Option<String> {
+        None
+    }
+
+    /// Allocate cluster resources (service IPs, node ports) for a new or changed object.
+    fn allocate(&self, _ctx: &Ctx<'_>, _obj: &mut Value, _old: Option<&Value>) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Give back what `allocate` took, when an object is deleted or its create failed.
+    fn release(&self, _ctx: &Ctx<'_>, _obj: &Value, _keep: Option<&Value>) {}
+
+    fn scale(&self) -> Option<ScaleSpec> {
+        None
+    }
+
+    /// Deleting waits `gracePeriodSeconds` (pods on a node): returns the default grace period.
+    fn graceful_delete(&self, _obj: &Value) -> Option<i64> {
+        None
+    }
+
+    /// On delete: whether the object must stay, marked with a deletionTimestamp, until something
+    /// finalizes it (beyond `metadata.finalizers`, which the generic code handles). May mark it.
+    fn prepare_for_delete(&self, _obj: &mut Value) -> bool {
+        false
+    }
+
+    /// Whether an object being deleted may now go (its finalizers are done).
+    fn ready_to_remove(&self, obj: &Value) -> bool {
+        crate::objects::finalizers(obj).is_empty()
+    }
+
+    /// Update may create the object when it does not exist (upstream AllowCreateOnUpdate).
+    fn allow_create_on_update(&self) -> bool {
+        false
+    }
+}
+
+/// A kind with no special rules beyond its resource description.
+pub struct Plain {
+    pub info: ResourceInfo,
+    pub status: bool,
+    pub generation: bool,
+}
+
+impl Strategy for Plain {
+    fn info(&self) -> &ResourceInfo {
+        &self.info
+    }
+    fn has_status(&self) -> bool {
+        self.status
+    }
+    fn tracks_generation(&self) -> bool {
+        self.generation
+    }
+}
+
+/// Every served kind, looked up by (group, version, plural).
+pub struct Registry {
+    by_path: HashMap<(String, String, String), Arc<dyn Strategy>>,
+    ordered: Vec<Arc<dyn Strategy>>,
+}
+
+impl Registry {
+    pub fn builtin() -> Registry {
+        let mut all: Vec<Arc<dyn Strategy>> = Vec::new();
+        core::register(&mut all);
+        apps::register(&mut all);
+        batch::register(&mut all);
+        autoscaling::register(&mut all);
+        networking::register(&mut all);
+        policy::register(&mut all);
+        rbac::register(&mut all);
+        storage::register(&mut all);
+        coordination::register(&mut all);
+        discovery::register(&mut all);
+        events::register(&mut all);
+        scheduling::register(&mut all);
+        apiextensions::register(&mut all);
+        let mut by_path = HashMap::new();
+        for s in &all {
+            let i = s.info();
+            by_path.insert((i.group.to_string(), i.version.to_string(), i.plural.to_string()), s.clone());
+        }
+        Registry { by_path, ordered: all }
+    }
+
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<dyn Strategy>> {
+        self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string()))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Strategy>> {
+        self.ordered.iter()
+    }
+
+    pub fn infos(&self) -> Vec<ResourceInfo> {
+        self.ordered.iter().map(|s| s.info().clone()).collect()
+    }
+
+    /// The strategy for a kind in a group (any version), e.g. for ownerReference lookups.
+    pub fn by_kind(&self, group: &str, kind: &str) -> Option<&Arc<dyn Strategy>> {
+        self.ordered.iter().find(|s| s.info().group == group && s.info().kind == kind)
+    }
+}
+
+/// Shorthand for a resource description with every verb.
+pub const fn info(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    subresources: &'static [&'static str],
+) -> ResourceInfo {
+    ResourceInfo {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names,
+        categories: &[],
+        verbs: kaji_api::ALL_VERBS,
+        subresources,
+    }
+}
+
+/// Reads a string at a JSON pointer.
+pub fn str_at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a str> {
+    obj.pointer(ptr).and_then(Value::as_str)
+}
+
+/// Sets `obj[key] = value` if `obj` is an object and the key is absent or null.
+pub fn default_key(obj: &mut Value, key: &str, value: Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let missing = map.get(key).is_none_or(Value::is_null);
+        if missing {
+            map.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// The object at `obj[key]`, created as `{}` when missing.
+pub fn child<'a>(obj: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let map = obj.as_object_mut()?;
+    let entry = map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
+    if entry.is_null() {
+        *entry = Value::Object(Default::default());
+    }
+    Some(entry)
+}
+
+/// Errors for a field that may not change after creation (upstream `ValidateImmutableField`).
+pub fn immutable(new: &Value, old: &Value, ptr: &str, field: &str) -> Option<FieldError> {
+    let a = new.pointer(ptr);
+    let b = old.pointer(ptr);
+    if a != b {
+        Some(FieldError::invalid(field, a.unwrap_or(&Value::Null), "field is immutable"))
+    } else {
+        None
+    }
+}
+
+/// The Namespace kind's description, for the namespace checks every namespaced write makes.
+pub fn core_namespace_info() -> &'static ResourceInfo {
+    &core::NAMESPACE_INFO
+}

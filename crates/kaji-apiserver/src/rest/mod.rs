@@ -1,0 +1,96 @@
+//! The generic REST handler: every verb for every kind, driven by the kind's strategy.
+//! Reading order: `dispatch` picks the verb; `read` (get, list), `write` (create, update, patch),
+//! `delete`, `watch`, `subresource` (status, scale, binding, eviction) and `output` (tables,
+//! partial metadata) do the work.
+
+mod apply;
+mod delete;
+mod output;
+mod read;
+mod subresource;
+mod watch;
+mod write;
+
+pub use output::Output;
+pub use watch::WatchBody;
+
+use crate::ApiServer;
+use crate::registry::Strategy;
+use crate::request::ResourceRequest;
+use bytes::Bytes;
+use http::Method;
+use kaji_api::ApiError;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a handler answers with, before it becomes an HTTP response.
+pub enum Reply {
+    Json { code: u16, body: Value, warnings: Vec<String> },
+    Watch(WatchBody),
+}
+
+impl Reply {
+    pub fn ok(body: Value) -> Reply {
+        Reply::Json { code: 200, body, warnings: Vec::new() }
+    }
+}
+
+/// The parts of a request the verbs need.
+pub struct Call<'a> {
+    pub server: &'a Arc<ApiServer>,
+    pub strategy: &'a Arc<dyn Strategy>,
+    pub req: &'a ResourceRequest,
+    pub params: &'a HashMap<String, String>,
+    pub output: &'a Output,
+    pub content_type: &'a str,
+    pub user_agent: &'a str,
+    pub body: Bytes,
+}
+
+impl Call<'_> {
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.params.get("dryRun").is_some_and(|v| v == "All")
+    }
+
+    /// The field manager: `?fieldManager=`, else the user agent's program name (upstream default).
+    pub fn field_manager(&self) -> String {
+        match self.param("fieldManager") {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => self.user_agent.split('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_string(),
+        }
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        if self.strategy.info().namespaced { self.req.namespace.as_deref() } else { None }
+    }
+}
+
+pub async fn dispatch(call: Call<'_>, method: &Method) -> Result<Reply, ApiError> {
+    let info = call.strategy.info();
+    if info.namespaced && call.req.namespace.is_none() && call.req.name.is_some() {
+        return Err(ApiError::no_route(""));
+    }
+    if !info.namespaced && call.req.namespace.is_some() {
+        return Err(ApiError::no_route(""));
+    }
+    if let Some(sub) = call.req.subresource.clone() {
+        return subresource::dispatch(call, method, &sub).await;
+    }
+    let watch = call.req.watch_path || call.param("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.as_str(), call.req.name.is_some()) {
+        ("GET", _) if watch => watch::watch(call).await,
+        ("GET", true) => read::get(call).await,
+        ("GET", false) => read::list(call).await,
+        ("POST", false) => write::create(call).await,
+        ("PUT", true) => write::update(call).await,
+        ("PATCH", true) => write::patch(call).await,
+        ("DELETE", true) => delete::delete(call).await,
+        ("DELETE", false) => delete::delete_collection(call).await,
+        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+    }
+}

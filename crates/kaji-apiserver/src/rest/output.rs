@@ -1,0 +1,115 @@
+//! Response shapes chosen by the Accept header: the object itself, a meta.k8s.io/v1 Table (what
+//! kubectl asks for when printing), or PartialObjectMetadata (metadata-only clients).
+
+use crate::registry::Strategy;
+use crate::request::parse_accept;
+use kaji_api::ApiError;
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Object,
+    Table(IncludeObject),
+    PartialMetadata,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    pub shape: Shape,
+    pub yaml: bool,
+}
+
+impl Output {
+    pub fn plain() -> Output {
+        Output { shape: Shape::Object, yaml: false }
+    }
+
+    /// Picks the first Accept entry the server can produce, as upstream's negotiation does.
+    pub fn negotiate(accept: &str, include_object: Option<&str>) -> Result<Output, ApiError> {
+        if accept.trim().is_empty() {
+            return Ok(Output::plain());
+        }
+        let include = match include_object {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        };
+        for m in parse_accept(accept) {
+            let yaml = m.essence == "application/yaml";
+            let json_like = m.essence == "application/json" || yaml || m.essence == "*/*" || m.essence == "application/*";
+            if !json_like {
+                continue;
+            }
+            let group = m.params.get("g").map(String::as_str);
+            match (m.params.get("as").map(String::as_str), group) {
+                (None, _) => return Ok(Output { shape: Shape::Object, yaml }),
+                (Some("Table"), Some("meta.k8s.io")) => return Ok(Output { shape: Shape::Table(include), yaml }),
+                (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io")) => {
+                    return Ok(Output { shape: Shape::PartialMetadata, yaml });
+                }
+                _ => continue,
+            }
+        }
+        Err(ApiError::not_acceptable(format!(
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {accept:?}"
+        )))
+    }
+
+    pub fn object(&self, strategy: &dyn Strategy, obj: Value) -> Value {
+        match self.shape {
+            Shape::Object => obj,
+            Shape::PartialMetadata => partial(&obj),
+            Shape::Table(include) => {
+                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                table(strategy, json!({"resourceVersion": rv}), &[obj], include)
+            }
+        }
+    }
+
+    pub fn list(&self, strategy: &dyn Strategy, list_kind: &str, api_version: &str, meta: Value, items: Vec<Value>) -> Value {
+        match self.shape {
+            Shape::Object => json!({"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items}),
+            Shape::PartialMetadata => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items.iter().map(partial).collect::<Vec<_>>(),
+            }),
+            Shape::Table(include) => table(strategy, meta, &items, include),
+        }
+    }
+}
+
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
+/// A meta.k8s.io/v1 Table of `items`, with the kind's columns from `kaji-printers`.
+pub fn table(strategy: &dyn Strategy, meta: Value, items: &[Value], include: IncludeObject) -> Value {
+    let info = strategy.info();
+    let now = jiff::Timestamp::now();
+    let columns: Vec<Value> = kaji_printers::columns(info.group, info.kind)
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
+        .collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|obj| {
+            let mut row = json!({"cells": kaji_printers::row(info.group, info.kind, obj, now)});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => row["object"] = partial(obj),
+                IncludeObject::Object => row["object"] = obj.clone(),
+            }
+            row
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}

@@ -1,0 +1,178 @@
+//! Subresources: status, scale (autoscaling/v1 Scale), pods/binding, pods/eviction and
+//! namespaces/finalize. The streaming ones (log, exec, attach, portforward, proxy) need a node.
+
+use super::read::fetch;
+use super::write::{Part, guaranteed_update, patch_part, update_part};
+use super::{Call, Reply};
+use crate::objects::meta_str;
+use http::Method;
+use kaji_api::ApiError;
+use kaji_api::selector::LabelSelector;
+use kaji_api::status::success_status;
+use serde_json::{Value, json};
+
+pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Reply, ApiError> {
+    let info = call.strategy.info();
+    if !info.subresources.contains(&sub) {
+        return Err(ApiError::no_route(""));
+    }
+    match (sub, method.as_str()) {
+        ("status", "GET") => super::read::get(call).await,
+        ("status", "PUT") => update_part(call, Part::Status).await,
+        ("status", "PATCH") => patch_part(call, Part::Status).await,
+        ("finalize", "PUT") => finalize(call).await,
+        ("scale", "GET") => {
+            let obj = fetch(&call).await?;
+            Ok(Reply::ok(scale_of(&call, &obj)))
+        }
+        ("scale", "PUT" | "PATCH") => scale_write(call, method).await,
+        ("binding", "POST") => binding(call).await,
+        ("eviction", "POST") => eviction(call).await,
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("{}/{sub} needs a node agent; no kubelet serves this pod yet", info.plural),
+        )),
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+fn scale_of(call: &Call<'_>, obj: &Value) -> Value {
+    let label_selector = call.strategy.scale().is_some_and(|s| s.selector_is_label_selector);
+    let selector = match obj.pointer("/spec/selector") {
+        Some(sel) if label_selector => LabelSelector::from_object(sel).map(|s| s.to_string()).unwrap_or_default(),
+        Some(Value::Object(m)) => LabelSelector::from_map(m).to_string(),
+        _ => String::new(),
+    };
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let mut scale_meta = json!({});
+    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(v) = meta.get(k) {
+            scale_meta[k] = v.clone();
+        }
+    }
+    let mut status = json!({"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))});
+    if !selector.is_empty() {
+        status["selector"] = json!(selector);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": status,
+    })
+}
+
+async fn scale_write(call: Call<'_>, method: &Method) -> Result<Reply, ApiError> {
+    let body = super::write::decode_body(&call)?;
+    let ct = call.content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let patch_kind = if method == Method::PATCH {
+        Some(kaji_patch::PatchType::from_content_type(&ct).ok_or_else(|| ApiError::unsupported_media_type(&ct))?)
+    } else {
+        None
+    };
+    let scale_defs = kaji_openapi::definitions();
+    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+        let scale = scale_of(&call, cur);
+        let new_scale = match patch_kind {
+            None => body.clone(),
+            Some(kaji_patch::PatchType::Json) => kaji_patch::json_patch(&scale, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            Some(kaji_patch::PatchType::StrategicMerge) => {
+                kaji_patch::strategic_merge_patch(&scale, &body, scale_defs, "io.k8s.api.autoscaling.v1.Scale").map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
+            Some(_) => kaji_patch::merge_patch(&scale, &body),
+        };
+        if let Some(want) = meta_str(&new_scale, "resourceVersion").filter(|s| !s.is_empty())
+            && Some(want) != meta_str(cur, "resourceVersion")
+        {
+            let info = call.strategy.info();
+            return Err(ApiError::stale(info.group, info.plural, call.req.name.as_deref().unwrap_or_default()));
+        }
+        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid("autoscaling", "Scale", call.req.name.as_deref().unwrap_or_default(), vec![kaji_api::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
+        }
+        let mut next = cur.clone();
+        if cur.pointer("/spec/replicas").and_then(Value::as_i64) != Some(replicas) {
+            next["spec"]["replicas"] = json!(replicas);
+            if call.strategy.tracks_generation() {
+                let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+                next["metadata"]["generation"] = json!(g);
+            }
+        }
+        Ok(next)
+    })
+    .await?;
+    Ok(Reply::ok(scale_of(&call, &obj)))
+}
+
+/// pods/binding: sets spec.nodeName once and marks the pod scheduled (what the scheduler calls).
+async fn binding(call: Call<'_>) -> Result<Reply, ApiError> {
+    let body = super::write::decode_body(&call)?;
+    let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = call.req.name.clone().unwrap_or_default();
+    if node.is_empty() {
+        return Err(ApiError::invalid("", "Binding", &name, vec![kaji_api::FieldError::required("target.name", "")]));
+    }
+    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+        if crate::objects::is_deleting(cur) {
+            return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
+        }
+        if let Some(existing) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict("", "pods", &name, &format!("pod {name} is already assigned to node {existing:?}")));
+        }
+        let mut next = cur.clone();
+        next["spec"]["nodeName"] = json!(node);
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::objects::now_rfc3339()});
+        let conds = next["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled")).collect();
+        conds.push(cond);
+        next["status"]["conditions"] = json!(conds);
+        Ok(next)
+    })
+    .await?;
+    let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
+    let _ = uid;
+    Ok(Reply::Json { code: 201, body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}), warnings: Vec::new() })
+}
+
+/// pods/eviction: deletes the pod with the eviction's DeleteOptions (disruption budgets are
+/// checked once a disruption controller keeps their status).
+async fn eviction(call: Call<'_>) -> Result<Reply, ApiError> {
+    let body = super::write::decode_body(&call)?;
+    let opts = body.get("deleteOptions").cloned().unwrap_or(json!({}));
+    let req = call.req.clone();
+    let mut plain = req.clone();
+    plain.subresource = None;
+    let inner = Call {
+        server: call.server,
+        strategy: call.strategy,
+        req: &plain,
+        params: call.params,
+        output: &super::Output::plain(),
+        content_type: "application/json",
+        user_agent: call.user_agent,
+        body: bytes::Bytes::from(serde_json::to_vec(&opts).unwrap_or_default()),
+    };
+    let obj = fetch(&inner).await?;
+    super::delete::delete(inner).await?;
+    let info = call.strategy.info();
+    let mut st = success_status(info.group, info.plural, req.name.as_deref().unwrap_or_default(), meta_str(&obj, "uid").unwrap_or_default());
+    st["code"] = json!(201);
+    Ok(Reply::Json { code: 201, body: st, warnings: Vec::new() })
+}
+
+/// namespaces/finalize: the namespace controller's way to clear `spec.finalizers`.
+async fn finalize(call: Call<'_>) -> Result<Reply, ApiError> {
+    let body = super::write::decode_body(&call)?;
+    let finalizers = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+        let mut next = cur.clone();
+        next["spec"]["finalizers"] = finalizers.clone();
+        Ok(next)
+    })
+    .await?;
+    Ok(Reply::ok(call.output.object(call.strategy.as_ref(), obj)))
+}

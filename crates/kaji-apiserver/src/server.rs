@@ -1,0 +1,313 @@
+//! HTTPS: TLS with optional client certificates (x509 identities), HTTP/1.1 and HTTP/2, and the
+//! top-level routing of a request to health, version, discovery, OpenAPI or the REST handler.
+
+use crate::request::{Route, parse_accept, query_params, route};
+use crate::rest::{self, Call, Output, Reply};
+use crate::{ApiServer, discovery};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kaji_api::ApiError;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (upstream's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Who is asking, from the client certificate: CN is the user, O the groups.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn tls_acceptor(server: &ApiServer) -> Result<TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pki = &server.pki;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<std::result::Result<_, _>>()?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?.context("no serving key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_cert_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn user_from_cert(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    Some(User { name, groups })
+}
+
+/// Accepts connections until the listener fails.
+pub async fn serve(server: Arc<ApiServer>, listener: TcpListener) -> Result<()> {
+    let acceptor = tls_acceptor(&server)?;
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c));
+            let svc = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(server, user, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+fn json_response(code: u16, body: &Value, yaml: bool, warnings: &[String]) -> Response<Body> {
+    let (bytes, ct) = if yaml {
+        (serde_yaml::to_string(body).unwrap_or_default().into_bytes(), "application/yaml")
+    } else {
+        (serde_json::to_vec(body).unwrap_or_default(), "application/json")
+    };
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}")) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status(), false, &[])
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn is_public(path: &str) -> bool {
+    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || path == "/version"
+}
+
+async fn handle(server: Arc<ApiServer>, user: Option<User>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = if user.is_none() && !is_public(&path) {
+        error_response(&ApiError::unauthorized())
+    } else {
+        route_request(&server, req).await
+    };
+    server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), user = user.as_ref().map(|u| u.name.as_str()).unwrap_or("anonymous"), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
+        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => return text(StatusCode::OK, "ok"),
+        "/version" => return json_response(200, &crate::version_info(), false, &[]),
+        "/metrics" => {
+            let mut resp = Response::new(full(server.metrics.render()));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return resp;
+        }
+        "/openapi/v2" => return openapi_v2(server, &accept),
+        "/openapi/v3" => return json_response(200, server.openapi_v3_index(), false, &[]),
+        p if p.starts_with("/openapi/v3/") => {
+            let gv = p.trim_start_matches("/openapi/v3/");
+            let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
+                ["api", v] => (String::new(), (*v).to_string()),
+                ["apis", g, v] => ((*g).to_string(), (*v).to_string()),
+                _ => return error_response(&ApiError::no_route(p)),
+            };
+            return match kaji_openapi::v3_group(&server.registry.infos(), &group, &version) {
+                Some(doc) => json_response(200, &doc, false, &[]),
+                None => error_response(&ApiError::no_route(p)),
+            };
+        }
+        _ => {}
+    }
+    let r = route(&path);
+    let aggregated = aggregated_version(&accept);
+    match r {
+        Route::CoreVersions => match aggregated {
+            Some(v) => discovery_response(&discovery::aggregated(&server.registry, true, &v), &v),
+            None => json_response(200, &discovery::core_versions(&server.advertise), false, &[]),
+        },
+        Route::Groups => match aggregated {
+            Some(v) => discovery_response(&discovery::aggregated(&server.registry, false, &v), &v),
+            None => json_response(200, &discovery::group_list(&server.registry), false, &[]),
+        },
+        Route::Group(g) => match discovery::group(&server.registry, &g) {
+            Some(v) => json_response(200, &v, false, &[]),
+            None => error_response(&ApiError::no_route(&path)),
+        },
+        Route::GroupVersion(g, v) => match discovery::resource_list(&server.registry, &g, &v) {
+            Some(v) => json_response(200, &v, false, &[]),
+            None => error_response(&ApiError::no_route(&path)),
+        },
+        Route::Resource(rr) => resource(server, req, rr, &accept).await,
+        Route::Other => error_response(&ApiError::no_route(&path)),
+    }
+}
+
+/// `Some("apidiscovery.k8s.io/v2")` when the client asks for aggregated discovery.
+fn aggregated_version(accept: &str) -> Option<String> {
+    for m in parse_accept(accept) {
+        if m.params.get("as").map(String::as_str) == Some("APIGroupDiscoveryList")
+            && m.params.get("g").map(String::as_str) == Some("apidiscovery.k8s.io")
+        {
+            if let Some(v) = m.params.get("v").filter(|v| *v == "v2" || *v == "v2beta1") {
+                return Some(format!("apidiscovery.k8s.io/{v}"));
+            }
+        } else if m.essence == "application/json" && m.params.is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
+fn discovery_response(doc: &Value, api_version: &str) -> Response<Body> {
+    let mut resp = json_response(200, doc, false, &[]);
+    let v = api_version.rsplit('/').next().unwrap_or("v2");
+    if let Ok(ct) = HeaderValue::from_str(&format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList")) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp
+}
+
+fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
+    let wants_proto = parse_accept(accept).first().is_some_and(|m| m.essence.contains("protobuf"));
+    if wants_proto {
+        let mut resp = Response::new(full(server.openapi_v2_protobuf().clone()));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+        return resp;
+    }
+    let mut resp = Response::new(full(server.openapi_v2_json().clone()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::request::ResourceRequest, accept: &str) -> Response<Body> {
+    let Some(strategy) = server.registry.get(&rr.group, &rr.version, &rr.plural).cloned() else {
+        return error_response(&ApiError::no_route(req.uri().path()));
+    };
+    let params = query_params(req.uri().query());
+    let output = match Output::negotiate(accept, params.get("includeObject").map(String::as_str)) {
+        Ok(o) => o,
+        Err(e) => return error_response(&e),
+    };
+    let method: Method = req.method().clone();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return error_response(&ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}")));
+            }
+            return error_response(&ApiError::bad_request(format!("reading the request body: {e}")));
+        }
+    };
+    let call = Call {
+        server,
+        strategy: &strategy,
+        req: &rr,
+        params: &params,
+        output: &output,
+        content_type: &content_type,
+        user_agent: &user_agent,
+        body,
+    };
+    match rest::dispatch(call, &method).await {
+        Ok(Reply::Json { code, body, warnings }) => json_response(code, &body, output.yaml, &warnings),
+        Ok(Reply::Watch(rx)) => {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(error = %e, "request failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+/// Prometheus request counters and latency sums.
+#[derive(Default)]
+pub struct Metrics {
+    inner: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), (u64, f64)>>,
+}
+
+impl Metrics {
+    fn observe(&self, method: &Method, path: &str, code: u16, elapsed: std::time::Duration) {
+        let resource = match route(path) {
+            Route::Resource(r) => r.plural,
+            _ => String::new(),
+        };
+        let mut m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let e = m.entry((method.to_string(), resource, code)).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += elapsed.as_secs_f64();
+    }
+
+    pub fn render(&self) -> String {
+        let m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::from("# HELP apiserver_request_total Requests by verb, resource and HTTP code.\n# TYPE apiserver_request_total counter\n");
+        for ((verb, res, code), (n, _)) in m.iter() {
+            out.push_str(&format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{res}\",code=\"{code}\"}} {n}\n"));
+        }
+        out.push_str("# HELP apiserver_request_duration_seconds_sum Total seconds spent serving requests.\n# TYPE apiserver_request_duration_seconds_sum counter\n");
+        for ((verb, res, code), (_, secs)) in m.iter() {
+            out.push_str(&format!("apiserver_request_duration_seconds_sum{{verb=\"{verb}\",resource=\"{res}\",code=\"{code}\"}} {secs}\n"));
+        }
+        out
+    }
+}
+
