@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// Creates an object through the REST machinery (so defaults and validation apply), unless it exists.
 async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: Option<&str>, obj: Value) -> Result<()> {
     let strategy = server.registry.get(group, "v1", plural).cloned().ok_or_else(|| anyhow!("no {plural}"))?;
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if server.store.get(&crate::objects::key(strategy.info(), namespace, name)).await?.is_some() {
+        return Ok(());
+    }
     let req = ResourceRequest {
         group: group.to_string(),
         version: "v1".to_string(),

@@ -157,13 +157,8 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
         "/openapi/v2" => return openapi_v2(server, &accept),
         "/openapi/v3" => return json_response(200, server.openapi_v3_index(), false, &[]),
         p if p.starts_with("/openapi/v3/") => {
-            let gv = p.trim_start_matches("/openapi/v3/");
-            let (group, version) = match gv.split('/').collect::<Vec<_>>().as_slice() {
-                ["api", v] => (String::new(), (*v).to_string()),
-                ["apis", g, v] => ((*g).to_string(), (*v).to_string()),
-                _ => return error_response(&ApiError::no_route(p)),
-            };
-            return match kaji_openapi::v3_group(&server.registry.infos(), &group, &version) {
+            let doc_path = p.trim_start_matches("/openapi/v3/");
+            return match kaji_openapi::v3_document(&server.registry.infos(), doc_path) {
                 Some(doc) => json_response(200, &doc, false, &[]),
                 None => error_response(&ApiError::no_route(p)),
             };

@@ -14,7 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
 use schemars::{JsonSchema, SchemaGenerator};
 
 /// One built-in kind at one group/version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct BuiltinKind {
     pub group: &'static str,
     pub version: &'static str,
@@ -23,6 +23,9 @@ pub struct BuiltinKind {
     pub definition: &'static str,
     /// Whether upstream publishes a `<Kind>List` (false for Binding, Scale, Eviction, reviews).
     pub has_list: bool,
+    /// Decodes an object into its k8s-openapi type, reporting type mismatches (a string where
+    /// an integer belongs, ...) as upstream's Go decoder would reject them.
+    pub decode: fn(&serde_json::Value) -> Result<(), String>,
 }
 
 fn static_name(name: Cow<'static, str>) -> &'static str {
@@ -49,6 +52,7 @@ macro_rules! builtin_kinds {
                     kind: <$listed as Resource>::KIND,
                     definition: static_name(<$listed as JsonSchema>::schema_name()),
                     has_list: true,
+                    decode: |v| serde_json::from_value::<$listed>(v.clone()).map(|_| ()).map_err(|e| e.to_string()),
                 }, )*
                 $( BuiltinKind {
                     group: <$single as Resource>::GROUP,
@@ -56,6 +60,7 @@ macro_rules! builtin_kinds {
                     kind: <$single as Resource>::KIND,
                     definition: static_name(<$single as JsonSchema>::schema_name()),
                     has_list: false,
+                    decode: |v| serde_json::from_value::<$single>(v.clone()).map(|_| ()).map_err(|e| e.to_string()),
                 }, )*
             ]
         }
@@ -144,4 +149,15 @@ pub fn find(group: &str, version: &str, kind: &str) -> Option<&'static BuiltinKi
     kinds()
         .iter()
         .find(|k| k.group == group && k.version == version && k.kind == kind)
+}
+
+/// Type errors in an object of a built-in kind (`None` when it decodes). Missing fields are left
+/// to validation, which words them as upstream does (422 `Required value`).
+pub fn type_error(group: &str, version: &str, kind: &str, obj: &serde_json::Value) -> Option<String> {
+    let k = find(group, version, kind)?;
+    match (k.decode)(obj) {
+        Ok(()) => None,
+        Err(e) if e.starts_with("missing field") => None,
+        Err(e) => Some(e),
+    }
 }

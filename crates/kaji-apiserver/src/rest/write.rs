@@ -83,10 +83,18 @@ fn field_validation(call: &Call<'_>, obj: &mut Value) -> Result<Vec<String>, Api
         return Ok(Vec::new());
     };
     let unknown = kaji_openapi::unknown_fields(def, obj);
-    if unknown.is_empty() {
+    let mut texts: Vec<String> = Vec::new();
+    let json_body = !call.content_type.contains("yaml");
+    if json_body {
+        texts.extend(kaji_openapi::duplicate_fields(def, &call.body).iter().map(|d| format!("duplicate field {d:?}")));
+    }
+    texts.extend(unknown.iter().map(|u| format!("unknown field {u:?}")));
+    if let Some(e) = kaji_openapi::types::type_error(info.group, info.version, info.kind, obj) {
+        return Err(ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", info.kind, info.version, info.kind)));
+    }
+    if texts.is_empty() {
         return Ok(Vec::new());
     }
-    let texts: Vec<String> = unknown.iter().map(|u| format!("unknown field {u:?}")).collect();
     match call.param("fieldValidation").unwrap_or("Warn") {
         "Strict" => Err(ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
@@ -204,7 +212,10 @@ pub async fn create_object(call: &Call<'_>, mut obj: Value, warnings: Vec<String
         meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        meta.remove("managedFields");
+        // Server-side apply has just computed the managedFields of the object it creates.
+        if record_fields {
+            meta.remove("managedFields");
+        }
         meta.remove("selfLink");
         if strategy.tracks_generation() {
             meta.insert("generation".into(), json!(1));
@@ -217,6 +228,7 @@ pub async fn create_object(call: &Call<'_>, mut obj: Value, warnings: Vec<String
     {
         m.remove("status");
     }
+    objects::drop_empty_meta(&mut obj);
     strategy.default(&mut obj);
     strategy.prepare_for_create(&mut obj);
     validate(call, &obj, None)?;
@@ -288,6 +300,7 @@ fn prepare_update(call: &Call<'_>, mut new: Value, old: &Value, part: Part) -> R
                 }
             }
         }
+        objects::drop_empty_meta(&mut new);
         strategy.default(&mut new);
         strategy.prepare_for_update(&mut new, old);
         if strategy.tracks_generation() && new.get("spec") != old.get("spec") {

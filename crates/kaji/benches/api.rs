@@ -1,0 +1,202 @@
+//! API server benchmark: starts a real `kaji server` (release build when run by `cargo bench`)
+//! on a temporary data dir and measures, through the kube-rs client over HTTPS:
+//! creates, gets, lists and watch delivery (throughput, p50/p99), plus the server's idle RSS.
+//! Numbers are printed, not asserted: performance targets live here, not in tests.
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(name: &str, total: Duration, mut lat: Vec<Duration>) {
+    lat.sort();
+    let n = lat.len();
+    println!(
+        "{name:<40} {n:>6} ops  {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        n as f64 / total.as_secs_f64(),
+        pct(&lat, 0.50).as_secs_f64() * 1e3,
+        pct(&lat, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"bench": "true"}},
+        "data": {"payload": "x".repeat(512)},
+    }))
+    .expect("configmap")
+}
+
+/// Runs `n` operations with `conc` concurrent workers; returns wall time and per-op latencies.
+async fn run<F, Fut>(n: usize, conc: usize, op: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let op = op.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return lat;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("worker"));
+    }
+    (start.elapsed(), all)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("KAJI_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("KAJI_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let started = Instant::now();
+    let client = loop {
+        if kubeconfig.exists()
+            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
+            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+            && let Ok(client) = kube::Client::try_from(cfg)
+            && client.apiserver_version().await.is_ok()
+        {
+            break client;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("server ready after {:.0} ms (spawn to first answered request)", started.elapsed().as_secs_f64() * 1e3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("idle RSS: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // Watch delivery: a watcher receives every create; latency from just before the create call.
+    let watch_api = api.clone();
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let sent_w = sent.clone();
+    let watch_n = n / 2;
+    let watcher = tokio::spawn(async move {
+        let mut lat = Vec::new();
+        let stream = watch_api.watch(&WatchParams::default().labels("bench=watch"), "0").await.expect("watch");
+        let mut stream = stream.boxed();
+        while lat.len() < watch_n {
+            match stream.try_next().await {
+                Ok(Some(WatchEvent::Added(o))) => {
+                    let name = o.metadata.name.unwrap_or_default();
+                    if let Some(t) = sent_w.lock().expect("lock").get(&name) {
+                        lat.push(t.elapsed());
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        lat
+    });
+
+    for conc in [1usize, 32] {
+        let a = api.clone();
+        let (t, lat) = run(n, conc, move |i| {
+            let a = a.clone();
+            async move {
+                a.create(&PostParams::default(), &cm(&format!("c{conc}-{i}"))).await.expect("create");
+            }
+        })
+        .await;
+        report(&format!("create configmap (concurrency {conc})"), t, lat);
+    }
+    for conc in [1usize, 32] {
+        let a = api.clone();
+        let (t, lat) = run(n, conc, move |i| {
+            let a = a.clone();
+            async move {
+                a.get(&format!("c32-{i}")).await.expect("get");
+            }
+        })
+        .await;
+        report(&format!("get configmap (concurrency {conc})"), t, lat);
+    }
+    let total = 2 * n;
+    let a = api.clone();
+    let (t, lat) = run(20, 1, move |_| {
+        let a = a.clone();
+        async move {
+            let l = a.list(&ListParams::default()).await.expect("list");
+            assert!(l.items.len() >= total);
+        }
+    })
+    .await;
+    report(&format!("list {total} configmaps"), t, lat);
+    let a = api.clone();
+    let (t, lat) = run(20, 1, move |_| {
+        let a = a.clone();
+        async move {
+            a.list(&ListParams::default().limit(500)).await.expect("list page");
+        }
+    })
+    .await;
+    report("list page of 500", t, lat);
+
+    let a = api.clone();
+    let s = sent.clone();
+    let (t, lat) = run(watch_n, 8, move |i| {
+        let a = a.clone();
+        let s = s.clone();
+        async move {
+            let name = format!("w-{i}");
+            s.lock().expect("lock").insert(name.clone(), Instant::now());
+            let mut c = cm(&name);
+            c.metadata.labels = Some([("bench".to_string(), "watch".to_string())].into());
+            a.create(&PostParams::default(), &c).await.expect("create");
+        }
+    })
+    .await;
+    report("create (concurrency 8) while watched", t, lat);
+    let wl = tokio::time::timeout(Duration::from_secs(60), watcher).await??;
+    report("watch delivery (create start -> event)", t, wl);
+    println!("RSS after the run: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
