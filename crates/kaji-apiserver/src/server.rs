@@ -274,10 +274,13 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
     }
 }
 
+/// (verb, resource, code) -> (count, seconds).
+type RequestStats = std::collections::BTreeMap<(String, String, u16), (u64, f64)>;
+
 /// Prometheus request counters and latency sums.
 #[derive(Default)]
 pub struct Metrics {
-    inner: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), (u64, f64)>>,
+    inner: std::sync::Mutex<RequestStats>,
 }
 
 impl Metrics {

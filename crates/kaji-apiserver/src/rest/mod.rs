@@ -81,6 +81,19 @@ pub async fn dispatch(call: Call<'_>, method: &Method) -> Result<Reply, ApiError
     if let Some(sub) = call.req.subresource.clone() {
         return subresource::dispatch(call, method, &sub).await;
     }
+    // Upstream ValidateDryRun: "All" is the only value; anything else must not become a real write.
+    if let Some(v) = call.param("dryRun").filter(|v| !v.is_empty() && *v != "All") {
+        let options = match method.as_str() {
+            "POST" => "CreateOptions",
+            "PUT" => "UpdateOptions",
+            "PATCH" => "PatchOptions",
+            "DELETE" => "DeleteOptions",
+            _ => "ListOptions",
+        };
+        if options != "ListOptions" {
+            return Err(ApiError::invalid("meta.k8s.io", options, "", vec![kaji_api::FieldError::not_supported("dryRun", v, &["All"])]));
+        }
+    }
     let watch = call.req.watch_path || call.param("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.as_str(), call.req.name.is_some()) {
         ("GET", _) if watch => watch::watch(call).await,
@@ -91,6 +104,6 @@ pub async fn dispatch(call: Call<'_>, method: &Method) -> Result<Reply, ApiError
         ("PATCH", true) => write::patch(call).await,
         ("DELETE", true) => delete::delete(call).await,
         ("DELETE", false) => delete::delete_collection(call).await,
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
     }
 }
