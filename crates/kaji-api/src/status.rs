@@ -31,6 +31,11 @@ impl FieldError {
         let shown = match value {
             Value::String(s) => format!("{s:?}"),
             Value::Null => "null".to_string(),
+            // Go's %#v of a []string, as upstream prints e.g. spec.clusterIPs.
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                let quoted: Vec<String> = items.iter().filter_map(Value::as_str).map(|s| format!("{s:?}")).collect();
+                format!("[]string{{{}}}", quoted.join(", "))
+            }
             Value::Object(_) | Value::Array(_) => "\"object\"".to_string(),
             other => other.to_string(),
         };
@@ -277,6 +282,12 @@ mod tests {
         let e = ApiError::not_found("apps", "deployments", "web");
         assert_eq!(e.message, "deployments.apps \"web\" not found");
         assert_eq!(e.to_status()["details"]["group"], "apps");
+    }
+
+    #[test]
+    fn invalid_string_list_is_shown_as_go_prints_it() {
+        let e = FieldError::invalid("spec.clusterIPs", &json!(["10.96.0.5"]), "failed");
+        assert_eq!(e.detail, "Invalid value: []string{\"10.96.0.5\"}: failed");
     }
 
     #[test]

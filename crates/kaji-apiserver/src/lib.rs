@@ -66,6 +66,7 @@ pub struct Config {
     pub port: u16,
     /// Where the admin kubeconfig goes (default `<data-dir>/kubeconfig.yaml`).
     pub kubeconfig: Option<PathBuf>,
+    pub admission: registry::Admission,
 }
 
 /// The running API server's shared state.
@@ -73,6 +74,7 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub registry: registry::Registry,
     pub allocators: allocator::Allocators,
+    pub admission: registry::Admission,
     pub metrics: server::Metrics,
     pub pki: pki::Pki,
     /// `host:port` clients are told to use.
@@ -125,6 +127,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         store,
         registry: registry::Registry::builtin(),
         allocators: allocator::Allocators::new(("10.43.0.0".parse()?, 16), (30000, 32767)),
+        admission: config.admission.clone(),
         metrics: server::Metrics::default(),
         pki,
         advertise: advertise.clone(),

@@ -61,6 +61,25 @@ pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
     meta(v).and_then(|m| m.get(field)).and_then(Value::as_str)
 }
 
+/// Drops empty (or null) `labels`, `annotations`, `finalizers` and `ownerReferences`: upstream
+/// stores ObjectMeta through Go types whose `omitempty` makes an empty map or list vanish, so a
+/// patch that sets `annotations: {}` leaves no trace.
+pub fn drop_empty_meta(v: &mut Value) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            let empty = match meta.get(k) {
+                Some(Value::Object(m)) => m.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                meta.remove(k);
+            }
+        }
+    }
+}
+
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -20,6 +20,8 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The join token (k3s format `K10<sha256 of the CA>::node:<secret>`), in `<data-dir>/token`.
+    pub token: String,
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -141,7 +143,14 @@ impl Pki {
             write_private(&admin.with_extension("crt"), &cert.pem())?;
         }
 
+        let token_path = data_dir.join("token");
+        if !token_path.exists() {
+            let secret: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
+            write_private(&token_path, &format!("K10{}::node:{secret}\n", ca_hash(&ca_cert_pem)))?;
+        }
+        let token = read(&token_path)?.trim().to_string();
         Ok(Pki {
+            token,
             ca_cert_pem,
             serving_cert_pem: read(&serving.with_extension("crt"))?,
             serving_key_pem: read(&serving.with_extension("key"))?,
@@ -165,5 +174,18 @@ impl Pki {
     /// Writes the admin kubeconfig to `path` (mode 0600).
     pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) -> Result<()> {
         write_private(path, &self.admin_kubeconfig(server))
+    }
+}
+
+/// Hex sha256 of the CA certificate PEM, as k3s puts it in join tokens so an agent can check the
+/// CA it downloads from `/cacerts` before trusting it.
+pub fn ca_hash(ca_pem: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, ca_pem.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Pki {
+    /// The secret part of the join token (`node:<secret>`), which agents send as a bearer token.
+    pub fn token_secret(&self) -> &str {
+        self.token.split_once("::").map_or(self.token.as_str(), |(_, s)| s)
     }
 }

@@ -117,7 +117,7 @@ fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status(), false, &[])
 }
 
-fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = code;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -125,14 +125,31 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 fn is_public(path: &str) -> bool {
-    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || path == "/version"
+    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || path == "/version" || path == "/cacerts"
+}
+
+/// A bearer token equal to the join token (or its `node:<secret>` part) authenticates a node agent.
+fn user_from_token(server: &ApiServer, req: &Request<Incoming>) -> Option<User> {
+    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = auth.strip_prefix("Bearer ")?.trim();
+    let secret = server.pki.token_secret();
+    let ok = !secret.is_empty() && (token == secret || token == server.pki.token);
+    ok.then(|| User { name: "system:node:kaji-agent".to_string(), groups: vec!["system:nodes".to_string(), "system:authenticated".to_string()] })
+}
+
+/// Reads and drops a request body that will not be used, so that an HTTP/2 client gets the
+/// answer rather than a reset stream for a request it is still sending.
+async fn drain(body: Incoming) {
+    let _ = Limited::new(body, MAX_BODY).collect().await;
 }
 
 async fn handle(server: Arc<ApiServer>, user: Option<User>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let user = user.or_else(|| user_from_token(&server, &req));
     let resp = if user.is_none() && !is_public(&path) {
+        drain(req.into_body()).await;
         error_response(&ApiError::unauthorized())
     } else {
         route_request(&server, req).await
@@ -149,6 +166,8 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
         "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
         p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => return text(StatusCode::OK, "ok"),
         "/version" => return json_response(200, &crate::version_info(), false, &[]),
+        // The cluster CA, for agents that join with a token (they check it against the token's hash).
+        "/cacerts" => return text(StatusCode::OK, server.pki.ca_cert_pem.clone()),
         "/metrics" => {
             let mut resp = Response::new(full(server.metrics.render()));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
@@ -228,7 +247,9 @@ fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
 
 async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::request::ResourceRequest, accept: &str) -> Response<Body> {
     let Some(strategy) = server.registry.get(&rr.group, &rr.version, &rr.plural).cloned() else {
-        return error_response(&ApiError::no_route(req.uri().path()));
+        let e = ApiError::no_route(req.uri().path());
+        drain(req.into_body()).await;
+        return error_response(&e);
     };
     let params = query_params(req.uri().query());
     let output = match Output::negotiate(accept, params.get("includeObject").map(String::as_str)) {

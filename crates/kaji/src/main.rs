@@ -3,8 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "kaji", version, about = "Kaji: a small Kubernetes in one binary")]
@@ -15,8 +16,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane (API server with its embedded store), k3s-style.
+    /// Run the control plane (API server with its embedded store, controllers), k3s-style.
     Server(ServerArgs),
+    /// Run the controller manager alone against an API server.
+    ControllerManager(ControllerManagerArgs),
+    /// Run a node agent that joins a cluster (today: hollow nodes only).
+    Agent(AgentArgs),
+}
+
+/// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Parser)]
@@ -30,12 +50,64 @@ struct ServerArgs {
     /// HTTPS port of the API server.
     #[arg(long, default_value_t = 6443)]
     https_listen_port: u16,
-    /// Run without the node agent (the agent arrives with the kubelet).
+    /// Run without the node agent.
     #[arg(long)]
     disable_agent: bool,
     /// Write the admin kubeconfig here instead of `<data-dir>/kubeconfig.yaml`.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// Run N hollow nodes in-process in place of the real node agent (a simulation for tests).
+    #[arg(long, default_value_t = 0)]
+    hollow_nodes: usize,
+    /// CPU capacity of each hollow node.
+    #[arg(long, default_value = "4")]
+    hollow_node_cpu: String,
+    /// Memory capacity of each hollow node.
+    #[arg(long, default_value = "16Gi")]
+    hollow_node_memory: String,
+    /// Do not run the controller manager in-process.
+    #[arg(long)]
+    disable_controllers: bool,
+    /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// Toleration seconds for node.kubernetes.io/not-ready added to every pod.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// Toleration seconds for node.kubernetes.io/unreachable added to every pod.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
+}
+
+#[derive(Parser)]
+struct ControllerManagerArgs {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+}
+
+#[derive(Parser)]
+struct AgentArgs {
+    /// API server URL, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// File holding the join token (`<data-dir>/token` on the server).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Run hollow (simulated) nodes; the real agent arrives with the kubelet.
+    #[arg(long)]
+    hollow: bool,
+    /// How many hollow nodes.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Name prefix of the hollow nodes.
+    #[arg(long, default_value = "hollow-node")]
+    node_name_prefix: String,
+    #[arg(long, default_value = "4")]
+    hollow_node_cpu: String,
+    #[arg(long, default_value = "16Gi")]
+    hollow_node_memory: String,
 }
 
 fn main() -> Result<()> {
@@ -49,7 +121,33 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
+        Command::ControllerManager(args) => rt.block_on(async move {
+            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
+            kaji_controllers::run(client, opts).await
+        }),
+        Command::Agent(args) => rt.block_on(agent(args)),
     }
+}
+
+async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+async fn agent(args: AgentArgs) -> Result<()> {
+    anyhow::ensure!(args.hollow, "only hollow nodes exist so far: pass --hollow (the real agent arrives with the kubelet)");
+    let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
+    let client = kaji_kubelet::join::client(&args.server, &token).await?;
+    let opts = kaji_kubelet::hollow::HollowOptions {
+        nodes: args.nodes,
+        name_prefix: args.node_name_prefix,
+        cpu: args.hollow_node_cpu,
+        memory: args.hollow_node_memory,
+        ..Default::default()
+    };
+    kaji_kubelet::hollow::run(client, opts).await
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
@@ -63,19 +161,39 @@ async fn server(args: ServerArgs) -> Result<()> {
         bind_address: args.bind_address,
         port: args.https_listen_port,
         kubeconfig: args.write_kubeconfig.clone(),
+        admission: kaji_apiserver::registry::Admission {
+            default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+        },
     };
     let running = kaji_apiserver::start(config, Arc::new(store)).await?;
-    if !args.disable_agent {
-        tracing::info!("the node agent is not part of this build yet; running the control plane only");
-    }
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     eprintln!(
         "Kaji is running: https://{}\n  export KUBECONFIG={}\n  kubectl get namespaces",
         running.addr,
         running.kubeconfig.display()
     );
+    // The spokes are clients of the API server, like any other; in-process only for convenience.
+    let client = client_from_kubeconfig(&running.kubeconfig).await?;
+    let mut spokes = tokio::task::JoinSet::new();
+    if !args.disable_controllers {
+        let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
+        spokes.spawn(kaji_controllers::run(client.clone(), opts));
+    }
+    if args.hollow_nodes > 0 {
+        let opts = kaji_kubelet::hollow::HollowOptions {
+            nodes: args.hollow_nodes,
+            cpu: args.hollow_node_cpu.clone(),
+            memory: args.hollow_node_memory.clone(),
+            ..Default::default()
+        };
+        spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
+    } else if !args.disable_agent {
+        tracing::info!("the real node agent is not part of this build yet; use --hollow-nodes N for simulated nodes");
+    }
     tokio::select! {
         r = running.serve => r??,
+        Some(r) = spokes.join_next() => r??,
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
     }
     Ok(())

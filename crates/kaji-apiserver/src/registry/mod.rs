@@ -24,9 +24,25 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What strategies may use beyond the object: cluster-wide allocators.
+/// What strategies may use beyond the object: cluster-wide allocators and admission settings.
 pub struct Ctx<'a> {
     pub allocators: &'a Allocators,
+    pub admission: &'a Admission,
+}
+
+/// Settings of the admission steps run on create (upstream admission plugins).
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// DefaultTolerationSeconds: how long pods tolerate `node.kubernetes.io/not-ready` (300 s).
+    pub default_not_ready_toleration_seconds: i64,
+    /// DefaultTolerationSeconds: how long pods tolerate `node.kubernetes.io/unreachable` (300 s).
+    pub default_unreachable_toleration_seconds: i64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { default_not_ready_toleration_seconds: 300, default_unreachable_toleration_seconds: 300 }
+    }
 }
 
 /// Where the scale subresource reads and writes replicas.
@@ -60,6 +76,9 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Called once on create, after the generic metadata is set.
     fn prepare_for_create(&self, _obj: &mut Value) {}
+
+    /// Admission on create (mutating plugins such as DefaultTolerationSeconds), before validation.
+    fn admit(&self, _ctx: &Ctx<'_>, _obj: &mut Value) {}
 
     /// Called on update; the generic part already kept status (if `has_status`) and metadata.
     fn prepare_for_update(&self, _new: &mut Value, _old: &Value) {}

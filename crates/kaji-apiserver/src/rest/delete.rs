@@ -15,6 +15,9 @@ struct DeleteOptions {
     propagation: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    /// `orphanDependents: false` given explicitly: the answer for a pending deletion is then
+    /// 202 Accepted rather than 200 (upstream keeps 200 otherwise for old clients).
+    cascade_requested: bool,
 }
 
 fn options(call: &Call<'_>) -> Result<DeleteOptions, ApiError> {
@@ -47,6 +50,7 @@ fn options(call: &Call<'_>) -> Result<DeleteOptions, ApiError> {
     Ok(DeleteOptions {
         grace,
         propagation,
+        cascade_requested: orphan == Some(false),
         uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
         resource_version: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
     })
@@ -78,7 +82,8 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
     let strategy = call.strategy.clone();
     let now = jiff::Timestamp::now();
     // First mark the object (finalizers, deletionTimestamp); it goes at once only if nothing waits.
-    let (marked, outcome) = guaranteed_update(call, Part::Main, false, |cur| {
+    // A system change: the generic update rules would keep the old (absent) deletionTimestamp.
+    let (marked, outcome) = guaranteed_update(call, Part::System, false, |cur| {
         let mut next = cur.clone();
         let already = objects::is_deleting(cur);
         let mut finalizers = objects::finalizers(cur);
@@ -115,7 +120,8 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
         return Ok(Reply::ok(success_status(info.group, info.plural, &name, &uid)));
     }
     if objects::is_deleting(&marked) {
-        return Ok(Reply::Json { code: 202, body: call.output.object(call.strategy.as_ref(), marked), warnings: Vec::new() });
+        let code = if opts.cascade_requested { 202 } else { 200 };
+        return Ok(Reply::Json { code, body: call.output.object(call.strategy.as_ref(), marked), warnings: Vec::new() });
     }
     if call.dry_run() {
         return Ok(Reply::ok(call.output.object(call.strategy.as_ref(), marked)));
@@ -124,7 +130,7 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
     let rev: i64 = meta_str(&marked, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
     match call.server.store.delete(&key, Some(rev)).await {
         Ok(_) => {
-            call.strategy.release(&Ctx { allocators: &call.server.allocators }, &marked, None);
+            call.strategy.release(&Ctx { allocators: &call.server.allocators, admission: &call.server.admission }, &marked, None);
             Ok(Reply::ok(success_status(info.group, info.plural, &name, &uid)))
         }
         Err(kaji_store::StoreError::NotFound { .. }) => Err(ApiError::not_found(info.group, info.plural, &name)),

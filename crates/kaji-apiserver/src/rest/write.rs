@@ -231,13 +231,14 @@ pub async fn create_object(call: &Call<'_>, mut obj: Value, warnings: Vec<String
     objects::drop_empty_meta(&mut obj);
     strategy.default(&mut obj);
     strategy.prepare_for_create(&mut obj);
+    strategy.admit(&Ctx { allocators: &call.server.allocators, admission: &call.server.admission }, &mut obj);
     validate(call, &obj, None)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     admit_namespace(call, &name).await?;
     if record_fields {
         record_managed_fields(call, None, &mut obj);
     }
-    let ctx = Ctx { allocators: &call.server.allocators };
+    let ctx = Ctx { allocators: &call.server.allocators, admission: &call.server.admission };
     if call.dry_run() {
         return Ok(Reply::Json { code: 201, body: call.output.object(strategy.as_ref(), obj), warnings });
     }
@@ -342,7 +343,7 @@ where
     let info = call.strategy.info();
     let name = call.req.name.as_deref().unwrap_or_default();
     let key = objects::key(info, call.namespace(), name);
-    let ctx = Ctx { allocators: &call.server.allocators };
+    let ctx = Ctx { allocators: &call.server.allocators, admission: &call.server.admission };
     for _ in 0..32 {
         let current = fetch(call).await?;
         let rev: i64 = meta_str(&current, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -1,7 +1,7 @@
 //! Pods: spec defaults and validation, the spec is immutable but for images and a few fields,
 //! graceful deletion once bound, field selectors on spec.nodeName and status.phase.
 
-use crate::registry::{Strategy, info, podspec, str_at};
+use crate::registry::{Ctx, Strategy, info, podspec, str_at};
 use kaji_api::{FieldError, ResourceInfo};
 use serde_json::{Value, json};
 
@@ -31,11 +31,36 @@ impl Strategy for PodStrategy {
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             podspec::default_pod_spec(spec);
+            // Upstream SetDefaults_Pod: pods (not templates) get service links by default.
+            if spec.is_object() {
+                crate::registry::default_key(spec, "enableServiceLinks", json!(true));
+            }
         }
     }
     fn prepare_for_create(&self, obj: &mut Value) {
         // Upstream sets phase Pending and QoS class at create.
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj.get("spec"))});
+    }
+    fn admit(&self, ctx: &Ctx<'_>, obj: &mut Value) {
+        // DefaultTolerationSeconds: pods ride out a NotReady/unreachable node for a while before
+        // the node lifecycle controller evicts them, unless they say otherwise.
+        let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+        let Some(list) = tolerations.as_array_mut() else { return };
+        for (key, secs) in [
+            ("node.kubernetes.io/not-ready", ctx.admission.default_not_ready_toleration_seconds),
+            ("node.kubernetes.io/unreachable", ctx.admission.default_unreachable_toleration_seconds),
+        ] {
+            let tolerated = list.iter().any(|t| {
+                let k = t.get("key").and_then(Value::as_str);
+                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+                (k == Some(key) || (k.is_none_or(str::is_empty) && t.get("operator").and_then(Value::as_str) == Some("Exists")))
+                    && (effect.is_empty() || effect == "NoExecute")
+            });
+            if !tolerated {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+            }
+        }
     }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         podspec::validate_pod_spec(obj.get("spec"), "spec")

@@ -1,0 +1,6 @@
+//! The node agent. For now it holds the hollow node (`hollow`), a simulation for controller and
+//! scale tests: it registers nodes and heartbeats, and reports bound pods Running and Ready
+//! without running any container. Its nodes say so with the label `kaji.io/hollow=true`.
+
+pub mod hollow;
+pub mod join;
