@@ -1,6 +1,17 @@
 //! The controller manager: reconciliation loops that make the declared state so, each a client
 //! of the API server (kube-runtime watchers and controllers), one file per controller.
 //! Where to start: [`run`] starts them all; each controller's file opens with what it does.
+//! `events` records core/v1 Events with upstream's reasons.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod events;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod serviceaccount;
 
 use kube::Client;
 use std::time::Duration;
@@ -20,7 +31,17 @@ impl Default for Options {
 
 /// Runs every controller until one of them fails.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let _ = (client, opts);
-    std::future::pending::<()>().await;
-    Ok(())
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(replicaset::run(client.clone(), opts.clone()));
+    set.spawn(deployment::run(client.clone(), opts.clone()));
+    set.spawn(garbagecollector::run(client.clone(), opts.clone()));
+    set.spawn(namespace::run(client.clone(), opts.clone()));
+    set.spawn(serviceaccount::run(client.clone(), opts.clone()));
+    set.spawn(endpoints::run(client.clone(), opts.clone()));
+    set.spawn(endpointslice::run(client.clone(), opts.clone()));
+    set.spawn(nodelifecycle::run(client.clone(), opts.clone()));
+    match set.join_next().await {
+        Some(r) => r?,
+        None => Ok(()),
+    }
 }
