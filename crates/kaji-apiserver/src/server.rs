@@ -125,7 +125,7 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 fn is_public(path: &str) -> bool {
-    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || path == "/version" || path == "/cacerts"
+    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || matches!(path, "/version" | "/version/") || path == "/cacerts"
 }
 
 /// A bearer token equal to the join token (or its `node:<secret>` part) authenticates a node agent.
@@ -165,7 +165,8 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
         p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => return text(StatusCode::OK, "ok"),
-        "/version" => return json_response(200, &crate::version_info(), false, &[]),
+        // client-go asks for /version, the Python client for /version/ (both served upstream).
+        "/version" | "/version/" => return json_response(200, &crate::version_info(), false, &[]),
         // The cluster CA, for agents that join with a token (they check it against the token's hash).
         "/cacerts" => return text(StatusCode::OK, server.pki.ca_cert_pem.clone()),
         "/metrics" => {

@@ -125,6 +125,22 @@ pub trait Strategy: Send + Sync + 'static {
         crate::objects::finalizers(obj).is_empty()
     }
 
+    /// The served version whose storage this kind shares, when several versions are one set of
+    /// objects (autoscaling/v1 and v2 HPAs, core/v1 and events.k8s.io/v1 Events). None: its own.
+    fn storage_info(&self) -> Option<&'static ResourceInfo> {
+        None
+    }
+
+    /// Converts an object of this version to the storage version (see `storage_info`).
+    fn to_storage(&self, obj: Value) -> Value {
+        obj
+    }
+
+    /// Converts a stored object to this version.
+    fn from_storage(&self, obj: Value) -> Value {
+        obj
+    }
+
     /// Update may create the object when it does not exist (upstream AllowCreateOnUpdate).
     fn allow_create_on_update(&self) -> bool {
         false
@@ -264,4 +280,33 @@ pub fn immutable(new: &Value, old: &Value, ptr: &str, field: &str) -> Option<Fie
 /// The Namespace kind's description, for the namespace checks every namespaced write makes.
 pub fn core_namespace_info() -> &'static ResourceInfo {
     &core::NAMESPACE_INFO
+}
+
+/// Storage access through a kind's strategy: keys of its storage version, conversion on the way
+/// in and out.
+impl dyn Strategy {
+    fn stored_as(&self) -> &ResourceInfo {
+        self.storage_info().unwrap_or_else(|| self.info())
+    }
+
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        crate::objects::key(self.stored_as(), namespace, name)
+    }
+
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        crate::objects::prefix(self.stored_as(), namespace)
+    }
+
+    pub fn decode(&self, kv: &kaji_store::KeyValue) -> Value {
+        let obj = crate::objects::decode(kv);
+        if self.storage_info().is_some() { self.from_storage(obj) } else { obj }
+    }
+
+    pub fn encode(&self, obj: &Value) -> Vec<u8> {
+        if self.storage_info().is_some() {
+            crate::objects::encode(&self.to_storage(obj.clone()))
+        } else {
+            crate::objects::encode(obj)
+        }
+    }
 }

@@ -126,7 +126,7 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
     if call.dry_run() {
         return Ok(Reply::ok(call.output.object(call.strategy.as_ref(), marked)));
     }
-    let key = objects::key(info, call.namespace(), &name);
+    let key = call.strategy.key(call.namespace(), &name);
     let rev: i64 = meta_str(&marked, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
     match call.server.store.delete(&key, Some(rev)).await {
         Ok(_) => {

@@ -17,9 +17,9 @@ pub async fn get(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn fetch(call: &Call<'_>) -> Result<serde_json::Value, ApiError> {
     let info = call.strategy.info();
     let name = call.req.name.as_deref().unwrap_or_default();
-    let key = objects::key(info, call.namespace(), name);
+    let key = call.strategy.key(call.namespace(), name);
     match call.server.store.get(&key).await.map_err(crate::store_error)? {
-        Some(kv) => Ok(objects::decode(&kv)),
+        Some(kv) => Ok(call.strategy.decode(&kv)),
         None => Err(ApiError::not_found(info.group, info.plural, name)),
     }
 }
@@ -85,8 +85,7 @@ pub struct Page {
 }
 
 pub async fn list_page(call: &Call<'_>, filter: &Filter) -> Result<Page, ApiError> {
-    let info = call.strategy.info();
-    let prefix = objects::prefix(info, call.namespace());
+    let prefix = call.strategy.prefix(call.namespace());
     let limit: Option<usize> = call.param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let (mut revision, mut start_after) = match call.param("continue").filter(|c| !c.is_empty()) {
         Some(c) => {
@@ -112,7 +111,7 @@ pub async fn list_page(call: &Call<'_>, filter: &Filter) -> Result<Page, ApiErro
         revision = Some(res.revision);
         let last_key = res.items.last().map(|kv| kv.key.clone());
         for kv in &res.items {
-            let obj = objects::decode(kv);
+            let obj = call.strategy.decode(kv);
             if filter.matches(call.strategy.as_ref(), &obj) {
                 items.push(obj);
             }

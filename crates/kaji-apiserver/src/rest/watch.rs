@@ -4,7 +4,6 @@
 
 use super::read::Filter;
 use super::{Call, Output, Reply};
-use crate::objects;
 use crate::registry::Strategy;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -38,8 +37,7 @@ fn bookmark(strategy: &dyn Strategy, rv: i64, initial_end: bool) -> Bytes {
 
 pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
     let filter = Filter::from_call(&call)?;
-    let info = call.strategy.info();
-    let prefix = objects::prefix(info, call.namespace());
+    let prefix = call.strategy.prefix(call.namespace());
     let store = call.server.store.clone();
     let strategy: Arc<dyn Strategy> = call.strategy.clone();
     let output: Output = *call.output;
@@ -63,7 +61,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                     .await
                     .map_err(crate::store_error)?;
                 for kv in &res.items {
-                    let obj = objects::decode(kv);
+                    let obj = strategy.decode(kv);
                     if filter.matches(strategy.as_ref(), &obj) {
                         initial.push(obj);
                     }
@@ -125,9 +123,9 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                 }
             };
             from = ev.kv.mod_revision;
-            let obj = objects::decode(&ev.kv);
+            let obj = strategy.decode(&ev.kv);
             let now_matches = filter.matches(strategy.as_ref(), &obj);
-            let was = ev.prev.as_ref().map(|p| filter.matches(strategy.as_ref(), &objects::decode(p)));
+            let was = ev.prev.as_ref().map(|p| filter.matches(strategy.as_ref(), &strategy.decode(p)));
             let kind = match ev.event_type {
                 EventType::Delete if now_matches => "DELETED",
                 EventType::Delete => continue,

@@ -243,8 +243,8 @@ pub async fn create_object(call: &Call<'_>, mut obj: Value, warnings: Vec<String
         return Ok(Reply::Json { code: 201, body: call.output.object(strategy.as_ref(), obj), warnings });
     }
     strategy.allocate(&ctx, &mut obj, None)?;
-    let key = objects::key(info, call.namespace(), &name);
-    match call.server.store.create(&key, objects::encode(&obj)).await {
+    let key = strategy.key(call.namespace(), &name);
+    match call.server.store.create(&key, strategy.encode(&obj)).await {
         Ok(kv) => {
             objects::set_rv(&mut obj, kv.mod_revision);
             Ok(Reply::Json { code: 201, body: call.output.object(strategy.as_ref(), obj), warnings })
@@ -342,7 +342,7 @@ where
 {
     let info = call.strategy.info();
     let name = call.req.name.as_deref().unwrap_or_default();
-    let key = objects::key(info, call.namespace(), name);
+    let key = call.strategy.key(call.namespace(), name);
     let ctx = Ctx { allocators: &call.server.allocators, admission: &call.server.admission };
     for _ in 0..32 {
         let current = fetch(call).await?;
@@ -382,7 +382,7 @@ where
             }
         }
         call.strategy.allocate(&ctx, &mut next, Some(&current))?;
-        match call.server.store.update(&key, objects::encode(&next), rev).await {
+        match call.server.store.update(&key, call.strategy.encode(&next), rev).await {
             Ok(kv) => {
                 call.strategy.release(&ctx, &current, Some(&next));
                 objects::set_rv(&mut next, kv.mod_revision);

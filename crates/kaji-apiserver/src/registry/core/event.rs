@@ -6,7 +6,7 @@ use serde_json::Value;
 
 pub struct EventStrategy;
 
-static INFO: ResourceInfo = info("", "v1", "Event", "events", "event", true, &["ev"], &[]);
+pub static INFO: ResourceInfo = info("", "v1", "Event", "events", "event", true, &["ev"], &[]);
 
 impl Strategy for EventStrategy {
     fn info(&self) -> &ResourceInfo {

@@ -8,6 +8,7 @@ mod replicationcontroller;
 mod secret;
 mod service;
 
+pub use event::INFO as EVENT_INFO;
 pub use namespace::INFO as NAMESPACE_INFO;
 
 use super::{Plain, Strategy, info};
