@@ -45,6 +45,16 @@ impl Strategy for PodStrategy {
         // DefaultTolerationSeconds: pods ride out a NotReady/unreachable node for a while before
         // the node lifecycle controller evicts them, unless they say otherwise.
         let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+        // ServiceAccount admission: every pod runs as a service account, `default` unless named.
+        // (The projected token volume arrives with service-account tokens.)
+        let sa = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
+        spec.insert("serviceAccountName".into(), json!(sa));
+        spec.insert("serviceAccount".into(), json!(sa));
+        // Priority admission: without a PriorityClass the priority is 0 (no global default class).
+        if spec.get("priorityClassName").and_then(Value::as_str).is_none_or(str::is_empty) {
+            spec.entry("priority").or_insert(json!(0));
+        }
+        spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
         let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
         let Some(list) = tolerations.as_array_mut() else { return };
         for (key, secs) in [
