@@ -53,7 +53,7 @@ impl Strategy for HpaV1 {
     fn storage_info(&self) -> Option<&'static ResourceInfo> {
         Some(&V2)
     }
-    fn to_storage(&self, mut obj: Value) -> Value {
+    fn convert_to_storage(&self, mut obj: Value) -> Value {
         obj["apiVersion"] = json!("autoscaling/v2");
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
             && let Some(t) = spec.remove("targetCPUUtilizationPercentage")
@@ -70,7 +70,7 @@ impl Strategy for HpaV1 {
         }
         obj
     }
-    fn from_storage(&self, mut obj: Value) -> Value {
+    fn convert_from_storage(&self, mut obj: Value) -> Value {
         obj["apiVersion"] = json!("autoscaling/v1");
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
             let target = cpu_target(&Value::Object(spec.clone()));
@@ -111,8 +111,8 @@ mod tests {
     fn v1_round_trip() {
         let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50}});
-        let v2 = HpaV1.to_storage(v1.clone());
+        let v2 = HpaV1.convert_to_storage(v1.clone());
         assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
-        assert_eq!(HpaV1.from_storage(v2), v1);
+        assert_eq!(HpaV1.convert_from_storage(v2), v1);
     }
 }

@@ -44,10 +44,10 @@ impl Strategy for EventsV1 {
     fn storage_info(&self) -> Option<&'static ResourceInfo> {
         Some(&super::core::EVENT_INFO)
     }
-    fn to_storage(&self, obj: Value) -> Value {
+    fn convert_to_storage(&self, obj: Value) -> Value {
         rename(obj, "v1", true)
     }
-    fn from_storage(&self, obj: Value) -> Value {
+    fn convert_from_storage(&self, obj: Value) -> Value {
         rename(obj, "events.k8s.io/v1", false)
     }
     fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
@@ -77,10 +77,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let v1 = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "regarding": {"name": "p"}, "note": "hi", "reason": "Started"});
-        let core = EventsV1.to_storage(v1.clone());
+        let core = EventsV1.convert_to_storage(v1.clone());
         assert_eq!(core["involvedObject"]["name"], "p");
         assert_eq!(core["message"], "hi");
         assert_eq!(core["apiVersion"], "v1");
-        assert_eq!(EventsV1.from_storage(core), v1);
+        assert_eq!(EventsV1.convert_from_storage(core), v1);
     }
 }

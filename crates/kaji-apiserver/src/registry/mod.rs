@@ -132,12 +132,12 @@ pub trait Strategy: Send + Sync + 'static {
     }
 
     /// Converts an object of this version to the storage version (see `storage_info`).
-    fn to_storage(&self, obj: Value) -> Value {
+    fn convert_to_storage(&self, obj: Value) -> Value {
         obj
     }
 
     /// Converts a stored object to this version.
-    fn from_storage(&self, obj: Value) -> Value {
+    fn convert_from_storage(&self, obj: Value) -> Value {
         obj
     }
 
@@ -299,12 +299,12 @@ impl dyn Strategy {
 
     pub fn decode(&self, kv: &kaji_store::KeyValue) -> Value {
         let obj = crate::objects::decode(kv);
-        if self.storage_info().is_some() { self.from_storage(obj) } else { obj }
+        if self.storage_info().is_some() { self.convert_from_storage(obj) } else { obj }
     }
 
     pub fn encode(&self, obj: &Value) -> Vec<u8> {
         if self.storage_info().is_some() {
-            crate::objects::encode(&self.to_storage(obj.clone()))
+            crate::objects::encode(&self.convert_to_storage(obj.clone()))
         } else {
             crate::objects::encode(obj)
         }

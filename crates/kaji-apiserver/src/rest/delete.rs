@@ -23,6 +23,8 @@ struct DeleteOptions {
 fn options(call: &Call<'_>) -> Result<DeleteOptions, ApiError> {
     let body: Value = if call.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if call.body.starts_with(kaji_protobuf::MAGIC) {
+        kaji_protobuf::decode(&call.body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(&call.body)
             .or_else(|_| serde_yaml::from_slice(&call.body))
@@ -98,20 +100,19 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
         if !finalizers.is_empty() {
             meta.insert("finalizers".into(), json!(finalizers));
         }
-        if !finalizers.is_empty() || stays || wait > 0 {
-            if !already {
+        if already {
+            // A shorter grace period on a second delete shortens the wait (upstream BeforeDelete);
+            // shortened to 0 with no finalizers left, the object goes now.
+            let old = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
+            if graceful.is_some() && wait < old {
                 let at = now.checked_add(jiff::SignedDuration::from_secs(wait)).unwrap_or(now);
                 meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(wait));
-            } else if graceful.is_some() {
-                // A shorter grace period on a second delete shortens the wait (upstream).
-                let old = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX);
-                if wait < old {
-                    let at = now.checked_add(jiff::SignedDuration::from_secs(wait)).unwrap_or(now);
-                    meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(wait));
-                }
             }
+        } else if !finalizers.is_empty() || stays || wait > 0 {
+            let at = now.checked_add(jiff::SignedDuration::from_secs(wait)).unwrap_or(now);
+            meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(wait));
         }
         Ok(next)
     })

@@ -31,6 +31,8 @@ pub fn decode_body(call: &Call<'_>) -> Result<Value, ApiError> {
         | "application/strategic-merge-patch+json" | "*/*" => {
             serde_json::from_slice::<Value>(&call.body).map_err(|e| format!("json: {e}"))
         }
+        // Stock kubectl's typed commands (create deployment, drain's evictions, ...) send protobuf.
+        kaji_protobuf::MEDIA_TYPE => kaji_protobuf::decode(&call.body).map_err(|e| format!("protobuf: {e}")),
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     parsed.map_err(|e| {
