@@ -1,0 +1,2 @@
+//! End-to-end tests of the controllers (being written).
+mod support;
