@@ -20,6 +20,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the controller manager alone against an API server.
     ControllerManager(ControllerManagerArgs),
+    /// Run the scheduler alone against an API server (leader-elected: several may run).
+    Scheduler(SchedulerArgs),
     /// Run a node agent that joins a cluster (today: hollow nodes only).
     Agent(AgentArgs),
 }
@@ -56,6 +58,13 @@ struct ServerArgs {
     /// Write the admin kubeconfig here instead of `<data-dir>/kubeconfig.yaml`.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// Store history kept for watches and consistent lists, in revisions (0: no revision window).
+    /// History older than both windows is compacted, as kube-apiserver's periodic etcd compaction.
+    #[arg(long, default_value_t = 10_000)]
+    store_history_revisions: u64,
+    /// Store history kept, in seconds (0: no time window).
+    #[arg(long, default_value_t = 300)]
+    store_history_seconds: u64,
     /// Run N hollow nodes in-process in place of the real node agent (a simulation for tests).
     #[arg(long, default_value_t = 0)]
     hollow_nodes: usize,
@@ -68,6 +77,9 @@ struct ServerArgs {
     /// Do not run the controller manager in-process.
     #[arg(long)]
     disable_controllers: bool,
+    /// Do not run the scheduler in-process.
+    #[arg(long)]
+    disable_scheduler: bool,
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
@@ -85,6 +97,15 @@ struct ControllerManagerArgs {
     kubeconfig: PathBuf,
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+}
+
+#[derive(Parser)]
+struct SchedulerArgs {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Identity in the leader-election Lease (default: a name with the process id).
+    #[arg(long)]
+    identity: Option<String>,
 }
 
 #[derive(Parser)]
@@ -126,6 +147,14 @@ fn main() -> Result<()> {
             let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
             kaji_controllers::run(client, opts).await
         }),
+        Command::Scheduler(args) => rt.block_on(async move {
+            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let mut opts = kaji_scheduler::Options::default();
+            if let Some(id) = args.identity {
+                opts.identity = id;
+            }
+            kaji_scheduler::run(client, opts).await
+        }),
         Command::Agent(args) => rt.block_on(agent(args)),
     }
 }
@@ -150,11 +179,20 @@ async fn agent(args: AgentArgs) -> Result<()> {
     kaji_kubelet::hollow::run(client, opts).await
 }
 
+/// The embedded store's history windows from the flags.
+fn store_options(args: &ServerArgs) -> kaji_store::RedbOptions {
+    kaji_store::RedbOptions {
+        history_revisions: (args.store_history_revisions > 0).then_some(args.store_history_revisions),
+        history_duration: (args.store_history_seconds > 0).then(|| Duration::from_secs(args.store_history_seconds)),
+        ..kaji_store::RedbOptions::default()
+    }
+}
+
 async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let db_dir = args.data_dir.join("server").join("db");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-    let store = kaji_store::RedbStore::open(&db_dir.join("state.redb"), kaji_store::RedbOptions::default())
+    let store = kaji_store::RedbStore::open(&db_dir.join("state.redb"), store_options(&args))
         .context("opening the embedded store")?;
     let config = kaji_apiserver::Config {
         data_dir: args.data_dir.clone(),
@@ -180,11 +218,16 @@ async fn server(args: ServerArgs) -> Result<()> {
         let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
         spokes.spawn(kaji_controllers::run(client.clone(), opts));
     }
+    if !args.disable_scheduler {
+        spokes.spawn(kaji_scheduler::run(client.clone(), kaji_scheduler::Options::default()));
+    }
     if args.hollow_nodes > 0 {
         let opts = kaji_kubelet::hollow::HollowOptions {
             nodes: args.hollow_nodes,
             cpu: args.hollow_node_cpu.clone(),
             memory: args.hollow_node_memory.clone(),
+            // Renew leases well within the grace period, even when a test shortens it.
+            heartbeat: (args.node_monitor_grace_period / 4).min(Duration::from_secs(10)),
             ..Default::default()
         };
         spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
