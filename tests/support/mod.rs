@@ -15,7 +15,10 @@ pub const KUBECTL_NEW: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 pub const KUBECTL_OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
@@ -25,7 +28,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -36,13 +42,31 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     child: Option<Child>,
+    /// Extra `kaji server` flags (see [`Cluster::start_with`]).
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts `kaji server` for the test named `name` and waits until kubectl can talk to it.
     pub fn start(name: &str) -> Cluster {
-        let dir = tempfile::Builder::new().prefix(&format!("kaji-{name}-")).tempdir().expect("tempdir");
-        let mut c = Cluster { name: name.to_string(), port: free_port(), kubeconfig: dir.path().join("kubeconfig.yaml"), dir, child: None };
+        Cluster::start_with(name, &[])
+    }
+
+    /// Starts `kaji server` with extra flags, e.g. `["--hollow-nodes", "3"]`.
+    pub fn start_with(name: &str, flags: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kaji-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let extra_args = flags.iter().map(|f| (*f).to_string()).collect();
+        let mut c = Cluster {
+            name: name.to_string(),
+            port: free_port(),
+            kubeconfig: dir.path().join("kubeconfig.yaml"),
+            dir,
+            child: None,
+            extra_args,
+        };
         c.spawn();
         c
     }
@@ -59,6 +83,7 @@ impl Cluster {
             .arg(self.port.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .env("KAJI_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -67,13 +92,22 @@ impl Cluster {
         self.child = Some(child);
         let kubeconfig = self.kubeconfig.clone();
         wait_for("the API server to answer", Duration::from_secs(60), || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("kaji server exited early ({status}); log:\n{}", self.log());
             }
             if !kubeconfig.exists() {
                 return None;
             }
-            let out = Command::new(KUBECTL_NEW).arg("--kubeconfig").arg(&kubeconfig).args(["get", "--raw", "/readyz"]).output().ok()?;
+            let out = Command::new(KUBECTL_NEW)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "--raw", "/readyz"])
+                .output()
+                .ok()?;
             out.status.success().then_some(())
         });
     }
@@ -97,12 +131,24 @@ impl Cluster {
     pub fn kubectl_with(&self, kubectl: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(kubectl);
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
-        cmd.env("HOME", self.dir.path()).env("KUBECACHEDIR", self.dir.path().join("cache"));
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.env("HOME", self.dir.path())
+            .env("KUBECACHEDIR", self.dir.path().join("cache"));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {kubectl}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {kubectl}: {e}"));
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("writing stdin");
         }
         child.wait_with_output().expect("kubectl output")
     }
@@ -127,7 +173,11 @@ impl Cluster {
     /// Runs kubectl expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 

@@ -129,6 +129,9 @@ struct AgentArgs {
     hollow_node_cpu: String,
     #[arg(long, default_value = "16Gi")]
     hollow_node_memory: String,
+    /// Lease duration of the nodes (upstream kubelet flag); leases are renewed every quarter of it.
+    #[arg(long, default_value_t = 40)]
+    node_lease_duration_seconds: u64,
 }
 
 fn main() -> Result<()> {
@@ -174,6 +177,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         name_prefix: args.node_name_prefix,
         cpu: args.hollow_node_cpu,
         memory: args.hollow_node_memory,
+        heartbeat: Duration::from_millis(args.node_lease_duration_seconds.max(1) * 250),
         ..Default::default()
     };
     kaji_kubelet::hollow::run(client, opts).await
