@@ -1,10 +1,1018 @@
-//! deployment controller (being written).
+//! The Deployment controller, as upstream pkg/controller/deployment.
+//!
+//! A Deployment owns one ReplicaSet per pod template, named `<deployment>-<pod-template-hash>`.
+//! Each sync claims the ReplicaSets that match the selector, then either scales them
+//! proportionally (paused, or `spec.replicas` changed) or rolls out: RollingUpdate moves
+//! replicas from the old ReplicaSets to the new one within maxSurge/maxUnavailable, Recreate
+//! scales the old ones to zero before creating the new one. Revisions live in the
+//! `deployment.kubernetes.io/revision` annotation; a rollback (`kubectl rollout undo` copies an
+//! old template back) makes the old ReplicaSet new again with the next revision. Status carries
+//! the replica counts and the Progressing and Available conditions.
+
+pub mod util;
 
 use crate::Options;
-use kube::Client;
+use crate::events::{EventRecorder, reference};
+use crate::replicaset::informer::Informer;
+use crate::replicaset::ownership::{self, Claim};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use util::{
+    DESIRED_REPLICAS, MAX_REPLICAS, POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY, annotation,
+    max_surge, max_unavailable, replicas, revision, rs_replicas, rs_status,
+};
+
+/// Workers (upstream `--concurrent-deployment-syncs`).
+const CONCURRENCY: u16 = 5;
+const RESYNC: Duration = Duration::from_secs(300);
+
+struct Context {
+    client: Client,
+    replica_sets: Store<ReplicaSet>,
+    deployments: Store<Deployment>,
+    recorder: EventRecorder,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ReconcileError(anyhow::Error);
+
+impl From<anyhow::Error> for ReconcileError {
+    fn from(e: anyhow::Error) -> Self {
+        ReconcileError(e)
+    }
+}
+impl From<kube::Error> for ReconcileError {
+    fn from(e: kube::Error) -> Self {
+        ReconcileError(e.into())
+    }
+}
 
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let _ = (client, opts);
-    std::future::pending::<()>().await;
+    let _ = opts;
+    let replica_sets = Informer::spawn(Api::<ReplicaSet>::all(client.clone()));
+    let controller = Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
+    let deployments = controller.store();
+    let triggers = {
+        let deployments = deployments.clone();
+        replica_sets
+            .subscribe()
+            .flat_map(move |rs| futures::stream::iter(deployments_of(&deployments, &rs)))
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        replica_sets: replica_sets.store.clone(),
+        deployments,
+        recorder: EventRecorder::new(client, "deployment-controller"),
+    });
+    controller
+        .reconcile_on(triggers)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "deployment sync failed");
+            }
+        })
+        .await;
     Ok(())
+}
+
+/// The Deployments a ReplicaSet change concerns: its controller, or every matching one for an orphan.
+fn deployments_of(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
+    let ns = rs.namespace().unwrap_or_default();
+    if let Some(r) = ownership::controller_of(&rs.metadata) {
+        return if r.kind == "Deployment" {
+            vec![ObjectRef::new(&r.name).within(&ns)]
+        } else {
+            vec![]
+        };
+    }
+    deployments
+        .state()
+        .iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|d| {
+            d.spec
+                .as_ref()
+                .and_then(|s| ownership::selector(&s.selector))
+                .is_some_and(|sel| {
+                    !sel.is_empty() && ownership::matches(&sel, rs.metadata.labels.as_ref())
+                })
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+fn error_policy(d: Arc<Deployment>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %d.name_any(), error = %err, "deployment sync failed; retrying");
+    Action::requeue(Duration::from_secs(1))
+}
+
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let key = ObjectRef::from_obj(d.as_ref());
+    let Some(d) = ctx.deployments.get(&key) else {
+        return Ok(Action::await_change());
+    };
+    let _ = ctx.replica_sets.wait_until_ready().await;
+    let d = (*d).clone();
+    let ns = d.namespace().unwrap_or_default();
+    let Some(sel) = d
+        .spec
+        .as_ref()
+        .and_then(|s| ownership::selector(&s.selector))
+    else {
+        return Ok(Action::await_change());
+    };
+    if sel.is_empty() {
+        let msg = "This deployment is selecting all pods. A non-empty selector is required.";
+        ctx.recorder
+            .warning(&reference(&d), "SelectingAll", msg)
+            .await;
+        return Ok(Action::await_change());
+    }
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let rs_list = claim_replica_sets(&d, &sel, &rs_api, &ctx).await;
+    let conditions = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let mut s = Sync {
+        ctx: &ctx,
+        rs_api,
+        deploy_api: Api::namespaced(ctx.client.clone(), &ns),
+        d,
+        rs_list,
+        conditions,
+    };
+
+    if s.d.metadata.deletion_timestamp.is_some() {
+        let (new, _) = s.get_all_and_sync_revision(false).await?;
+        return Ok(s.sync_status(new).await?);
+    }
+    s.check_paused_conditions();
+    let paused = s.d.spec.as_ref().and_then(|x| x.paused).unwrap_or(false);
+    if paused || s.is_scaling_event() {
+        return Ok(s.sync(paused).await?);
+    }
+    Ok(if util::is_rolling_update(&s.d) {
+        s.rollout_rolling().await?
+    } else {
+        s.rollout_recreate().await?
+    })
+}
+
+/// The ReplicaSets of the namespace this Deployment controls, after adopting matching orphans
+/// and releasing its own that stopped matching (upstream getReplicaSetsForDeployment).
+async fn claim_replica_sets(
+    d: &Deployment,
+    sel: &kaji_api::selector::LabelSelector,
+    rs_api: &Api<ReplicaSet>,
+    ctx: &Context,
+) -> Vec<ReplicaSet> {
+    let ns = d.namespace();
+    let uid = d.uid().unwrap_or_default();
+    let deleting = d.metadata.deletion_timestamp.is_some();
+    let mut out = Vec::new();
+    for rs in ctx
+        .replica_sets
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace() == ns)
+    {
+        match ownership::claim(&uid, deleting, sel, &rs.metadata) {
+            Claim::Keep => out.push((*rs).clone()),
+            Claim::Adopt => {
+                let patch = ownership::adopt_patch(
+                    &rs.metadata,
+                    ownership::controller_ref("apps/v1", "Deployment", &d.metadata),
+                );
+                match rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        tracing::info!(rs = %rs.name_any(), error = %e, "could not adopt replica set")
+                    }
+                }
+            }
+            Claim::Release => {
+                let patch = ownership::release_patch(&rs.metadata, &uid);
+                if let Err(e) = rs_api
+                    .patch(
+                        &rs.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    tracing::info!(rs = %rs.name_any(), error = %e, "could not release replica set");
+                }
+            }
+            Claim::Ignore => {}
+        }
+    }
+    out
+}
+
+/// One sync of one Deployment: its ReplicaSets (updated in place as they are written) and the
+/// conditions to write with the status.
+struct Sync<'a> {
+    ctx: &'a Context,
+    rs_api: Api<ReplicaSet>,
+    deploy_api: Api<Deployment>,
+    d: Deployment,
+    rs_list: Vec<ReplicaSet>,
+    conditions: Vec<DeploymentCondition>,
+}
+
+fn created(rs: &ReplicaSet) -> (Option<jiff::Timestamp>, String) {
+    (
+        rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        rs.name_any(),
+    )
+}
+
+impl Sync<'_> {
+    fn replicas_of(&self, idx: &[usize]) -> i32 {
+        idx.iter().map(|&i| rs_replicas(&self.rs_list[i])).sum()
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.rs_list.len()).collect()
+    }
+
+    /// The new ReplicaSet (the oldest whose template equals the Deployment's) and the old ones,
+    /// oldest first.
+    fn split(&self) -> (Option<usize>, Vec<usize>) {
+        let mut idx = self.all();
+        idx.sort_by_key(|&i| created(&self.rs_list[i]));
+        let template = self.d.spec.as_ref().map(|s| &s.template);
+        let new = idx.iter().copied().find(|&i| {
+            let t = self.rs_list[i]
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref());
+            matches!((t, template), (Some(a), Some(b)) if util::equal_ignore_hash(a, b))
+        });
+        let old = idx.into_iter().filter(|&i| Some(i) != new).collect();
+        (new, old)
+    }
+
+    /// Finds (or creates) the new ReplicaSet and gives it the next revision (upstream
+    /// getAllReplicaSetsAndSyncRevision).
+    async fn get_all_and_sync_revision(
+        &mut self,
+        create: bool,
+    ) -> anyhow::Result<(Option<usize>, Vec<usize>)> {
+        let (new, old) = self.split();
+        let max_old = old
+            .iter()
+            .map(|&i| revision(&self.rs_list[i]))
+            .max()
+            .unwrap_or(0);
+        let new_revision = max_old + 1;
+        let new = match new {
+            Some(i) => {
+                self.sync_new_rs_annotations(i, new_revision).await?;
+                Some(i)
+            }
+            None if create => self.create_new_rs(new_revision).await?,
+            None => None,
+        };
+        if let Some(i) = new {
+            let rev = annotation(&self.rs_list[i].metadata, REVISION)
+                .unwrap_or_default()
+                .to_string();
+            if annotation(&self.d.metadata, REVISION) != Some(rev.as_str()) {
+                let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+                self.d = self
+                    .deploy_api
+                    .patch(
+                        &self.d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+            }
+            if util::condition(&self.d, "Progressing").is_none() {
+                let msg = format!("Found new replica set \"{}\"", self.rs_list[i].name_any());
+                util::set_condition(
+                    &mut self.conditions,
+                    util::new_condition("Progressing", "True", "FoundNewReplicaSet", msg),
+                );
+            }
+        }
+        Ok(self.split())
+    }
+
+    /// Copies the Deployment's annotations and minReadySeconds to the new ReplicaSet, and moves
+    /// its revision to the newest (a rollback reuses an old ReplicaSet).
+    async fn sync_new_rs_annotations(&mut self, i: usize, new_revision: i64) -> anyhow::Result<()> {
+        let rs = &self.rs_list[i];
+        let mut annotations = rs.metadata.annotations.clone().unwrap_or_default();
+        for (k, v) in self.d.metadata.annotations.iter().flatten() {
+            if !util::skip_annotation(k) {
+                annotations.insert(k.clone(), v.clone());
+            }
+        }
+        let current = revision(rs);
+        if current < new_revision {
+            if current > 0 {
+                let history = annotations
+                    .get(REVISION_HISTORY)
+                    .map(|h| format!("{h},{current}"))
+                    .unwrap_or(current.to_string());
+                annotations.insert(REVISION_HISTORY.into(), history);
+            }
+            annotations.insert(REVISION.into(), new_revision.to_string());
+        }
+        let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
+        let rs_min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
+        if Some(&annotations) == rs.metadata.annotations.as_ref()
+            && min_ready.unwrap_or(0) == rs_min_ready.unwrap_or(0)
+        {
+            return Ok(());
+        }
+        let patch = json!({
+            "metadata": {"annotations": annotations, "resourceVersion": rs.metadata.resource_version},
+            "spec": {"minReadySeconds": min_ready.unwrap_or(0)},
+        });
+        self.rs_list[i] = self
+            .rs_api
+            .patch(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How many replicas the new ReplicaSet may have now (upstream NewRSNewReplicas).
+    fn new_rs_new_replicas(&self, new: Option<usize>) -> i32 {
+        let want = replicas(&self.d);
+        let current_new = new.map_or(0, |i| rs_replicas(&self.rs_list[i]));
+        if !util::is_rolling_update(&self.d) {
+            return want;
+        }
+        let current = self.replicas_of(&self.all());
+        let max_total = want + max_surge(&self.d);
+        if current >= max_total {
+            return current_new;
+        }
+        let up = (max_total - current).min(want - current_new).max(0);
+        current_new + up
+    }
+
+    async fn create_new_rs(&mut self, new_revision: i64) -> anyhow::Result<Option<usize>> {
+        let Some(spec) = self.d.spec.clone() else {
+            return Ok(None);
+        };
+        let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
+        let hash = util::compute_hash(&spec.template, collision_count);
+        let mut template = spec.template.clone();
+        template
+            .metadata
+            .get_or_insert_default()
+            .labels
+            .get_or_insert_default()
+            .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+        let mut selector = spec.selector.clone();
+        selector
+            .match_labels
+            .get_or_insert_default()
+            .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+        let want = self.new_rs_new_replicas(None);
+        let mut annotations: std::collections::BTreeMap<String, String> = self
+            .d
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| !util::skip_annotation(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        annotations.insert(REVISION.into(), new_revision.to_string());
+        annotations.insert(DESIRED_REPLICAS.into(), replicas(&self.d).to_string());
+        annotations.insert(
+            MAX_REPLICAS.into(),
+            (replicas(&self.d) + max_surge(&self.d)).to_string(),
+        );
+        let name = format!("{}-{hash}", self.d.name_any());
+        let rs = ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: self.d.namespace(),
+                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                annotations: Some(annotations),
+                owner_references: Some(vec![ownership::controller_ref(
+                    "apps/v1",
+                    "Deployment",
+                    &self.d.metadata,
+                )]),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(want),
+                min_ready_seconds: spec.min_ready_seconds,
+                selector,
+                template: Some(template),
+            }),
+            status: None,
+        };
+        match self.rs_api.create(&PostParams::default(), &rs).await {
+            Ok(created) => {
+                self.rs_list.push(created);
+                let dref = reference(&self.d);
+                if want > 0 {
+                    self.ctx
+                        .recorder
+                        .normal(
+                            &dref,
+                            "ScalingReplicaSet",
+                            &format!("Scaled up replica set {name} from 0 to {want}"),
+                        )
+                        .await;
+                }
+                let msg = format!("Created new replica set \"{name}\"");
+                util::set_condition(
+                    &mut self.conditions,
+                    util::new_condition("Progressing", "True", "NewReplicaSetCreated", msg),
+                );
+                Ok(Some(self.rs_list.len() - 1))
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Either our cache is behind, or another template hashes the same: bump the
+                // collision count so the next sync picks another name (upstream).
+                let existing = self.rs_api.get(&name).await?;
+                let ours = ownership::controller_of(&existing.metadata)
+                    .is_some_and(|r| Some(&r.uid) == self.d.metadata.uid.as_ref());
+                let same = existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .is_some_and(|t| util::equal_ignore_hash(t, &spec.template));
+                if ours && same {
+                    self.rs_list
+                        .retain(|r| r.metadata.uid != existing.metadata.uid);
+                    self.rs_list.push(existing);
+                    return Ok(Some(self.rs_list.len() - 1));
+                }
+                let count = collision_count.unwrap_or(0) + 1;
+                let patch = json!({"status": {"collisionCount": count}});
+                self.deploy_api
+                    .patch_status(
+                        &self.d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                anyhow::bail!(
+                    "replica set {name} exists with another template; collision count now {count}"
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Scales one ReplicaSet and stamps the desired/max replicas annotations (upstream
+    /// scaleReplicaSet); returns whether its size changed.
+    async fn scale(&mut self, i: usize, new_scale: i32) -> anyhow::Result<bool> {
+        let rs = &self.rs_list[i];
+        let old_scale = rs_replicas(rs);
+        let desired = replicas(&self.d).to_string();
+        let max = (replicas(&self.d) + max_surge(&self.d)).to_string();
+        let annotations_ok = annotation(&rs.metadata, DESIRED_REPLICAS) == Some(desired.as_str())
+            && annotation(&rs.metadata, MAX_REPLICAS) == Some(max.as_str());
+        if old_scale == new_scale && annotations_ok {
+            return Ok(false);
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": rs.metadata.resource_version, "annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
+            "spec": {"replicas": new_scale},
+        });
+        let name = rs.name_any();
+        self.rs_list[i] = self
+            .rs_api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        if old_scale != new_scale {
+            let dir = if new_scale > old_scale { "up" } else { "down" };
+            let msg = format!("Scaled {dir} replica set {name} from {old_scale} to {new_scale}");
+            self.ctx
+                .recorder
+                .normal(&reference(&self.d), "ScalingReplicaSet", &msg)
+                .await;
+        }
+        Ok(old_scale != new_scale)
+    }
+
+    /// Whether `spec.replicas` changed since the active ReplicaSets were last scaled.
+    fn is_scaling_event(&self) -> bool {
+        let want = replicas(&self.d).to_string();
+        let (new, old) = self.split();
+        new.into_iter()
+            .chain(old)
+            .map(|i| &self.rs_list[i])
+            .filter(|rs| rs_replicas(rs) > 0)
+            .any(|rs| annotation(&rs.metadata, DESIRED_REPLICAS).is_some_and(|d| d != want))
+    }
+
+    fn check_paused_conditions(&mut self) {
+        let paused = self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        if self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .is_none()
+        {
+            return;
+        }
+        let reason = self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .and_then(|c| c.reason.clone());
+        if paused && reason.as_deref() != Some("DeploymentPaused") {
+            let c = util::new_condition(
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".into(),
+            );
+            util::set_condition(&mut self.conditions, c);
+        } else if !paused && reason.as_deref() == Some("DeploymentPaused") {
+            let c = util::new_condition(
+                "Progressing",
+                "Unknown",
+                "DeploymentResumed",
+                "Deployment is resumed".into(),
+            );
+            util::set_condition(&mut self.conditions, c);
+        }
+    }
+
+    /// Scaling only (paused, or replicas changed): upstream sync.
+    async fn sync(&mut self, paused: bool) -> anyhow::Result<Action> {
+        let (new, old) = self.get_all_and_sync_revision(false).await?;
+        self.proportional_scale(new, &old).await?;
+        if paused {
+            let (_, old) = self.split();
+            self.cleanup(&old).await?;
+        }
+        self.sync_status(new).await
+    }
+
+    /// Upstream `scale`: one active ReplicaSet takes all replicas; a saturated new one lets the
+    /// old ones go; otherwise the change is spread in proportion to the ReplicaSets' sizes.
+    async fn proportional_scale(
+        &mut self,
+        new: Option<usize>,
+        old: &[usize],
+    ) -> anyhow::Result<()> {
+        let want = replicas(&self.d);
+        let active: Vec<usize> = new
+            .into_iter()
+            .chain(old.iter().copied())
+            .filter(|&i| rs_replicas(&self.rs_list[i]) > 0)
+            .collect();
+        let target = match active.len() {
+            0 => new.or_else(|| old.last().copied()),
+            1 => Some(active[0]),
+            _ => None,
+        };
+        if let Some(i) = target {
+            self.scale(i, want).await?;
+            return Ok(());
+        }
+        if let Some(n) = new {
+            let rs = &self.rs_list[n];
+            let saturated = rs_replicas(rs) == want
+                && annotation(&rs.metadata, DESIRED_REPLICAS) == Some(want.to_string().as_str())
+                && rs_status(rs).2 == want;
+            if saturated {
+                for &i in old {
+                    if rs_replicas(&self.rs_list[i]) > 0 {
+                        self.scale(i, 0).await?;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if !util::is_rolling_update(&self.d) {
+            return Ok(());
+        }
+        let allowed = if want > 0 {
+            want + max_surge(&self.d)
+        } else {
+            0
+        };
+        let to_add = allowed - self.replicas_of(&active);
+        if to_add == 0 {
+            return Ok(());
+        }
+        let mut order = active.clone();
+        // Bigger first; among equals the newer first when adding, the older first when removing.
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&self.rs_list[a], &self.rs_list[b]);
+            let by_size = rs_replicas(rb).cmp(&rs_replicas(ra));
+            let by_age = created(ra).cmp(&created(rb));
+            by_size.then(if to_add > 0 { by_age.reverse() } else { by_age })
+        });
+        let deploy_replicas = want + max_surge(&self.d);
+        let mut added = 0;
+        let mut sizes: Vec<(usize, i32)> = Vec::new();
+        for &i in &order {
+            let rs = &self.rs_list[i];
+            let current = rs_replicas(rs);
+            let proportion = if current == 0 || to_add == added {
+                0
+            } else {
+                let fraction = if want == 0 {
+                    -current
+                } else {
+                    let annotated = annotation(&rs.metadata, MAX_REPLICAS)
+                        .and_then(|m| m.parse::<i32>().ok())
+                        .unwrap_or_else(|| {
+                            self.d
+                                .status
+                                .as_ref()
+                                .map_or(0, |s| s.replicas.unwrap_or(0))
+                        });
+                    if annotated == 0 {
+                        0
+                    } else {
+                        let size = (f64::from(current) * f64::from(deploy_replicas)
+                            / f64::from(annotated))
+                        .round();
+                        #[allow(clippy::cast_possible_truncation)] // a replica count
+                        let size = size as i32;
+                        size - current
+                    }
+                };
+                let left = to_add - added;
+                if to_add > 0 {
+                    fraction.min(left)
+                } else {
+                    fraction.max(left)
+                }
+            };
+            added += proportion;
+            sizes.push((i, current + proportion));
+        }
+        // Whatever rounding left over goes to the biggest.
+        if let Some(first) = sizes.first_mut() {
+            first.1 = (first.1 + to_add - added).max(0);
+        }
+        for (i, size) in sizes {
+            self.scale(i, size).await?;
+        }
+        Ok(())
+    }
+
+    async fn rollout_rolling(&mut self) -> anyhow::Result<Action> {
+        let (new, old) = self.get_all_and_sync_revision(true).await?;
+        let want = replicas(&self.d);
+        if let Some(n) = new {
+            let current = rs_replicas(&self.rs_list[n]);
+            let target = if current > want {
+                want
+            } else {
+                self.new_rs_new_replicas(new)
+            };
+            if target != current && self.scale(n, target).await? {
+                return self.sync_rollout_status(new).await;
+            }
+        }
+        if self.reconcile_old(new, &old).await? {
+            return self.sync_rollout_status(new).await;
+        }
+        if self.complete(&self.calculate_status(new)) {
+            self.cleanup(&old).await?;
+        }
+        self.sync_rollout_status(new).await
+    }
+
+    /// Scales old ReplicaSets down: first their unhealthy replicas, then as far as
+    /// maxUnavailable allows (upstream reconcileOldReplicaSets).
+    async fn reconcile_old(&mut self, new: Option<usize>, old: &[usize]) -> anyhow::Result<bool> {
+        if self.replicas_of(old) == 0 {
+            return Ok(false);
+        }
+        let all_pods = self.replicas_of(&self.all());
+        let min_available = replicas(&self.d) - max_unavailable(&self.d);
+        let new_unavailable = new.map_or(0, |n| {
+            let rs = &self.rs_list[n];
+            (rs_replicas(rs) - rs_status(rs).2).max(0)
+        });
+        let max_scaled_down = all_pods - min_available - new_unavailable;
+        if max_scaled_down <= 0 {
+            return Ok(false);
+        }
+        // Unhealthy replicas of old ReplicaSets go first: they cost no availability.
+        let mut cleaned = 0;
+        for &i in old {
+            if cleaned >= max_scaled_down {
+                break;
+            }
+            let rs = &self.rs_list[i];
+            let current = rs_replicas(rs);
+            let unhealthy = current - rs_status(rs).2;
+            if current == 0 || unhealthy <= 0 {
+                continue;
+            }
+            let down = unhealthy.min(max_scaled_down - cleaned);
+            self.scale(i, current - down).await?;
+            cleaned += down;
+        }
+        let available: i32 = self.rs_list.iter().map(|rs| rs_status(rs).2).sum();
+        let mut scaled = 0;
+        if available > min_available {
+            let total = (available - min_available).min(max_scaled_down - cleaned);
+            for &i in old {
+                if scaled >= total {
+                    break;
+                }
+                let current = rs_replicas(&self.rs_list[i]);
+                if current == 0 {
+                    continue;
+                }
+                let down = current.min(total - scaled);
+                self.scale(i, current - down).await?;
+                scaled += down;
+            }
+        }
+        Ok(cleaned + scaled > 0)
+    }
+
+    async fn rollout_recreate(&mut self) -> anyhow::Result<Action> {
+        let (new, old) = self.get_all_and_sync_revision(false).await?;
+        let mut scaled_down = false;
+        for &i in &old {
+            if rs_replicas(&self.rs_list[i]) > 0 {
+                scaled_down |= self.scale(i, 0).await?;
+            }
+        }
+        // Old pods must be gone before new ones start (upstream oldPodsRunning, here from the
+        // old ReplicaSets' counts).
+        let old_running = old.iter().any(|&i| rs_status(&self.rs_list[i]).0 > 0);
+        if scaled_down || old_running {
+            return self.sync_rollout_status(new).await;
+        }
+        let (new, old) = if new.is_none() {
+            self.get_all_and_sync_revision(true).await?
+        } else {
+            (new, old)
+        };
+        if let Some(n) = new {
+            self.scale(n, replicas(&self.d)).await?;
+        }
+        if self.complete(&self.calculate_status(new)) {
+            self.cleanup(&old).await?;
+        }
+        self.sync_rollout_status(new).await
+    }
+
+    /// Deletes the oldest old ReplicaSets beyond revisionHistoryLimit that have no pods left.
+    async fn cleanup(&mut self, old: &[usize]) -> anyhow::Result<()> {
+        let limit = usize::try_from(
+            self.d
+                .spec
+                .as_ref()
+                .and_then(|s| s.revision_history_limit)
+                .unwrap_or(10),
+        )
+        .unwrap_or(0);
+        let mut alive: Vec<usize> = old
+            .iter()
+            .copied()
+            .filter(|&i| self.rs_list[i].metadata.deletion_timestamp.is_none())
+            .collect();
+        if alive.len() <= limit {
+            return Ok(());
+        }
+        alive.sort_by_key(|&i| (revision(&self.rs_list[i]), created(&self.rs_list[i])));
+        let excess = alive.len() - limit;
+        for &i in alive.iter().take(excess) {
+            let rs = &self.rs_list[i];
+            let observed = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0);
+            if rs_status(rs).0 != 0
+                || rs_replicas(rs) != 0
+                || rs.metadata.generation.unwrap_or(0) > observed
+            {
+                continue;
+            }
+            match self
+                .rs_api
+                .delete(&rs.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstream calculateStatus: counts from the ReplicaSets and the Available condition.
+    fn calculate_status(&self, new: Option<usize>) -> DeploymentStatus {
+        let (mut replicas_, mut ready, mut available) = (0, 0, 0);
+        for rs in &self.rs_list {
+            let (r, rd, a) = rs_status(rs);
+            replicas_ += r;
+            ready += rd;
+            available += a;
+        }
+        let total = self.replicas_of(&self.all());
+        let mut conditions = self.conditions.clone();
+        let want = replicas(&self.d);
+        if available >= want - max_unavailable(&self.d) {
+            let c = util::new_condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            );
+            util::set_condition(&mut conditions, c);
+        } else {
+            let c = util::new_condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".into(),
+            );
+            util::set_condition(&mut conditions, c);
+        }
+        // Available first, as upstream lists them.
+        conditions.sort_by_key(|c| c.type_ != "Available");
+        DeploymentStatus {
+            observed_generation: self.d.metadata.generation,
+            replicas: Some(replicas_),
+            updated_replicas: Some(new.map_or(0, |n| rs_status(&self.rs_list[n]).0)),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            unavailable_replicas: Some((total - available).max(0)),
+            terminating_replicas: None,
+            collision_count: self.d.status.as_ref().and_then(|s| s.collision_count),
+            conditions: Some(conditions),
+        }
+    }
+
+    fn complete(&self, s: &DeploymentStatus) -> bool {
+        let want = replicas(&self.d);
+        s.updated_replicas == Some(want)
+            && s.replicas == Some(want)
+            && s.available_replicas == Some(want)
+            && s.observed_generation >= self.d.metadata.generation
+    }
+
+    /// Whether this sync moved the rollout forward (upstream DeploymentProgressing).
+    fn progressing(&self, s: &DeploymentStatus) -> bool {
+        let old = self.d.status.clone().unwrap_or_default();
+        let g = |v: Option<i32>| v.unwrap_or(0);
+        let old_old = g(old.replicas) - g(old.updated_replicas);
+        let new_old = g(s.replicas) - g(s.updated_replicas);
+        g(s.updated_replicas) > g(old.updated_replicas)
+            || new_old < old_old
+            || g(s.ready_replicas) > g(old.ready_replicas)
+            || g(s.available_replicas) > g(old.available_replicas)
+    }
+
+    async fn sync_status(&mut self, new: Option<usize>) -> anyhow::Result<Action> {
+        let status = self.calculate_status(new);
+        self.write_status(status).await?;
+        Ok(Action::requeue(RESYNC))
+    }
+
+    /// Status with the Progressing condition (upstream syncRolloutStatus); requeues for the
+    /// progress deadline.
+    async fn sync_rollout_status(&mut self, new: Option<usize>) -> anyhow::Result<Action> {
+        let mut status = self.calculate_status(new);
+        let deadline = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds);
+        let paused = self.d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        let mut requeue = RESYNC;
+        if let (Some(deadline), false) = (deadline, paused) {
+            let mut conds = status.conditions.take().unwrap_or_default();
+            let what = match new {
+                Some(n) => format!("ReplicaSet \"{}\"", self.rs_list[n].name_any()),
+                None => format!("Deployment \"{}\"", self.d.name_any()),
+            };
+            let current = conds.iter().find(|c| c.type_ == "Progressing").cloned();
+            if self.complete(&status) {
+                let c = util::new_condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    format!("{what} has successfully progressed."),
+                );
+                util::set_condition(&mut conds, c);
+            } else if self.progressing(&status) {
+                let mut c = util::new_condition(
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    format!("{what} is progressing."),
+                );
+                if let Some(cur) = current.as_ref().filter(|c| c.status == "True") {
+                    c.last_transition_time.clone_from(&cur.last_transition_time);
+                }
+                conds.retain(|x| x.type_ != "Progressing");
+                conds.push(c);
+                requeue = Duration::from_secs(u64::try_from(deadline).unwrap_or(600) + 1);
+            } else {
+                let reason = current.as_ref().and_then(|c| c.reason.as_deref());
+                let since = current
+                    .as_ref()
+                    .and_then(|c| c.last_update_time.as_ref())
+                    .map(|t| t.0);
+                let timed_out = match reason {
+                    Some("NewReplicaSetAvailable") => false,
+                    Some("ProgressDeadlineExceeded") => true,
+                    _ => since.is_some_and(|t| {
+                        t.as_second() + i64::from(deadline) < jiff::Timestamp::now().as_second()
+                    }),
+                };
+                if timed_out {
+                    let c = util::new_condition(
+                        "Progressing",
+                        "False",
+                        "ProgressDeadlineExceeded",
+                        format!("{what} has timed out progressing."),
+                    );
+                    util::set_condition(&mut conds, c);
+                } else if let Some(t) = since {
+                    let left =
+                        t.as_second() + i64::from(deadline) - jiff::Timestamp::now().as_second();
+                    requeue = Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0) + 1);
+                }
+            }
+            conds.sort_by_key(|c| c.type_ != "Available");
+            status.conditions = Some(conds);
+        }
+        self.write_status(status).await?;
+        Ok(Action::requeue(requeue))
+    }
+
+    async fn write_status(&mut self, status: DeploymentStatus) -> anyhow::Result<()> {
+        let old = self.d.status.clone().unwrap_or_default();
+        if same_status(&old, &status) {
+            return Ok(());
+        }
+        let patch = json!({"status": status});
+        self.d = self
+            .deploy_api
+            .patch_status(
+                &self.d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Equal but for the timestamps of conditions that did not otherwise change.
+fn same_status(a: &DeploymentStatus, b: &DeploymentStatus) -> bool {
+    let strip = |s: &DeploymentStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_update_time = None;
+            c.last_transition_time = None;
+        }
+        let mut v = serde_json::to_value(&s).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, x| !x.is_null() && x != &json!(0));
+        }
+        v
+    };
+    strip(a) == strip(b)
 }

@@ -25,7 +25,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { node_monitor_grace_period: Duration::from_secs(40) }
+        Options {
+            node_monitor_grace_period: Duration::from_secs(40),
+        }
     }
 }
 

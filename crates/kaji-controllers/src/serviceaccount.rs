@@ -1,10 +1,73 @@
-//! serviceaccount controller (being written).
+//! The service account controller, as upstream's (pkg/controller/serviceaccount): every active
+//! namespace has a `default` ServiceAccount; one deleted is made again.
 
 use crate::Options;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The service accounts every namespace gets.
+const DEFAULT_SERVICE_ACCOUNTS: &[&str] = &["default"];
 
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let _ = (client, opts);
-    std::future::pending::<()>().await;
+    let _ = opts;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let accounts: Api<ServiceAccount> = Api::all(client.clone());
+    Controller::new(namespaces, watcher::Config::default())
+        .watches(
+            accounts,
+            watcher::Config::default(),
+            |sa: ServiceAccount| {
+                let ns = sa
+                    .namespace()
+                    .filter(|_| DEFAULT_SERVICE_ACCOUNTS.contains(&sa.name_any().as_str()));
+                ns.map(|ns| ObjectRef::<Namespace>::new(&ns))
+            },
+        )
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_secs(2)),
+            Arc::new(client),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "serviceaccount controller");
+            }
+        })
+        .await;
     Ok(())
+}
+
+async fn reconcile(ns: Arc<Namespace>, client: Arc<Client>) -> Result<Action, kube::Error> {
+    let terminating = ns.metadata.deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    if terminating {
+        return Ok(Action::await_change());
+    }
+    let api: Api<ServiceAccount> = Api::namespaced((*client).clone(), &ns.name_any());
+    for name in DEFAULT_SERVICE_ACCOUNTS {
+        if api.get_opt(name).await?.is_some() {
+            continue;
+        }
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some((*name).to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &sa).await {
+            Ok(_) => tracing::info!(namespace = %ns.name_any(), name, "created service account"),
+            // Exists already, or the namespace began terminating meanwhile.
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 403 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Action::await_change())
 }

@@ -1,7 +1,36 @@
-//! Hollow nodes: a simulation (stub; being written).
+//! Hollow nodes: a simulation for controller and scale tests, in the spirit of upstream's kubemark
+//! hollow kubelet. It never runs a container, and says so: every node it registers carries the
+//! label `kaji.io/hollow=true` and a nodeInfo whose osImage and versions name the simulation.
+//!
+//! What it does, as a kubelet would, through the API only:
+//! - registers N nodes (capacity/allocatable, conditions, addresses, a podCIDR) and heartbeats
+//!   through Leases in `kube-node-lease`, posting node status when it changes;
+//! - for every pod bound to one of its nodes (one pod watch for all nodes), after `ready_delay`,
+//!   reports it Running and Ready with a fake IP from the node's podCIDR and fake containers
+//!   (`hollow://...` container and image IDs);
+//! - removes pods being deleted at once (hollow containers stop instantly) with gracePeriodSeconds 0;
+//! - simulates node failure: a node annotated `kaji.io/hollow-stop-heartbeat=true` stops
+//!   heartbeating and stops tending its pods, as if its kubelet had died (removing the annotation
+//!   brings it back). Killing a `kaji agent --hollow` process does the same for all its nodes.
 
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The label every hollow node carries.
+pub const HOLLOW_LABEL: &str = "kaji.io/hollow";
+/// The annotation that makes a hollow node stop heartbeating (simulated node failure).
+pub const STOP_HEARTBEAT_ANNOTATION: &str = "kaji.io/hollow-stop-heartbeat";
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Upstream's NodeStatusReportFrequency (kubelet posts status at least this often).
+const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(60);
 
 /// How hollow nodes look and behave.
 #[derive(Clone, Debug)]
@@ -32,9 +61,438 @@ impl Default for HollowOptions {
     }
 }
 
+/// One simulated node's state.
+struct HollowNode {
+    index: usize,
+    /// Heartbeats and pod handling are off (simulated failure).
+    stopped: bool,
+    /// Pod IPs handed out, by pod uid.
+    ips: HashMap<String, String>,
+    next_ip: u32,
+}
+
+impl HollowNode {
+    /// The node's podCIDR: 10.(244 + i/256).(i%256).0/24, so up to ~3000 nodes get distinct ranges.
+    fn cidr_prefix(&self) -> String {
+        format!("10.{}.{}", 244 + self.index / 256, self.index % 256)
+    }
+
+    fn allocate_ip(&mut self, uid: &str) -> String {
+        if let Some(ip) = self.ips.get(uid) {
+            return ip.clone();
+        }
+        let used: HashSet<&String> = self.ips.values().collect();
+        let mut ip = String::new();
+        for _ in 0..254 {
+            self.next_ip = if self.next_ip >= 254 { 2 } else { self.next_ip.max(1) + 1 };
+            ip = format!("{}.{}", self.cidr_prefix(), self.next_ip);
+            if !used.contains(&ip) {
+                break;
+            }
+        }
+        self.ips.insert(uid.to_string(), ip.clone());
+        ip
+    }
+}
+
+struct Hollow {
+    client: Client,
+    opts: HollowOptions,
+    nodes: Mutex<HashMap<String, HollowNode>>,
+    /// Pods with a pending status report or deletion, so that a burst of events does one write.
+    in_flight: Mutex<HashSet<String>>,
+    /// Bounds concurrent writes so that 10,000 pods turning Ready do not open 10,000 requests.
+    writes: tokio::sync::Semaphore,
+}
+
+fn node_name(opts: &HollowOptions, i: usize) -> String {
+    format!("{}-{i}", opts.name_prefix)
+}
+
+/// The node's fake InternalIP, in 10.240.0.0/14 (never a .0 address).
+fn node_ip(index: usize) -> String {
+    let n = index + 1;
+    format!("10.{}.{}.{}", 240 + n / 65536 % 4, n / 256 % 256, n % 256)
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn now_micro() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+}
+
 /// Runs the hollow nodes until the process ends.
 pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
-    let _ = (client, opts);
-    std::future::pending::<()>().await;
-    Ok(())
+    let nodes = (0..opts.nodes).map(|i| (node_name(&opts, i), HollowNode { index: i, stopped: false, ips: HashMap::new(), next_ip: 1 })).collect();
+    let hollow =
+        Arc::new(Hollow { client, opts, nodes: Mutex::new(nodes), in_flight: Mutex::new(HashSet::new()), writes: tokio::sync::Semaphore::new(32) });
+    for i in 0..hollow.opts.nodes {
+        let name = node_name(&hollow.opts, i);
+        // Registration retries: the API server may still be starting.
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = hollow.register(&name, i).await {
+            tracing::warn!(node = %name, error = %e, "registering hollow node");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+    tracing::info!(nodes = hollow.opts.nodes, "hollow nodes registered (simulation: no containers run)");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(hollow.clone().heartbeat_loop());
+    tasks.spawn(hollow.clone().watch_nodes());
+    tasks.spawn(hollow.clone().watch_pods());
+    match tasks.join_next().await {
+        Some(r) => r?,
+        None => Ok(()),
+    }
+}
+
+impl Hollow {
+    /// Upstream kubelets renew every quarter of the lease duration (40 s lease, 10 s renewals).
+    fn lease_duration_seconds(&self) -> i32 {
+        i32::try_from((self.opts.heartbeat * 4).as_secs()).unwrap_or(i32::MAX).max(1)
+    }
+
+    fn node_status(&self, name: &str, index: usize) -> Value {
+        let t = now();
+        let resources = json!({
+            "cpu": self.opts.cpu, "memory": self.opts.memory, "pods": self.opts.pods.to_string(),
+            "ephemeral-storage": "100Gi",
+        });
+        let cond = |ty: &str, status: &str, reason: &str, message: &str| {
+            json!({"type": ty, "status": status, "reason": reason, "message": message,
+                   "lastHeartbeatTime": t, "lastTransitionTime": t})
+        };
+        json!({
+            "capacity": resources,
+            "allocatable": resources,
+            "phase": "Running",
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status (hollow node: simulated)"),
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": node_ip(index)},
+                {"type": "Hostname", "address": name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": format!("hollow-{index}"),
+                "systemUUID": format!("hollow-{index}"),
+                "bootID": format!("hollow-{index}"),
+                "kernelVersion": "hollow (simulated)",
+                "osImage": "Kaji hollow node (simulation; runs no containers)",
+                "containerRuntimeVersion": "hollow://0.1.0",
+                "kubeletVersion": "v1.33.0-kaji-hollow",
+                "kubeProxyVersion": "v1.33.0-kaji-hollow",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        })
+    }
+
+    async fn register(&self, name: &str, index: usize) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let cidr = format!("{}.0/24", self.nodes.lock().expect("hollow state").get(name).map(HollowNode::cidr_prefix).unwrap_or_default());
+        let node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                HOLLOW_LABEL: "true",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "beta.kubernetes.io/arch": "amd64",
+            }},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+        });
+        match nodes.create(&PostParams::default(), &serde_json::from_value(node)?).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                // A restart: the node exists; the annotation decides whether it is still "failed".
+                let existing = nodes.get(name).await?;
+                let stopped = existing.metadata.annotations.as_ref().and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION)).is_some_and(|v| v == "true");
+                if let Some(n) = self.nodes.lock().expect("hollow state").get_mut(name) {
+                    n.stopped = stopped;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.post_status(name, index).await?;
+        self.renew_lease(name).await
+    }
+
+    async fn post_status(&self, name: &str, index: usize) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({"status": self.node_status(name, index)});
+        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, name: &str) -> anyhow::Result<()> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": self.lease_duration_seconds(), "renewTime": now_micro()}});
+        match leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let nodes: Api<Node> = Api::all(self.client.clone());
+                let uid = nodes.get(name).await?.metadata.uid.unwrap_or_default();
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
+                        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]},
+                    "spec": patch["spec"],
+                });
+                leases.create(&PostParams::default(), &serde_json::from_value(lease)?).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Renews every live node's Lease each interval (spread over the interval), and posts node
+    /// status at upstream's report frequency.
+    async fn heartbeat_loop(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(self.opts.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status = std::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let live: Vec<(String, usize)> = {
+                let nodes = self.nodes.lock().expect("hollow state");
+                nodes.iter().filter(|(_, n)| !n.stopped).map(|(k, n)| (k.clone(), n.index)).collect()
+            };
+            let post_status = last_status.elapsed() >= STATUS_REPORT_FREQUENCY;
+            if post_status {
+                last_status = std::time::Instant::now();
+            }
+            let this = self.clone();
+            futures::stream::iter(live)
+                .for_each_concurrent(16, |(name, index)| {
+                    let this = this.clone();
+                    async move {
+                        if let Err(e) = this.renew_lease(&name).await {
+                            tracing::warn!(node = %name, error = %e, "renewing hollow node lease");
+                        }
+                        if post_status && let Err(e) = this.post_status(&name, index).await {
+                            tracing::warn!(node = %name, error = %e, "posting hollow node status");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// Follows the failure switch, and posts status Ready again when a live node is seen not
+    /// Ready (after a simulated failure ends, as a restarted kubelet would).
+    async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let cfg = watcher::Config::default().labels(&format!("{HOLLOW_LABEL}=true"));
+        let mut stream = watcher::watcher(nodes, cfg).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            let node = match ev {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => n,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching hollow nodes");
+                    continue;
+                }
+            };
+            let Some(name) = node.metadata.name.clone() else { continue };
+            let stop = node.metadata.annotations.as_ref().and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION)).is_some_and(|v| v == "true");
+            let (index, resumed) = {
+                let mut all = self.nodes.lock().expect("hollow state");
+                let Some(n) = all.get_mut(&name) else { continue };
+                let resumed = n.stopped && !stop;
+                if n.stopped != stop {
+                    tracing::info!(node = %name, stopped = stop, "hollow node heartbeat switch");
+                }
+                n.stopped = stop;
+                (n.index, resumed)
+            };
+            if stop {
+                continue;
+            }
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            if resumed || !ready {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.renew_lease(&name).await {
+                        tracing::warn!(node = %name, error = %e, "renewing hollow node lease");
+                    }
+                    if let Err(e) = this.post_status(&name, index).await {
+                        tracing::warn!(node = %name, error = %e, "posting hollow node status");
+                    }
+                });
+                if resumed {
+                    // Pods deleted or bound while the node was "down" are handled now.
+                    self.resync_pods(&node.metadata.name.unwrap_or_default()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn resync_pods(self: &Arc<Self>, node: &str) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
+        match pods.list(&lp).await {
+            Ok(list) => {
+                for p in list.items {
+                    self.clone().handle_pod(p);
+                }
+            }
+            Err(e) => tracing::warn!(node, error = %e, "listing pods of a resumed hollow node"),
+        }
+    }
+
+    /// One watch over all pods; those bound to our live nodes are tended.
+    async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => self.clone().handle_pod(p),
+                Ok(watcher::Event::Delete(p)) => {
+                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    if let Some(n) = self.nodes.lock().expect("hollow state").get_mut(&node) {
+                        n.ips.remove(&uid);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching pods"),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_pod(self: Arc<Self>, pod: Pod) {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { return };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        {
+            let mut nodes = self.nodes.lock().expect("hollow state");
+            let Some(n) = nodes.get_mut(&node) else { return };
+            if n.stopped {
+                return;
+            }
+            // Remember IPs already given (e.g. before a restart) so that none is handed out twice.
+            if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+                n.ips.insert(uid.clone(), ip);
+            }
+        }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let reported = phase == "Running" && pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+        if !deleting && (reported || phase == "Succeeded" || phase == "Failed") {
+            return;
+        }
+        let key = format!("{uid}/{deleting}");
+        if !self.in_flight.lock().expect("hollow state").insert(key.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            if !deleting {
+                tokio::time::sleep(self.opts.ready_delay).await;
+            }
+            let result = {
+                let _permit = self.writes.acquire().await;
+                if deleting { self.remove_pod(&pod).await } else { self.report_running(&pod, &node).await }
+            };
+            if let Err(e) = result {
+                tracing::debug!(pod = ?pod.metadata.name, error = %e, "hollow pod update");
+            }
+            self.in_flight.lock().expect("hollow state").remove(&key);
+        });
+    }
+
+    /// Hollow containers stop at once, so a pod being deleted goes right away.
+    async fn remove_pod(&self, pod: &Pod) -> anyhow::Result<()> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            ..Default::default()
+        };
+        match pods.delete(&name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn report_running(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let (ip, host_ip) = {
+            let mut nodes = self.nodes.lock().expect("hollow state");
+            let Some(n) = nodes.get_mut(node) else { return Ok(()) };
+            if n.stopped {
+                return Ok(());
+            }
+            let i = n.index;
+            (n.allocate_ip(&uid), node_ip(i))
+        };
+        let t = now();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let container_status = |c: &k8s_openapi::api::core::v1::Container| {
+            json!({
+                "name": c.name,
+                "image": c.image.clone().unwrap_or_default(),
+                "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
+                "containerID": format!("hollow://{uid}/{}", c.name),
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": t}},
+            })
+        };
+        let init: Vec<Value> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "image": c.image.clone().unwrap_or_default(),
+                    "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
+                    "containerID": format!("hollow://{uid}/{}", c.name),
+                    "ready": true,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}},
+                })
+            })
+            .collect();
+        let cond = |ty: &str| json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
+        let mut status = json!({
+            "phase": "Running",
+            "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map_or(Value::String(t.clone()), |s| json!(s)),
+            "containerStatuses": spec.containers.iter().map(container_status).collect::<Vec<_>>(),
+        });
+        if !init.is_empty() {
+            status["initContainerStatuses"] = json!(init);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+        let patch = json!({"status": status});
+        match pods.patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
