@@ -1,0 +1,140 @@
+//! Controller-manager benchmark (issue 3): how long 1,000 Deployments x 10 replicas take to
+//! become Available on 100 hollow nodes, and what the controller manager costs in CPU and RSS.
+//! Three processes, so each is measured alone: `kaji server` (API server + scheduler),
+//! `kaji agent --hollow` (the simulated nodes) and `kaji controller-manager`.
+//! Sizes: KAJI_BENCH_DEPLOYMENTS (1000), KAJI_BENCH_REPLICAS (10), KAJI_BENCH_NODES (100).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// (CPU seconds used so far, RSS in MiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    (cpu, rss / 1024.0)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(args)
+        .env("KAJI_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning kaji")
+}
+
+fn deployment(name: &str, replicas: usize) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                          "spec": {"containers": [{"name": "c", "image": "nginx:1.16",
+                                                   "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}},
+        },
+    }))
+    .expect("deployment")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n_deploy = env_or("KAJI_BENCH_DEPLOYMENTS", 1000);
+    let replicas = env_or("KAJI_BENCH_REPLICAS", 10);
+    let nodes = env_or("KAJI_BENCH_NODES", 100);
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_string_lossy().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let mut server = spawn(&[
+        "server", "--disable-agent", "--disable-controllers", "--bind-address", "127.0.0.1", "--https-listen-port", &port, "--data-dir", &data,
+    ]);
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let start = Instant::now();
+    let client = loop {
+        if kubeconfig.exists()
+            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
+            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+            && let Ok(c) = kube::Client::try_from(cfg)
+            && c.apiserver_version().await.is_ok()
+        {
+            break c;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let token = dir.path().join("token");
+    let mut agent = spawn(&[
+        "agent", "--hollow", "--nodes", &nodes.to_string(), "--server", &format!("https://127.0.0.1:{port}"), "--token-file", &token.to_string_lossy(),
+    ]);
+    let mut cm = spawn(&["controller-manager", "--kubeconfig", &kubeconfig.to_string_lossy()]);
+    let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    while nodes_api.list(&ListParams::default()).await?.items.len() < nodes {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "hollow nodes did not register");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (cm_cpu0, cm_rss0) = usage(cm.id());
+    println!("{nodes} hollow nodes registered; controller manager idle RSS {cm_rss0:.1} MiB");
+
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in (0..n_deploy).collect::<Vec<_>>().chunks(n_deploy.div_ceil(16).max(1)) {
+        let api = api.clone();
+        let chunk = chunk.to_vec();
+        tasks.spawn(async move {
+            for i in chunk {
+                api.create(&PostParams::default(), &deployment(&format!("d{i}"), replicas)).await.expect("create deployment");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let created = t0.elapsed();
+    let mut peak_rss = 0f64;
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let available = list
+            .items
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0) as usize == replicas)
+            .count();
+        peak_rss = peak_rss.max(usage(cm.id()).1);
+        if available == n_deploy {
+            break;
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(1800), "only {available}/{n_deploy} deployments available after 30 min");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let total = t0.elapsed();
+    let (cm_cpu1, cm_rss1) = usage(cm.id());
+    let (srv_cpu, srv_rss) = usage(server.id());
+    let (agent_cpu, agent_rss) = usage(agent.id());
+    println!("created {n_deploy} deployments in {:.1} s", created.as_secs_f64());
+    println!(
+        "{n_deploy} deployments x {replicas} replicas Available on {nodes} hollow nodes after {:.1} s ({:.0} pods/s)",
+        total.as_secs_f64(),
+        (n_deploy * replicas) as f64 / total.as_secs_f64()
+    );
+    println!("controller manager: {:.1} s CPU during the run, RSS {cm_rss1:.1} MiB (peak seen {peak_rss:.1} MiB)", cm_cpu1 - cm_cpu0);
+    println!("api server + scheduler: {srv_cpu:.1} s CPU in all, RSS {srv_rss:.1} MiB; hollow agent: {agent_cpu:.1} s CPU, RSS {agent_rss:.1} MiB");
+    for c in [&mut cm, &mut agent, &mut server] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    Ok(())
+}
