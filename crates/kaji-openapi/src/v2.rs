@@ -109,7 +109,6 @@ fn operation(op: &Operation) -> Value {
 mod tests {
     use super::*;
     use crate::test_support::resources;
-    use std::time::Instant;
 
     #[test]
     fn paths_follow_upstream() {
@@ -161,35 +160,5 @@ mod tests {
             .collect();
         assert_eq!(names, ["body", "dryRun", "fieldManager", "fieldValidation"]);
         assert_eq!(doc["info"]["title"], "Kubernetes");
-    }
-
-    /// Prints how long the definitions take to build and how big the documents are.
-    #[test]
-    #[ignore = "a measurement, not a check: cargo test -p kaji-openapi -- --ignored --nocapture"]
-    fn sizes_and_timings() {
-        let start = Instant::now();
-        let defs = crate::definitions();
-        let built = start.elapsed();
-        let rs = resources();
-        let start = Instant::now();
-        let doc = v2(&rs);
-        let v2_time = start.elapsed();
-        let json = serde_json::to_vec(&doc).unwrap();
-        let start = Instant::now();
-        let proto = crate::v2_protobuf(&doc);
-        let proto_time = start.elapsed();
-        let start = Instant::now();
-        let core = crate::v3_group(&rs, "", "v1").unwrap();
-        let v3_time = start.elapsed();
-        let start = Instant::now();
-        crate::v3_index(&rs);
-        let index_time = start.elapsed();
-        println!(
-            "definitions: {} in {built:?}; v2: {} bytes JSON in {v2_time:?}, {} bytes protobuf in {proto_time:?}; v3 api/v1: {} bytes in {v3_time:?}; index in {index_time:?}",
-            defs.len(),
-            json.len(),
-            proto.len(),
-            serde_json::to_vec(&core).unwrap().len()
-        );
     }
 }
