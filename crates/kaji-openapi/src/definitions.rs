@@ -251,6 +251,22 @@ pub(crate) fn collect_refs<'a>(value: &'a Value, prefix: &str, out: &mut Vec<&'a
     }
 }
 
+/// Defaults that upstream's published schemas carry on list-map key fields (`protocol` of ports
+/// is "TCP"): server-side apply keys list items by them even when a manifest leaves them out.
+fn add_key_defaults(defs: &mut Map<String, Value>) {
+    for (def, field) in [
+        ("io.k8s.api.core.v1.ContainerPort", "protocol"),
+        ("io.k8s.api.core.v1.ServicePort", "protocol"),
+        ("io.k8s.api.core.v1.EndpointPort", "protocol"),
+        ("io.k8s.api.discovery.v1.EndpointPort", "protocol"),
+        ("io.k8s.api.networking.v1.NetworkPolicyPort", "protocol"),
+    ] {
+        if let Some(prop) = defs.get_mut(def).and_then(|d| d.get_mut("properties")).and_then(|p| p.get_mut(field)).and_then(Value::as_object_mut) {
+            prop.insert("default".into(), Value::String("TCP".into()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,18 +405,3 @@ mod tests {
     }
 }
 
-/// Defaults that upstream's published schemas carry on list-map key fields (`protocol` of ports
-/// is "TCP"): server-side apply keys list items by them even when a manifest leaves them out.
-fn add_key_defaults(defs: &mut Map<String, Value>) {
-    for (def, field) in [
-        ("io.k8s.api.core.v1.ContainerPort", "protocol"),
-        ("io.k8s.api.core.v1.ServicePort", "protocol"),
-        ("io.k8s.api.core.v1.EndpointPort", "protocol"),
-        ("io.k8s.api.discovery.v1.EndpointPort", "protocol"),
-        ("io.k8s.api.networking.v1.NetworkPolicyPort", "protocol"),
-    ] {
-        if let Some(prop) = defs.get_mut(def).and_then(|d| d.get_mut("properties")).and_then(|p| p.get_mut(field)).and_then(Value::as_object_mut) {
-            prop.insert("default".into(), Value::String("TCP".into()));
-        }
-    }
-}
