@@ -1,2 +1,471 @@
-//! End-to-end tests of the scheduler (being written).
+//! The scheduler end to end: `kaji server` with hollow nodes, driven by stock kubectl 1.33.
+//! Each test shows one placement rule; pending pods are checked through `kubectl describe`
+//! (the FailedScheduling event) with upstream's message text.
+
 mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{Cluster, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn start(name: &str, nodes: usize, extra: &[&str]) -> (Cluster, Vec<String>) {
+    let n = nodes.to_string();
+    let mut flags = vec![
+        "--hollow-nodes",
+        n.as_str(),
+        "--node-monitor-grace-period",
+        "10m",
+    ];
+    flags.extend_from_slice(extra);
+    let c = Cluster::start_with(name, &flags);
+    let names = wait_for("hollow nodes to register", T, || {
+        let v = c.json(&["get", "nodes"]);
+        let names: Vec<String> = v["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        (names.len() == nodes).then_some(names)
+    });
+    let mut names = names;
+    names.sort();
+    (c, names)
+}
+
+fn pod(name: &str, labels: Value, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["containers"] = json!([{"name": "c", "image": "registry.k8s.io/pause:3.10", "resources": spec.get("resources").cloned().unwrap_or(json!({}))}]);
+    if let Some(ports) = spec.get("ports").cloned() {
+        spec["containers"][0]["ports"] = ports;
+    }
+    spec.as_object_mut().map(|m| {
+        m.remove("resources");
+        m.remove("ports")
+    });
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": labels}, "spec": spec})
+}
+
+fn cpu(q: &str) -> Value {
+    json!({"requests": {"cpu": q}})
+}
+
+fn create(c: &Cluster, objs: &[Value]) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objs});
+    c.ok_with(
+        support::KUBECTL_NEW,
+        &["create", "-f", "-"],
+        Some(&list.to_string()),
+    );
+}
+
+fn node_of(c: &Cluster, pod: &str) -> Option<String> {
+    let out = c.kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+fn wait_bound(c: &Cluster, pod: &str) -> String {
+    wait_for(&format!("pod {pod} to be scheduled"), T, || node_of(c, pod))
+}
+
+/// Waits until `kubectl describe pod` shows a FailedScheduling event with `message`.
+fn wait_failed(c: &Cluster, pod: &str, message: &str) -> String {
+    let mut last = String::new();
+    let found = try_wait(T, || {
+        last = c.ok(&["describe", "pod", pod]);
+        (last.contains("FailedScheduling") && last.contains(message)).then(|| last.clone())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no FailedScheduling {message:?} for {pod}; describe:\n{last}\nlog:\n{}",
+            support::tail(&c.log(), 40)
+        )
+    })
+}
+
+/// Polls `f` until it returns Some or the deadline passes (then None).
+fn try_wait<V>(timeout: Duration, mut f: impl FnMut() -> Option<V>) -> Option<V> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spread(c: &Cluster, pods: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in pods {
+        *m.entry(wait_bound(c, p)).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn spreads_pods_and_waits_for_room() {
+    let (c, nodes) = start("sched-spread", 3, &[]);
+    let names: Vec<String> = (0..6).map(|i| format!("web-{i}")).collect();
+    let pods: Vec<Value> = names
+        .iter()
+        .map(|n| pod(n, json!({"app": "web"}), json!({"resources": cpu("100m")})))
+        .collect();
+    create(&c, &pods);
+    let by_node = spread(&c, &names);
+    assert_eq!(
+        by_node.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "pods spread evenly over {nodes:?}: {by_node:?}"
+    );
+
+    create(&c, &[pod("big", json!({}), json!({"resources": cpu("6")}))]);
+    let describe = wait_failed(
+        &c,
+        "big",
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.",
+    );
+    assert!(describe.contains("default-scheduler"), "{describe}");
+    let cond = c.ok(&[
+        "get",
+        "pod",
+        "big",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+    ]);
+    assert_eq!(cond, "Unschedulable");
+    assert_eq!(node_of(&c, "big"), None);
+
+    // A node with room joins: the pod is retried and lands there.
+    c.apply(support::KUBECTL_NEW, &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "roomy", "labels": {"kubernetes.io/hostname": "roomy"}}}).to_string());
+    let status = json!({"status": {"capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"}, "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"}]}});
+    c.ok(&[
+        "patch",
+        "node",
+        "roomy",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    assert_eq!(wait_bound(&c, "big"), "roomy");
+    let describe = c.ok(&["describe", "pod", "big"]);
+    assert!(
+        describe.contains("Successfully assigned default/big to roomy"),
+        "{describe}"
+    );
+}
+
+#[test]
+fn node_selector_and_node_affinity() {
+    let (c, n) = start("sched-affinity", 3, &[]);
+    c.ok(&["label", "node", &n[0], "disk=ssd"]);
+    c.ok(&["label", "node", &n[1], "example.com/rack=r2"]);
+    c.ok(&["label", "node", &n[2], "gpu=yes"]);
+    let required = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["yes"]}]}]}}});
+    let preferred = json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": {"matchExpressions": [{"key": "example.com/rack", "operator": "In", "values": ["r2"]}]}}]}});
+    create(
+        &c,
+        &[
+            pod("sel", json!({}), json!({"nodeSelector": {"disk": "ssd"}})),
+            pod("req", json!({}), json!({"affinity": required})),
+            pod("pref", json!({}), json!({"affinity": preferred})),
+            pod("none", json!({}), json!({"nodeSelector": {"disk": "nvme"}})),
+        ],
+    );
+    assert_eq!(wait_bound(&c, "sel"), n[0]);
+    assert_eq!(wait_bound(&c, "req"), n[2]);
+    assert_eq!(wait_bound(&c, "pref"), n[1]);
+    wait_failed(
+        &c,
+        "none",
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+    );
+    // Labelling a node is an event that retries the pod.
+    c.ok(&["label", "node", &n[1], "disk=nvme"]);
+    assert_eq!(wait_bound(&c, "none"), n[1]);
+}
+
+#[test]
+fn taints_tolerations_and_cordon() {
+    let (c, n) = start("sched-taints", 3, &[]);
+    c.ok(&["taint", "nodes", &n[0], &n[1], "dedicated=infra:NoSchedule"]);
+    create(&c, &[pod("plain", json!({}), json!({}))]);
+    assert_eq!(wait_bound(&c, "plain"), n[2]);
+    c.ok(&["cordon", &n[2]]);
+    create(&c, &[pod("waits", json!({}), json!({}))]);
+    wait_failed(
+        &c,
+        "waits",
+        "0/3 nodes are available: 1 node(s) were unschedulable, 2 node(s) had untolerated taint {dedicated: infra}.",
+    );
+    let tol = json!([{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]);
+    create(
+        &c,
+        &[pod("tolerant", json!({}), json!({"tolerations": tol}))],
+    );
+    let on = wait_bound(&c, "tolerant");
+    assert!(
+        on == n[0] || on == n[1],
+        "tolerant pod on a tainted node, got {on}"
+    );
+    c.ok(&["uncordon", &n[2]]);
+    assert_eq!(wait_bound(&c, "waits"), n[2]);
+}
+
+#[test]
+fn host_port_clashes() {
+    let (c, _) = start("sched-ports", 2, &[]);
+    let ports = json!([{"containerPort": 80, "hostPort": 8080}]);
+    create(
+        &c,
+        &(0..3)
+            .map(|i| {
+                pod(
+                    &format!("hp-{i}"),
+                    json!({"app": "hp"}),
+                    json!({"ports": ports}),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let (bound, pending) = wait_for("two pods bound", T, || {
+        let b: Vec<(String, String)> = (0..3)
+            .filter_map(|i| node_of(&c, &format!("hp-{i}")).map(|n| (format!("hp-{i}"), n)))
+            .collect();
+        if b.len() != 2 {
+            return None;
+        }
+        let pending = (0..3)
+            .map(|i| format!("hp-{i}"))
+            .find(|p| !b.iter().any(|(q, _)| q == p))?;
+        Some((b, pending))
+    });
+    assert_ne!(bound[0].1, bound[1].1, "same hostPort on different nodes");
+    wait_failed(
+        &c,
+        &pending,
+        "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.",
+    );
+    // Freeing the port schedules the pending pod.
+    c.ok(&["delete", "pod", &bound[0].0, "--wait=false"]);
+    assert_eq!(wait_bound(&c, &pending), bound[0].1);
+}
+
+#[test]
+fn topology_spread_constraints() {
+    let (c, n) = start("sched-topology", 3, &[]);
+    for (node, zone) in [(&n[0], "a"), (&n[1], "a"), (&n[2], "b")] {
+        c.ok(&[
+            "label",
+            "node",
+            node,
+            &format!("topology.kubernetes.io/zone={zone}"),
+            "--overwrite",
+        ]);
+    }
+    let tsc = json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "ts"}}}]);
+    let names: Vec<String> = (0..4).map(|i| format!("ts-{i}")).collect();
+    create(
+        &c,
+        &names
+            .iter()
+            .map(|p| {
+                pod(
+                    p,
+                    json!({"app": "ts"}),
+                    json!({"topologySpreadConstraints": tsc}),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let by_node = spread(&c, &names);
+    let zone_b = by_node.get(&n[2]).copied().unwrap_or(0);
+    assert_eq!(
+        zone_b, 2,
+        "zone b (one node) holds half the pods: {by_node:?}"
+    );
+    // Zone b is full at skew 1 only if a takes nothing more: a fifth pod must go to zone a.
+    create(
+        &c,
+        &[pod(
+            "ts-4",
+            json!({"app": "ts"}),
+            json!({"topologySpreadConstraints": tsc}),
+        )],
+    );
+    let fifth = wait_bound(&c, "ts-4");
+    assert!(
+        fifth == n[0] || fifth == n[1],
+        "fifth pod in zone a, got {fifth}"
+    );
+}
+
+#[test]
+fn pod_anti_affinity() {
+    let (c, _) = start("sched-anti", 3, &[]);
+    let anti = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+    let names: Vec<String> = (0..4).map(|i| format!("db-{i}")).collect();
+    create(
+        &c,
+        &names
+            .iter()
+            .map(|p| pod(p, json!({"app": "db"}), json!({"affinity": anti})))
+            .collect::<Vec<_>>(),
+    );
+    let bound = wait_for("three db pods bound", T, || {
+        let b: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|p| node_of(&c, p).map(|n| (p.clone(), n)))
+            .collect();
+        (b.len() == 3).then_some(b)
+    });
+    let nodes: std::collections::BTreeSet<&String> = bound.iter().map(|(_, n)| n).collect();
+    assert_eq!(nodes.len(), 3, "one db pod per node: {bound:?}");
+    let pending = names
+        .iter()
+        .find(|p| !bound.iter().any(|(q, _)| q == *p))
+        .expect("a pending pod");
+    wait_failed(
+        &c,
+        pending,
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.",
+    );
+}
+
+#[test]
+fn higher_priority_pod_preempts() {
+    let (c, n) = start("sched-preempt", 1, &["--hollow-node-cpu", "1"]);
+    c.apply(support::KUBECTL_NEW, &json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}).to_string());
+    create(
+        &c,
+        &[pod("low", json!({}), json!({"resources": cpu("700m")}))],
+    );
+    assert_eq!(wait_bound(&c, "low"), n[0]);
+    let low_uid = c.ok(&["get", "pod", "low", "-o", "jsonpath={.metadata.uid}"]);
+    create(
+        &c,
+        &[pod(
+            "high",
+            json!({}),
+            json!({"resources": cpu("700m"), "priorityClassName": "high", "priority": 1000}),
+        )],
+    );
+    assert_eq!(wait_bound(&c, "high"), n[0]);
+    let low_gone = wait_for("the victim to be deleted", T, || {
+        let out = c.kubectl(&["get", "pod", "low", "-o", "jsonpath={.metadata.uid}"]);
+        let uid = String::from_utf8_lossy(&out.stdout).to_string();
+        (!out.status.success() || uid != low_uid).then_some(())
+    });
+    let _ = low_gone;
+    let events = c.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
+    assert!(events.contains("Preempted by pod"), "{events}");
+}
+
+/// A `kaji scheduler` child process.
+struct SchedulerProc(Child);
+
+impl SchedulerProc {
+    fn start(c: &Cluster, identity: &str) -> SchedulerProc {
+        let log = std::fs::File::create(c.data_dir().join(format!("{identity}.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args(["scheduler", "--kubeconfig"])
+            .arg(&c.kubeconfig)
+            .args(["--identity", identity])
+            .env("KAJI_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting kaji scheduler");
+        SchedulerProc(child)
+    }
+}
+
+impl Drop for SchedulerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lease_holder(c: &Cluster) -> Option<String> {
+    let out = c.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-scheduler",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// The `reportingInstance` of the pod's Scheduled event: which scheduler bound it.
+fn bound_by(c: &Cluster, pod: &str) -> Option<String> {
+    let v = c.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason=Scheduled"),
+    ]);
+    v["items"].as_array()?.first()?["reportingInstance"]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn leader_election_hands_over() {
+    let (c, _) = start("sched-leader", 2, &["--disable-scheduler"]);
+    let mut a = Some(SchedulerProc::start(&c, "sched-a"));
+    let _b = SchedulerProc::start(&c, "sched-b");
+    let leader = wait_for("a leader", T, || lease_holder(&c));
+    let lease = c.json(&["get", "lease", "-n", "kube-system", "kube-scheduler"]);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+    create(
+        &c,
+        &(0..4)
+            .map(|i| pod(&format!("first-{i}"), json!({}), json!({})))
+            .collect::<Vec<_>>(),
+    );
+    for i in 0..4 {
+        wait_bound(&c, &format!("first-{i}"));
+        let by = wait_for("the Scheduled event", T, || {
+            bound_by(&c, &format!("first-{i}"))
+        });
+        assert_eq!(by, leader, "only the leader binds");
+    }
+    // Kill the leader: the other takes over once the lease expires (15 s).
+    let other = if leader == "sched-a" {
+        "sched-b"
+    } else {
+        "sched-a"
+    };
+    if leader == "sched-a" {
+        a.take();
+    } else {
+        drop(_b);
+    }
+    let killed = std::time::Instant::now();
+    create(&c, &[pod("second", json!({}), json!({}))]);
+    wait_for(
+        "the standby to take the lease",
+        Duration::from_secs(40),
+        || (lease_holder(&c).as_deref() == Some(other)).then_some(()),
+    );
+    wait_bound(&c, "second");
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(25), "hand-over took {took:?}");
+    assert_eq!(
+        wait_for("the Scheduled event", T, || bound_by(&c, "second")),
+        other
+    );
+}

@@ -1,4 +1,23 @@
-//! The scheduler (being written): watches unscheduled pods and binds them to nodes.
+//! The scheduler: watches unscheduled pods of `default-scheduler` and binds them to nodes
+//! through pods/binding, with upstream kube-scheduler's semantics.
+//!
+//! Where to start: [`run`] elects a leader ([`leader`]) and runs [`scheduler::Scheduler`], whose
+//! loop pops pods from the [`queue`], runs one cycle of [`schedule_one`] over the in-memory
+//! [`cache`] with the [`plugins`] of the [`framework`], tries [`preemption`] when nothing fits,
+//! and records [`events`]. The cache and queue are fed by [`informers`].
+
+pub mod cache;
+pub mod events;
+pub mod framework;
+pub mod informers;
+pub mod leader;
+pub mod plugins;
+pub mod preemption;
+pub mod queue;
+pub mod resources;
+pub mod schedule_one;
+pub mod scheduler;
+pub mod selector;
 
 use kube::Client;
 
@@ -7,17 +26,44 @@ use kube::Client;
 pub struct Options {
     /// Identity in the leader-election Lease (`kube-system/kube-scheduler`).
     pub identity: String,
+    /// Take part in leader election (upstream `--leader-elect`, default true).
+    pub leader_elect: bool,
+    /// Percentage of nodes to find feasible before scoring; 0 = upstream's adaptive default.
+    pub percentage_of_nodes_to_score: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { identity: format!("kaji-scheduler-{}", std::process::id()) }
+        Options {
+            identity: format!("kaji-scheduler-{}", std::process::id()),
+            leader_elect: true,
+            percentage_of_nodes_to_score: 0,
+        }
     }
 }
 
-/// Runs the scheduler until the process ends.
+/// Runs the scheduler until the process ends: while this process holds the lease it
+/// schedules; if it loses the lease it stops and campaigns again.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let _ = (client, opts);
-    std::future::pending::<()>().await;
-    Ok(())
+    if !opts.leader_elect {
+        return scheduler::Scheduler::run(client, opts).await;
+    }
+    let mut elector = leader::LeaderElector::new(
+        client.clone(),
+        leader::LeaderElectionConfig::kube_scheduler(&opts.identity),
+    );
+    loop {
+        elector.acquire().await;
+        tracing::info!(identity = %elector.identity(), "successfully acquired lease kube-system/kube-scheduler");
+        let mut sched = tokio::spawn(scheduler::Scheduler::run(client.clone(), opts.clone()));
+        tokio::select! {
+            () = elector.keep_renewing() => tracing::warn!("leader election lost"),
+            r = &mut sched => match r {
+                Ok(Err(e)) => tracing::error!("scheduler stopped: {e:#}"),
+                Ok(Ok(())) => {}
+                Err(e) => tracing::error!("scheduler task: {e}"),
+            },
+        }
+        sched.abort();
+    }
 }
