@@ -3,6 +3,13 @@
 //! Each test starts its own cluster; every test runs once per kubectl version.
 mod support;
 
+/// These tests are about the API as kubectl sees it, so they run the hub alone: with no
+/// controller or scheduler, objects stay exactly as written (as the hub issue specifies), and
+/// what kubectl prints depends on nothing else.
+fn api_only(name: &str) -> support::Cluster {
+    support::Cluster::start_with(name, &["--disable-controllers", "--disable-scheduler"])
+}
+
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -179,7 +186,7 @@ fn ns_manifest(name: &str) -> String {
 // apply every seed fixture: created, unchanged, configured, a removed field is removed
 
 fn seeds_apply(k: &str) {
-    let c = Cluster::start("seeds-apply");
+    let c = api_only("seeds-apply");
     let files = seed_files();
     assert!(files.len() >= 20, "the seed fixtures are there: {files:?}");
     // One namespace per seed document: two seeds each have their own `nginx-deployment`.
@@ -290,7 +297,7 @@ fn seeds_apply_kubectl_1_27() {
 // get: plain, wide, yaml, json, jsonpath, custom-columns, watch
 
 fn get_formats(k: &str) {
-    let c = Cluster::start("get");
+    let c = api_only("get");
     for f in ["000-nginx-pod.yaml", "000-bastion.yaml", "000-nginx-service.yaml", "000-nginx-replicaset.yaml", "000-nginx-deployment.yaml"] {
         c.apply(k, &seed(f));
     }
@@ -418,7 +425,7 @@ fn get_formats_kubectl_1_27() {
 // describe
 
 fn describe(k: &str) {
-    let c = Cluster::start("describe");
+    let c = api_only("describe");
     for f in ["003-sample-2pod.yaml", "003-sample-rs.yaml", "003-sample-deployment.yaml", "003-sample-clusterip.yaml"] {
         c.apply(k, &seed(f));
     }
@@ -531,7 +538,7 @@ fn describe_kubectl_1_27() {
 // delete, label, annotate, edit, scale, set image
 
 fn change_objects(k: &str) {
-    let c = Cluster::start("change");
+    let c = api_only("change");
     for f in ["000-nginx-pod.yaml", "000-bastion.yaml", "000-nginx-replicaset.yaml", "000-nginx-deployment.yaml", "003-sample-rs.yaml"] {
         c.apply(k, &seed(f));
     }
@@ -610,7 +617,7 @@ fn change_objects_kubectl_1_27() {
 // create deployment|secret generic|configmap (typed clients)
 
 fn create_typed(k: &str) {
-    let c = Cluster::start("create");
+    let c = api_only("create");
     // 003, line 23
     assert_eq!(
         ok(&c, k, &["create", "deployment", "hello-node", "--image=gcr.io/hello-minikube-zero-install/hello-node"]),
@@ -677,7 +684,7 @@ fn create_typed_kubectl_1_27() {
 // expose, run
 
 fn expose_and_run(k: &str) {
-    let c = Cluster::start("expose");
+    let c = api_only("expose");
     c.apply(k, &seed("004-nginx-deployment.yaml"));
     // 003, line 69
     assert_eq!(ok(&c, k, &["expose", "deployment", "nginx-deployment", "--type=LoadBalancer", "--port=8080"]), "service/nginx-deployment exposed\n");
@@ -717,7 +724,7 @@ fn expose_and_run_kubectl_1_27() {
 // api-resources, explain, config view
 
 fn discovery_and_config(k: &str) {
-    let c = Cluster::start("discovery");
+    let c = api_only("discovery");
     let t = rows(&ok(&c, k, &["api-resources"]));
     assert_eq!(t[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
     assert_eq!(row(&t, "pods")[1..], ["po", "v1", "true", "Pod"]);
@@ -767,7 +774,7 @@ fn discovery_and_config_kubectl_1_27() {
 // apply --server-side (conflicts, --force-conflicts) and diff
 
 fn server_side_and_diff(k: &str) {
-    let c = Cluster::start("ssa");
+    let c = api_only("ssa");
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa-cm\ndata:\n  a: \"1\"\n  b: \"2\"\n";
     let file = write_file(&c, "cm.yaml", cm);
     let file = file.to_str().unwrap();
