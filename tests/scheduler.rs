@@ -359,12 +359,11 @@ fn higher_priority_pod_preempts() {
         )],
     );
     assert_eq!(wait_bound(&c, "high"), n[0]);
-    let low_gone = wait_for("the victim to be deleted", T, || {
+    wait_for("the victim to be deleted", T, || {
         let out = c.kubectl(&["get", "pod", "low", "-o", "jsonpath={.metadata.uid}"]);
         let uid = String::from_utf8_lossy(&out.stdout).to_string();
         (!out.status.success() || uid != low_uid).then_some(())
     });
-    let _ = low_gone;
     let events = c.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
     assert!(events.contains("Preempted by pod"), "{events}");
 }

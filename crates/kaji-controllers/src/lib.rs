@@ -9,6 +9,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -42,6 +43,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     set.spawn(endpoints::run(client.clone(), opts.clone()));
     set.spawn(endpointslice::run(client.clone(), opts.clone()));
     set.spawn(nodelifecycle::run(client.clone(), opts.clone()));
+    set.spawn(nodeipam::run(client.clone(), opts.clone()));
     match set.join_next().await {
         Some(r) => r?,
         None => Ok(()),

@@ -2,5 +2,14 @@
 //! scale tests: it registers nodes and heartbeats, and reports bound pods Running and Ready
 //! without running any container. Its nodes say so with the label `kaji.io/hollow=true`.
 
+pub mod containerd;
 pub mod hollow;
+pub mod images;
 pub mod join;
+pub mod agent;
+pub mod cri;
+pub mod node;
+pub mod pods;
+pub mod server;
+pub mod status;
+pub mod volumes;

@@ -28,14 +28,32 @@ fn usage(pid: u32) -> (f64, f64) {
     (cpu, rss / 1024.0)
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kaji"))
-        .args(args)
-        .env("KAJI_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning kaji")
+/// A child process that is killed and reaped when dropped, whatever path the bench takes.
+struct Proc(Child);
+
+impl Proc {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args(args)
+            .env("KAJI_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning kaji"),
+    )
 }
 
 fn deployment(name: &str, replicas: usize) -> Deployment {
@@ -61,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_string_lossy().to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
-    let mut server = spawn(&[
+    let server = spawn(&[
         "server", "--disable-agent", "--disable-controllers", "--bind-address", "127.0.0.1", "--https-listen-port", &port, "--data-dir", &data,
     ]);
     let kubeconfig = dir.path().join("kubeconfig.yaml");
@@ -79,10 +97,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let token = dir.path().join("token");
-    let mut agent = spawn(&[
+    let agent = spawn(&[
         "agent", "--hollow", "--nodes", &nodes.to_string(), "--server", &format!("https://127.0.0.1:{port}"), "--token-file", &token.to_string_lossy(),
     ]);
-    let mut cm = spawn(&["controller-manager", "--kubeconfig", &kubeconfig.to_string_lossy()]);
+    let cm = spawn(&["controller-manager", "--kubeconfig", &kubeconfig.to_string_lossy()]);
     let nodes_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     while nodes_api.list(&ListParams::default()).await?.items.len() < nodes {
         anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "hollow nodes did not register");
@@ -132,9 +150,6 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("controller manager: {:.1} s CPU during the run, RSS {cm_rss1:.1} MiB (peak seen {peak_rss:.1} MiB)", cm_cpu1 - cm_cpu0);
     println!("api server + scheduler: {srv_cpu:.1} s CPU in all, RSS {srv_rss:.1} MiB; hollow agent: {agent_cpu:.1} s CPU, RSS {agent_rss:.1} MiB");
-    for c in [&mut cm, &mut agent, &mut server] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop((cm, agent, server));
     Ok(())
 }

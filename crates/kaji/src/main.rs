@@ -22,7 +22,7 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run the scheduler alone against an API server (leader-elected: several may run).
     Scheduler(SchedulerArgs),
-    /// Run a node agent that joins a cluster (today: hollow nodes only).
+    /// Run a node agent that joins a cluster (the kubelet, or hollow nodes with --hollow).
     Agent(AgentArgs),
 }
 
@@ -52,9 +52,24 @@ struct ServerArgs {
     /// HTTPS port of the API server.
     #[arg(long, default_value_t = 6443)]
     https_listen_port: u16,
-    /// Run without the node agent.
-    #[arg(long)]
+    /// Run without the node agent (`--disable-agent=false` turns it back on; the last one wins).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set, overrides_with = "disable_agent")]
     disable_agent: bool,
+    /// Node name of the agent (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// An existing CRI socket (default: start a managed containerd).
+    #[arg(long)]
+    container_runtime_endpoint: Option<PathBuf>,
+    /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
+    #[arg(long)]
+    registries: Option<PathBuf>,
+    /// The CNI bridge of the managed containerd (one per node on a machine).
+    #[arg(long, default_value = "kaji0")]
+    cni_bridge_name: String,
+    /// The kubelet's HTTPS port (0: any free port, published in the node's daemonEndpoints).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// Write the admin kubeconfig here instead of `<data-dir>/kubeconfig.yaml`.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
@@ -116,7 +131,25 @@ struct AgentArgs {
     /// File holding the join token (`<data-dir>/token` on the server).
     #[arg(long)]
     token_file: PathBuf,
-    /// Run hollow (simulated) nodes; the real agent arrives with the kubelet.
+    /// Node name of the agent (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// An existing CRI socket (default: start a managed containerd).
+    #[arg(long)]
+    container_runtime_endpoint: Option<PathBuf>,
+    /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
+    #[arg(long)]
+    registries: Option<PathBuf>,
+    /// The CNI bridge of the managed containerd (one per node on a machine).
+    #[arg(long, default_value = "kaji0")]
+    cni_bridge_name: String,
+    /// The kubelet's HTTPS port (0: any free port, published in the node's daemonEndpoints).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Where the agent keeps its state (pod logs, volumes, the managed containerd).
+    #[arg(long, short = 'd', default_value = "/var/lib/kaji")]
+    data_dir: PathBuf,
+    /// Run hollow (simulated) nodes instead of the real agent.
     #[arg(long)]
     hollow: bool,
     /// How many hollow nodes.
@@ -169,9 +202,19 @@ async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
-    anyhow::ensure!(args.hollow, "only hollow nodes exist so far: pass --hollow (the real agent arrives with the kubelet)");
     let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
     let client = kaji_kubelet::join::client(&args.server, &token).await?;
+    if !args.hollow {
+        let opts = agent_options(
+            &args.data_dir,
+            args.node_name.clone(),
+            args.container_runtime_endpoint.clone(),
+            args.registries.clone(),
+            &args.cni_bridge_name,
+            args.kubelet_port,
+        );
+        return kaji_kubelet::agent::run(client, opts).await;
+    }
     let opts = kaji_kubelet::hollow::HollowOptions {
         nodes: args.nodes,
         name_prefix: args.node_name_prefix,
@@ -181,6 +224,28 @@ async fn agent(args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     kaji_kubelet::hollow::run(client, opts).await
+}
+
+/// The real node agent's options from the flags shared by `server` and `agent`.
+fn agent_options(
+    data_dir: &Path,
+    node_name: Option<String>,
+    container_runtime_endpoint: Option<PathBuf>,
+    registries: Option<PathBuf>,
+    cni_bridge_name: &str,
+    kubelet_port: u16,
+) -> kaji_kubelet::agent::AgentOptions {
+    let default_registries = PathBuf::from("/etc/kaji/registries.yaml");
+    let defaults = kaji_kubelet::agent::AgentOptions::default();
+    kaji_kubelet::agent::AgentOptions {
+        node_name: node_name.unwrap_or(defaults.node_name.clone()),
+        data_dir: data_dir.to_path_buf(),
+        container_runtime_endpoint,
+        registries: registries.or_else(|| default_registries.exists().then_some(default_registries)),
+        bridge_name: cni_bridge_name.to_string(),
+        kubelet_port,
+        ..defaults
+    }
 }
 
 /// The embedded store's history windows from the flags.
@@ -236,7 +301,15 @@ async fn server(args: ServerArgs) -> Result<()> {
         };
         spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
     } else if !args.disable_agent {
-        tracing::info!("the real node agent is not part of this build yet; use --hollow-nodes N for simulated nodes");
+        let opts = agent_options(
+            &args.data_dir,
+            args.node_name.clone(),
+            args.container_runtime_endpoint.clone(),
+            args.registries.clone(),
+            &args.cni_bridge_name,
+            args.kubelet_port,
+        );
+        spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
     }
     tokio::select! {
         r = running.serve => r??,

@@ -28,6 +28,7 @@ pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Repl
         ("scale", "PUT" | "PATCH") => scale_write(call, method).await,
         ("binding", "POST") => binding(call).await,
         ("eviction", "POST") => eviction(call).await,
+        ("log", "GET") => pod_log(call).await,
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
             503,
             "ServiceUnavailable",
@@ -175,4 +176,133 @@ async fn finalize(call: Call<'_>) -> Result<Reply, ApiError> {
     })
     .await?;
     Ok(Reply::ok(call.output.object(call.strategy.as_ref(), obj)))
+}
+
+/// pods/log: picks the container as upstream's LogLocation does, then streams the kubelet's
+/// `/containerLogs/<ns>/<pod>/<container>` (https://<node InternalIP>:<kubeletEndpoint port>).
+/// The kubelet's certificate is not verified yet (it is self-signed); see kaji-kubelet's server.
+async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
+    let pod = fetch(&call).await?;
+    let name = call.req.name.clone().unwrap_or_default();
+    let ns = call.namespace().unwrap_or("default").to_string();
+    let names = |path: &str| -> Vec<String> {
+        pod.pointer(path).and_then(Value::as_array).map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    let (containers, inits) = (names("/spec/containers"), names("/spec/initContainers"));
+    let container = match call.params.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if !containers.contains(c) && !inits.contains(c) {
+                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+            }
+            c.clone()
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            let mut msg = format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "));
+            if !inits.is_empty() {
+                msg.push_str(&format!(" or one of the init containers: [{}]", inits.join(" ")));
+            }
+            return Err(ApiError::bad_request(msg));
+        }
+    };
+    let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+    }
+    let node = call
+        .server
+        .store
+        .get(&format!("/registry/core/v1/nodes/{node_name}"))
+        .await
+        .map_err(crate::store_error)?
+        .map(|kv| crate::objects::decode(&kv))
+        .ok_or_else(|| ApiError::not_found("", "nodes", &node_name))?;
+    let ip = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP").or_else(|| a.first()))
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
+    if ip.is_empty() {
+        return Err(ApiError::new(503, "ServiceUnavailable", format!("node {node_name} has no address")));
+    }
+    let mut query: Vec<String> = Vec::new();
+    for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
+        if let Some(v) = call.params.get(k) {
+            query.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+        }
+    }
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    kubelet_stream(&ip, port as u16, &path).await
+}
+
+/// GETs `path` from a kubelet and streams the body back (errors keep the kubelet's message).
+async fn kubelet_stream(ip: &str, port: u16, path: &str) -> Result<Reply, ApiError> {
+    use http_body_util::BodyExt;
+    let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
+    let tcp = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| unavailable(e.to_string()))?;
+    let cfg = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(std::sync::Arc::new(AnyKubeletCert)).with_no_client_auth();
+    let server_name = rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| unavailable(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let msg = String::from_utf8_lossy(&bytes).trim().to_string();
+        return Err(if status.as_u16() == 400 { ApiError::bad_request(msg) } else { ApiError::new(status.as_u16(), "InternalError", msg) });
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data()
+                && tx.send(data).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(Reply::Watch(rx))
+}
+
+/// Accepts any kubelet certificate: kubelets serve self-signed certificates for now.
+#[derive(Debug)]
+struct AnyKubeletCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
 }

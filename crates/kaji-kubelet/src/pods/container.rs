@@ -1,0 +1,396 @@
+//! CRI configurations from a pod spec, as upstream's kuberuntime_sandbox.go and
+//! kuberuntime_container.go generate them: labels that find the pod again after a restart,
+//! DNS, log paths, port mappings, cgroup parent, mounts, environment and resources.
+
+use super::Shared;
+use super::resources::{linux_resources, qos_class};
+use crate::cri::{self, api};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The cgroup parent of a pod, as the kubelet's cgroupfs driver names it.
+pub fn cgroup_parent(pod: &Pod) -> String {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    match qos_class(pod) {
+        "Guaranteed" => format!("/kubepods/pod{uid}"),
+        "Burstable" => format!("/kubepods/burstable/pod{uid}"),
+        _ => format!("/kubepods/besteffort/pod{uid}"),
+    }
+}
+
+/// Removes a pod's (empty) cgroup directories, which the runtime leaves behind.
+pub fn remove_pod_cgroups(pod_cgroup: &str) {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let rel = pod_cgroup.trim_start_matches('/');
+    let mut dirs: Vec<PathBuf> = vec![Path::new("/sys/fs/cgroup").join(rel)];
+    for e in rd.flatten() {
+        dirs.push(e.path().join(rel));
+    }
+    for d in dirs {
+        if d.is_dir() {
+            // Children first (containers' leftover cgroups), then the pod's.
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for c in rd.flatten() {
+                    if c.path().is_dir() {
+                        let _ = std::fs::remove_dir(c.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+pub fn sandbox_config(shared: &Shared, pod: &Pod, attempt: u32) -> api::PodSandboxConfig {
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let mut labels: HashMap<String, String> = meta
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.insert(cri::POD_NAME_LABEL.into(), name.clone());
+    labels.insert(cri::POD_NAMESPACE_LABEL.into(), ns.clone());
+    labels.insert(cri::POD_UID_LABEL.into(), uid.clone());
+    let annotations: HashMap<String, String> = meta
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let host_network = spec.host_network == Some(true);
+    let mut hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+    hostname.truncate(63);
+    let dns_config = dns_config(
+        shared,
+        &ns,
+        spec.dns_policy.as_deref(),
+        host_network,
+        spec.dns_config.as_ref(),
+    );
+    let port_mappings = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| api::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => api::Protocol::Udp as i32,
+                Some("SCTP") => api::Protocol::Sctp as i32,
+                _ => api::Protocol::Tcp as i32,
+            },
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or(0),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let mode = |host: bool| {
+        if host {
+            api::NamespaceMode::Node as i32
+        } else {
+            api::NamespaceMode::Pod as i32
+        }
+    };
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name,
+            uid: uid.clone(),
+            namespace: ns.clone(),
+            attempt,
+        }),
+        hostname: if host_network {
+            String::new()
+        } else {
+            hostname
+        },
+        log_directory: shared
+            .log_dir(&ns, meta.name.as_deref().unwrap_or_default(), &uid)
+            .to_string_lossy()
+            .into_owned(),
+        dns_config: Some(dns_config),
+        port_mappings,
+        labels,
+        annotations,
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent(pod),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    network: mode(host_network),
+                    pid: if spec.host_pid == Some(true) {
+                        api::NamespaceMode::Node as i32
+                    } else if spec.share_process_namespace == Some(true) {
+                        api::NamespaceMode::Pod as i32
+                    } else {
+                        api::NamespaceMode::Container as i32
+                    },
+                    ipc: mode(spec.host_ipc == Some(true)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// Pod DNS, as upstream's dnsConfigurer: ClusterFirst points at the cluster DNS service with
+/// the namespace's search path and ndots:5; Default (and host network with ClusterFirst) uses
+/// the node's resolv.conf; None uses only `dnsConfig`.
+fn dns_config(
+    shared: &Shared,
+    ns: &str,
+    policy: Option<&str>,
+    host_network: bool,
+    extra: Option<&k8s_openapi::api::core::v1::PodDNSConfig>,
+) -> api::DnsConfig {
+    let d = &shared.cluster_domain;
+    let mut cfg = match policy.unwrap_or("ClusterFirst") {
+        "ClusterFirst" if !host_network => api::DnsConfig {
+            servers: vec![shared.cluster_dns.clone()],
+            searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+            options: vec!["ndots:5".into()],
+        },
+        "ClusterFirstWithHostNet" => api::DnsConfig {
+            servers: vec![shared.cluster_dns.clone()],
+            searches: vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()],
+            options: vec!["ndots:5".into()],
+        },
+        "None" => api::DnsConfig::default(),
+        _ => host_resolv_conf(),
+    };
+    if let Some(extra) = extra {
+        cfg.servers
+            .extend(extra.nameservers.clone().unwrap_or_default());
+        cfg.searches
+            .extend(extra.searches.clone().unwrap_or_default());
+        for o in extra.options.clone().unwrap_or_default() {
+            let opt = match o.value {
+                Some(v) => format!("{}:{v}", o.name.unwrap_or_default()),
+                None => o.name.unwrap_or_default(),
+            };
+            cfg.options
+                .retain(|x| x.split(':').next() != opt.split(':').next());
+            cfg.options.push(opt);
+        }
+    }
+    cfg
+}
+
+fn host_resolv_conf() -> api::DnsConfig {
+    let mut cfg = api::DnsConfig::default();
+    for line in std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+    {
+        let mut parts = line.split_whitespace();
+        match parts.next() {
+            Some("nameserver") => cfg.servers.extend(parts.next().map(str::to_string)),
+            Some("search") => cfg.searches = parts.map(str::to_string).collect(),
+            Some("options") => cfg.options = parts.map(str::to_string).collect(),
+            _ => {}
+        }
+    }
+    cfg
+}
+
+/// The kubelet-managed /etc/hosts of a pod (upstream's managedHostsFileContent).
+pub fn hosts_file(pod: &Pod, pod_ip: &str) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let name = spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    let mut s = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if !pod_ip.is_empty() {
+        match &spec.subdomain {
+            Some(sub) if !sub.is_empty() => {
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                s.push_str(&format!(
+                    "{pod_ip}\t{name}.{sub}.{ns}.svc.cluster.local\t{name}\n"
+                ));
+            }
+            _ => s.push_str(&format!("{pod_ip}\t{name}\n")),
+        }
+    }
+    for ha in spec.host_aliases.unwrap_or_default() {
+        if let Some(ip) = Some(ha.ip.as_str()) {
+            s.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{ip}\t{}\n",
+                ha.hostnames.unwrap_or_default().join("\t")
+            ));
+        }
+    }
+    s
+}
+
+/// Everything a container config needs beyond the spec.
+pub struct ContainerInputs<'a> {
+    pub image_ref: &'a str,
+    pub env: Vec<(String, String)>,
+    pub volumes: &'a HashMap<String, PathBuf>,
+    pub hosts_file: Option<&'a Path>,
+    pub attempt: u32,
+}
+
+pub fn container_config(
+    pod: &Pod,
+    c: &Container,
+    inputs: ContainerInputs,
+) -> Result<api::ContainerConfig, String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut labels = HashMap::new();
+    labels.insert(
+        cri::POD_NAME_LABEL.to_string(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        cri::POD_NAMESPACE_LABEL.to_string(),
+        meta.namespace.clone().unwrap_or_default(),
+    );
+    labels.insert(
+        cri::POD_UID_LABEL.to_string(),
+        meta.uid.clone().unwrap_or_default(),
+    );
+    labels.insert(cri::CONTAINER_NAME_LABEL.to_string(), c.name.clone());
+    let mut annotations = HashMap::new();
+    annotations.insert(
+        cri::RESTART_COUNT_ANNOTATION.to_string(),
+        inputs.attempt.to_string(),
+    );
+    annotations.insert(
+        cri::CONTAINER_HASH_ANNOTATION.to_string(),
+        container_hash(c),
+    );
+    let mut mounts = Vec::new();
+    for vm in c.volume_mounts.clone().unwrap_or_default() {
+        let Some(base) = inputs.volumes.get(&vm.name) else {
+            return Err(format!(
+                "cannot find volume \"{}\" to mount into container \"{}\"",
+                vm.name, c.name
+            ));
+        };
+        let mut host_path = base.clone();
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
+                return Err(format!("invalid subPath {sub:?}"));
+            }
+            host_path = base.join(sub);
+            if !host_path.exists() {
+                std::fs::create_dir_all(&host_path)
+                    .map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
+            }
+        }
+        mounts.push(api::Mount {
+            container_path: vm.mount_path.clone(),
+            host_path: host_path.to_string_lossy().into_owned(),
+            readonly: vm.read_only == Some(true),
+            ..Default::default()
+        });
+    }
+    let mounts_etc_hosts = mounts.iter().any(|m| m.container_path == "/etc/hosts");
+    if let Some(h) = inputs.hosts_file
+        && !mounts_etc_hosts
+        && spec.host_network != Some(true)
+    {
+        mounts.push(api::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: h.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
+    let expand = |v: &Vec<String>| {
+        v.iter()
+            .map(|s| super::env::expand(s, &inputs.env))
+            .collect::<Vec<_>>()
+    };
+    let sc = c.security_context.clone().unwrap_or_default();
+    let psc = spec.security_context.clone().unwrap_or_default();
+    let run_as_user = sc.run_as_user.or(psc.run_as_user);
+    let run_as_group = sc.run_as_group.or(psc.run_as_group);
+    let host_network = spec.host_network == Some(true);
+    let ns_mode = |host: bool| {
+        if host {
+            api::NamespaceMode::Node as i32
+        } else {
+            api::NamespaceMode::Pod as i32
+        }
+    };
+    let capabilities = sc.capabilities.as_ref().map(|caps| api::Capability {
+        add_capabilities: caps.add.clone().unwrap_or_default(),
+        drop_capabilities: caps.drop.clone().unwrap_or_default(),
+        ..Default::default()
+    });
+    Ok(api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: inputs.attempt,
+        }),
+        image: Some(api::ImageSpec {
+            image: inputs.image_ref.to_string(),
+            user_specified_image: c.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command: expand(&c.command.clone().unwrap_or_default()),
+        args: expand(&c.args.clone().unwrap_or_default()),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: inputs
+            .env
+            .iter()
+            .map(|(k, v)| api::KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        mounts,
+        labels,
+        annotations,
+        log_path: format!("{}/{}.log", c.name, inputs.attempt),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
+        linux: Some(api::LinuxContainerConfig {
+            resources: Some(linux_resources(c)),
+            security_context: Some(api::LinuxContainerSecurityContext {
+                capabilities,
+                privileged: sc.privileged == Some(true),
+                namespace_options: Some(api::NamespaceOption {
+                    network: ns_mode(host_network),
+                    pid: if spec.host_pid == Some(true) {
+                        api::NamespaceMode::Node as i32
+                    } else if spec.share_process_namespace == Some(true) {
+                        api::NamespaceMode::Pod as i32
+                    } else {
+                        api::NamespaceMode::Container as i32
+                    },
+                    ipc: ns_mode(spec.host_ipc == Some(true)),
+                    ..Default::default()
+                }),
+                run_as_user: run_as_user.map(|value| api::Int64Value { value }),
+                run_as_group: run_as_group.map(|value| api::Int64Value { value }),
+                readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                no_new_privs: sc.allow_privilege_escalation == Some(false),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+/// A hash of the container spec (upstream: io.kubernetes.container.hash), to notice changes.
+pub fn container_hash(c: &Container) -> String {
+    let bytes = serde_json::to_vec(c).unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    d.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

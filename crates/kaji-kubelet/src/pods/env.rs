@@ -1,0 +1,381 @@
+//! A container's environment, as upstream's `makeEnvironmentVariables`
+//! (pkg/kubelet/kubelet_pods.go): service links first, then `envFrom` (keys that are not valid
+//! names are skipped and reported), then `env` with `$(VAR)` expansion over what came before.
+
+use super::resources::{parse_quantity, resource_limits};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use kube::Api;
+use std::collections::BTreeMap;
+
+/// Why a container's configuration could not be built (CreateContainerConfigError).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Node facts the downward API exposes.
+pub struct PodFacts<'a> {
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    pub node_cpu: &'a str,
+    pub node_memory: &'a str,
+}
+
+/// The value of a downward API `fieldRef` path.
+pub fn field_value(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, ConfigError> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let format_map = |m: Option<&BTreeMap<String, String>>| {
+        m.map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+    };
+    if let Some(key) = path
+        .strip_prefix("metadata.labels['")
+        .and_then(|k| k.strip_suffix("']"))
+    {
+        return Ok(meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default());
+    }
+    if let Some(key) = path
+        .strip_prefix("metadata.annotations['")
+        .and_then(|k| k.strip_suffix("']"))
+    {
+        return Ok(meta
+            .annotations
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default());
+    }
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => facts.pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => facts.host_ip.to_string(),
+        other => return Err(ConfigError(format!("unsupported fieldPath: {other}"))),
+    })
+}
+
+/// The value of a `resourceFieldRef` (limits default to the node's allocatable, as upstream).
+pub fn resource_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+    facts: &PodFacts,
+) -> Result<String, ConfigError> {
+    let divisor = divisor
+        .map(parse_quantity)
+        .unwrap_or(Some(1.0))
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    let (limits, requests) = resource_limits(container);
+    let value = match resource {
+        "limits.cpu" => limits.cpu.or(parse_quantity(facts.node_cpu)),
+        "limits.memory" => limits.memory.or(parse_quantity(facts.node_memory)),
+        "limits.ephemeral-storage" => limits.ephemeral_storage.or(Some(0.0)),
+        "requests.cpu" => requests.cpu.or(Some(0.0)),
+        "requests.memory" => requests.memory.or(Some(0.0)),
+        "requests.ephemeral-storage" => requests.ephemeral_storage.or(Some(0.0)),
+        other => {
+            return Err(ConfigError(format!(
+                "unsupported container resource: {other}"
+            )));
+        }
+    }
+    .unwrap_or(0.0);
+    Ok(format!("{}", (value / divisor).ceil() as i64))
+}
+
+/// Whether `name` is a valid environment variable name (upstream's IsEnvVarName: no '=' and
+/// only [-._a-zA-Z0-9], not starting with a digit).
+pub fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// Service environment variables (docker-links style) for the Services visible to the pod.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        let name = svc
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.clone().unwrap_or_default();
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        if let Some(first) = ports.first() {
+            out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+            let proto = first
+                .protocol
+                .clone()
+                .unwrap_or_else(|| "TCP".into())
+                .to_lowercase();
+            out.push((
+                format!("{name}_PORT"),
+                format!("{proto}://{ip}:{}", first.port),
+            ));
+        }
+        for p in &ports {
+            if let Some(pn) = &p.name {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        pn.to_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let prefix = format!("{name}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.push((
+                prefix.clone(),
+                format!("{}://{ip}:{}", proto.to_lowercase(), p.port),
+            ));
+            out.push((format!("{prefix}_PROTO"), proto.to_lowercase()));
+            out.push((format!("{prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+/// Expands `$(VAR)` references against `env` (`$$` escapes; unknown references stay as written).
+pub fn expand(s: &str, env: &[(String, String)]) -> String {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'('
+                && let Some(end) = s[i + 2..].find(')')
+            {
+                let name = &s[i + 2..i + 2 + end];
+                if let Some(v) = lookup(name) {
+                    out.push_str(&v);
+                } else {
+                    out.push_str(&s[i..i + 3 + end]);
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('?');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Everything `make_env` needs from the API, fetched once per container start.
+pub struct EnvSources {
+    pub services: Vec<Service>,
+}
+
+/// Builds the environment of `container`. Returns the variables and the names skipped as invalid.
+pub async fn make_env(
+    client: &kube::Client,
+    pod: &Pod,
+    container: &Container,
+    facts: &PodFacts<'_>,
+    sources: &EnvSources,
+) -> Result<(Vec<(String, String)>, Vec<String>), ConfigError> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut env: Vec<(String, String)> = Vec::new();
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let svc: Vec<Service> = sources
+        .services
+        .iter()
+        .filter(|s| {
+            let sns = s.metadata.namespace.as_deref().unwrap_or("default");
+            (links && sns == ns)
+                || (sns == "default" && s.metadata.name.as_deref() == Some("kubernetes"))
+        })
+        .cloned()
+        .collect();
+    env.extend(service_env(&svc));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut skipped = Vec::new();
+    for from in container.env_from.clone().unwrap_or_default() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let name = r.name.clone();
+            match cms
+                .get_opt(&name)
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?
+            {
+                Some(cm) => {
+                    for (k, v) in cm.data.unwrap_or_default() {
+                        let key = format!("{prefix}{k}");
+                        if is_env_var_name(&key) {
+                            env.push((key, v));
+                        } else {
+                            skipped.push(key);
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(ConfigError(format!("configmap \"{name}\" not found"))),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            let name = r.name.clone();
+            match secrets
+                .get_opt(&name)
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?
+            {
+                Some(s) => {
+                    for (k, v) in s.data.unwrap_or_default() {
+                        let key = format!("{prefix}{k}");
+                        if is_env_var_name(&key) {
+                            env.push((key, String::from_utf8_lossy(&v.0).into_owned()));
+                        } else {
+                            skipped.push(key);
+                        }
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(ConfigError(format!("secret \"{name}\" not found"))),
+            }
+        }
+    }
+    for var in container.env.clone().unwrap_or_default() {
+        let value = if let Some(from) = &var.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                match cms
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(|e| ConfigError(e.to_string()))?
+                {
+                    Some(cm) => match cm.data.unwrap_or_default().remove(&r.key) {
+                        Some(v) => v,
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                r.key, r.name
+                            )));
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ConfigError(format!("configmap \"{}\" not found", r.name))),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match secrets
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(|e| ConfigError(e.to_string()))?
+                {
+                    Some(s) => match s.data.unwrap_or_default().remove(&r.key) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                r.key, r.name
+                            )));
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ConfigError(format!("secret \"{}\" not found", r.name))),
+                }
+            } else if let Some(r) = &from.field_ref {
+                field_value(pod, &r.field_path, facts)?
+            } else if let Some(r) = &from.resource_field_ref {
+                let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(n) => super::find_container(pod, n).unwrap_or(container),
+                    None => container,
+                };
+                resource_value(
+                    target,
+                    &r.resource,
+                    r.divisor.as_ref().map(|q| q.0.as_str()),
+                    facts,
+                )?
+            } else {
+                String::new()
+            }
+        } else {
+            expand(var.value.as_deref().unwrap_or(""), &env)
+        };
+        env.push((var.name, value));
+    }
+    // Later definitions win, as in a shell; keep the last of each name in first-seen order.
+    let mut dedup: Vec<(String, String)> = Vec::new();
+    for (k, v) in env {
+        if let Some(e) = dedup.iter_mut().find(|(n, _)| *n == k) {
+            e.1 = v;
+        } else {
+            dedup.push((k, v));
+        }
+    }
+    Ok((dedup, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_references() {
+        let env = vec![("A".to_string(), "x".to_string())];
+        assert_eq!(expand("$(A)-$(B)-$$(A)", &env), "x-$(B)-$(A)");
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_var_name("A_b.c-d"));
+        assert!(!is_env_var_name("1A"));
+        assert!(!is_env_var_name("a=b"));
+    }
+}

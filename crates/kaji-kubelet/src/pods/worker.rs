@@ -1,0 +1,1053 @@
+//! One pod's worker: the sync loop of upstream's `SyncPod` / `computePodActions`
+//! (pkg/kubelet/kuberuntime/kuberuntime_manager.go). Each sync reads the runtime's view of the
+//! pod (sandboxes and containers found by the `io.kubernetes.pod.uid` label, so a restarted agent
+//! adopts what is running), acts (volumes, sandbox, the next init container, app containers
+//! with restart policy and CrashLoopBackOff), then writes the pod status if it changed.
+//! A pod with a deletionTimestamp is stopped (preStop, then StopContainer with the grace period),
+//! its sandbox, volumes and logs removed, and then deleted from the API with grace 0.
+
+use super::Shared;
+use super::container::{self, ContainerInputs};
+use super::env::{self, EnvSources, PodFacts};
+use super::events::{NORMAL, WARNING};
+use super::probe::{self, Kind, ProbeTask, Results};
+use crate::cri::{self, api};
+use crate::status::{self, Waiting};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+
+/// Upstream's crash-loop and image-pull back-off: 10 s doubling to 5 min.
+#[derive(Clone, Debug, Default)]
+pub struct Backoff {
+    pub delay: Duration,
+    pub last: Option<Instant>,
+}
+
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    pub fn in_backoff(&self) -> bool {
+        self.last.is_some_and(|l| l.elapsed() < self.delay)
+    }
+    pub fn remaining(&self) -> Duration {
+        self.last
+            .map_or(Duration::ZERO, |l| self.delay.saturating_sub(l.elapsed()))
+    }
+    /// Records an attempt: the first waits 10 s, then doubles; long quiet periods reset it.
+    pub fn next(&mut self) {
+        let expired = self.last.is_none_or(|l| l.elapsed() > BACKOFF_MAX * 2);
+        self.delay = if expired {
+            BACKOFF_INITIAL
+        } else {
+            (self.delay * 2).min(BACKOFF_MAX)
+        };
+        self.last = Some(Instant::now());
+    }
+}
+
+/// How often configMap/secret/downwardAPI volumes are refreshed (upstream: the sync period).
+const VOLUME_RESYNC: Duration = Duration::from_secs(10);
+
+pub struct PodWorker {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<Option<Pod>>,
+    pod: Option<Pod>,
+    uid: String,
+    waiting: HashMap<String, Waiting>,
+    crash_backoff: HashMap<String, Backoff>,
+    probes: HashMap<String, Vec<AbortHandle>>,
+    results: Results,
+    wake: Arc<Notify>,
+    volumes: Option<HashMap<String, PathBuf>>,
+    volumes_synced: Option<Instant>,
+    last_status: Option<Value>,
+    /// Once the pod reached Succeeded/Failed it is never started again.
+    terminal: bool,
+    mount_error_reported: Option<String>,
+}
+
+/// What the runtime has for the pod.
+struct RuntimePod {
+    sandbox: Option<api::PodSandbox>,
+    sandboxes: Vec<api::PodSandbox>,
+    pod_ip: Option<String>,
+    /// CRI statuses by container name, newest first (all sandboxes).
+    instances: HashMap<String, Vec<api::ContainerStatus>>,
+    containers: Vec<api::Container>,
+}
+
+impl PodWorker {
+    pub fn new(shared: Arc<Shared>, rx: watch::Receiver<Option<Pod>>) -> PodWorker {
+        let pod = rx.borrow().clone();
+        let uid = pod
+            .as_ref()
+            .and_then(|p| p.metadata.uid.clone())
+            .unwrap_or_default();
+        PodWorker {
+            shared,
+            rx,
+            pod,
+            uid,
+            waiting: HashMap::new(),
+            crash_backoff: HashMap::new(),
+            probes: HashMap::new(),
+            results: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            volumes: None,
+            volumes_synced: None,
+            last_status: None,
+            terminal: false,
+            mount_error_reported: None,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.pod
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn run(mut self) {
+        let mut gone = false;
+        loop {
+            let pod = self.rx.borrow_and_update().clone();
+            match pod {
+                Some(p) => self.pod = Some(p),
+                None => gone = true,
+            }
+            let deleting = gone
+                || self
+                    .pod
+                    .as_ref()
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+            let next = if deleting {
+                match self.terminate(gone).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(pod = %self.name(), error = %format!("{e:#}"), "terminating pod");
+                        Duration::from_secs(2)
+                    }
+                }
+            } else {
+                match self.sync().await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(pod = %self.name(), error = %format!("{e:#}"), "syncing pod");
+                        Duration::from_secs(2)
+                    }
+                }
+            };
+            tokio::select! {
+                r = self.rx.changed() => if r.is_err() { gone = true; },
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    async fn runtime_pod(&self) -> anyhow::Result<RuntimePod> {
+        let mut cri = self.shared.cri.clone();
+        let sandboxes = cri.pod_sandboxes(&self.uid).await?;
+        let sandbox = sandboxes
+            .iter()
+            .find(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+            .cloned();
+        let mut pod_ip = None;
+        if let Some(s) = &sandbox {
+            let st = cri.sandbox_status(&s.id).await?;
+            pod_ip = st.network.map(|n| n.ip).filter(|ip| !ip.is_empty());
+            if pod_ip.is_none()
+                && self
+                    .pod
+                    .as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.host_network)
+                    == Some(true)
+            {
+                pod_ip = Some(self.shared.node_ip.clone());
+            }
+        }
+        let containers = cri.pod_containers(&self.uid).await?;
+        let mut instances: HashMap<String, Vec<api::ContainerStatus>> = HashMap::new();
+        for c in &containers {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            if let Ok(st) = cri.container_status(&c.id).await {
+                instances.entry(name).or_default().push(st);
+            }
+        }
+        for v in instances.values_mut() {
+            v.sort_by_key(|s| {
+                std::cmp::Reverse((s.created_at, s.metadata.as_ref().map_or(0, |m| m.attempt)))
+            });
+        }
+        Ok(RuntimePod {
+            sandbox,
+            sandboxes,
+            pod_ip,
+            instances,
+            containers,
+        })
+    }
+
+    fn facts<'a>(&'a self, pod_ip: &'a str) -> PodFacts<'a> {
+        PodFacts {
+            pod_ip,
+            host_ip: &self.shared.node_ip,
+            node_cpu: &self.shared.node_cpu,
+            node_memory: &self.shared.node_memory,
+        }
+    }
+
+    async fn sync(&mut self) -> anyhow::Result<Duration> {
+        let Some(pod) = self.pod.clone() else {
+            return Ok(Duration::from_secs(10));
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let already_terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let mut rt = self.runtime_pod().await?;
+        let mut next = Duration::from_secs(10);
+        if self.terminal || already_terminal {
+            self.terminal = true;
+            self.stop_everything(&pod, &rt, 0).await;
+            let rt = self.runtime_pod().await?;
+            self.write_status(&pod, &rt, false).await?;
+            return Ok(Duration::from_secs(60));
+        }
+        // Volumes (refreshed every resync for configMap/secret/downwardAPI contents).
+        let due = self
+            .volumes_synced
+            .is_none_or(|t| t.elapsed() >= VOLUME_RESYNC);
+        if due {
+            let ip = rt.pod_ip.clone().unwrap_or_default();
+            let facts = self.facts(&ip);
+            match crate::volumes::set_up(&self.shared.client, &self.shared.agent_dir, &pod, &facts)
+                .await
+            {
+                Ok(v) => {
+                    self.volumes = Some(v);
+                    self.volumes_synced = Some(Instant::now());
+                    self.mount_error_reported = None;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.mount_error_reported.as_deref() != Some(&msg) {
+                        self.shared
+                            .recorder
+                            .pod(&pod, None, WARNING, "FailedMount", msg.clone());
+                        self.mount_error_reported = Some(msg);
+                    }
+                    if self.volumes.is_none() {
+                        self.write_status(&pod, &rt, false).await?;
+                        return Ok(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        // The sandbox: create it when there is none ready (a dead one means a fresh start).
+        let sandbox_attempt = rt
+            .sandboxes
+            .first()
+            .and_then(|s| s.metadata.as_ref())
+            .map_or(0, |m| m.attempt + u32::from(rt.sandbox.is_none()));
+        let sandbox_config = container::sandbox_config(
+            &self.shared,
+            &pod,
+            rt.sandbox
+                .as_ref()
+                .and_then(|s| s.metadata.as_ref())
+                .map_or(sandbox_attempt, |m| m.attempt),
+        );
+        if rt.sandbox.is_none() {
+            let all_done_never = policy == "Never" && !rt.sandboxes.is_empty();
+            if all_done_never {
+                // The sandbox died under a Never pod: its containers will not run again.
+                self.terminal = true;
+                self.write_status(&pod, &rt, false).await?;
+                return Ok(Duration::from_secs(60));
+            }
+            for old in &rt.sandboxes {
+                let mut cri = self.shared.cri.clone();
+                let _ = cri.stop_sandbox(&old.id).await;
+            }
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            std::fs::create_dir_all(self.shared.log_dir(&ns, &name, &self.uid))?;
+            let mut cri = self.shared.cri.clone();
+            if let Err(e) = cri.run_sandbox(sandbox_config.clone()).await {
+                self.shared.recorder.pod(
+                    &pod,
+                    None,
+                    WARNING,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e:#}"),
+                );
+                self.write_status(&pod, &rt, false).await?;
+                return Ok(Duration::from_secs(5));
+            }
+            rt = self.runtime_pod().await?;
+        }
+        let Some(sandbox) = rt.sandbox.clone() else {
+            return Ok(Duration::from_secs(2));
+        };
+        let pod_ip = rt.pod_ip.clone().unwrap_or_default();
+        let hosts =
+            crate::volumes::pod_volumes_dir(&self.shared.agent_dir, &self.uid).join("etc-hosts");
+        if !hosts.exists() || due {
+            let content = container::hosts_file(&pod, &pod_ip);
+            if let Some(parent) = hosts.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::read_to_string(&hosts).ok().as_deref() != Some(&content) {
+                std::fs::write(&hosts, content)?;
+            }
+        }
+        let current = |rt: &RuntimePod, name: &str| -> Option<api::ContainerStatus> {
+            rt.instances.get(name).and_then(|v| {
+                v.iter()
+                    .find(|s| {
+                        rt.containers
+                            .iter()
+                            .any(|c| c.id == s.id && c.pod_sandbox_id == sandbox.id)
+                    })
+                    .cloned()
+            })
+        };
+        // Init containers, one at a time, in order.
+        let mut init_done = true;
+        for c in spec.init_containers.clone().unwrap_or_default() {
+            match current(&rt, &c.name) {
+                Some(s)
+                    if s.state == api::ContainerState::ContainerExited as i32
+                        && s.exit_code == 0 =>
+                {
+                    self.waiting.remove(&c.name);
+                    continue;
+                }
+                Some(s) if s.state == api::ContainerState::ContainerRunning as i32 => {
+                    init_done = false;
+                    break;
+                }
+                Some(s) if s.state == api::ContainerState::ContainerExited as i32 => {
+                    init_done = false;
+                    if policy == "Never" {
+                        self.terminal = true;
+                        break;
+                    }
+                    next = next.min(
+                        self.restart(&pod, &c, &rt, &sandbox.id, &sandbox_config, &pod_ip, true)
+                            .await,
+                    );
+                    break;
+                }
+                _ => {
+                    init_done = false;
+                    next = next.min(
+                        self.start(&pod, &c, &rt, &sandbox.id, &sandbox_config, &pod_ip, true)
+                            .await,
+                    );
+                    break;
+                }
+            }
+        }
+        if init_done && !self.terminal {
+            for c in &spec.containers {
+                match current(&rt, &c.name) {
+                    Some(s) if s.state == api::ContainerState::ContainerRunning as i32 => {
+                        let failed = |k: Kind| {
+                            self.results
+                                .lock()
+                                .map(|r| r.get(&(s.id.clone(), k)) == Some(&false))
+                                .unwrap_or(false)
+                        };
+                        let (liveness_failed, startup_failed) = (
+                            failed(Kind::Liveness),
+                            c.startup_probe.is_some()
+                                && failed(Kind::Startup)
+                                && self.startup_finished(&s.id, c),
+                        );
+                        if liveness_failed || startup_failed {
+                            let what = if liveness_failed {
+                                "liveness"
+                            } else {
+                                "startup"
+                            };
+                            self.shared.recorder.pod(
+                                &pod,
+                                Some(format!("spec.containers{{{}}}", c.name)),
+                                NORMAL,
+                                "Killing",
+                                format!(
+                                    "Container {} failed {what} probe, will be restarted",
+                                    c.name
+                                ),
+                            );
+                            self.kill_container(&pod, c, &s.id, &pod_ip, grace_period(&pod))
+                                .await;
+                            rt = self.runtime_pod().await?;
+                            if policy != "Never" {
+                                next = next.min(
+                                    self.restart(
+                                        &pod,
+                                        c,
+                                        &rt,
+                                        &sandbox.id,
+                                        &sandbox_config,
+                                        &pod_ip,
+                                        false,
+                                    )
+                                    .await,
+                                );
+                            }
+                        }
+                    }
+                    Some(s) if s.state == api::ContainerState::ContainerExited as i32 => {
+                        self.stop_probes(&s.id);
+                        let restart = match policy.as_str() {
+                            "Always" => true,
+                            "OnFailure" => s.exit_code != 0,
+                            _ => false,
+                        };
+                        if restart {
+                            next = next.min(
+                                self.restart(
+                                    &pod,
+                                    c,
+                                    &rt,
+                                    &sandbox.id,
+                                    &sandbox_config,
+                                    &pod_ip,
+                                    false,
+                                )
+                                .await,
+                            );
+                        }
+                    }
+                    Some(s) if s.state == api::ContainerState::ContainerCreated as i32 => {
+                        // Created but never started (a failed start): remove it and try again.
+                        let mut cri = self.shared.cri.clone();
+                        let _ = cri.remove_container(&s.id).await;
+                        next = next.min(Duration::from_secs(1));
+                    }
+                    Some(_) => {}
+                    None => {
+                        next = next.min(
+                            self.start(&pod, c, &rt, &sandbox.id, &sandbox_config, &pod_ip, false)
+                                .await,
+                        );
+                    }
+                }
+            }
+        }
+        let rt = self.runtime_pod().await?;
+        self.garbage_collect(&rt).await;
+        let st = self.write_status(&pod, &rt, false).await?;
+        if matches!(st["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            self.terminal = true;
+            let rt = self.runtime_pod().await?;
+            self.stop_everything(&pod, &rt, 0).await;
+            return Ok(Duration::from_millis(100));
+        }
+        Ok(next)
+    }
+
+    fn startup_finished(&self, _id: &str, _c: &Container) -> bool {
+        true
+    }
+
+    /// Restarts an exited container, honouring CrashLoopBackOff.
+    #[allow(clippy::too_many_arguments)]
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        rt: &RuntimePod,
+        sandbox_id: &str,
+        sandbox_config: &api::PodSandboxConfig,
+        pod_ip: &str,
+        init: bool,
+    ) -> Duration {
+        let b = self.crash_backoff.entry(c.name.clone()).or_default();
+        if b.in_backoff() {
+            let remaining = b.remaining();
+            let message = format!(
+                "back-off {:?} restarting failed container={} pod={}_{}({})",
+                b.delay,
+                c.name,
+                pod.metadata.name.clone().unwrap_or_default(),
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                self.uid
+            );
+            if self.waiting.get(&c.name).map(|w| w.reason.as_str()) != Some("CrashLoopBackOff") {
+                self.shared.recorder.pod(
+                    pod,
+                    Some(field_path(c, init)),
+                    WARNING,
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        c.name,
+                        pod.metadata.name.clone().unwrap_or_default(),
+                        pod.metadata.namespace.clone().unwrap_or_default(),
+                        self.uid
+                    ),
+                );
+            }
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message,
+                },
+            );
+            return remaining + Duration::from_millis(50);
+        }
+        b.next();
+        self.start(pod, c, rt, sandbox_id, sandbox_config, pod_ip, init)
+            .await
+    }
+
+    /// Pulls, creates and starts one container; failures become its waiting reason.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        rt: &RuntimePod,
+        sandbox_id: &str,
+        sandbox_config: &api::PodSandboxConfig,
+        pod_ip: &str,
+        init: bool,
+    ) -> Duration {
+        let fp = field_path(c, init);
+        let image_ref = match super::pull::ensure_image(&self.shared, pod, c, &fp).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: e.reason.into(),
+                        message: e.message,
+                    },
+                );
+                let remaining = self.shared.image_backoff.lock().ok().and_then(|m| {
+                    m.get(&c.image.clone().unwrap_or_default())
+                        .map(Backoff::remaining)
+                });
+                return remaining
+                    .unwrap_or(Duration::from_secs(10))
+                    .max(Duration::from_millis(500));
+            }
+        };
+        let attempt = rt
+            .instances
+            .get(&c.name)
+            .and_then(|v| v.first())
+            .map_or(0, |s| {
+                s.annotations
+                    .get(cri::RESTART_COUNT_ANNOTATION)
+                    .and_then(|a| a.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    + 1
+            });
+        let config_error = |me: &mut Self, message: String| {
+            me.shared.recorder.pod(
+                pod,
+                Some(fp.clone()),
+                WARNING,
+                "Failed",
+                format!("Error: {message}"),
+            );
+            me.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message,
+                },
+            );
+            Duration::from_secs(2)
+        };
+        let facts = self.facts(pod_ip);
+        let services = self.services(pod).await;
+        let env = env::make_env(
+            &self.shared.client,
+            pod,
+            c,
+            &facts,
+            &EnvSources { services },
+        )
+        .await;
+        let (env, skipped) = match env {
+            Ok(v) => v,
+            Err(e) => return config_error(self, e.0),
+        };
+        if !skipped.is_empty() {
+            self.shared.recorder.pod(
+                pod,
+                Some(fp.clone()),
+                WARNING,
+                "InvalidEnvironmentVariableNames",
+                format!("Keys [{}] from the EnvFrom configMap {}/... were skipped since they are considered invalid environment variable names.", skipped.join(", "), pod.metadata.namespace.clone().unwrap_or_default()),
+            );
+        }
+        let volumes = self.volumes.clone().unwrap_or_default();
+        let hosts =
+            crate::volumes::pod_volumes_dir(&self.shared.agent_dir, &self.uid).join("etc-hosts");
+        let config = match container::container_config(
+            pod,
+            c,
+            ContainerInputs {
+                image_ref: &image_ref,
+                env,
+                volumes: &volumes,
+                hosts_file: Some(&hosts),
+                attempt,
+            },
+        ) {
+            Ok(cfg) => cfg,
+            Err(m) => return config_error(self, m),
+        };
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let _ = std::fs::create_dir_all(self.shared.log_dir(&ns, &name, &self.uid).join(&c.name));
+        let mut cri = self.shared.cri.clone();
+        let id = match cri
+            .create_container(sandbox_id, config, sandbox_config.clone())
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let message = format!("{e:#}");
+                self.shared.recorder.pod(
+                    pod,
+                    Some(fp.clone()),
+                    WARNING,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerError".into(),
+                        message,
+                    },
+                );
+                return Duration::from_secs(2);
+            }
+        };
+        self.shared.recorder.pod(
+            pod,
+            Some(fp.clone()),
+            NORMAL,
+            "Created",
+            format!("Created container: {}", c.name),
+        );
+        if let Err(e) = cri.start_container(&id).await {
+            let message = format!("{e:#}");
+            self.shared.recorder.pod(
+                pod,
+                Some(fp.clone()),
+                WARNING,
+                "Failed",
+                format!("Error: {message}"),
+            );
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message,
+                },
+            );
+            let _ = cri.remove_container(&id).await;
+            self.crash_backoff.entry(c.name.clone()).or_default().next();
+            return Duration::from_secs(1);
+        }
+        self.waiting.remove(&c.name);
+        self.shared.recorder.pod(
+            pod,
+            Some(fp.clone()),
+            NORMAL,
+            "Started",
+            format!("Started container {}", c.name),
+        );
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let r = probe::run_action(
+                &self.shared,
+                pod_ip,
+                c,
+                &id,
+                h.exec.as_ref(),
+                h.http_get.as_ref(),
+                h.tcp_socket.as_ref(),
+                Duration::from_secs(30),
+            )
+            .await;
+            if let Err(msg) = r {
+                self.shared.recorder.pod(
+                    pod,
+                    Some(fp.clone()),
+                    WARNING,
+                    "FailedPostStartHook",
+                    format!("PostStartHook failed: {msg}"),
+                );
+                let _ = cri.stop_container(&id, grace_period(pod)).await;
+                return Duration::from_millis(100);
+            }
+        }
+        if !init {
+            self.start_probes(pod, c, &id, pod_ip);
+        }
+        Duration::from_secs(10)
+    }
+
+    async fn services(&self, pod: &Pod) -> Vec<Service> {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut out = Vec::new();
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true)
+            && let Ok(list) = Api::<Service>::namespaced(self.shared.client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+        {
+            out.extend(list.items);
+        }
+        if ns != "default"
+            && let Ok(Some(k)) = Api::<Service>::namespaced(self.shared.client.clone(), "default")
+                .get_opt("kubernetes")
+                .await
+        {
+            out.push(k);
+        }
+        out
+    }
+
+    fn start_probes(&mut self, pod: &Pod, c: &Container, id: &str, pod_ip: &str) {
+        let mut handles = Vec::new();
+        for (kind, p) in [
+            (Kind::Startup, &c.startup_probe),
+            (Kind::Liveness, &c.liveness_probe),
+            (Kind::Readiness, &c.readiness_probe),
+        ] {
+            let Some(p) = p.clone() else { continue };
+            let task = ProbeTask {
+                shared: self.shared.clone(),
+                pod: pod.clone(),
+                container: c.clone(),
+                container_id: id.to_string(),
+                pod_ip: pod_ip.to_string(),
+                kind,
+                probe: p,
+                results: self.results.clone(),
+                wake: self.wake.clone(),
+            };
+            handles.push(tokio::spawn(task.run()).abort_handle());
+        }
+        self.probes.insert(id.to_string(), handles);
+    }
+
+    fn stop_probes(&mut self, id: &str) {
+        for h in self.probes.remove(id).unwrap_or_default() {
+            h.abort();
+        }
+    }
+
+    /// (ready, started) of a running container, from its probes.
+    fn probe_state(&self, id: &str, c: &Container) -> (bool, bool) {
+        let r = self.results.lock().map(|r| r.clone()).unwrap_or_default();
+        let started =
+            c.startup_probe.is_none() || r.get(&(id.to_string(), Kind::Startup)) == Some(&true);
+        let ready = started
+            && (c.readiness_probe.is_none()
+                || r.get(&(id.to_string(), Kind::Readiness)) == Some(&true));
+        (ready, started)
+    }
+
+    /// Runs the preStop hook, then stops the container with the remaining grace period.
+    async fn kill_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        pod_ip: &str,
+        grace: i64,
+    ) {
+        self.stop_probes(id);
+        let started = Instant::now();
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+            let limit = Duration::from_secs(grace.max(1) as u64);
+            if let Some(s) = &h.sleep {
+                tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+            } else if let Err(msg) = probe::run_action(
+                &self.shared,
+                pod_ip,
+                c,
+                id,
+                h.exec.as_ref(),
+                h.http_get.as_ref(),
+                h.tcp_socket.as_ref(),
+                limit,
+            )
+            .await
+            {
+                self.shared.recorder.pod(
+                    pod,
+                    Some(field_path(c, false)),
+                    WARNING,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {msg}"),
+                );
+            }
+        }
+        let left = (grace - started.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
+        let mut cri = self.shared.cri.clone();
+        if let Err(e) = cri.stop_container(id, left).await {
+            tracing::warn!(pod = %self.name(), container = %c.name, error = %format!("{e:#}"), "stopping container");
+        }
+    }
+
+    /// Stops all running containers (in parallel, as upstream) and the sandbox.
+    async fn stop_everything(&mut self, pod: &Pod, rt: &RuntimePod, grace: i64) {
+        let pod_ip = rt.pod_ip.clone().unwrap_or_default();
+        let running: Vec<(Container, String)> = rt
+            .containers
+            .iter()
+            .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+            .filter_map(|rc| {
+                let name = rc.metadata.as_ref()?.name.clone();
+                let spec = super::find_container(pod, &name)
+                    .cloned()
+                    .unwrap_or(Container {
+                        name,
+                        ..Default::default()
+                    });
+                Some((spec, rc.id.clone()))
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for (c, id) in running {
+            self.stop_probes(&id);
+            self.shared.recorder.pod(
+                pod,
+                Some(field_path(&c, false)),
+                NORMAL,
+                "Killing",
+                format!("Stopping container {}", c.name),
+            );
+            let mut me = PodWorker::new(self.shared.clone(), self.rx.clone());
+            me.pod = Some(pod.clone());
+            let pod = pod.clone();
+            let pod_ip = pod_ip.clone();
+            tasks.push(tokio::spawn(async move {
+                me.kill_container(&pod, &c, &id, &pod_ip, grace).await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        for s in &rt.sandboxes {
+            if s.state == api::PodSandboxState::SandboxReady as i32 {
+                let mut cri = self.shared.cri.clone();
+                let _ = cri.stop_sandbox(&s.id).await;
+            }
+        }
+    }
+
+    /// Keeps the newest two instances of each container (the current and `--previous`).
+    async fn garbage_collect(&self, rt: &RuntimePod) {
+        let mut cri = self.shared.cri.clone();
+        for v in rt.instances.values() {
+            for s in v.iter().skip(2) {
+                if s.state != api::ContainerState::ContainerRunning as i32 {
+                    let _ = cri.remove_container(&s.id).await;
+                }
+            }
+        }
+        for s in rt
+            .sandboxes
+            .iter()
+            .filter(|s| s.state != api::PodSandboxState::SandboxReady as i32)
+        {
+            let has = rt.containers.iter().any(|c| c.pod_sandbox_id == s.id);
+            if !has {
+                let _ = cri.remove_sandbox(&s.id).await;
+            }
+        }
+    }
+
+    /// Computes the status and writes it when it differs from the last one written.
+    async fn write_status(
+        &mut self,
+        pod: &Pod,
+        rt: &RuntimePod,
+        terminating: bool,
+    ) -> anyhow::Result<Value> {
+        let probes = |id: &str, c: &Container| self.probe_state(id, c);
+        let input = status::Input {
+            pod,
+            instances: &rt.instances,
+            waiting: &self.waiting,
+            probes: &probes,
+            pod_ip: rt.pod_ip.as_deref(),
+            host_ip: &self.shared.node_ip,
+            runtime_name: &self.shared.runtime_name,
+            terminating,
+        };
+        let old = pod
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let base = self.last_status.clone().or(old);
+        let st = status::pod_status(&input, base.as_ref());
+        if self.last_status.as_ref() == Some(&st) {
+            return Ok(st);
+        }
+        // Keep a terminal phase terminal even if a racing read says otherwise.
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = json!([{"op": "add", "path": "/status", "value": st}]);
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(serde_json::from_value(patch)?),
+            )
+            .await
+        {
+            Ok(_) => self.last_status = Some(st.clone()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(st)
+    }
+
+    /// Stops and removes everything of the pod, then (if it still exists) deletes it from the API.
+    async fn terminate(&mut self, gone: bool) -> anyhow::Result<()> {
+        let Some(pod) = self.pod.clone() else {
+            return Ok(());
+        };
+        let rt = self.runtime_pod().await?;
+        let grace = if gone {
+            0
+        } else {
+            pod.metadata
+                .deletion_grace_period_seconds
+                .unwrap_or_else(|| grace_period(&pod))
+        };
+        self.stop_everything(&pod, &rt, grace).await;
+        let rt = self.runtime_pod().await?;
+        if !gone {
+            let _ = self.write_status(&pod, &rt, true).await;
+        }
+        let mut cri = self.shared.cri.clone();
+        for s in &rt.sandboxes {
+            cri.remove_sandbox(&s.id).await?;
+        }
+        for id in self.probes.keys().cloned().collect::<Vec<_>>() {
+            self.stop_probes(&id);
+        }
+        self.clean_up(&pod);
+        if !gone {
+            let api: Api<Pod> = Api::namespaced(
+                self.shared.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api
+                .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn clean_up(&self, pod: &Pod) {
+        crate::volumes::tear_down(&self.shared.agent_dir, &self.uid);
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let _ = std::fs::remove_dir_all(self.shared.log_dir(&ns, &name, &self.uid));
+        container::remove_pod_cgroups(&container::cgroup_parent(pod));
+    }
+}
+
+fn field_path(c: &Container, init: bool) -> String {
+    if init {
+        format!("spec.initContainers{{{}}}", c.name)
+    } else {
+        format!("spec.containers{{{}}}", c.name)
+    }
+}
+
+fn grace_period(pod: &Pod) -> i64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+}
+
+/// Removes sandboxes (and their containers) of pods the API no longer has for this node.
+pub async fn remove_orphans(shared: Arc<Shared>, known: HashSet<String>) {
+    let mut cri = shared.cri.clone();
+    let Ok(sandboxes) = cri.list_sandboxes(None).await else {
+        return;
+    };
+    for s in sandboxes {
+        let Some(uid) = s.labels.get(cri::POD_UID_LABEL) else {
+            continue;
+        };
+        if known.contains(uid) {
+            continue;
+        }
+        tracing::info!(sandbox = %s.id, pod_uid = %uid, "removing the sandbox of a pod that is gone");
+        let _ = cri.stop_sandbox(&s.id).await;
+        let _ = cri.remove_sandbox(&s.id).await;
+        crate::volumes::tear_down(&shared.agent_dir, uid);
+        if let Some(m) = &s.metadata {
+            let _ = std::fs::remove_dir_all(shared.log_dir(&m.namespace, &m.name, uid));
+        }
+    }
+}

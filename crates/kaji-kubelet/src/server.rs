@@ -1,0 +1,386 @@
+//! The kubelet's HTTPS server (upstream port 10250): today `GET /containerLogs/<ns>/<pod>/<container>`
+//! with `follow`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous` and
+//! `limitBytes`, read from the CRI log files (`<RFC3339Nano> stdout|stderr F|P <text>`), and
+//! `/healthz`. The API server proxies `pods/<p>/log` here.
+//!
+//! Its certificate is self-signed (generated at start, kept under the agent directory); the API
+//! server does not verify it yet, and this server does not authenticate its callers yet: both
+//! are the next step (a serving certificate signed by the cluster CA, client-certificate auth).
+
+use crate::cri::{self, Cri, api};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct KubeletServer {
+    pub cri: Cri,
+}
+
+/// A self-signed serving certificate for the node's names and addresses, created once.
+fn certificate(
+    dir: &Path,
+    names: &[String],
+) -> Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    std::fs::create_dir_all(dir)?;
+    let (cert_path, key_path) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    if !cert_path.exists() || !key_path.exists() {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        let cert = params.self_signed(&key)?;
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+    }
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
+        &cert_path,
+    )?))
+    .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(
+        &key_path,
+    )?))?
+    .context("no private key")?;
+    Ok((certs, key))
+}
+
+/// Binds the server; returns the port (useful with port 0) and the serving task.
+pub async fn bind(
+    cri: Cri,
+    port: u16,
+    cert_dir: &Path,
+    names: Vec<String>,
+) -> Result<(
+    u16,
+    impl std::future::Future<Output = Result<()>> + Send + use<>,
+)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (certs, key) = certificate(cert_dir, &names)?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding the kubelet port {port}"))?;
+    let port = listener.local_addr()?.port();
+    let server = Arc::new(KubeletServer { cri });
+    let serve = async move {
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let acceptor = acceptor.clone();
+            let server = server.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    };
+    Ok((port, serve))
+}
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg.into())).boxed());
+    *r.status_mut() = code;
+    r
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// What `containerLogs` was asked for.
+#[derive(Debug, Default, Clone)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<usize>,
+    pub since: Option<jiff::Timestamp>,
+    pub limit_bytes: Option<usize>,
+}
+
+impl LogOptions {
+    fn from_query(q: &HashMap<String, String>) -> LogOptions {
+        let flag = |k: &str| {
+            q.get(k)
+                .is_some_and(|v| v == "true" || v == "1" || v.is_empty())
+        };
+        let since = q
+            .get("sinceSeconds")
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|s| {
+                jiff::Timestamp::now()
+                    .checked_sub(jiff::SignedDuration::from_secs(s))
+                    .ok()
+            })
+            .or_else(|| q.get("sinceTime").and_then(|t| t.parse().ok()));
+        LogOptions {
+            follow: flag("follow"),
+            previous: flag("previous"),
+            timestamps: flag("timestamps"),
+            tail_lines: q.get("tailLines").and_then(|s| s.parse().ok()),
+            since,
+            limit_bytes: q.get("limitBytes").and_then(|s| s.parse().ok()),
+        }
+    }
+}
+
+/// One line of a CRI log file.
+pub struct LogLine<'a> {
+    pub time: &'a str,
+    pub partial: bool,
+    pub text: &'a str,
+}
+
+pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
+    let mut parts = line.splitn(4, ' ');
+    let time = parts.next()?;
+    let _stream = parts.next()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or("");
+    Some(LogLine {
+        time,
+        partial: tag.starts_with('P'),
+        text,
+    })
+}
+
+fn render(line: &str, opts: &LogOptions, out: &mut Vec<u8>) -> bool {
+    let Some(l) = parse_line(line) else {
+        return false;
+    };
+    if let Some(since) = opts.since
+        && l.time.parse::<jiff::Timestamp>().is_ok_and(|t| t < since)
+    {
+        return false;
+    }
+    if opts.timestamps {
+        out.extend_from_slice(l.time.as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(l.text.as_bytes());
+    if !l.partial {
+        out.push(b'\n');
+    }
+    true
+}
+
+impl KubeletServer {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok");
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["containerLogs", ns, pod, container] = parts.as_slice() {
+            let opts = LogOptions::from_query(&query(&req));
+            return match self.container_logs(ns, pod, container, opts).await {
+                Ok(r) => r,
+                Err((code, msg)) => text(code, msg),
+            };
+        }
+        text(StatusCode::NOT_FOUND, "404 page not found\n")
+    }
+
+    async fn container_logs(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        opts: LogOptions,
+    ) -> Result<Response<Body>, (StatusCode, String)> {
+        let mut cri = self.cri.clone();
+        let filter = api::ContainerFilter {
+            label_selector: HashMap::from([
+                (cri::POD_NAME_LABEL.to_string(), pod.to_string()),
+                (cri::POD_NAMESPACE_LABEL.to_string(), ns.to_string()),
+                (cri::CONTAINER_NAME_LABEL.to_string(), container.to_string()),
+            ]),
+            ..Default::default()
+        };
+        let list = cri
+            .list_containers(Some(filter))
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        let chosen = if opts.previous {
+            list.get(1)
+        } else {
+            list.first()
+        };
+        let Some(c) = chosen else {
+            let msg = if opts.previous {
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
+            } else {
+                format!(
+                    "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+                )
+            };
+            return Err((StatusCode::BAD_REQUEST, msg));
+        };
+        let status = cri
+            .container_status(&c.id)
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        let path = PathBuf::from(&status.log_path);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+        let id = c.id.clone();
+        let follow = opts.follow && status.state == api::ContainerState::ContainerRunning as i32;
+        tokio::spawn(stream_log(cri, id, path, opts, follow, tx));
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut r = Response::new(BodyExt::boxed(body));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        Ok(r)
+    }
+}
+
+/// Sends the log (the tail first), then, when following, new lines until the container stops.
+async fn stream_log(
+    mut cri: Cri,
+    id: String,
+    path: PathBuf,
+    opts: LogOptions,
+    follow: bool,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) {
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return;
+    };
+    let mut reader = BufReader::new(file);
+    let budget = std::sync::atomic::AtomicUsize::new(opts.limit_bytes.unwrap_or(usize::MAX));
+    let send = |mut chunk: Vec<u8>| {
+        let left = budget.load(std::sync::atomic::Ordering::Relaxed);
+        if chunk.len() > left {
+            chunk.truncate(left);
+        }
+        budget.store(left - chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        let tx = tx.clone();
+        async move { chunk.is_empty() || tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_ok() }
+    };
+    // The existing content, with tailLines applied to complete lines.
+    let mut lines = Vec::new();
+    let mut buf = String::new();
+    while reader.read_line(&mut buf).await.unwrap_or(0) > 0 {
+        if !buf.ends_with('\n') {
+            break;
+        }
+        lines.push(std::mem::take(&mut buf));
+    }
+    let start = opts.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
+    let mut out = Vec::new();
+    for l in &lines[start..] {
+        render(l.trim_end_matches('\n'), &opts, &mut out);
+    }
+    if !send(out).await || !follow {
+        return;
+    }
+    let mut last_check = tokio::time::Instant::now();
+    loop {
+        let n = reader.read_line(&mut buf).await.unwrap_or(0);
+        if n > 0 && buf.ends_with('\n') {
+            let mut out = Vec::new();
+            render(buf.trim_end_matches('\n'), &opts, &mut out);
+            buf.clear();
+            if !send(out).await || budget.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                return;
+            }
+            continue;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        if last_check.elapsed() > Duration::from_secs(1) {
+            last_check = tokio::time::Instant::now();
+            let running = cri
+                .container_status(&id)
+                .await
+                .is_ok_and(|s| s.state == api::ContainerState::ContainerRunning as i32);
+            if !running {
+                // One last read for lines written just before the exit.
+                let _ = reader.seek(std::io::SeekFrom::Current(0)).await;
+                while reader.read_line(&mut buf).await.unwrap_or(0) > 0 {
+                    if buf.ends_with('\n') {
+                        let mut out = Vec::new();
+                        render(buf.trim_end_matches('\n'), &opts, &mut out);
+                        buf.clear();
+                        if !send(out).await {
+                            return;
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_cri_lines() {
+        let opts = LogOptions {
+            timestamps: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        render(
+            "2024-01-01T00:00:00.123456789Z stdout F hello world",
+            &opts,
+            &mut out,
+        );
+        render(
+            "2024-01-01T00:00:01Z stderr P part",
+            &LogOptions::default(),
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2024-01-01T00:00:00.123456789Z hello world\npart"
+        );
+    }
+}

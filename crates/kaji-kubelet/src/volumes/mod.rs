@@ -1,0 +1,85 @@
+//! Pod volumes, set up as directories under `<agent dir>/volumes/<pod uid>/<plugin>/<name>` and
+//! bind-mounted into containers as CRI mounts (upstream: /var/lib/kubelet/pods/<uid>/volumes).
+//! One file per volume type; `atomic_writer` gives configMap, secret, downwardAPI and projected
+//! volumes their atomic updates, which the pod worker re-runs every resync.
+
+pub mod atomic_writer;
+pub mod empty_dir;
+pub mod host_path;
+pub mod projection;
+
+use crate::pods::env::PodFacts;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A volume that could not be set up (a FailedMount event, the pod stays ContainerCreating).
+#[derive(Debug, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume \"{volume}\" : {message}")]
+pub struct MountError {
+    pub volume: String,
+    pub message: String,
+}
+
+/// The root of one pod's volumes.
+pub fn pod_volumes_dir(agent_dir: &Path, uid: &str) -> PathBuf {
+    agent_dir.join("volumes").join(uid)
+}
+
+/// Sets up (or refreshes) every volume of `pod`; returns host paths by volume name.
+/// Volume types the agent does not support yet are reported as a mount error.
+pub async fn set_up(
+    client: &kube::Client,
+    agent_dir: &Path,
+    pod: &Pod,
+    facts: &PodFacts<'_>,
+) -> Result<HashMap<String, PathBuf>, MountError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let root = pod_volumes_dir(agent_dir, &uid);
+    let mut paths = HashMap::new();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
+        let err = |message: String| MountError {
+            volume: v.name.clone(),
+            message,
+        };
+        let path = if let Some(ed) = &v.empty_dir {
+            empty_dir::set_up(&root, &v.name, ed).map_err(|e| err(format!("{e:#}")))?
+        } else if let Some(hp) = &v.host_path {
+            host_path::set_up(hp).map_err(err)?
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+        {
+            projection::set_up(client, &root, pod, &v, facts)
+                .await
+                .map_err(err)?
+        } else if let Some(pvc) = &v.persistent_volume_claim {
+            host_path::from_claim(client, pod, &pvc.claim_name)
+                .await
+                .map_err(err)?
+        } else {
+            return Err(err(
+                "this volume type is not supported by the Kaji agent yet".into(),
+            ));
+        };
+        paths.insert(v.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+/// Removes a pod's volumes (unmounting tmpfs emptyDirs first). Host paths are never touched.
+pub fn tear_down(agent_dir: &Path, uid: &str) {
+    let root = pod_volumes_dir(agent_dir, uid);
+    empty_dir::unmount_all(&root);
+    if let Err(e) = std::fs::remove_dir_all(&root)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %root.display(), error = %e, "removing pod volumes");
+    }
+}

@@ -1,0 +1,301 @@
+//! configMap, secret, downwardAPI and projected volumes: files computed from API objects (with
+//! `items`, `defaultMode` and per-item `mode`) and written atomically, so that a change to the
+//! object reaches the mounted files at the next resync, as upstream.
+
+use super::atomic_writer::{self, Payload};
+use crate::pods::env::{PodFacts, field_value, resource_value};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
+use kube::Api;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub async fn set_up(
+    client: &kube::Client,
+    root: &Path,
+    pod: &Pod,
+    v: &Volume,
+    facts: &PodFacts<'_>,
+) -> Result<PathBuf, String> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let (plugin, payload) = if let Some(src) = &v.config_map {
+        let data = config_map_data(client, &ns, &src.name, src.optional == Some(true)).await?;
+        (
+            "kubernetes.io~configmap",
+            project(
+                data,
+                src.items.as_deref(),
+                mode(src.default_mode),
+                &format!("configmap \"{}\"", src.name),
+                src.optional == Some(true),
+            )?,
+        )
+    } else if let Some(src) = &v.secret {
+        let name = src.secret_name.clone().unwrap_or_default();
+        let data = secret_data(client, &ns, &name, src.optional == Some(true)).await?;
+        (
+            "kubernetes.io~secret",
+            project(
+                data,
+                src.items.as_deref(),
+                mode(src.default_mode),
+                &format!("secret \"{name}\""),
+                src.optional == Some(true),
+            )?,
+        )
+    } else if let Some(src) = &v.downward_api {
+        (
+            "kubernetes.io~downward-api",
+            downward(
+                pod,
+                src.items.as_deref().unwrap_or_default(),
+                mode(src.default_mode),
+                facts,
+            )?,
+        )
+    } else if let Some(src) = &v.projected {
+        let default_mode = mode(src.default_mode);
+        let mut all = Payload::new();
+        for s in src.sources.clone().unwrap_or_default() {
+            let part = if let Some(cm) = &s.config_map {
+                let data =
+                    config_map_data(client, &ns, &cm.name, cm.optional == Some(true)).await?;
+                project(
+                    data,
+                    cm.items.as_deref(),
+                    default_mode,
+                    &format!("configmap \"{}\"", cm.name),
+                    cm.optional == Some(true),
+                )?
+            } else if let Some(sec) = &s.secret {
+                let data = secret_data(client, &ns, &sec.name, sec.optional == Some(true)).await?;
+                project(
+                    data,
+                    sec.items.as_deref(),
+                    default_mode,
+                    &format!("secret \"{}\"", sec.name),
+                    sec.optional == Some(true),
+                )?
+            } else if let Some(d) = &s.downward_api {
+                downward(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    default_mode,
+                    facts,
+                )?
+            } else if let Some(t) = &s.service_account_token {
+                service_account_token(
+                    client,
+                    pod,
+                    t.audience.clone(),
+                    t.expiration_seconds,
+                    &t.path,
+                    default_mode,
+                )
+                .await
+            } else {
+                Payload::new()
+            };
+            all.extend(part);
+        }
+        ("kubernetes.io~projected", all)
+    } else {
+        return Err("not a projected volume".into());
+    };
+    let dir = root.join(plugin).join(&v.name);
+    atomic_writer::write(&dir, &payload).map_err(|e| format!("{e:#}"))?;
+    Ok(dir)
+}
+
+fn mode(m: Option<i32>) -> u32 {
+    m.map_or(0o644, |m| (m as u32) & 0o777)
+}
+
+async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(cm) => {
+            let mut out: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            out.extend(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            Ok(Some(out))
+        }
+        None if optional => Ok(None),
+        None => Err(format!("configmap \"{name}\" not found")),
+    }
+}
+
+async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(s) => {
+            let mut out: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            out.extend(
+                s.string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            Ok(Some(out))
+        }
+        None if optional => Ok(None),
+        None => Err(format!("secret \"{name}\" not found")),
+    }
+}
+
+/// Keys to files: all keys, or only `items` (a missing key is an error unless optional).
+fn project(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: u32,
+    what: &str,
+    optional: bool,
+) -> Result<Payload, String> {
+    let data = data.unwrap_or_default();
+    let mut out = Payload::new();
+    match items {
+        Some(items) if !items.is_empty() => {
+            for it in items {
+                match data.get(&it.key) {
+                    Some(v) => {
+                        out.insert(
+                            it.path.clone(),
+                            (
+                                v.clone(),
+                                it.mode.map_or(default_mode, |m| m as u32 & 0o777),
+                            ),
+                        );
+                    }
+                    None if optional => {}
+                    None => {
+                        return Err(format!(
+                            "configuration error: key \"{}\" not found in {what}",
+                            it.key
+                        ));
+                    }
+                }
+            }
+        }
+        _ => {
+            for (k, v) in data {
+                out.insert(k, (v, default_mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn downward(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: u32,
+    facts: &PodFacts,
+) -> Result<Payload, String> {
+    let mut out = Payload::new();
+    for it in items {
+        let value = if let Some(f) = &it.field_ref {
+            field_value(pod, &f.field_path, facts).map_err(|e| e.0)?
+        } else if let Some(r) = &it.resource_field_ref {
+            let name = r.container_name.clone().unwrap_or_default();
+            let c = crate::pods::find_container(pod, &name)
+                .ok_or_else(|| format!("container {name:?} not found"))?;
+            resource_value(
+                c,
+                &r.resource,
+                r.divisor.as_ref().map(|q| q.0.as_str()),
+                facts,
+            )
+            .map_err(|e| e.0)?
+        } else {
+            String::new()
+        };
+        out.insert(
+            it.path.clone(),
+            (
+                value.into_bytes(),
+                it.mode.map_or(default_mode, |m| m as u32 & 0o777),
+            ),
+        );
+    }
+    Ok(out)
+}
+
+/// A bound service account token through the TokenRequest API; if the API server does not offer
+/// it, the file is left out (logged), rather than failing the pod.
+async fn service_account_token(
+    client: &kube::Client,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: Option<i64>,
+    path: &str,
+    mode: u32,
+) -> Payload {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": audience.into_iter().collect::<Vec<_>>(), "expirationSeconds": expiration.unwrap_or(3607),
+                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid}}
+    });
+    let url = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token");
+    let mut out = Payload::new();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default());
+    if let Ok(req) = req {
+        match client.request::<serde_json::Value>(req).await {
+            Ok(v) => {
+                if let Some(t) = v.pointer("/status/token").and_then(|t| t.as_str()) {
+                    out.insert(path.to_string(), (t.as_bytes().to_vec(), mode));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TokenRequest for a projected service account token")
+            }
+        }
+    }
+    out
+}

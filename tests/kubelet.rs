@@ -1,0 +1,494 @@
+//! End-to-end tests of the real node agent: `kaji server` with its in-process kubelet and a
+//! managed containerd, running real containers from the test images (scripts/test-images.sh:
+//! busybox-based stand-ins pushed to 127.0.0.1:5000 and mirrored for docker.io). Stock kubectl.
+//!
+//! The tests run one at a time (each cluster's node gets 10.42.0.0/24 on its own bridge; two at
+//! once would route the same subnet twice), delete their pods, and call the containerd cleanup.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+use support::{Cluster, wait_for};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn require_root_and_images() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc_geteuid() },
+        0,
+        "the kubelet tests run real containers and need root"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-images.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("running scripts/test-images.sh");
+    assert!(
+        out.status.success(),
+        "scripts/test-images.sh failed (it needs docker-registry, skopeo, busybox-static: .ci/install-deps):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from("/etc/kaji/test-registries.yaml")
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// A cluster whose node runs real containers; deletes its pods and cleans containerd up on drop.
+struct Node {
+    cluster: Cluster,
+    bridge: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let registries = require_root_and_images();
+        let bridge = format!(
+            "kt{}",
+            &name
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(11)
+                .collect::<String>()
+        );
+        let reg = registries.to_string_lossy().into_owned();
+        let cluster = Cluster::start_with(
+            name,
+            &[
+                "--disable-agent=false",
+                "--registries",
+                &reg,
+                "--cni-bridge-name",
+                &bridge,
+                "--kubelet-port",
+                "0",
+                "--node-name",
+                "kaji-test-node",
+            ],
+        );
+        let node = Node {
+            cluster,
+            bridge,
+            _serial: serial,
+        };
+        wait_for("the node to be Ready", Duration::from_secs(60), || {
+            let out = node.cluster.kubectl(&[
+                "get",
+                "node",
+                "kaji-test-node",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+        });
+        node
+    }
+
+    fn apply(&self, manifest: &str) {
+        self.cluster.apply(support::KUBECTL_NEW, manifest);
+    }
+
+    fn jsonpath(&self, pod: &str, path: &str) -> String {
+        let out = self
+            .cluster
+            .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_running(&self, pod: &str) -> String {
+        wait_for(
+            &format!("pod {pod} Running with an IP"),
+            Duration::from_secs(60),
+            || {
+                let s = self.jsonpath(pod, "{.status.phase} {.status.podIP}");
+                let (phase, ip) = s.split_once(' ').unwrap_or((&s, ""));
+                (phase == "Running" && !ip.is_empty()).then(|| ip.to_string())
+            },
+        )
+    }
+
+    fn wait_phase(&self, pod: &str, phase: &str) {
+        wait_for(
+            &format!("pod {pod} {phase}"),
+            Duration::from_secs(60),
+            || (self.jsonpath(pod, "{.status.phase}") == phase).then_some(()),
+        );
+    }
+
+    fn logs(&self, args: &[&str]) -> String {
+        let mut a = vec!["logs"];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&self.cluster.kubectl(&a).stdout).into_owned()
+    }
+
+    fn wait_logs(&self, args: &[&str], want: &str) -> String {
+        wait_for(
+            &format!("logs {args:?} to contain {want:?}"),
+            Duration::from_secs(60),
+            || {
+                let l = self.logs(args);
+                l.contains(want).then_some(l)
+            },
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--wait=false",
+        ]);
+        let gone = (0..300).any(|_| {
+            let out = self.cluster.kubectl(&["get", "pods", "-o", "name"]);
+            let empty = out.status.success() && out.stdout.is_empty();
+            if !empty {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            empty
+        });
+        self.cluster.kill();
+        let mut opts = kaji_kubelet::containerd::ContainerdOptions::new(
+            self.cluster.data_dir().join("agent/containerd"),
+            "10.42.0.0/24",
+        );
+        opts.bridge_name = self.bridge.clone();
+        opts.network_name = format!("kaji-{}", self.bridge);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = rt.block_on(kaji_kubelet::containerd::cleanup(&opts));
+        if !gone && !std::thread::panicking() {
+            panic!("pods were not deleted within 30 s");
+        }
+    }
+}
+
+fn seed(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/seeds")
+            .join(name),
+    )
+    .expect("seed manifest")
+}
+
+#[test]
+fn seed_nginx_pod_serves_pods_talk_and_logs_stream() {
+    let n = Node::start("kubelet-nginx");
+    let started = std::time::Instant::now();
+    n.apply(&seed("000-nginx-pod.yaml").replace("nginx:latest", "nginx:1.15"));
+    let ip = n.wait_running("my-first-pod");
+    eprintln!(
+        "my-first-pod Running with IP {ip} after {:?} (image pulled from the local registry)",
+        started.elapsed()
+    );
+    // Another pod reaches it over the pod network.
+    n.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  restartPolicy: Never\n  containers:\n  - name: wget\n    image: busybox:latest\n    command: [\"wget\", \"-qO-\", \"http://{ip}/\"]\n"
+    ));
+    n.wait_phase("client", "Succeeded");
+    assert!(
+        n.logs(&["client"]).contains("1.15"),
+        "the page names nginx 1.15: {}",
+        n.logs(&["client"])
+    );
+    // Two containers of one pod share the network namespace.
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: nginx:1.16
+  - name: client
+    image: busybox:latest
+    command: ["sh", "-c", "until wget -qO- http://localhost/; do sleep 0.2; done; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"]
+"#,
+    );
+    n.wait_running("two");
+    n.wait_logs(&["two", "-c", "client"], "1.16");
+    // kubectl picks a default container itself; the API asks for one, as upstream.
+    let err = n
+        .cluster
+        .fails(&["get", "--raw", "/api/v1/namespaces/default/pods/two/log"]);
+    assert!(err.contains("a container name must be specified"), "{err}");
+    // --tail and --timestamps, then -f streams new lines.
+    let tail = n.wait_logs(
+        &["two", "-c", "client", "--tail", "2", "--timestamps"],
+        "tick",
+    );
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(
+        tail.lines().all(|l| l
+            .split(' ')
+            .next()
+            .is_some_and(|t| t.ends_with('Z') && t.contains('T'))),
+        "{tail}"
+    );
+    let mut follow = Command::new(support::KUBECTL_NEW)
+        .arg("--kubeconfig")
+        .arg(&n.cluster.kubeconfig)
+        .args(["logs", "-f", "two", "-c", "client", "--tail", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = follow.kill();
+    let out = follow.wait_with_output().expect("output");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("tick"))
+        .count();
+    assert!(
+        lines >= 3,
+        "logs -f streamed {lines} lines in 2 s: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn configuration_env_and_volumes() {
+    let n = Node::start("kubelet-config");
+    let host_dir = n.cluster.data_dir().join("hostpath-test/sub");
+    n.apply(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+data:
+  greeting: hello
+  nginx.conf: "server {}"
+  bad-key!: skipped
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  password: s3cret
+"#,
+    );
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: cfg-pod
+  labels:
+    app: demo
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:latest
+    command: ["sh", "-c", "env | sort; echo FILE=$(cat /config/renamed.conf); echo SECRET=$(cat /secret/password); while true; do echo CUR=$(cat /secret/password); cat /shared/from-writer 2>/dev/null; sleep 0.5; done"]
+    env:
+    - name: GREETING
+      valueFrom: {configMapKeyRef: {name: cfg, key: greeting}}
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: MY_POD
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: MY_NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    - name: MY_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    - name: COMPOSED
+      value: "$(GREETING)-world"
+    envFrom:
+    - prefix: CM_
+      configMapRef: {name: cfg}
+    volumeMounts:
+    - {name: config, mountPath: /config}
+    - {name: secret, mountPath: /secret}
+    - {name: shared, mountPath: /shared}
+  - name: writer
+    image: busybox:latest
+    command: ["sh", "-c", "echo written-by-writer > /data/from-writer; echo hostpath > /host/marker; sleep 3600"]
+    volumeMounts:
+    - {name: shared, mountPath: /data}
+    - {name: host, mountPath: /host}
+  volumes:
+  - name: config
+    configMap:
+      name: cfg
+      items:
+      - {key: nginx.conf, path: renamed.conf}
+  - name: secret
+    secret: {secretName: creds}
+  - name: shared
+    emptyDir: {}
+  - name: host
+    hostPath: {path: HOSTDIR, type: DirectoryOrCreate}
+"#
+    .replace("HOSTDIR", &host_dir.to_string_lossy());
+    n.apply(&manifest);
+    let ip = n.wait_running("cfg-pod");
+    let logs = n.wait_logs(&["cfg-pod", "-c", "main"], "written-by-writer");
+    for want in [
+        "GREETING=hello",
+        "PASSWORD=s3cret",
+        "MY_POD=cfg-pod",
+        "MY_NODE=kaji-test-node",
+        &format!("MY_IP={ip}"),
+        "COMPOSED=hello-world",
+        "CM_greeting=hello",
+        "FILE=server {}",
+        "SECRET=s3cret",
+        "KUBERNETES_SERVICE_HOST=",
+    ] {
+        assert!(logs.contains(want), "missing {want:?} in:\n{logs}");
+    }
+    assert!(
+        !logs.contains("bad-key"),
+        "an invalid env name was passed: {logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("marker"))
+            .ok()
+            .as_deref(),
+        Some("hostpath\n"),
+        "hostPath DirectoryOrCreate"
+    );
+    let events = n.cluster.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=cfg-pod",
+    ]);
+    assert!(
+        events.contains("InvalidEnvironmentVariableNames"),
+        "{events}"
+    );
+    // A changed Secret reaches the mounted file within the resync period.
+    n.cluster.ok(&[
+        "patch",
+        "secret",
+        "creds",
+        "-p",
+        r#"{"stringData":{"password":"changed"}}"#,
+    ]);
+    n.wait_logs(&["cfg-pod", "-c", "main", "--tail", "5"], "CUR=changed");
+    // A missing ConfigMap is CreateContainerConfigError, and the agent carries on.
+    n.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: no-cm\nspec:\n  containers:\n  - name: c\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n    env:\n    - name: X\n      valueFrom: {configMapKeyRef: {name: missing, key: k}}\n",
+    );
+    wait_for(
+        "CreateContainerConfigError",
+        Duration::from_secs(30),
+        || {
+            n.cluster
+                .ok(&["get", "pod", "no-cm"])
+                .contains("CreateContainerConfigError")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn probes_restart_and_gate_readiness() {
+    let n = Node::start("kubelet-probes");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: liveness
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/healthy"]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: readiness
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: nginx:1.15
+    readinessProbe:
+      httpGet: {path: /missing, port: 80}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ready-ok
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: nginx:1.15
+    readinessProbe:
+      tcpSocket: {port: 80}
+      periodSeconds: 1
+"#,
+    );
+    wait_for(
+        "liveness RESTARTS to increment",
+        Duration::from_secs(60),
+        || {
+            let restarts: u32 = n
+                .jsonpath("liveness", "{.status.containerStatuses[0].restartCount}")
+                .parse()
+                .unwrap_or(0);
+            (restarts >= 1).then_some(())
+        },
+    );
+    let events = n.cluster.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=liveness",
+    ]);
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    n.wait_running("readiness");
+    wait_for("ready-ok READY 1/1", Duration::from_secs(30), || {
+        n.cluster
+            .ok(&["get", "pod", "ready-ok"])
+            .contains("1/1")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let row = n.cluster.ok(&["get", "pod", "readiness"]);
+    assert!(row.contains("0/1") && row.contains("Running"), "{row}");
+}
+
+#[test]
+fn missing_image_backs_off() {
+    let n = Node::start("kubelet-image");
+    n.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n  - name: c\n    image: 127.0.0.1:5000/kaji/does-not-exist:1\n");
+    wait_for("ErrImagePull", Duration::from_secs(30), || {
+        let row = n.cluster.ok(&["get", "pod", "missing"]);
+        (row.contains("ErrImagePull") || row.contains("ImagePullBackOff")).then_some(())
+    });
+    wait_for("ImagePullBackOff", Duration::from_secs(30), || {
+        n.cluster
+            .ok(&["get", "pod", "missing"])
+            .contains("ImagePullBackOff")
+            .then_some(())
+    });
+    let describe = n.cluster.ok(&["describe", "pod", "missing"]);
+    assert!(describe.contains("Failed to pull image"), "{describe}");
+}
