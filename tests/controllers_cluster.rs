@@ -3,9 +3,10 @@
 //! service account, Endpoints and EndpointSlices following pods, hollow nodes and node failure
 //! (NotReady/Unknown, the unreachable taint, taint-based eviction).
 //!
-//! Until the ReplicaSet controller lands, owners and dependents are made by hand (a ReplicaSet
-//! with 0 replicas owning pods and ConfigMaps it does not select), and pods are bound to hollow
-//! nodes through pods/binding, as a scheduler would.
+//! Owners and dependents are made by hand (a ReplicaSet with 0 replicas owning pods and
+//! ConfigMaps it does not select), and the tests bind pods to hollow nodes through pods/binding
+//! themselves, so they run without the scheduler (`--disable-scheduler`) to stay in control of
+//! placement.
 
 mod support;
 
@@ -74,7 +75,7 @@ fn wait_gone(c: &Cluster, args: &[&str]) {
 
 #[test]
 fn background_cascading_delete_and_dangling_owners() {
-    let c = Cluster::start("gc-background");
+    let c = Cluster::start_with("gc-background", &["--disable-scheduler"]);
     let uid = owner(&c, "default", "web");
     dependent_pod(&c, "default", "web-a", json!([owner_ref("web", &uid, true)]), json!([]));
     dependent_pod(&c, "default", "web-b", json!([owner_ref("web", &uid, false)]), json!([]));
@@ -105,7 +106,7 @@ fn background_cascading_delete_and_dangling_owners() {
 
 #[test]
 fn foreground_delete_waits_for_blocking_dependents() {
-    let c = Cluster::start("gc-foreground");
+    let c = Cluster::start_with("gc-foreground", &["--disable-scheduler"]);
     let uid = owner(&c, "default", "front");
     // The blocking dependent holds its own finalizer, so the order can be watched.
     dependent_pod(&c, "default", "front-a", json!([owner_ref("front", &uid, true)]), json!(["kaji.test/hold"]));
@@ -126,7 +127,7 @@ fn foreground_delete_waits_for_blocking_dependents() {
 
 #[test]
 fn orphan_delete_keeps_dependents_without_the_reference() {
-    let c = Cluster::start("gc-orphan");
+    let c = Cluster::start_with("gc-orphan", &["--disable-scheduler"]);
     let uid = owner(&c, "default", "lonely");
     dependent_pod(&c, "default", "lonely-a", json!([owner_ref("lonely", &uid, true)]), json!([]));
     dependent_configmap(&c, "default", "lonely-config", json!([owner_ref("lonely", &uid, false)]));
@@ -141,7 +142,7 @@ fn orphan_delete_keeps_dependents_without_the_reference() {
 
 #[test]
 fn namespace_deletion_empties_then_removes_it_and_default_service_accounts_exist() {
-    let c = Cluster::start("namespace");
+    let c = Cluster::start_with("namespace", &["--disable-scheduler"]);
     wait_for("the default service account in default", WAIT, || get(&c, &["-n", "default", "get", "serviceaccount", "default"]));
     wait_for("the default service account in kube-system", WAIT, || get(&c, &["-n", "kube-system", "get", "serviceaccount", "default"]));
     c.ok(&["create", "namespace", "doomed"]);
@@ -216,7 +217,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[test]
 fn endpoints_follow_pods_on_hollow_nodes() {
-    let c = Cluster::start_with("endpoints", &["--hollow-nodes", "2"]);
+    let c = Cluster::start_with("endpoints", &["--disable-scheduler", "--hollow-nodes", "2"]);
     wait_for("hollow nodes registered", WAIT, || get(&c, &["get", "node", "hollow-node-1"]));
     apply(
         &c,
@@ -322,7 +323,7 @@ fn taints(c: &Cluster, node: &str) -> Vec<String> {
 fn hollow_node_failure_taints_and_evicts() {
     let c = Cluster::start_with(
         "node-failure",
-        &["--hollow-nodes", "3", "--node-monitor-grace-period", "3s", "--default-unreachable-toleration-seconds", "4"],
+        &["--disable-scheduler", "--hollow-nodes", "3", "--node-monitor-grace-period", "3s", "--default-unreachable-toleration-seconds", "4"],
     );
     // Hollow nodes are Ready in `kubectl get nodes`, and say they are a simulation.
     wait_for("three Ready hollow nodes", WAIT, || {
@@ -393,7 +394,7 @@ impl Drop for Agent {
 
 #[test]
 fn killed_hollow_agent_nodes_go_unknown() {
-    let c = Cluster::start_with("agent-kill", &["--node-monitor-grace-period", "3s"]);
+    let c = Cluster::start_with("agent-kill", &["--disable-scheduler", "--node-monitor-grace-period", "3s"]);
     let log = std::fs::File::create(c.data_dir().join("agent.log")).expect("agent log");
     let mut agent = Agent(
         std::process::Command::new(env!("CARGO_BIN_EXE_kaji"))

@@ -254,7 +254,7 @@ const SEED_RS: &str = include_str!("seeds/000-nginx-replicaset.yaml");
 
 #[test]
 fn seed_000_replicaset_adopts_replaces_scales_and_deletes() {
-    let c = Cluster::start("rs-seed");
+    let c = Cluster::start_with("rs-seed", &["--disable-scheduler"]);
     let _node = fake_node(&c, Duration::from_millis(200));
     c.apply(support::KUBECTL_NEW, SEED_POD);
     c.apply(support::KUBECTL_NEW, SEED_RS);
@@ -444,7 +444,7 @@ fn deployment_image(c: &Cluster, name: &str) -> String {
 
 #[test]
 fn deployment_rolls_within_surge_and_unavailability() {
-    let c = Cluster::start("deploy-roll");
+    let c = Cluster::start_with("deploy-roll", &["--disable-scheduler"]);
     let _node = fake_node(&c, Duration::from_millis(300));
     let counter = pod_counter(&c, "app=web");
     c.apply(support::KUBECTL_NEW, &deployment("web", 3, "nginx:1.15"));
@@ -574,7 +574,7 @@ fn deployment_rolls_within_surge_and_unavailability() {
 
 #[test]
 fn deployment_scale_down_with_image_change_converges() {
-    let c = Cluster::start("deploy-5to1");
+    let c = Cluster::start_with("deploy-5to1", &["--disable-scheduler"]);
     let _node = fake_node(&c, Duration::from_millis(200));
     c.apply(support::KUBECTL_NEW, &deployment("shrink", 5, "nginx:1.15"));
     rollout_done(&c, "shrink");
@@ -595,7 +595,7 @@ fn deployment_scale_down_with_image_change_converges() {
 
 #[test]
 fn deployment_recreate_pause_and_history_limit() {
-    let c = Cluster::start("deploy-recreate");
+    let c = Cluster::start_with("deploy-recreate", &["--disable-scheduler"]);
     let _node = fake_node(&c, Duration::from_millis(100));
     let manifest = |image: &str| {
         deployment("re", 2, image).replace(
