@@ -64,7 +64,7 @@ build() {
     mkdir -p "$root"/{bin,tmp,www,etc,root,var/run} "$out/blobs/sha256"
     chmod 1777 "$root/tmp"
     cp "$BUSYBOX" "$root/bin/busybox"
-    for app in sh ash cat echo env hostname httpd ip kill ls mkdir nc nslookup ping ps rm sleep \
+    for app in sh ash cat echo env hostname httpd ip kill ls mkdir nc nslookup ping ps rm sleep tar \
                tail test top true false uname wget whoami id date head grep sed vi; do
         ln -s busybox "$root/bin/$app"
     done

@@ -3,6 +3,8 @@
 //! leaves nothing behind (the server is killed and its directory removed on drop).
 #![allow(dead_code)]
 
+pub mod node;
+
 use serde_json::Value;
 use std::io::Write;
 use std::net::TcpListener;

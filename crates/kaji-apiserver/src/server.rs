@@ -260,6 +260,11 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
     let method: Method = req.method().clone();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    // exec, attach and portforward keep the connection: the request itself goes to the proxy.
+    if rr.group.is_empty() && rr.plural == "pods" && matches!(rr.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+        let call = Call { server, strategy: &strategy, req: &rr, params: &params, output: &output, content_type: &content_type, user_agent: &user_agent, body: Bytes::new() };
+        return rest::streaming::upgrade(call, req).await.unwrap_or_else(|e| error_response(&e));
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {

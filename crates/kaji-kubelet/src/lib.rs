@@ -12,4 +12,5 @@ pub mod node;
 pub mod pods;
 pub mod server;
 pub mod status;
+pub mod streaming;
 pub mod volumes;

@@ -1,13 +1,15 @@
 //! The kubelet's HTTPS server (upstream port 10250): today `GET /containerLogs/<ns>/<pod>/<container>`
 //! with `follow`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous` and
-//! `limitBytes`, read from the CRI log files (`<RFC3339Nano> stdout|stderr F|P <text>`), and
-//! `/healthz`. The API server proxies `pods/<p>/log` here.
+//! `limitBytes`, read from the CRI log files (`<RFC3339Nano> stdout|stderr F|P <text>`),
+//! `/exec`, `/attach` and `/portForward` (see `streaming`), and `/healthz`. The API server
+//! proxies `pods/<p>/log`, `exec`, `attach` and `portforward` here.
 //!
 //! Its certificate is self-signed (generated at start, kept under the agent directory); the API
 //! server does not verify it yet, and this server does not authenticate its callers yet: both
 //! are the next step (a serving certificate signed by the cluster CA, client-certificate auth).
 
 use crate::cri::{self, Cri, api};
+use crate::streaming::{self, Kind};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -96,7 +98,7 @@ pub async fn bind(
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc)
                 .await;
             });
         }
@@ -218,6 +220,18 @@ impl KubeletServer {
                 Ok(r) => r,
                 Err((code, msg)) => text(code, msg),
             };
+        }
+        let stream = match parts.as_slice() {
+            ["exec", ns, pod, container] => Some((Kind::Exec, *ns, *pod, Some(*container))),
+            ["attach", ns, pod, container] => Some((Kind::Attach, *ns, *pod, Some(*container))),
+            ["portForward", ns, pod] => Some((Kind::PortForward, *ns, *pod, None)),
+            _ => None,
+        };
+        if let Some((kind, ns, pod, container)) = stream {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            let container = container.map(str::to_string);
+            let cri = self.cri.clone();
+            return streaming::serve(cri, kind, &ns, &pod, container.as_deref(), req).await;
         }
         text(StatusCode::NOT_FOUND, "404 page not found\n")
     }

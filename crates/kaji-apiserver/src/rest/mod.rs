@@ -1,15 +1,18 @@
 //! The generic REST handler: every verb for every kind, driven by the kind's strategy.
 //! Reading order: `dispatch` picks the verb; `read` (get, list), `write` (create, update, patch),
-//! `delete`, `watch`, `subresource` (status, scale, binding, eviction) and `output` (tables,
+//! `delete`, `watch`, `subresource` (status, scale, binding, eviction, log), `streaming` (exec,
+//! attach, portforward: upgrades proxied to the kubelet) and `output` (tables,
 //! partial metadata) do the work.
 
 mod apply;
 mod delete;
 mod output;
 mod read;
+pub mod streaming;
 mod subresource;
 mod watch;
 mod write;
+mod wstunnel;
 
 pub use output::Output;
 pub use watch::WatchBody;

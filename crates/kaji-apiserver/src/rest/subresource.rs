@@ -185,26 +185,46 @@ async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
     let pod = fetch(&call).await?;
     let name = call.req.name.clone().unwrap_or_default();
     let ns = call.namespace().unwrap_or("default").to_string();
+    let container = pod_container(&pod, call.params.get("container").map(String::as_str), false)?;
+    let (ip, port) = kubelet_address(&call, &pod).await?;
+    let mut query: Vec<String> = Vec::new();
+    for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
+        if let Some(v) = call.params.get(k) {
+            query.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+        }
+    }
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    kubelet_stream(&ip, port, &path).await
+}
+
+/// The container a log, exec or attach request is for, as upstream's `validateContainer`: the
+/// one asked for (init containers count), else the only one, else the
+/// `kubectl.kubernetes.io/default-container` annotation when `use_annotation`, else an error
+/// naming the choices.
+pub(super) fn pod_container(pod: &Value, requested: Option<&str>, use_annotation: bool) -> Result<String, ApiError> {
+    let name = meta_str(pod, "name").unwrap_or_default();
     let names = |path: &str| -> Vec<String> {
         pod.pointer(path).and_then(Value::as_array).map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()).unwrap_or_default()
     };
     let (containers, inits) = (names("/spec/containers"), names("/spec/initContainers"));
-    let container = match call.params.get("container").filter(|c| !c.is_empty()) {
-        Some(c) => {
-            if !containers.contains(c) && !inits.contains(c) {
-                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
-            }
-            c.clone()
-        }
-        None if containers.len() == 1 => containers[0].clone(),
+    let annotated = pod.pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container").and_then(Value::as_str).filter(|_| use_annotation);
+    match requested.filter(|c| !c.is_empty()).or(annotated) {
+        Some(c) if containers.iter().chain(&inits).any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
         None => {
             let mut msg = format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "));
             if !inits.is_empty() {
                 msg.push_str(&format!(" or one of the init containers: [{}]", inits.join(" ")));
             }
-            return Err(ApiError::bad_request(msg));
+            Err(ApiError::bad_request(msg))
         }
-    };
+    }
+}
+
+/// Where the pod's kubelet listens: its node's InternalIP and `daemonEndpoints.kubeletEndpoint`.
+pub(super) async fn kubelet_address(call: &Call<'_>, pod: &Value) -> Result<(String, u16), ApiError> {
+    let name = meta_str(pod, "name").unwrap_or_default();
     let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
@@ -224,28 +244,29 @@ async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
         .and_then(|a| a["address"].as_str())
         .unwrap_or_default()
         .to_string();
-    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
+    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(10250);
     if ip.is_empty() {
         return Err(ApiError::new(503, "ServiceUnavailable", format!("node {node_name} has no address")));
     }
-    let mut query: Vec<String> = Vec::new();
-    for k in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
-        if let Some(v) = call.params.get(k) {
-            query.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
-        }
-    }
-    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    kubelet_stream(&ip, port as u16, &path).await
+    Ok((ip, port))
+}
+
+/// A TLS connection to a kubelet (HTTP/1.1, for streams and upgrades).
+pub(super) async fn kubelet_connect(ip: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
+    let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
+    let tcp = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| unavailable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let mut cfg = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(std::sync::Arc::new(AnyKubeletCert)).with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))
 }
 
 /// GETs `path` from a kubelet and streams the body back (errors keep the kubelet's message).
 async fn kubelet_stream(ip: &str, port: u16, path: &str) -> Result<Reply, ApiError> {
     use http_body_util::BodyExt;
     let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
-    let tcp = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| unavailable(e.to_string()))?;
-    let cfg = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(std::sync::Arc::new(AnyKubeletCert)).with_no_client_auth();
-    let server_name = rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
+    let tls = kubelet_connect(ip, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(conn);
     let req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| unavailable(e.to_string()))?;

@@ -1,0 +1,189 @@
+//! pods/exec, pods/attach and pods/portforward: the API server checks the request as upstream's
+//! `ExecLocation` / `AttachLocation` / `PortForwardLocation` do, then proxies the HTTP/1.1
+//! upgrade (SPDY/3.1 or WebSocket) to the node's kubelet (`/exec/<ns>/<pod>/<container>`,
+//! `/attach/...`, `/portForward/<ns>/<pod>`), relays its `101 Switching Protocols` and splices
+//! the two connections: upstream's UpgradeAwareHandler, without translating protocols.
+//!
+//! Port-forward's WebSocket tunnel (kubectl 1.31+) ends here (`wstunnel`). When the kubelet
+//! refuses an upgrade (e.g. a `v5.channel.k8s.io` WebSocket its runtime cannot serve), its
+//! status goes back to the client as it is: client-go treats any non-101 answer to a WebSocket
+//! handshake as an upgrade failure and falls back to SPDY (`transport/websocket/roundtripper.go`,
+//! `remotecommand/fallback.go`).
+
+use super::{Call, wstunnel};
+use super::read::fetch;
+use super::subresource::{kubelet_address, kubelet_connect, pod_container};
+use crate::objects::meta_str;
+use crate::server::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use kaji_api::ApiError;
+use serde_json::Value;
+
+/// Headers that describe the client's hop to the API server, not the kubelet's.
+const NOT_FORWARDED: [&str; 4] = ["host", "authorization", "content-length", "transfer-encoding"];
+
+/// Serves an exec, attach or portforward request on a pod (`call.req.subresource`).
+pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let sub = call.req.subresource.clone().unwrap_or_default();
+    let pod = fetch(&call).await?;
+    let name = meta_str(&pod, "name").unwrap_or_default().to_string();
+    let ns = call.namespace().unwrap_or("default").to_string();
+    let pairs = query_pairs(req.uri().query());
+    let values = |k: &str| pairs.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let flag = |k: &str| values(k).last().is_some_and(|v| v == "true" || v == "1");
+    let path = if sub == "portforward" {
+        let mut q: Vec<String> = Vec::new();
+        for p in values("ports") {
+            q.push(format!("port={}", encode(&p)));
+        }
+        format!("/portForward/{ns}/{name}?{}", q.join("&"))
+    } else {
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            return Err(ApiError::bad_request(format!("cannot {sub} into a container in a completed pod; current phase is {phase}")));
+        }
+        let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr"), flag("tty"));
+        if !stdin && !stdout && !stderr {
+            return Err(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
+        }
+        let container = pod_container(&pod, values("container").last().map(String::as_str), true)?;
+        let mut q: Vec<String> = Vec::new();
+        if sub == "exec" {
+            let command = values("command");
+            if command.is_empty() {
+                return Err(ApiError::bad_request("you must specify at least one command for the container"));
+            }
+            q.extend(command.iter().map(|c| format!("command={}", encode(c))));
+        }
+        // The kubelet's parameter names (upstream's api.ExecStdinParam and friends).
+        for (on, key) in [(stdin, "input"), (stdout, "output"), (stderr && !tty, "error"), (tty, "tty")] {
+            if on {
+                q.push(format!("{key}=1"));
+            }
+        }
+        let kubelet_sub = if sub == "exec" { "exec" } else { "attach" };
+        format!("/{kubelet_sub}/{ns}/{name}/{container}?{}", q.join("&"))
+    };
+    let (ip, port) = kubelet_address(&call, &pod).await?;
+    let tunnel = sub == "portforward" && offers_tunnel(&req);
+    proxy_upgrade(req, &ip, port, &path, tunnel).await
+}
+
+/// A port-forward WebSocket that tunnels SPDY (`SPDY/3.1+portforward.k8s.io`).
+fn offers_tunnel<B>(req: &Request<B>) -> bool {
+    let websocket = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    websocket
+        && req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|p| p.trim() == wstunnel::TUNNEL_PROTOCOL)
+}
+
+/// Sends the upgrade request to the kubelet; on 101 answers the client with the kubelet's
+/// headers and splices the two upgraded connections until both sides close. With `tunnel`, the
+/// client's WebSocket ends here and the kubelet is asked for SPDY (see `wstunnel`).
+async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &str, tunnel: bool) -> Result<Response<Body>, ApiError> {
+    if !is_upgrade(&req) {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
+    let failed = |e: String| ApiError::new(503, "ServiceUnavailable", format!("proxying to the kubelet at {ip}:{port}: {e}"));
+    let tls = kubelet_connect(ip, port).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| failed(e.to_string()))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut out = Request::builder().method(req.method().clone()).uri(path);
+    if tunnel {
+        out = out.header(header::CONNECTION, "Upgrade").header(header::UPGRADE, "SPDY/3.1").header("X-Stream-Protocol-Version", "portforward.k8s.io");
+    } else {
+        for (k, v) in req.headers() {
+            if !NOT_FORWARDED.contains(&k.as_str()) {
+                out = out.header(k, v);
+            }
+        }
+    }
+    let out = out.header(header::HOST, format!("{ip}:{port}")).body(Empty::<Bytes>::new()).map_err(|e| failed(e.to_string()))?;
+    let mut resp = sender.send_request(out).await.map_err(|e| failed(e.to_string()))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The kubelet's own words, as a Status the client can print.
+        let code = resp.status().as_u16();
+        let bytes = Limited::new(resp.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let msg = String::from_utf8_lossy(&bytes).trim().to_string();
+        return Err(match code {
+            400 => ApiError::bad_request(msg),
+            404 => ApiError::new(404, "NotFound", msg),
+            _ => ApiError::new(code, "InternalError", msg),
+        });
+    }
+    let mut answer = Response::new(Full::new(Bytes::new()).boxed());
+    *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if tunnel {
+        let key = req.headers().get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let h = answer.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(wstunnel::TUNNEL_PROTOCOL));
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&wstunnel::accept_key(key)).map_err(|e| failed(e.to_string()))?);
+    } else {
+        *answer.headers_mut() = std::mem::take(resp.headers_mut());
+    }
+    let client = hyper::upgrade::on(&mut req);
+    let kubelet = hyper::upgrade::on(resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, kubelet) {
+            Ok((client, kubelet)) if tunnel => wstunnel::splice(TokioIo::new(client), TokioIo::new(kubelet)).await,
+            Ok((client, kubelet)) => {
+                let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
+                    tracing::debug!(error = %e, "stream to the kubelet ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrading a stream to the kubelet failed"),
+        }
+    });
+    Ok(answer)
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    let has = |h: header::HeaderName, want: &str| {
+        req.headers().get_all(h).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(want))
+    };
+    has(header::CONNECTION, "upgrade") && req.headers().get(header::UPGRADE).is_some_and(|v: &HeaderValue| !v.is_empty())
+}
+
+/// Query pairs in order, repeated keys kept (`command=sh&command=-c&...`).
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let dec = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_repeated_commands_in_order() {
+        let q = query_pairs(Some("command=sh&command=-c&command=echo+a%20b&stdin=true"));
+        let cmds: Vec<&str> = q.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(cmds, ["sh", "-c", "echo a b"]);
+    }
+
+    #[test]
+    fn recognises_upgrades() {
+        let req = Request::get("/").header("connection", "keep-alive, Upgrade").header("upgrade", "SPDY/3.1").body(()).unwrap();
+        assert!(is_upgrade(&req));
+        let req = Request::get("/").header("upgrade", "websocket").body(()).unwrap();
+        assert!(!is_upgrade(&req));
+    }
+}
