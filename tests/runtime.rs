@@ -318,8 +318,17 @@ impl Instance {
                 .path()
                 .join(self.cgroup_parent.trim_start_matches('/'));
             if parent.exists() {
-                std::fs::remove_dir(&parent)
-                    .unwrap_or_else(|e| panic!("cgroup {} not empty: {e}", parent.display()));
+                // Killed processes leave their cgroups a moment after they are reaped; poll.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    match std::fs::remove_dir(&parent) {
+                        Ok(()) => break,
+                        Err(e) if std::time::Instant::now() >= deadline => {
+                            panic!("cgroup {} not empty: {e}", parent.display())
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                    }
+                }
             }
         }
     }
