@@ -421,3 +421,60 @@ fn killed_hollow_agent_nodes_go_unknown() {
         down.then_some(())
     });
 }
+
+/// Seeds 001/002: a node dies, and the Deployment's pods are replaced on the nodes that are left.
+/// Everything runs as in a real cluster here: controllers, scheduler and three hollow nodes.
+#[test]
+fn deployment_pods_move_off_a_failed_node() {
+    let c = Cluster::start_with(
+        "node-failover",
+        &["--hollow-nodes", "3", "--node-monitor-grace-period", "3s", "--default-unreachable-toleration-seconds", "3"],
+    );
+    wait_for("three Ready hollow nodes", WAIT, || {
+        let out = c.ok(&["get", "nodes", "--no-headers"]);
+        (out.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 3).then_some(())
+    });
+    apply(
+        &c,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "nginx", "image": "nginx:1.16",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}),
+    );
+    // (node, terminating) of every pod of the Deployment.
+    let placement = |c: &Cluster| -> Vec<(String, bool)> {
+        let list = get(c, &["get", "pods", "-l", "app=web"]).expect("pod list");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (s(p, "/spec/nodeName").to_string(), p.pointer("/metadata/deletionTimestamp").is_some()))
+            .collect()
+    };
+    let available = |c: &Cluster| {
+        get(c, &["get", "deployment", "web"]).and_then(|d| d.pointer("/status/availableReplicas").and_then(Value::as_i64)).unwrap_or(0)
+    };
+    wait_for("6 pods available, spread over the nodes", WAIT, || (available(&c) == 6).then_some(()));
+    let before = placement(&c);
+    let victim = before.first().map(|(n, _)| n.clone()).expect("a pod");
+    assert!(!victim.is_empty(), "pods are bound: {before:?}");
+    let on_victim = before.iter().filter(|(n, _)| *n == victim).count();
+    assert!(on_victim > 0 && on_victim < 6, "the scheduler spread the pods: {before:?}");
+
+    c.ok(&["annotate", "node", &victim, "kaji.io/hollow-stop-heartbeat=true"]);
+    wait_for("the dead node NotReady", WAIT, || {
+        let out = c.ok(&["get", "node", &victim, "--no-headers"]);
+        out.contains("NotReady").then_some(())
+    });
+    // Its pods are evicted after their 3 s toleration (they stay Terminating: their kubelet is
+    // gone); the ReplicaSet replaces them, and the scheduler puts the replacements elsewhere.
+    wait_for("6 live pods on the other nodes, all available", Duration::from_secs(60), || {
+        let now = placement(&c);
+        let live: Vec<&(String, bool)> = now.iter().filter(|(_, terminating)| !terminating).collect();
+        let elsewhere = live.iter().filter(|(n, _)| !n.is_empty() && *n != victim).count();
+        (live.len() == 6 && elsewhere == 6 && available(&c) == 6).then_some(())
+    });
+    let evicted = placement(&c).iter().filter(|(n, terminating)| *n == victim && *terminating).count();
+    assert_eq!(evicted, on_victim, "the dead node's pods were evicted");
+}
