@@ -14,7 +14,7 @@ pub mod util;
 use crate::Options;
 use crate::events::{EventRecorder, reference};
 use crate::replicaset::informer::Informer;
-use crate::replicaset::ownership::{self, Claim};
+use crate::replicaset::ownership;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
@@ -187,6 +187,7 @@ async fn claim_replica_sets(
     let ns = d.namespace();
     let uid = d.uid().unwrap_or_default();
     let deleting = d.metadata.deletion_timestamp.is_some();
+    let ours = ownership::controller_ref("apps/v1", "Deployment", &d.metadata);
     let mut out = Vec::new();
     for rs in ctx
         .replica_sets
@@ -194,41 +195,9 @@ async fn claim_replica_sets(
         .into_iter()
         .filter(|r| r.namespace() == ns)
     {
-        match ownership::claim(&uid, deleting, sel, &rs.metadata) {
-            Claim::Keep => out.push((*rs).clone()),
-            Claim::Adopt => {
-                let patch = ownership::adopt_patch(
-                    &rs.metadata,
-                    ownership::controller_ref("apps/v1", "Deployment", &d.metadata),
-                );
-                match rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(r) => out.push(r),
-                    Err(e) => {
-                        tracing::info!(rs = %rs.name_any(), error = %e, "could not adopt replica set")
-                    }
-                }
-            }
-            Claim::Release => {
-                let patch = ownership::release_patch(&rs.metadata, &uid);
-                if let Err(e) = rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    tracing::info!(rs = %rs.name_any(), error = %e, "could not release replica set");
-                }
-            }
-            Claim::Ignore => {}
+        let claim = ownership::claim(&uid, deleting, sel, &rs.metadata);
+        if let Some(r) = ownership::settle(rs_api, rs.as_ref(), claim, &ours).await {
+            out.push(r);
         }
     }
     out

@@ -309,36 +309,11 @@ async fn reconcile<K: ReplicaOwner>(
     for pod in candidates {
         match ownership::claim(&uid, deleting, &sel, &pod.metadata) {
             Claim::Keep => claimed.push(pod),
-            Claim::Adopt => {
-                let patch = ownership::adopt_patch(&pod.metadata, owner_ref.clone());
-                match pod_api
-                    .patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(p) => claimed.push(Arc::new(p)),
-                    Err(e) => {
-                        tracing::info!(pod = %pod.name_any(), error = %e, "could not adopt pod")
-                    }
+            claim => {
+                if let Some(p) = ownership::settle(&pod_api, pod.as_ref(), claim, &owner_ref).await {
+                    claimed.push(Arc::new(p));
                 }
             }
-            Claim::Release => {
-                let patch = ownership::release_patch(&pod.metadata, &uid);
-                if let Err(e) = pod_api
-                    .patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    tracing::info!(pod = %pod.name_any(), error = %e, "could not release pod");
-                }
-            }
-            Claim::Ignore => {}
         }
     }
 

@@ -3,6 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kaji_api::selector::{LabelSelector as Selector, Requirement};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
 /// The selector of a `metav1.LabelSelector`; `None` when it cannot be parsed (matches nothing).
@@ -22,16 +24,7 @@ pub fn map_selector(map: &BTreeMap<String, String>) -> Selector {
 }
 
 pub fn matches(sel: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-    sel.requirements.iter().all(|r| match r {
-        Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
-        Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
-        Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-        Requirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
-        Requirement::Exists(k) => get(k).is_some(),
-        Requirement::DoesNotExist(k) => get(k).is_none(),
-        Requirement::Nothing => false,
-    })
+    sel.matches_with(|k| labels.and_then(|l| l.get(k)).map(String::as_str))
 }
 
 /// The controller reference of an object, if any.
@@ -55,7 +48,7 @@ pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> Owne
 }
 
 /// How a controller stands to an object it may claim.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// Ours and matching: keep.
     Keep,
@@ -112,6 +105,28 @@ pub fn release_patch(meta: &ObjectMeta, owner_uid: &str) -> serde_json::Value {
     serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version, "uid": meta.uid}})
 }
 
+/// Carries out a claim through the API (upstream ControllerRefManager): an object to adopt is
+/// patched with `ours` and returned; one to release loses the reference; kept objects are
+/// returned as they are, ignored ones are not ours.
+pub async fn settle<K>(api: &Api<K>, obj: &K, claim: Claim, ours: &OwnerReference) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = match claim {
+        Claim::Keep => return Some(obj.clone()),
+        Claim::Ignore => return None,
+        Claim::Adopt => adopt_patch(obj.meta(), ours.clone()),
+        Claim::Release => release_patch(obj.meta(), &ours.uid),
+    };
+    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(patched) => matches!(claim, Claim::Adopt).then_some(patched),
+        Err(e) => {
+            tracing::info!(kind = %K::kind(&()), name = %obj.name_any(), ?claim, error = %e, "could not update the controller reference");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,3 +179,4 @@ mod tests {
         );
     }
 }
+
