@@ -468,3 +468,107 @@ fn leader_election_hands_over() {
         other
     );
 }
+
+/// The Deployment's live (not terminating) pods and the node each is bound to ("" if unbound).
+fn live_pods(c: &Cluster, app: &str) -> BTreeMap<String, String> {
+    let v = c.json(&["get", "pods", "-l", &format!("app={app}")]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| {
+            let name = p["metadata"]["name"].as_str()?.to_string();
+            let node = p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Some((name, node))
+        })
+        .collect()
+}
+
+/// `kubectl drain` (1.33 sends its evictions as protobuf, 1.27 as JSON) cordons the node,
+/// evicts its pods, and the Deployment's replacements land on the other nodes; `kubectl
+/// uncordon` makes the node schedulable again.
+#[test]
+fn drain_evicts_and_uncordon_restores() {
+    let (c, n) = start("sched-drain", 3, &[]);
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10", "resources": cpu("100m")}]}}}});
+    c.apply(support::KUBECTL_NEW, &deploy.to_string());
+    let all_bound = |avoid: Option<&str>| {
+        let pods = live_pods(&c, "web");
+        (pods.len() == 3
+            && pods
+                .values()
+                .all(|node| !node.is_empty() && Some(node.as_str()) != avoid))
+        .then_some(pods)
+    };
+    wait_for("3 web pods bound", T, || all_bound(None));
+
+    for (kubectl, node) in [(support::KUBECTL_NEW, &n[0]), (support::KUBECTL_OLD, &n[1])] {
+        let victims: Vec<String> = live_pods(&c, "web")
+            .into_iter()
+            .filter_map(|(p, on)| (on == *node).then_some(p))
+            .collect();
+        assert!(!victims.is_empty(), "a web pod on {node} to evict");
+        let out = c.ok_with(
+            kubectl,
+            &[
+                "drain",
+                node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(out.contains("drained"), "{kubectl} drain {node}: {out}");
+        for v in &victims {
+            assert!(
+                out.contains(&format!("evicting pod default/{v}"))
+                    || out.contains(&format!("pod/{v} evicted")),
+                "{out}"
+            );
+        }
+        let status = c.ok(&["get", "node", node, "--no-headers"]);
+        assert!(
+            status.contains("SchedulingDisabled"),
+            "{node} cordoned: {status}"
+        );
+        assert_eq!(
+            c.ok(&["get", "node", node, "-o", "jsonpath={.spec.unschedulable}"]),
+            "true"
+        );
+        let after = wait_for(&format!("replacements off {node}"), T, || {
+            all_bound(Some(node))
+        });
+        for v in &victims {
+            assert!(
+                !after.contains_key(v),
+                "{v} was evicted from {node}: {after:?}"
+            );
+        }
+
+        c.ok_with(kubectl, &["uncordon", node], None);
+        let status = c.ok(&["get", "node", node, "--no-headers"]);
+        assert!(
+            !status.contains("SchedulingDisabled"),
+            "{node} uncordoned: {status}"
+        );
+        // Schedulable again: a pod that only fits there (nodeSelector) lands on it.
+        let probe = format!("probe-{node}");
+        create(
+            &c,
+            &[pod(
+                &probe,
+                json!({}),
+                json!({"nodeSelector": {"kubernetes.io/hostname": node}}),
+            )],
+        );
+        assert_eq!(&wait_bound(&c, &probe), node);
+    }
+}

@@ -1,0 +1,277 @@
+//! End-to-end scheduler benchmark (issue 4): `kaji server --hollow-nodes N` (API server, store,
+//! scheduler and N simulated nodes in one process; no controllers, no real agent), then 10,000
+//! pods created by concurrent tasks through the kube-rs client, their bindings seen by a watch.
+//! Reports pods/s from the first create to the last binding, and p50/p99 from just before each
+//! create call (the bench's clock: creationTimestamp is second-granular) to the watch seeing
+//! `spec.nodeName`. The anchor is kube-scheduler's scheduler_perf floor of 680-810 pods/s at
+//! 5,000 nodes, which measures the scheduler alone; here a real API server shares the machine.
+//! Sizes: KAJI_BENCH_NODES (comma list, "1000,5000"), KAJI_BENCH_PODS (10000),
+//! KAJI_BENCH_CREATORS (16 concurrent creating tasks).
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// (CPU seconds used so far, RSS in MiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    (cpu, rss / 1024.0)
+}
+
+/// The server process, killed and reaped when dropped, whatever path the bench takes.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
+    }))
+    .expect("pod")
+}
+
+fn node_ready(n: &Node) -> bool {
+    let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Starts `kaji server` with `nodes` hollow nodes and returns it with a client once it answers.
+async fn start(dir: &std::path::Path, nodes: usize) -> anyhow::Result<(Proc, kube::Client)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port()
+        .to_string();
+    let server = Proc(
+        Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args([
+                "server",
+                "--disable-agent",
+                "--disable-controllers",
+                "--bind-address",
+                "127.0.0.1",
+                "--https-listen-port",
+                &port,
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--hollow-nodes", &nodes.to_string()])
+            .env("KAJI_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    let start = Instant::now();
+    loop {
+        if kubeconfig.exists()
+            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
+            && let Ok(cfg) =
+                kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+            && let Ok(c) = kube::Client::try_from(cfg)
+            && c.apiserver_version().await.is_ok()
+        {
+            return Ok((server, c));
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Watches pods from `rv` and records when each is first seen bound; returns once `want` are.
+async fn watch_bindings(
+    api: Api<Pod>,
+    mut rv: String,
+    want: usize,
+) -> anyhow::Result<HashMap<String, Instant>> {
+    let mut bound = HashMap::with_capacity(want);
+    while bound.len() < want {
+        // A watch may end (server timeout); resume from the last revision seen.
+        let mut stream = api
+            .watch(&WatchParams::default().timeout(290), &rv)
+            .await?
+            .boxed();
+        while let Some(ev) = stream.next().await {
+            let pod = match ev? {
+                WatchEvent::Added(p) | WatchEvent::Modified(p) => p,
+                WatchEvent::Bookmark(b) => {
+                    rv = b.metadata.resource_version;
+                    continue;
+                }
+                WatchEvent::Deleted(_) => continue,
+                WatchEvent::Error(e) => anyhow::bail!("watch error: {e:?}"),
+            };
+            if let Some(v) = &pod.metadata.resource_version {
+                rv.clone_from(v);
+            }
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some()
+                && let Some(name) = pod.metadata.name
+            {
+                bound.entry(name).or_insert_with(Instant::now);
+                if bound.len() == want {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(bound)
+}
+
+async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let t_start = Instant::now();
+    let (server, client) = start(dir.path(), nodes).await?;
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    loop {
+        let ready = nodes_api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| node_ready(n))
+            .count();
+        if ready >= nodes {
+            break;
+        }
+        anyhow::ensure!(
+            t_start.elapsed() < Duration::from_secs(600),
+            "only {ready}/{nodes} nodes Ready after 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (cpu0, rss0) = usage(server.0.id());
+    println!(
+        "\n{nodes} hollow nodes Ready after {:.1} s; server RSS {rss0:.0} MiB",
+        t_start.elapsed().as_secs_f64()
+    );
+
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let watcher = tokio::spawn(watch_bindings(api.clone(), rv, pods));
+
+    let created: Arc<Mutex<HashMap<String, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(pods)));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..creators {
+        let (api, created) = (api.clone(), created.clone());
+        tasks.spawn(async move {
+            for i in (k..pods).step_by(creators) {
+                let name = format!("p-{i}");
+                let p = pod(&name);
+                created.lock().expect("lock").insert(name, Instant::now());
+                api.create(&PostParams::default(), &p).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let create_time = t0.elapsed();
+    let bound = tokio::time::timeout(Duration::from_secs(1800), watcher)
+        .await
+        .map_err(|_| anyhow::anyhow!("not all pods bound after 30 min"))???;
+    let last = bound.values().max().copied().unwrap_or(t0);
+    let total = last - t0;
+    let (cpu1, rss1) = usage(server.0.id());
+
+    let created = created.lock().expect("lock");
+    let mut lat: Vec<Duration> = bound
+        .iter()
+        .filter_map(|(name, at)| Some(*at - *created.get(name)?))
+        .collect();
+    lat.sort();
+    let rate = pods as f64 / total.as_secs_f64();
+    println!(
+        "{pods} pods created by {creators} tasks in {:.1} s ({:.0} creates/s)",
+        create_time.as_secs_f64(),
+        pods as f64 / create_time.as_secs_f64()
+    );
+    println!(
+        "{nodes} nodes: {pods} pods bound in {:.1} s: {rate:.0} pods/s; creation -> bound p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        total.as_secs_f64(),
+        pct(&lat, 0.50).as_secs_f64() * 1e3,
+        pct(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    println!(
+        "server (API server + scheduler + hollow nodes): {:.1} s CPU during the run ({:.2} cores), RSS {rss1:.0} MiB",
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / total.as_secs_f64()
+    );
+    println!(
+        "anchor: kube-scheduler scheduler_perf floor 680-810 pods/s at 5,000 nodes (scheduler alone): {:.2}x-{:.2}x",
+        rate / 810.0,
+        rate / 680.0
+    );
+    drop(server);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let pods: usize = env_or("KAJI_BENCH_PODS", "10000").parse()?;
+    let creators: usize = env_or("KAJI_BENCH_CREATORS", "16").parse::<usize>()?.max(1);
+    for nodes in env_or("KAJI_BENCH_NODES", "1000,5000").split(',') {
+        run(nodes.trim().parse()?, pods, creators).await?;
+    }
+    Ok(())
+}
