@@ -329,3 +329,61 @@ fn missing_image_backs_off() {
     let describe = n.cluster.ok(&["describe", "pod", "missing"]);
     assert!(describe.contains("Failed to pull image"), "{describe}");
 }
+
+/// Bad input on a node (issue 5): a command that cannot start gives RunContainerError and then
+/// CrashLoopBackOff, a container that keeps exiting backs off too, and neither stops the agent
+/// or the other pods on the node.
+#[test]
+fn bad_commands_back_off_without_harming_other_pods() {
+    let n = Node::start("kubelet-badcmd");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: healthy
+spec:
+  containers:
+  - name: web
+    image: nginx:1.16
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nocmd
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["/bin/no-such-program"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: exits
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo bye; exit 1"]
+"#,
+    );
+    n.wait_running("healthy");
+    // kubectl's STATUS column shows the waiting reason of the container.
+    wait_for("nocmd: RunContainerError or CrashLoopBackOff", Duration::from_secs(60), || {
+        let row = n.cluster.ok(&["get", "pod", "nocmd", "--no-headers"]);
+        (row.contains("RunContainerError") || row.contains("CrashLoopBackOff")).then_some(())
+    });
+    wait_for("exits: CrashLoopBackOff with restarts", Duration::from_secs(60), || {
+        let row = n.cluster.ok(&["get", "pod", "exits", "--no-headers"]);
+        let restarts: u32 = n.jsonpath("exits", "{.status.containerStatuses[0].restartCount}").parse().unwrap_or(0);
+        (row.contains("CrashLoopBackOff") && restarts >= 1).then_some(())
+    });
+    let describe = n.cluster.ok(&["describe", "pod", "exits"]);
+    assert!(describe.contains("Back-off restarting failed container"), "{describe}");
+    // The healthy pod kept running the whole time, with no restarts, and the node stayed Ready.
+    let healthy = n.cluster.ok(&["get", "pod", "healthy", "--no-headers"]);
+    assert!(healthy.contains("Running") && healthy.contains("1/1"), "{healthy}");
+    assert_eq!(n.jsonpath("healthy", "{.status.containerStatuses[0].restartCount}"), "0");
+    let nodes = n.cluster.ok(&["get", "nodes", "--no-headers"]);
+    assert!(nodes.split_whitespace().nth(1) == Some("Ready"), "{nodes}");
+}
