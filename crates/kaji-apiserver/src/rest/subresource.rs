@@ -117,7 +117,7 @@ async fn binding(call: Call<'_>) -> Result<Reply, ApiError> {
     if node.is_empty() {
         return Err(ApiError::invalid("", "Binding", &name, vec![kaji_api::FieldError::required("target.name", "")]));
     }
-    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+    guaranteed_update(&call, Part::System, false, |cur| {
         if crate::objects::is_deleting(cur) {
             return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
         }
@@ -134,8 +134,6 @@ async fn binding(call: Call<'_>) -> Result<Reply, ApiError> {
         Ok(next)
     })
     .await?;
-    let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
-    let _ = uid;
     Ok(Reply::Json { code: 201, body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}), warnings: Vec::new() })
 }
 
