@@ -63,7 +63,25 @@ pub async fn delete(call: Call<'_>) -> Result<Reply, ApiError> {
     delete_one(&call, &opts).await
 }
 
+/// Deletes one object. Like upstream's conditional delete, a write that lands between the read
+/// and the removal (a controller's status update) does not fail the delete: it starts again on
+/// the fresh object, checking the caller's preconditions against it.
 async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiError> {
+    let mut attempts = 0;
+    loop {
+        match delete_attempt(call, opts).await? {
+            Some(reply) => return Ok(reply),
+            None if attempts < 16 => attempts += 1,
+            None => {
+                let info = call.strategy.info();
+                return Err(ApiError::stale(info.group, info.plural, call.req.name.as_deref().unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// One try: `None` when the object changed under us before it could be removed.
+async fn delete_attempt(call: &Call<'_>, opts: &DeleteOptions) -> Result<Option<Reply>, ApiError> {
     let info = call.strategy.info();
     let name = call.req.name.clone().unwrap_or_default();
     let current = fetch(call).await?;
@@ -118,24 +136,24 @@ async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiE
     })
     .await?;
     if outcome == Outcome::Deleted {
-        return Ok(Reply::ok(success_status(info.group, info.plural, &name, &uid)));
+        return Ok(Some(Reply::ok(success_status(info.group, info.plural, &name, &uid))));
     }
     if objects::is_deleting(&marked) {
         let code = if opts.cascade_requested { 202 } else { 200 };
-        return Ok(Reply::Json { code, body: call.output.object(call.strategy.as_ref(), marked), warnings: Vec::new() });
+        return Ok(Some(Reply::Json { code, body: call.output.object(call.strategy.as_ref(), marked), warnings: Vec::new() }));
     }
     if call.dry_run() {
-        return Ok(Reply::ok(call.output.object(call.strategy.as_ref(), marked)));
+        return Ok(Some(Reply::ok(call.output.object(call.strategy.as_ref(), marked))));
     }
     let key = call.strategy.key(call.namespace(), &name);
     let rev: i64 = meta_str(&marked, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
     match call.server.store.delete(&key, Some(rev)).await {
         Ok(_) => {
             call.strategy.release(&Ctx { allocators: &call.server.allocators, admission: &call.server.admission }, &marked, None);
-            Ok(Reply::ok(success_status(info.group, info.plural, &name, &uid)))
+            Ok(Some(Reply::ok(success_status(info.group, info.plural, &name, &uid))))
         }
         Err(kaji_store::StoreError::NotFound { .. }) => Err(ApiError::not_found(info.group, info.plural, &name)),
-        Err(kaji_store::StoreError::Conflict { .. }) => Err(ApiError::stale(info.group, info.plural, &name)),
+        Err(kaji_store::StoreError::Conflict { .. }) => Ok(None),
         Err(e) => Err(crate::store_error(e)),
     }
 }
