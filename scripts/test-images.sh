@@ -40,7 +40,8 @@ storage:
 http:
   addr: $REGISTRY
 YAML
-    setsid nohup docker-registry serve "$REG_DIR/config.yml" >>"$REG_DIR/registry.log" 2>&1 < /dev/null &
+    # 9>&-: the registry outlives this script and must not hold its lock.
+    setsid nohup docker-registry serve "$REG_DIR/config.yml" >>"$REG_DIR/registry.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$REG_DIR/registry.pid"
     for _ in $(seq 100); do listening && break; sleep 0.1; done
     listening || { echo "test-images: docker-registry did not start; see $REG_DIR/registry.log" >&2; exit 1; }

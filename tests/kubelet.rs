@@ -2,8 +2,8 @@
 //! managed containerd, running real containers from the test images (scripts/test-images.sh:
 //! busybox-based stand-ins pushed to 127.0.0.1:5000 and mirrored for docker.io). Stock kubectl.
 //!
-//! The tests run one at a time (each cluster's node gets 10.42.0.0/24 on its own bridge; two at
-//! once would route the same subnet twice), delete their pods, and call the containerd cleanup.
+//! Each test's node has its own bridge and pod network (tests/support/node.rs), so the tests run
+//! side by side; they delete their pods and call the containerd cleanup.
 
 mod support;
 

@@ -1,15 +1,19 @@
 //! A cluster with the real node agent (in-process kubelet, managed containerd, per-test CNI
-//! bridge) for the tests that run real containers. They run one at a time within a test binary
-//! (each node gets 10.42.0.0/24 on its own bridge: two at once would route the same subnet
-//! twice); the pods are deleted and containerd cleaned up on drop.
+//! bridge) for the tests that run real containers. Each test's cluster gets its own bridge and its
+//! own pod network (`--cluster-cidr 10.X.Y.0/24` derived from the test's name), so tests run side
+//! by side; the pods are deleted and containerd cleaned up on drop.
 
 use super::{Cluster, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// A pod network of its own for a test: 10.X.Y.0/24 with X in 100..=199, from the name's hash
+/// (FNV-1a), so that two tests never route the same subnet on two bridges.
+pub fn pod_cidr_for(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    format!("10.{}.{}.0/24", 100 + h % 100, (h >> 8) % 256)
+}
 
 fn require_root_and_images() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
@@ -40,12 +44,11 @@ unsafe extern "C" {
 pub struct Node {
     pub cluster: Cluster,
     bridge: String,
-    _serial: std::sync::MutexGuard<'static, ()>,
+    pub pod_cidr: String,
 }
 
 impl Node {
     pub fn start(name: &str) -> Node {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let registries = require_root_and_images();
         let bridge = format!(
             "kt{}",
@@ -56,6 +59,7 @@ impl Node {
                 .collect::<String>()
         );
         let reg = registries.to_string_lossy().into_owned();
+        let pod_cidr = pod_cidr_for(name);
         let cluster = Cluster::start_with(
             name,
             &[
@@ -68,12 +72,14 @@ impl Node {
                 "0",
                 "--node-name",
                 "kaji-test-node",
+                "--cluster-cidr",
+                &pod_cidr,
             ],
         );
         let node = Node {
             cluster,
             bridge,
-            _serial: serial,
+            pod_cidr,
         };
         wait_for("the node to be Ready", Duration::from_secs(60), || {
             let out = node.cluster.kubectl(&[
@@ -164,7 +170,7 @@ impl Drop for Node {
         self.cluster.kill();
         let mut opts = kaji_kubelet::containerd::ContainerdOptions::new(
             self.cluster.data_dir().join("agent/containerd"),
-            "10.42.0.0/24",
+            self.pod_cidr.as_str(),
         );
         opts.bridge_name = self.bridge.clone();
         opts.network_name = format!("kaji-{}", self.bridge);

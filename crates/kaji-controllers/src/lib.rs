@@ -22,12 +22,15 @@ use std::time::Duration;
 pub struct Options {
     /// How long a node may go without a heartbeat before it is NotReady/Unknown (upstream 40 s).
     pub node_monitor_grace_period: Duration,
+    /// The range node IPAM hands /24s out of (`--cluster-cidr`, default 10.42.0.0/16).
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
+            cluster_cidr: nodeipam::CLUSTER_CIDR,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Node IPAM, as upstream's range allocator (pkg/controller/nodeipam): every node without a
-//! `spec.podCIDR` gets the next free /24 of the cluster CIDR (10.42.0.0/16, k3s's default);
+//! `spec.podCIDR` gets the next free /24 of the cluster CIDR (`--cluster-cidr`, k3s's default
+//! 10.42.0.0/16);
 //! nodes that already have one (e.g. hollow nodes, which pick their own) are left alone and their
 //! ranges are never handed out twice.
 
@@ -13,13 +14,25 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
-/// The cluster CIDR the ranges come from, and the size of each node's range.
+/// The default cluster CIDR the ranges come from, and the size of each node's range.
 pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 42, 0, 0), 16);
 pub const NODE_MASK: u8 = 24;
 
+/// Parses a cluster CIDR such as `10.42.0.0/16` (prefix 8 to 24, so that it holds /24s).
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/n)"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let len: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(8..=NODE_MASK).contains(&len) {
+        return Err(format!("{s:?}: the prefix must be between /8 and /{NODE_MASK} (nodes get /{NODE_MASK}s)"));
+    }
+    let mask = u32::MAX << (32 - len);
+    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
+}
+
 /// The `index`-th /24 of the cluster CIDR.
-pub fn range(index: u32) -> String {
-    let base = u32::from(CLUSTER_CIDR.0);
+pub fn range(cidr: (Ipv4Addr, u8), index: u32) -> String {
+    let base = u32::from(cidr.0);
     format!(
         "{}/{NODE_MASK}",
         Ipv4Addr::from(base + (index << (32 - NODE_MASK)))
@@ -27,13 +40,12 @@ pub fn range(index: u32) -> String {
 }
 
 /// The first range not in `used`, if any is left.
-pub fn next_free(used: &HashSet<String>) -> Option<String> {
-    let count = 1u32 << (NODE_MASK - CLUSTER_CIDR.1);
-    (0..count).map(range).find(|r| !used.contains(r))
+pub fn next_free(cidr: (Ipv4Addr, u8), used: &HashSet<String>) -> Option<String> {
+    let count = 1u32 << (NODE_MASK - cidr.1);
+    (0..count).map(|i| range(cidr, i)).find(|r| !used.contains(r))
 }
 
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let _ = opts;
     let api: Api<Node> = Api::all(client);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut init: BTreeMap<String, Node> = BTreeMap::new();
@@ -75,7 +87,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
             .filter_map(|n| n.metadata.name.clone())
             .collect();
         for name in missing {
-            let Some(cidr) = next_free(&used) else {
+            let Some(cidr) = next_free(opts.cluster_cidr, &used) else {
                 tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
                 break;
             };
@@ -105,6 +117,6 @@ mod tests {
         assert_eq!(range(0), "10.42.0.0/24");
         assert_eq!(range(3), "10.42.3.0/24");
         let used: HashSet<String> = ["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()].into();
-        assert_eq!(next_free(&used).as_deref(), Some("10.42.2.0/24"));
+        assert_eq!(next_free(opts.cluster_cidr, &used).as_deref(), Some("10.42.2.0/24"));
     }
 }

@@ -64,6 +64,9 @@ struct ServerArgs {
     /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
     #[arg(long)]
     registries: Option<PathBuf>,
+    /// The pod network: each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16", value_parser = kaji_controllers::nodeipam::parse_cidr)]
+    cluster_cidr: (std::net::Ipv4Addr, u8),
     /// The CNI bridge of the managed containerd (one per node on a machine).
     #[arg(long, default_value = "kaji0")]
     cni_bridge_name: String,
@@ -110,6 +113,9 @@ struct ServerArgs {
 struct ControllerManagerArgs {
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// The pod network: each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16", value_parser = kaji_controllers::nodeipam::parse_cidr)]
+    cluster_cidr: (std::net::Ipv4Addr, u8),
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
 }
@@ -180,7 +186,7 @@ fn main() -> Result<()> {
         Command::Server(args) => rt.block_on(server(args)),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = client_from_kubeconfig(&args.kubeconfig).await?;
-            let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
+            let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period, cluster_cidr: args.cluster_cidr };
             kaji_controllers::run(client, opts).await
         }),
         Command::Scheduler(args) => rt.block_on(async move {
@@ -284,7 +290,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     let client = client_from_kubeconfig(&running.kubeconfig).await?;
     let mut spokes = tokio::task::JoinSet::new();
     if !args.disable_controllers {
-        let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period };
+        let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period, cluster_cidr: args.cluster_cidr };
         spokes.spawn(kaji_controllers::run(client.clone(), opts));
     }
     if !args.disable_scheduler {
