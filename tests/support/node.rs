@@ -1,19 +1,41 @@
 //! A cluster with the real node agent (in-process kubelet, managed containerd, per-test CNI
 //! bridge) for the tests that run real containers. Each test's cluster gets its own bridge and its
-//! own pod network (`--cluster-cidr 10.X.Y.0/24` derived from the test's name), so tests run side
-//! by side; the pods are deleted and containerd cleaned up on drop.
+//! own pod network (`--cluster-cidr 10.X.Y.0/24`), claimed with a lock file, so tests run side by
+//! side, in one test binary or several; the pods are deleted and containerd cleaned up on drop.
 
 use super::{Cluster, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A pod network of its own for a test: 10.X.Y.0/24 with X in 100..=199, from the name's hash
-/// (FNV-1a), so that two tests never route the same subnet on two bridges.
-pub fn pod_cidr_for(name: &str) -> String {
+/// Networks a test can claim: 10.X.Y.0/24 with X in 100..=199.
+const NETWORKS: u64 = 100 * 256;
+
+/// Claims a network number for a test: an exclusive `flock` on
+/// `/run/kaji-tests/net-<n>.lock`, held while the returned file is open (the kernel drops it when
+/// the test process ends, however it ends). The search starts at the name's hash (FNV-1a).
+fn claim_network(name: &str) -> (std::fs::File, u64) {
     let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-    format!("10.{}.{}.0/24", 100 + h % 100, (h >> 8) % 256)
+    let dir = Path::new("/run/kaji-tests");
+    std::fs::create_dir_all(dir).expect("creating /run/kaji-tests");
+    for i in 0..NETWORKS {
+        let n = (h + i) % NETWORKS;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("net-{n}.lock")))
+            .expect("opening a network lock file");
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc_flock(std::os::fd::AsRawFd::as_raw_fd(&file), LOCK_EX | LOCK_NB) } == 0 {
+            return (file, n);
+        }
+    }
+    panic!("every test network is taken");
 }
+
+const LOCK_EX: i32 = 2;
+const LOCK_NB: i32 = 4;
 
 fn require_root_and_images() -> PathBuf {
     // SAFETY: geteuid has no preconditions.
@@ -38,6 +60,8 @@ fn require_root_and_images() -> PathBuf {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+    #[link_name = "flock"]
+    fn libc_flock(fd: i32, op: i32) -> i32;
 }
 
 /// A cluster whose node runs real containers; deletes its pods and cleans containerd up on drop.
@@ -45,21 +69,24 @@ pub struct Node {
     pub cluster: Cluster,
     bridge: String,
     pub pod_cidr: String,
+    _network: std::fs::File,
 }
 
 impl Node {
     pub fn start(name: &str) -> Node {
         let registries = require_root_and_images();
+        let (network, n) = claim_network(name);
+        // 15 characters at most (IFNAMSIZ): unique by the claimed number, readable by the name.
         let bridge = format!(
-            "kt{}",
+            "kt{n:05}{}",
             &name
                 .chars()
                 .filter(char::is_ascii_alphanumeric)
-                .take(11)
+                .take(8)
                 .collect::<String>()
         );
+        let pod_cidr = format!("10.{}.{}.0/24", 100 + n / 256, n % 256);
         let reg = registries.to_string_lossy().into_owned();
-        let pod_cidr = pod_cidr_for(name);
         let cluster = Cluster::start_with(
             name,
             &[
@@ -80,6 +107,7 @@ impl Node {
             cluster,
             bridge,
             pod_cidr,
+            _network: network,
         };
         wait_for("the node to be Ready", Duration::from_secs(60), || {
             let out = node.cluster.kubectl(&[
