@@ -114,9 +114,20 @@ mod tests {
 
     #[test]
     fn ranges_skip_used_ones() {
-        assert_eq!(range(0), "10.42.0.0/24");
-        assert_eq!(range(3), "10.42.3.0/24");
+        assert_eq!(range(CLUSTER_CIDR, 0), "10.42.0.0/24");
+        assert_eq!(range(CLUSTER_CIDR, 3), "10.42.3.0/24");
         let used: HashSet<String> = ["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()].into();
-        assert_eq!(next_free(opts.cluster_cidr, &used).as_deref(), Some("10.42.2.0/24"));
+        assert_eq!(next_free(CLUSTER_CIDR, &used).as_deref(), Some("10.42.2.0/24"));
+        let small = parse_cidr("10.99.7.0/24").unwrap();
+        assert_eq!(next_free(small, &HashSet::new()).as_deref(), Some("10.99.7.0/24"));
+        assert_eq!(next_free(small, &["10.99.7.0/24".to_string()].into()), None);
+    }
+
+    #[test]
+    fn cluster_cidrs_parse() {
+        assert_eq!(parse_cidr("10.42.0.0/16"), Ok(CLUSTER_CIDR));
+        assert_eq!(parse_cidr("10.42.1.2/16"), Ok(CLUSTER_CIDR), "host bits are masked off");
+        assert!(parse_cidr("10.42.0.0/25").is_err());
+        assert!(parse_cidr("10.42.0.0").is_err());
     }
 }
