@@ -74,6 +74,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(name: &str) -> Node {
+        Node::start_with(name, &[])
+    }
+
+    /// A node whose `kaji server` gets extra flags (e.g. the kubelet's log rotation).
+    pub fn start_with(name: &str, extra: &[&str]) -> Node {
         let registries = require_root_and_images();
         let (network, n) = claim_network(name);
         // 15 characters at most (IFNAMSIZ): unique by the claimed number, readable by the name.
@@ -87,22 +92,21 @@ impl Node {
         );
         let pod_cidr = format!("10.{}.{}.0/24", 100 + n / 256, n % 256);
         let reg = registries.to_string_lossy().into_owned();
-        let cluster = Cluster::start_with(
-            name,
-            &[
-                "--disable-agent=false",
-                "--registries",
-                &reg,
-                "--cni-bridge-name",
-                &bridge,
-                "--kubelet-port",
-                "0",
-                "--node-name",
-                "kaji-test-node",
-                "--cluster-cidr",
-                &pod_cidr,
-            ],
-        );
+        let mut flags: Vec<&str> = vec![
+            "--disable-agent=false",
+            "--registries",
+            &reg,
+            "--cni-bridge-name",
+            &bridge,
+            "--kubelet-port",
+            "0",
+            "--node-name",
+            "kaji-test-node",
+            "--cluster-cidr",
+            &pod_cidr,
+        ];
+        flags.extend_from_slice(extra);
+        let cluster = Cluster::start_with(name, &flags);
         let node = Node {
             cluster,
             bridge,

@@ -28,6 +28,8 @@ pub struct AgentOptions {
     pub kubelet_port: u16,
     pub cluster_dns: String,
     pub cluster_domain: String,
+    /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
+    pub log_rotation: crate::logs::LogRotation,
 }
 
 impl Default for AgentOptions {
@@ -42,6 +44,7 @@ impl Default for AgentOptions {
             kubelet_port: 10250,
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
+            log_rotation: crate::logs::LogRotation::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         image_backoff: Default::default(),
     });
     let mut set = tokio::task::JoinSet::new();
+    set.spawn(crate::logs::run(cri.clone(), opts.log_rotation));
     set.spawn(async move {
         node::heartbeat(client, cri, facts, runtime_version).await;
         Ok(())

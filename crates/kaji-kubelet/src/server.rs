@@ -351,6 +351,28 @@ async fn stream_log(
                 .container_status(&id)
                 .await
                 .is_ok_and(|s| s.state == api::ContainerState::ContainerRunning as i32);
+            // Rotated (logs.rs): the old file is read to its end above; go on with the new one.
+            if running && rotated_away(&path, reader.get_ref()).await {
+                // Lines written to the old file after our last read, before the runtime reopened.
+                while reader.read_line(&mut buf).await.unwrap_or(0) > 0 {
+                    if buf.ends_with('\n') {
+                        let mut out = Vec::new();
+                        render(buf.trim_end_matches('\n'), &opts, &mut out);
+                        buf.clear();
+                        if !send(out).await {
+                            return;
+                        }
+                    }
+                }
+                buf.clear();
+                match tokio::fs::File::open(&path).await {
+                    Ok(f) => {
+                        reader = BufReader::new(f);
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            }
             if !running {
                 // One last read for lines written just before the exit.
                 let _ = reader.seek(std::io::SeekFrom::Current(0)).await;
@@ -368,6 +390,15 @@ async fn stream_log(
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `path` now names another file than `open` (the log was rotated).
+async fn rotated_away(path: &Path, open: &tokio::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (tokio::fs::metadata(path).await, open.metadata().await) {
+        (Ok(now), Ok(ours)) => now.ino() != ours.ino() || now.dev() != ours.dev(),
+        _ => false,
     }
 }
 

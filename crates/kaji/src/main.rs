@@ -55,24 +55,11 @@ struct ServerArgs {
     /// Run without the node agent (`--disable-agent=false` turns it back on; the last one wins).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set, overrides_with = "disable_agent")]
     disable_agent: bool,
-    /// Node name of the agent (default: the hostname).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// An existing CRI socket (default: start a managed containerd).
-    #[arg(long)]
-    container_runtime_endpoint: Option<PathBuf>,
-    /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
-    #[arg(long)]
-    registries: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// The pod network: each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16", value_parser = kaji_controllers::nodeipam::parse_cidr)]
     cluster_cidr: (std::net::Ipv4Addr, u8),
-    /// The CNI bridge of the managed containerd (one per node on a machine).
-    #[arg(long, default_value = "kaji0")]
-    cni_bridge_name: String,
-    /// The kubelet's HTTPS port (0: any free port, published in the node's daemonEndpoints).
-    #[arg(long, default_value_t = 10250)]
-    kubelet_port: u16,
     /// Write the admin kubeconfig here instead of `<data-dir>/kubeconfig.yaml`.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
@@ -109,6 +96,32 @@ struct ServerArgs {
     default_unreachable_toleration_seconds: i64,
 }
 
+/// The node agent's flags, shared by `kaji server` (in-process agent) and `kaji agent`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Node name of the agent (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// An existing CRI socket (default: start a managed containerd).
+    #[arg(long)]
+    container_runtime_endpoint: Option<PathBuf>,
+    /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
+    #[arg(long)]
+    registries: Option<PathBuf>,
+    /// The CNI bridge of the managed containerd (one per node on a machine).
+    #[arg(long, default_value = "kaji0")]
+    cni_bridge_name: String,
+    /// The kubelet's HTTPS port (0: any free port, published in the node's daemonEndpoints).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Rotate a container's log when it grows past this size (upstream kubelet flag).
+    #[arg(long, default_value = "10Mi", value_parser = parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (upstream kubelet flag; at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    container_log_max_files: u16,
+}
+
 #[derive(Parser)]
 struct ControllerManagerArgs {
     #[arg(long)]
@@ -137,21 +150,8 @@ struct AgentArgs {
     /// File holding the join token (`<data-dir>/token` on the server).
     #[arg(long)]
     token_file: PathBuf,
-    /// Node name of the agent (default: the hostname).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// An existing CRI socket (default: start a managed containerd).
-    #[arg(long)]
-    container_runtime_endpoint: Option<PathBuf>,
-    /// Registry mirrors and settings, k3s's registries.yaml format (default: /etc/kaji/registries.yaml if it exists).
-    #[arg(long)]
-    registries: Option<PathBuf>,
-    /// The CNI bridge of the managed containerd (one per node on a machine).
-    #[arg(long, default_value = "kaji0")]
-    cni_bridge_name: String,
-    /// The kubelet's HTTPS port (0: any free port, published in the node's daemonEndpoints).
-    #[arg(long, default_value_t = 10250)]
-    kubelet_port: u16,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Where the agent keeps its state (pod logs, volumes, the managed containerd).
     #[arg(long, short = 'd', default_value = "/var/lib/kaji")]
     data_dir: PathBuf,
@@ -211,14 +211,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
     let client = kaji_kubelet::join::client(&args.server, &token).await?;
     if !args.hollow {
-        let opts = agent_options(
-            &args.data_dir,
-            args.node_name.clone(),
-            args.container_runtime_endpoint.clone(),
-            args.registries.clone(),
-            &args.cni_bridge_name,
-            args.kubelet_port,
-        );
+        let opts = agent_options(&args.data_dir, &args.node);
         return kaji_kubelet::agent::run(client, opts).await;
     }
     let opts = kaji_kubelet::hollow::HollowOptions {
@@ -233,25 +226,30 @@ async fn agent(args: AgentArgs) -> Result<()> {
 }
 
 /// The real node agent's options from the flags shared by `server` and `agent`.
-fn agent_options(
-    data_dir: &Path,
-    node_name: Option<String>,
-    container_runtime_endpoint: Option<PathBuf>,
-    registries: Option<PathBuf>,
-    cni_bridge_name: &str,
-    kubelet_port: u16,
-) -> kaji_kubelet::agent::AgentOptions {
+fn agent_options(data_dir: &Path, node: &NodeArgs) -> kaji_kubelet::agent::AgentOptions {
     let default_registries = PathBuf::from("/etc/kaji/registries.yaml");
     let defaults = kaji_kubelet::agent::AgentOptions::default();
     kaji_kubelet::agent::AgentOptions {
-        node_name: node_name.unwrap_or(defaults.node_name.clone()),
+        node_name: node.node_name.clone().unwrap_or(defaults.node_name.clone()),
         data_dir: data_dir.to_path_buf(),
-        container_runtime_endpoint,
-        registries: registries.or_else(|| default_registries.exists().then_some(default_registries)),
-        bridge_name: cni_bridge_name.to_string(),
-        kubelet_port,
+        container_runtime_endpoint: node.container_runtime_endpoint.clone(),
+        registries: node.registries.clone().or_else(|| default_registries.exists().then_some(default_registries)),
+        bridge_name: node.cni_bridge_name.clone(),
+        kubelet_port: node.kubelet_port,
+        log_rotation: kaji_kubelet::logs::LogRotation {
+            max_size: node.container_log_max_size,
+            max_files: usize::from(node.container_log_max_files),
+        },
         ..defaults
     }
+}
+
+/// A size such as `10Mi`, `512Ki`, `1G` or `1000` (bytes), as Kubernetes quantities.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let units: [(&str, u64); 8] = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000)];
+    let (num, mult) = units.iter().find_map(|(u, m)| s.strip_suffix(u).map(|n| (n, *m))).unwrap_or((s, 1));
+    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size such as 10Mi"))?;
+    n.checked_mul(mult).filter(|n| *n > 0).ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 /// The embedded store's history windows from the flags.
@@ -307,14 +305,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         };
         spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
     } else if !args.disable_agent {
-        let opts = agent_options(
-            &args.data_dir,
-            args.node_name.clone(),
-            args.container_runtime_endpoint.clone(),
-            args.registries.clone(),
-            &args.cni_bridge_name,
-            args.kubelet_port,
-        );
+        let opts = agent_options(&args.data_dir, &args.node);
         spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
     }
     tokio::select! {
