@@ -1,0 +1,225 @@
+//! End-to-end tests of the node agent itself, with real containers: a restarted agent adopts the
+//! containers that kept running, and container logs are rotated (`--container-log-max-size`,
+//! `--container-log-max-files`) without `kubectl logs -f` losing a line.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::node::Node;
+use support::{KUBECTL_NEW, wait_for};
+
+fn node_ready(n: &Node) -> bool {
+    n.jsonpath_of(
+        &["node", "kaji-test-node"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+    ) == "True"
+}
+
+trait JsonpathOf {
+    fn jsonpath_of(&self, what: &[&str], path: &str) -> String;
+}
+
+impl JsonpathOf for Node {
+    fn jsonpath_of(&self, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let jp = format!("jsonpath={path}");
+        args.extend(["-o", jp.as_str()]);
+        String::from_utf8_lossy(&self.cluster.kubectl(&args).stdout).into_owned()
+    }
+}
+
+/// `GET /` on port 80 of `ip`, HTTP/1.0; the body when the answer is 200.
+fn http_get(ip: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = format!("{ip}:80").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_containers() {
+    let mut n = Node::start("agent-restart");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: nginx:1.16
+"#,
+    );
+    let ip = n.wait_running("web");
+    let page = wait_for("the page from the pod", Duration::from_secs(30), || http_get(&ip));
+    assert!(page.contains("nginx 1.16"), "{page}");
+    let before = n.jsonpath(
+        "web",
+        "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].state.running.startedAt}",
+    );
+    assert!(before.starts_with("containerd://"), "{before}");
+
+    // A crash of the whole `kaji server` (SIGKILL: no clean-up runs), then a new one on the same
+    // data dir. Its managed containerd replaces the one left behind; the shims and the container
+    // kept running all along.
+    n.cluster.kill();
+    assert!(
+        http_get(&ip).is_some_and(|p| p.contains("nginx 1.16")),
+        "the container serves while no agent runs"
+    );
+    n.cluster.spawn();
+    wait_for("the node Ready again", Duration::from_secs(60), || node_ready(&n).then_some(()));
+    // The new agent runs new pods (so its pod workers, the old pod's included, have synced)...
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: after
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: nginx:1.16
+"#,
+    );
+    n.wait_running("after");
+    // ...and reports the old pod's container as it was: same ID, same start, no restart.
+    wait_for("the pod's status after the restart", Duration::from_secs(30), || {
+        let s = n.jsonpath(
+            "web",
+            "{.status.phase} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}",
+        );
+        (s == "Running true 0").then_some(())
+    });
+    let after = n.jsonpath(
+        "web",
+        "{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].state.running.startedAt}",
+    );
+    assert_eq!(after, before, "the container was replaced");
+    assert_eq!(n.jsonpath("web", "{.status.podIP}"), ip);
+    assert!(http_get(&ip).is_some_and(|p| p.contains("nginx 1.16")));
+    // And it still manages it: logs through the new kubelet, and deletion stops the container.
+    n.cluster.ok(&["logs", "web"]);
+    n.cluster.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"]);
+    assert!(http_get(&ip).is_none(), "the deleted pod still answers");
+}
+
+/// `<data-dir>/agent/pods/<ns>_<pod>_<uid>/<container>/`: the container's CRI log files.
+fn log_files(n: &Node, pod: &str, container: &str) -> Vec<String> {
+    let uid = n.jsonpath(pod, "{.metadata.uid}");
+    let dir: PathBuf = n
+        .cluster
+        .data_dir()
+        .join(format!("agent/pods/default_{pod}_{uid}/{container}"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn line_number(line: &str) -> Option<u64> {
+    line.strip_prefix("line ")?.split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn container_logs_rotate_and_follow_carries_on() {
+    let n = Node::start_with(
+        "log-rotation",
+        &["--container-log-max-size", "16Ki", "--container-log-max-files", "3"],
+    );
+    // About 100 lines of 100 bytes a second: the 10 s rotation check finds 16Ki exceeded.
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: chatty
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: logger
+    image: busybox:latest
+    command: ["sh", "-c", "i=0; while true; do echo \"line $i ..........................................................................\"; i=$((i+1)); sleep 0.01; done"]
+"#,
+    );
+    n.wait_running("chatty");
+    n.wait_logs(&["chatty"], "line 0 ");
+
+    // Follow from the start, across the rotations.
+    let mut follow = Command::new(KUBECTL_NEW)
+        .arg("--kubeconfig")
+        .arg(&n.cluster.kubeconfig)
+        .args(["logs", "-f", "chatty"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let seen = seen.clone();
+        let out = follow.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                seen.lock().unwrap().push(line);
+            }
+        })
+    };
+
+    // Two rotations: at most 3 files (the live 0.log and two rotated ones) at any time.
+    let mut most = 0;
+    wait_for("two rotations of the log", Duration::from_secs(60), || {
+        let files = log_files(&n, "chatty", "logger");
+        most = most.max(files.len());
+        let rotated = files.iter().filter(|f| f.starts_with("0.log.")).count();
+        (rotated >= 2).then_some(())
+    });
+    // A third one removes the oldest rotated file, to keep 3.
+    let oldest = log_files(&n, "chatty", "logger")
+        .into_iter()
+        .find(|f| f.starts_with("0.log."))
+        .expect("a rotated file");
+    wait_for("the oldest rotated file removed", Duration::from_secs(30), || {
+        let files = log_files(&n, "chatty", "logger");
+        most = most.max(files.len());
+        (!files.contains(&oldest)).then_some(())
+    });
+    assert!(most <= 3, "more than 3 log files at once ({most})");
+    assert!(log_files(&n, "chatty", "logger").contains(&"0.log".to_string()));
+
+    // `kubectl logs` reads the live file: the first lines are gone from it.
+    let now = n.logs(&["chatty"]);
+    let first = now.lines().next().and_then(line_number).expect("a numbered line");
+    assert!(first > 0, "the live log still starts at line 0");
+    // The follower saw every line, in order, across the rotations.
+    let upto = now.lines().filter_map(line_number).last().expect("lines");
+    wait_for("the follower to catch up", Duration::from_secs(30), || {
+        let seen = seen.lock().unwrap();
+        (seen.iter().filter_map(|l| line_number(l)).last()? >= upto).then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let _ = reader.join();
+    let numbers: Vec<u64> = seen.lock().unwrap().iter().filter_map(|l| line_number(l)).collect();
+    assert_eq!(numbers.first(), Some(&0));
+    let gaps: Vec<(u64, u64)> = numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(gaps.is_empty(), "kubectl logs -f lost or repeated lines across rotations: {gaps:?}");
+    assert!(*numbers.last().unwrap() >= upto);
+}
