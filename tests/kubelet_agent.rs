@@ -223,3 +223,119 @@ spec:
     assert!(gaps.is_empty(), "kubectl logs -f lost or repeated lines across rotations: {gaps:?}");
     assert!(*numbers.last().unwrap() >= upto);
 }
+
+/// A docker-registry with basic auth (user `kaji`), on its own port and storage; stopped on drop.
+struct PrivateRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// bcrypt of "kaji-pull-secret" (docker-registry's htpasswd accepts only bcrypt).
+const HTPASSWD: &str = "kaji:$2a$06$SEUNM7ja.IRhOzPCoqSkUegvZOomvNciE2iSWgyFuatYBv8M2AdfG\n";
+const PASSWORD: &str = "kaji-pull-secret";
+
+impl PrivateRegistry {
+    fn start() -> PrivateRegistry {
+        let dir = tempfile::Builder::new().prefix("kaji-private-registry-").tempdir().expect("tempdir");
+        let port = support::free_port();
+        std::fs::write(dir.path().join("htpasswd"), HTPASSWD).expect("htpasswd");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: kaji-test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let r = PrivateRegistry { child, port, _dir: dir };
+        wait_for("the private registry to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        r
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn image_pull_secrets_authenticate_to_a_private_registry() {
+    let registry = PrivateRegistry::start();
+    let host = format!("127.0.0.1:{}", registry.port);
+    // A test image, copied in with the credentials.
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args(["--dest-creds", &format!("kaji:{PASSWORD}")])
+        .arg("docker://127.0.0.1:5000/library/nginx:1.16")
+        .arg(format!("docker://{host}/private/web:1"))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "pushing to the private registry: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The test images' registries.yaml, plus plain HTTP for the private registry.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registries = dir.path().join("registries.yaml");
+    let mut yaml = std::fs::read_to_string(Node::test_registries()).expect("test registries.yaml");
+    yaml.push_str(&format!("  \"{host}\":\n    endpoint:\n      - \"http://{host}\"\n"));
+    std::fs::write(&registries, yaml).expect("registries.yaml");
+    let n = Node::start_with("pull-secrets", &["--registries", registries.to_str().expect("utf-8 path")]);
+
+    // Without credentials: the registry's answer, and back-off.
+    n.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: anonymous\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {host}/private/web:1\n"
+    ));
+    let reason = wait_for("the anonymous pull to fail", Duration::from_secs(60), || {
+        let r = n.jsonpath("anonymous", "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(r)
+    });
+    let described = n.cluster.ok(&["describe", "pod", "anonymous"]);
+    assert!(
+        described.contains("401 Unauthorized") || described.to_lowercase().contains("unauthorized"),
+        "{reason}: the registry's refusal is not in describe:\n{described}"
+    );
+
+    // With a docker-registry secret, as `kubectl create secret docker-registry` makes it.
+    n.cluster.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        "--docker-username=kaji",
+        &format!("--docker-password={PASSWORD}"),
+    ]);
+    n.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: private\nspec:\n  terminationGracePeriodSeconds: 1\n  imagePullSecrets:\n  - name: regcred\n  containers:\n  - name: web\n    image: {host}/private/web:1\n"
+    ));
+    let ip = n.wait_running("private");
+    let page = wait_for("the page from the private image", Duration::from_secs(30), || http_get(&ip));
+    assert!(page.contains("nginx 1.16"), "{page}");
+    // A wrong password is refused too.
+    n.cluster.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "wrongcred",
+        &format!("--docker-server={host}"),
+        "--docker-username=kaji",
+        "--docker-password=nope",
+    ]);
+    n.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: wrong\nspec:\n  terminationGracePeriodSeconds: 1\n  imagePullSecrets:\n  - name: wrongcred\n  containers:\n  - name: web\n    image: {host}/private/web:2\n"
+    ));
+    wait_for("the pull with a wrong password to fail", Duration::from_secs(60), || {
+        let r = n.jsonpath("wrong", "{.status.containerStatuses[0].state.waiting.reason}");
+        (r == "ErrImagePull" || r == "ImagePullBackOff").then_some(())
+    });
+    drop(n);
+    drop(registry);
+}

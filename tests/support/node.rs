@@ -78,6 +78,11 @@ impl Node {
     }
 
     /// A node whose `kaji server` gets extra flags (e.g. the kubelet's log rotation).
+    /// The registries.yaml of the test images, for tests that extend it.
+    pub fn test_registries() -> PathBuf {
+        require_root_and_images()
+    }
+
     pub fn start_with(name: &str, extra: &[&str]) -> Node {
         let registries = require_root_and_images();
         let (network, n) = claim_network(name);
@@ -92,10 +97,10 @@ impl Node {
         );
         let pod_cidr = format!("10.{}.{}.0/24", 100 + n / 256, n % 256);
         let reg = registries.to_string_lossy().into_owned();
+        // A test may bring its own registries.yaml (`--registries` in `extra`).
+        let own_registries = extra.contains(&"--registries");
         let mut flags: Vec<&str> = vec![
             "--disable-agent=false",
-            "--registries",
-            &reg,
             "--cni-bridge-name",
             &bridge,
             "--kubelet-port",
@@ -105,6 +110,9 @@ impl Node {
             "--cluster-cidr",
             &pod_cidr,
         ];
+        if !own_registries {
+            flags.extend(["--registries", reg.as_str()]);
+        }
         flags.extend_from_slice(extra);
         let cluster = Cluster::start_with(name, &flags);
         let node = Node {
