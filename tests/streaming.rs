@@ -1,7 +1,9 @@
 //! End-to-end tests of the streaming subresources with real containers: `kubectl exec` (stdin,
-//! tty, `-c`, exit codes), `kubectl cp`, `kubectl attach` and `kubectl port-forward` (pod/,
-//! deployment/ and svc/ targets), each with kubectl 1.27 (SPDY/3.1) and kubectl 1.33 (which
-//! tries WebSockets first and falls back to SPDY when the upgrade is refused).
+//! tty and resize, `-c`, exit codes), `kubectl cp`, `kubectl attach` and `kubectl port-forward`
+//! (pod/, deployment/ and svc/ targets), each with kubectl 1.27 (SPDY/3.1) and kubectl 1.33
+//! (WebSockets: exec and attach over `v5.channel.k8s.io`, which the API server translates to
+//! SPDY for the kubelet; port-forward's SPDY tunnel). kubectl 1.33 runs with `-v=6`, and its log
+//! must show the WebSocket upgrade (101) and no fallback to SPDY.
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::node::Node;
-use support::{KUBECTL_NEW, KUBECTL_OLD, free_port, wait_for};
+use support::{KUBECTL_NEW, KUBECTL_OLD, free_port, tail, wait_for};
 
 const WEB_POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -68,6 +70,56 @@ fn http_get(port: u16) -> Option<String> {
     head.contains(" 200 ").then(|| body.to_string())
 }
 
+/// kubectl 1.33 logs its requests (`-v=6`) so that a test can see how it upgraded.
+fn verbose(kubectl: &str) -> Option<&'static str> {
+    (kubectl == KUBECTL_NEW).then_some("-v=6")
+}
+
+/// For kubectl 1.33: its log shows `sub` (exec, attach) upgraded to a `v5.channel.k8s.io`
+/// WebSocket (101), and no fallback to SPDY.
+fn assert_websocket(kubectl: &str, sub: &str, log: &str) {
+    if kubectl != KUBECTL_NEW {
+        return;
+    }
+    let upgraded = log
+        .lines()
+        .any(|l| l.contains(&format!("/{sub}?")) && l.contains("\"GET\"") && l.contains("101"));
+    assert!(
+        upgraded && log.contains("v5.channel.k8s.io") && !log.contains("fallback"),
+        "{kubectl} {sub} did not stay on a v5 WebSocket:\n{log}"
+    );
+}
+
+/// Runs a streaming kubectl command (`sub` is the subresource it uses), kubectl 1.33 with
+/// `-v=6`, and checks how 1.33 upgraded.
+fn streaming(
+    n: &Node,
+    kubectl: &str,
+    sub: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    let args: Vec<&str> = verbose(kubectl)
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let out = n.cluster.kubectl_with(kubectl, &args, stdin);
+    assert_websocket(kubectl, sub, &stderr(&out));
+    out
+}
+
+/// [`streaming`] for a command that must succeed; its stdout.
+fn streaming_ok(n: &Node, kubectl: &str, sub: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = streaming(n, kubectl, sub, args, stdin);
+    assert!(
+        out.status.success(),
+        "{kubectl} {args:?} failed: {}\nserver log tail:\n{}",
+        stderr(&out),
+        tail(&n.cluster.log(), 30)
+    );
+    stdout(&out)
+}
+
 #[test]
 fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
     let n = Node::start("streaming-exec");
@@ -75,46 +127,71 @@ fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
     n.wait_running("web");
     for kubectl in [KUBECTL_OLD, KUBECTL_NEW] {
         // The page, from the annotated default container.
-        let page = n.cluster.ok_with(
+        let page = streaming_ok(
+            &n,
             kubectl,
+            "exec",
             &["exec", "web", "--", "cat", "/www/index.html"],
             None,
         );
         assert!(page.contains("nginx 1.16"), "{kubectl}: {page}");
         // -c picks the other container.
-        let who = n.cluster.ok_with(
+        let who = streaming_ok(
+            &n,
             kubectl,
+            "exec",
             &["exec", "web", "-c", "sidecar", "--", "cat", "/tmp/who"],
             None,
         );
         assert_eq!(who, "sidecar\n", "{kubectl}");
-        // stdin is piped through and its end reaches the command.
-        let echoed = n.cluster.ok_with(
+        // stdin is piped through and its end (v5's close signal) reaches the command.
+        let echoed = streaming_ok(
+            &n,
             kubectl,
+            "exec",
             &["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"],
             Some("line one\nline two\n"),
         );
         assert_eq!(echoed, "line one\nline two\ndone\n", "{kubectl}");
-        // stderr stays apart from stdout.
-        let out = n.cluster.kubectl_with(
+        // stderr stays apart from stdout (the marker is computed: the URL in 1.33's log names
+        // the command, not its output).
+        let out = streaming(
+            &n,
             kubectl,
-            &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2"],
+            "exec",
+            &[
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err-$((6*7)) >&2",
+            ],
             None,
         );
         assert!(out.status.success(), "{kubectl}: {}", stderr(&out));
         assert_eq!(stdout(&out), "out\n", "{kubectl}");
-        assert!(stderr(&out).contains("err"), "{kubectl}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("err-42"),
+            "{kubectl}: {}",
+            stderr(&out)
+        );
         // The exit code comes back.
-        let out =
-            n.cluster
-                .kubectl_with(kubectl, &["exec", "web", "--", "sh", "-c", "exit 3"], None);
+        let out = streaming(
+            &n,
+            kubectl,
+            "exec",
+            &["exec", "web", "--", "sh", "-c", "exit 3"],
+            None,
+        );
         assert_eq!(out.status.code(), Some(3), "{kubectl}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("command terminated with exit code 3"),
             "{kubectl}: {}",
             stderr(&out)
         );
-        // A container that does not exist is named in the error.
+        // A container that does not exist is named in the error (the API server refuses the
+        // upgrade, so kubectl 1.33 tries SPDY too).
         let out =
             n.cluster
                 .kubectl_with(kubectl, &["exec", "web", "-c", "nope", "--", "true"], None);
@@ -129,16 +206,30 @@ fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
         let content = format!("copied by {kubectl}\n");
         std::fs::write(&local, &content).expect("writing the local file");
         let local_s = local.to_string_lossy().into_owned();
-        n.cluster
-            .ok_with(kubectl, &["cp", &local_s, "web:/tmp/cp.txt"], None);
-        let inside = n
-            .cluster
-            .ok_with(kubectl, &["exec", "web", "--", "cat", "/tmp/cp.txt"], None);
+        streaming_ok(
+            &n,
+            kubectl,
+            "exec",
+            &["cp", &local_s, "web:/tmp/cp.txt"],
+            None,
+        );
+        let inside = streaming_ok(
+            &n,
+            kubectl,
+            "exec",
+            &["exec", "web", "--", "cat", "/tmp/cp.txt"],
+            None,
+        );
         assert_eq!(inside, content, "{kubectl}");
         let back = n.cluster.data_dir().join("cp-back.txt");
         let back_s = back.to_string_lossy().into_owned();
-        n.cluster
-            .ok_with(kubectl, &["cp", "web:/tmp/cp.txt", &back_s], None);
+        streaming_ok(
+            &n,
+            kubectl,
+            "exec",
+            &["cp", "web:/tmp/cp.txt", &back_s],
+            None,
+        );
         assert_eq!(
             std::fs::read_to_string(&back).ok().as_deref(),
             Some(content.as_str()),
@@ -146,8 +237,12 @@ fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
         );
         let _ = std::fs::remove_file(&back);
         // kubectl attach streams the running container's output.
+        let args: Vec<&str> = verbose(kubectl)
+            .into_iter()
+            .chain(["attach", "web", "-c", "sidecar"])
+            .collect();
         let mut attach = Background(
-            kubectl_cmd(&n, kubectl, &["attach", "web", "-c", "sidecar"])
+            kubectl_cmd(&n, kubectl, &args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -155,6 +250,7 @@ fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
                 .expect("kubectl attach"),
         );
         let mut attached = attach.0.stdout.take().expect("stdout");
+        let mut attach_log = attach.0.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -173,10 +269,15 @@ fn exec_cp_and_attach_with_kubectl_1_27_and_1_33() {
         let seen = rx.recv_timeout(Duration::from_secs(20));
         drop(attach);
         assert!(seen.is_ok(), "{kubectl}: attach showed no ticks");
+        let mut log = String::new();
+        let _ = attach_log.read_to_string(&mut log);
+        assert_websocket(kubectl, "attach", &log);
     }
 }
 
-/// `kubectl exec -it` under a pseudo-terminal (util-linux `script`): the shell sees a tty.
+/// `kubectl exec -it` under a pseudo-terminal (util-linux `script`): the shell sees a tty of
+/// the terminal's size (kubectl sends it on the resize stream, which the runtime applies once
+/// the command runs: hence the pause before asking).
 #[test]
 fn exec_with_a_tty() {
     let n = Node::start("streaming-tty");
@@ -184,7 +285,8 @@ fn exec_with_a_tty() {
     n.wait_running("web");
     for kubectl in [KUBECTL_OLD, KUBECTL_NEW] {
         let line = format!(
-            "{kubectl} --kubeconfig {} exec -it web -c sidecar -- sh -c 'test -t 0 && echo IS-A-TTY; stty size 2>/dev/null; exit 4'",
+            "stty rows 33 cols 91; {kubectl} {} --kubeconfig {} exec -it web -c sidecar -- sh -c 'test -t 0 && echo IS-A-TTY; sleep 1; stty size; exit 4'",
+            verbose(kubectl).unwrap_or_default(),
             n.cluster.kubeconfig.display()
         );
         let out = Command::new("script")
@@ -202,7 +304,10 @@ fn exec_with_a_tty() {
             "{kubectl}: {text}{}",
             stderr(&out)
         );
+        assert!(text.contains("33 91"), "{kubectl}: no resize: {text}");
         assert_eq!(out.status.code(), Some(4), "{kubectl}: {text}");
+        // The pseudo-terminal carries kubectl's log too.
+        assert_websocket(kubectl, "exec", &text);
     }
 }
 

@@ -8,7 +8,9 @@
 //! containerd 1.6's streaming server speaks SPDY and the WebSocket protocols up to
 //! `v4.channel.k8s.io`; a WebSocket asking only for newer ones (kubectl 1.30+'s
 //! `v5.channel.k8s.io`, or the `SPDY/3.1+portforward.k8s.io` tunnel) is refused here with 400,
-//! which client-go takes as an upgrade failure and retries over SPDY.
+//! which client-go takes as an upgrade failure and retries over SPDY. Through the API server
+//! neither reaches the kubelet: the API server ends those WebSockets itself and speaks SPDY here
+//! (kaji-apiserver's `rest::streaming`).
 
 use crate::cri::{self, Cri, api};
 use bytes::Bytes;

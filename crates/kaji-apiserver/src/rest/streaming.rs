@@ -1,14 +1,24 @@
 //! pods/exec, pods/attach and pods/portforward: the API server checks the request as upstream's
-//! `ExecLocation` / `AttachLocation` / `PortForwardLocation` do, then proxies the HTTP/1.1
-//! upgrade (SPDY/3.1 or WebSocket) to the node's kubelet (`/exec/<ns>/<pod>/<container>`,
-//! `/attach/...`, `/portForward/<ns>/<pod>`), relays its `101 Switching Protocols` and splices
-//! the two connections: upstream's UpgradeAwareHandler, without translating protocols.
+//! `ExecLocation` / `AttachLocation` / `PortForwardLocation` do, then opens an HTTP/1.1 upgrade
+//! to the node's kubelet (`/exec/<ns>/<pod>/<container>`, `/attach/...`,
+//! `/portForward/<ns>/<pod>`) and, once it answers `101 Switching Protocols`, relays between the
+//! client and the kubelet in one of three ways:
 //!
-//! Port-forward's WebSocket tunnel (kubectl 1.31+) ends here (`wstunnel`). When the kubelet
-//! refuses an upgrade (e.g. a `v5.channel.k8s.io` WebSocket its runtime cannot serve), its
-//! status goes back to the client as it is: client-go treats any non-101 answer to a WebSocket
-//! handshake as an upgrade failure and falls back to SPDY (`transport/websocket/roundtripper.go`,
-//! `remotecommand/fallback.go`).
+//! - SPDY/3.1 (kubectl up to 1.29) and WebSockets with the older channel protocols: the upgrade
+//!   is forwarded as it is and the two connections spliced byte for byte (upstream's
+//!   UpgradeAwareHandler); the runtime's streaming server speaks those itself.
+//! - exec and attach over a `v5.channel.k8s.io` WebSocket (kubectl 1.30+): the WebSocket ends
+//!   here and the kubelet is spoken to in SPDY (`translator`, on `spdy`), as upstream's
+//!   StreamTranslatorProxy does; the runtime knows no v5.
+//! - port-forward's WebSocket tunnel (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+): the
+//!   WebSocket ends here and its binary messages carry the client's SPDY bytes (`wstunnel`).
+//!
+//! When the kubelet refuses an upgrade its status goes back to the client as it is: client-go
+//! treats any non-101 answer to a WebSocket handshake as an upgrade failure and falls back to
+//! SPDY (`transport/websocket/roundtripper.go`, `remotecommand/fallback.go`).
+
+mod spdy;
+mod translator;
 
 use super::{Call, wstunnel};
 use super::read::fetch;
@@ -35,7 +45,11 @@ pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<
     let pairs = query_pairs(req.uri().query());
     let values = |k: &str| pairs.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
     let flag = |k: &str| values(k).last().is_some_and(|v| v == "true" || v == "1");
+    let mut relay = Relay::Splice;
     let path = if sub == "portforward" {
+        if offers_websocket(&req, wstunnel::TUNNEL_PROTOCOL) {
+            relay = Relay::Tunnel;
+        }
         let mut q: Vec<String> = Vec::new();
         for p in values("ports") {
             q.push(format!("port={}", encode(&p)));
@@ -65,25 +79,48 @@ pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<
                 q.push(format!("{key}=1"));
             }
         }
+        if offers_websocket(&req, translator::PROTOCOL) {
+            relay = Relay::Translate(translator::Streams { stdin, stdout, stderr, tty });
+        }
         let kubelet_sub = if sub == "exec" { "exec" } else { "attach" };
         format!("/{kubelet_sub}/{ns}/{name}/{container}?{}", q.join("&"))
     };
     let (ip, port) = kubelet_address(&call, &pod).await?;
-    let tunnel = sub == "portforward" && offers_tunnel(&req);
-    proxy_upgrade(req, &ip, port, &path, tunnel).await
+    proxy_upgrade(req, &ip, port, &path, relay).await
 }
 
-/// A port-forward WebSocket that tunnels SPDY (`SPDY/3.1+portforward.k8s.io`).
-fn offers_tunnel<B>(req: &Request<B>) -> bool {
+/// How the client's upgraded connection and the kubelet's are joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relay {
+    /// The client's upgrade goes to the kubelet as it is; bytes are copied both ways.
+    Splice,
+    /// Port-forward's WebSocket tunnel: SPDY inside WebSocket messages (`wstunnel`).
+    Tunnel,
+    /// exec/attach over a v5 WebSocket, spoken to the kubelet in SPDY (`translator`).
+    Translate(translator::Streams),
+}
+
+impl Relay {
+    /// The WebSocket subprotocol answered to the client, when the WebSocket ends here.
+    fn protocol(self) -> Option<&'static str> {
+        match self {
+            Relay::Splice => None,
+            Relay::Tunnel => Some(wstunnel::TUNNEL_PROTOCOL),
+            Relay::Translate(_) => Some(translator::PROTOCOL),
+        }
+    }
+}
+
+/// A WebSocket upgrade offering the subprotocol `protocol`.
+fn offers_websocket<B>(req: &Request<B>, protocol: &str) -> bool {
     let websocket = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    websocket
-        && req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|p| p.trim() == wstunnel::TUNNEL_PROTOCOL)
+    websocket && req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|p| p.trim() == protocol)
 }
 
-/// Sends the upgrade request to the kubelet; on 101 answers the client with the kubelet's
-/// headers and splices the two upgraded connections until both sides close. With `tunnel`, the
-/// client's WebSocket ends here and the kubelet is asked for SPDY (see `wstunnel`).
-async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &str, tunnel: bool) -> Result<Response<Body>, ApiError> {
+/// Sends the upgrade request to the kubelet; on 101 answers the client and joins the two
+/// upgraded connections as `relay` says until the session ends. When the client's WebSocket
+/// ends here (tunnel, translation) the kubelet is asked for SPDY instead.
+async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &str, relay: Relay) -> Result<Response<Body>, ApiError> {
     if !is_upgrade(&req) {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
@@ -92,11 +129,21 @@ async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &s
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| failed(e.to_string()))?;
     tokio::spawn(conn.with_upgrades());
     let mut out = Request::builder().method(req.method().clone()).uri(path);
-    if tunnel {
-        out = out.header(header::CONNECTION, "Upgrade").header(header::UPGRADE, "SPDY/3.1").header("X-Stream-Protocol-Version", "portforward.k8s.io");
-    } else {
-        for (k, v) in req.headers() {
-            if !NOT_FORWARDED.contains(&k.as_str()) {
+    match relay {
+        Relay::Splice => {
+            for (k, v) in req.headers() {
+                if !NOT_FORWARDED.contains(&k.as_str()) {
+                    out = out.header(k, v);
+                }
+            }
+        }
+        Relay::Tunnel => {
+            out = out.header(header::CONNECTION, "Upgrade").header(header::UPGRADE, "SPDY/3.1").header("X-Stream-Protocol-Version", "portforward.k8s.io");
+        }
+        Relay::Translate(_) => {
+            // As an SPDY client (and upstream's translator) would ask.
+            out = out.method(http::Method::POST);
+            for (k, v) in translator::kubelet_upgrade_headers() {
                 out = out.header(k, v);
             }
         }
@@ -116,12 +163,12 @@ async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &s
     }
     let mut answer = Response::new(Full::new(Bytes::new()).boxed());
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    if tunnel {
+    if let Some(protocol) = relay.protocol() {
         let key = req.headers().get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let h = answer.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(wstunnel::TUNNEL_PROTOCOL));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&wstunnel::accept_key(key)).map_err(|e| failed(e.to_string()))?);
     } else {
         *answer.headers_mut() = std::mem::take(resp.headers_mut());
@@ -129,15 +176,16 @@ async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &s
     let client = hyper::upgrade::on(&mut req);
     let kubelet = hyper::upgrade::on(resp);
     tokio::spawn(async move {
-        match tokio::try_join!(client, kubelet) {
-            Ok((client, kubelet)) if tunnel => wstunnel::splice(TokioIo::new(client), TokioIo::new(kubelet)).await,
-            Ok((client, kubelet)) => {
+        match (tokio::try_join!(client, kubelet), relay) {
+            (Ok((client, kubelet)), Relay::Tunnel) => wstunnel::splice(TokioIo::new(client), TokioIo::new(kubelet)).await,
+            (Ok((client, kubelet)), Relay::Translate(streams)) => translator::run(TokioIo::new(client), TokioIo::new(kubelet), streams).await,
+            (Ok((client, kubelet)), Relay::Splice) => {
                 let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
                 if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await {
                     tracing::debug!(error = %e, "stream to the kubelet ended");
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "upgrading a stream to the kubelet failed"),
+            (Err(e), _) => tracing::debug!(error = %e, "upgrading a stream to the kubelet failed"),
         }
     });
     Ok(answer)
@@ -185,5 +233,16 @@ mod tests {
         assert!(is_upgrade(&req));
         let req = Request::get("/").header("upgrade", "websocket").body(()).unwrap();
         assert!(!is_upgrade(&req));
+    }
+
+    #[test]
+    fn recognises_offered_subprotocols() {
+        let req = Request::get("/").header("upgrade", "websocket").header("sec-websocket-protocol", "v5.channel.k8s.io, v4.channel.k8s.io").body(()).unwrap();
+        assert!(offers_websocket(&req, translator::PROTOCOL));
+        assert!(!offers_websocket(&req, wstunnel::TUNNEL_PROTOCOL));
+        let v4 = Request::get("/").header("upgrade", "websocket").header("sec-websocket-protocol", "v4.channel.k8s.io").body(()).unwrap();
+        assert!(!offers_websocket(&v4, translator::PROTOCOL));
+        let spdy = Request::get("/").header("upgrade", "SPDY/3.1").header("sec-websocket-protocol", "v5.channel.k8s.io").body(()).unwrap();
+        assert!(!offers_websocket(&spdy, translator::PROTOCOL));
     }
 }

@@ -21,7 +21,7 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// One server frame (never masked).
-fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 10);
     out.push(0x80 | opcode);
     match payload.len() {
@@ -40,7 +40,7 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one frame: (opcode, unmasked payload).
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
+pub(super) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     r.read_exact(&mut head).await?;
     let opcode = head[0] & 0x0f;
