@@ -339,3 +339,74 @@ fn image_pull_secrets_authenticate_to_a_private_registry() {
     drop(n);
     drop(registry);
 }
+
+/// Python's TLS client (the test machine has python3 for the client-library tests): GETs `path`
+/// from the kubelet, verifying its certificate against the cluster CA for `ip`, with or without
+/// a client certificate. Prints the HTTP status, or `TLS <error>`.
+const KUBELET_GET: &str = r#"
+import socket, ssl, sys
+ip, port, ca, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+if len(sys.argv) > 5:
+    ctx.load_cert_chain(sys.argv[5], sys.argv[6])
+try:
+    with socket.create_connection((ip, port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=ip) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    print(data.split(b"\r\n", 1)[0].decode().split(" ")[1])
+except (ssl.SSLError, ConnectionError) as e:
+    print("TLS", e)
+"#;
+
+#[test]
+fn the_kubelet_port_answers_only_the_cluster_ca_clients() {
+    let n = Node::start("kubelet-authn");
+    n.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox:latest\n    command: [\"sh\", \"-c\", \"echo hello from talker; sleep 3600\"]\n",
+    );
+    n.wait_running("talker");
+    let ip = n.jsonpath_of(&["node", "kaji-test-node"], "{.status.addresses[?(@.type==\"InternalIP\")].address}");
+    let port = n.jsonpath_of(&["node", "kaji-test-node"], "{.status.daemonEndpoints.kubeletEndpoint.Port}");
+    let tls = n.cluster.data_dir().join("server/tls");
+    let ca = tls.join("ca.crt");
+    let get = |client: Option<(&str, &str)>| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", KUBELET_GET, &ip, &port]).arg(&ca).arg("/containerLogs/default/talker/c");
+        if let Some((cert, key)) = client {
+            cmd.arg(tls.join(cert)).arg(tls.join(key));
+        }
+        let out = cmd.output().expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The kubelet's certificate is the cluster CA's, for the node's address (verified above); a
+    // client without a certificate is refused, one with the API server's is served.
+    assert_eq!(get(None), "401");
+    assert_eq!(get(Some(("client-kube-apiserver-kubelet.crt", "client-kube-apiserver-kubelet.key"))), "200");
+    // A certificate from another CA does not get through the handshake.
+    let other = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/O=system:masters/CN=intruder"])
+        .arg("-keyout")
+        .arg(other.path().join("k.pem"))
+        .arg("-out")
+        .arg(other.path().join("c.pem"))
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = Command::new("python3")
+        .args(["-c", KUBELET_GET, &ip, &port])
+        .arg(&ca)
+        .arg("/containerLogs/default/talker/c")
+        .arg(other.path().join("c.pem"))
+        .arg(other.path().join("k.pem"))
+        .output()
+        .expect("python3");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.starts_with("TLS"), "a foreign client certificate was accepted: {answer}");
+    // Through the API server, as kubectl goes, the logs are there.
+    assert_eq!(n.logs(&["talker"]), "hello from talker\n");
+}

@@ -77,6 +77,8 @@ pub struct ApiServer {
     pub admission: registry::Admission,
     pub metrics: server::Metrics,
     pub pki: pki::Pki,
+    /// TLS towards kubelets (see `server::kubelet_client_config`).
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// `host:port` clients are told to use.
     pub advertise: String,
     openapi_v2: OnceLock<(Bytes, Bytes)>,
@@ -117,6 +119,7 @@ pub struct Running {
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let pki = pki::Pki::load_or_create(&config.data_dir)?;
+    let kubelet_tls = server::kubelet_client_config(&pki)?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
@@ -130,6 +133,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         admission: config.admission.clone(),
         metrics: server::Metrics::default(),
         pki,
+        kubelet_tls,
         advertise: advertise.clone(),
         openapi_v2: OnceLock::new(),
         openapi_v3: OnceLock::new(),

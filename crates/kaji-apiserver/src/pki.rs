@@ -1,6 +1,9 @@
 //! The cluster's certificates, made on first start like k3s does: a CA, the API server's serving
-//! certificate, an admin client certificate (O=system:masters), and the admin kubeconfig.
-//! Everything lives under `<data-dir>/server/tls`; later starts reuse what is there.
+//! certificate, an admin client certificate (O=system:masters), the API server's client
+//! certificate for kubelets (`kube-apiserver-kubelet-client`), and the admin kubeconfig.
+//! Everything lives under `<data-dir>/server/tls`; later starts reuse what is there. Kubelets get
+//! serving certificates signed by the same CA (`issue_kubelet_serving`), so that the API server
+//! can verify them and they can verify the API server's client certificate.
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -20,6 +23,10 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The API server's client certificate towards kubelets (O=system:masters).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
+    ca_key_pem: String,
     /// The join token (k3s format `K10<sha256 of the CA>::node:<secret>`), in `<data-dir>/token`.
     pub token: String,
 }
@@ -143,6 +150,17 @@ impl Pki {
             write_private(&admin.with_extension("crt"), &cert.pem())?;
         }
 
+        let kubelet_client = dir.join("client-kube-apiserver-kubelet");
+        if !kubelet_client.with_extension("crt").exists() || !kubelet_client.with_extension("key").exists() {
+            let key = KeyPair::generate()?;
+            let mut p = params("kube-apiserver-kubelet-client", Some("system:masters"));
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = p.signed_by(&key, &issuer)?;
+            write_private(&kubelet_client.with_extension("key"), &key.serialize_pem())?;
+            write_private(&kubelet_client.with_extension("crt"), &cert.pem())?;
+        }
+
         let token_path = data_dir.join("token");
         if !token_path.exists() {
             let secret: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
@@ -156,8 +174,35 @@ impl Pki {
             serving_key_pem: read(&serving.with_extension("key"))?,
             admin_cert_pem: read(&admin.with_extension("crt"))?,
             admin_key_pem: read(&admin.with_extension("key"))?,
+            kubelet_client_cert_pem: read(&kubelet_client.with_extension("crt"))?,
+            kubelet_client_key_pem: read(&kubelet_client.with_extension("key"))?,
+            ca_key_pem: read(&ca_key_path)?,
             dir,
         })
+    }
+
+    /// A serving certificate and key (PEM) for a node's kubelet, for its names and addresses
+    /// (CN `system:node:<node>`, O `system:nodes`, as upstream's kubelet serving certificates).
+    pub fn issue_kubelet_serving(&self, node: &str, names: &[String]) -> Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, ca_key).context("parsing the cluster CA")?;
+        let key = KeyPair::generate()?;
+        let mut p = params(&format!("system:node:{node}"), Some("system:nodes"));
+        let mut sans = Vec::new();
+        for n in names.iter().map(String::as_str).chain([node]) {
+            let san = match n.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.try_into().with_context(|| format!("{n:?} is not a DNS name"))?),
+            };
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+        p.subject_alt_names = sans;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 
     /// An admin kubeconfig for `server` (e.g. `https://127.0.0.1:6443`), with the certificates embedded.

@@ -58,6 +58,66 @@ pub fn tls_acceptor(server: &ApiServer) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// The TLS client configuration towards kubelets: their serving certificates must be signed by
+/// the cluster CA (`Pki::issue_kubelet_serving`) for the node's address, and the API server shows
+/// its `kube-apiserver-kubelet-client` certificate (upstream's `--kubelet-certificate-authority`
+/// and `--kubelet-client-certificate`).
+pub fn kubelet_client_config(pki: &crate::pki::Pki) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_cert_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pki.kubelet_client_cert_pem.as_bytes()).collect::<std::result::Result<_, _>>()?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut pki.kubelet_client_key_pem.as_bytes())?.context("no kubelet client key")?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Where a node agent gets its kubelet serving certificate (as k3s's `/v1-k3s/serving-kubelet.crt`).
+pub const KUBELET_SERVING_CERT_PATH: &str = "/v1-kaji/serving-kubelet.crt";
+
+/// `POST /v1-kaji/serving-kubelet.crt` with `{"nodeName": .., "names": [..]}`: a serving
+/// certificate for the node's kubelet, signed by the cluster CA, for node agents (the join token)
+/// and admins. Answers `{"cert", "key", "ca"}` in PEM.
+async fn kubelet_serving_cert(server: &ApiServer, user: &User, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST {
+        drain(req.into_body()).await;
+        return error_response(&ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+    }
+    if !user.groups.iter().any(|g| g == "system:nodes" || g == "system:masters") {
+        drain(req.into_body()).await;
+        return error_response(&ApiError::new(403, "Forbidden", format!("user \"{}\" cannot get a kubelet serving certificate", user.name)));
+    }
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error_response(&ApiError::bad_request(format!("reading the request: {e}"))),
+    };
+    let want: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(&ApiError::bad_request(format!("the request is not JSON: {e}"))),
+    };
+    let node = want["nodeName"].as_str().unwrap_or_default();
+    let problems = kaji_api::validation::dns1123_subdomain(node);
+    if !problems.is_empty() {
+        return error_response(&ApiError::bad_request(format!("nodeName {node:?}: {}", problems.join(", "))));
+    }
+    let names: Vec<String> = want["names"].as_array().into_iter().flatten().filter_map(|n| n.as_str().map(str::to_string)).collect();
+    match server.pki.issue_kubelet_serving(node, &names) {
+        Ok((cert, key)) => {
+            tracing::info!(node, user = %user.name, "issued a kubelet serving certificate");
+            json_response(200, &serde_json::json!({"cert": cert, "key": key, "ca": server.pki.ca_cert_pem}), false, &[])
+        }
+        Err(e) => error_response(&ApiError::bad_request(format!("{e:#}"))),
+    }
+}
+
 fn user_from_cert(der: &[u8]) -> Option<User> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
@@ -151,6 +211,10 @@ async fn handle(server: Arc<ApiServer>, user: Option<User>, req: Request<Incomin
     let resp = if user.is_none() && !is_public(&path) {
         drain(req.into_body()).await;
         error_response(&ApiError::unauthorized())
+    } else if path == KUBELET_SERVING_CERT_PATH
+        && let Some(user) = &user
+    {
+        kubelet_serving_cert(&server, user, req).await
     } else {
         route_request(&server, req).await
     };

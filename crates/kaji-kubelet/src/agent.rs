@@ -106,7 +106,8 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         "127.0.0.1".into(),
     ];
     let pki_dir = agent_dir.join("pki");
-    let (port, serve) = server::bind(cri.clone(), opts.kubelet_port, &pki_dir, names).await?;
+    let certs = server::serving_certificate(&client, &facts.name, &names, &pki_dir).await?;
+    let (port, serve) = server::bind(cri.clone(), opts.kubelet_port, &certs).await?;
     facts.kubelet_port = port;
     let images = node::images(&mut cri).await;
     node::post_status(

@@ -28,54 +28,94 @@ pub struct KubeletServer {
     pub cri: Cri,
 }
 
-/// A self-signed serving certificate for the node's names and addresses, created once.
-fn certificate(
-    dir: &Path,
+/// The kubelet's TLS material: a serving certificate signed by the cluster CA, and that CA,
+/// which also signs the clients the kubelet accepts (the API server's
+/// `kube-apiserver-kubelet-client` certificate, admins).
+#[derive(Clone, Debug)]
+pub struct ServingCerts {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+/// Asks the API server for a serving certificate for `node` and its `names` (k3s's
+/// `/v1-k3s/serving-kubelet.crt`, here `/v1-kaji/serving-kubelet.crt`), and keeps a copy in `dir`.
+pub async fn serving_certificate(
+    client: &kube::Client,
+    node: &str,
     names: &[String],
-) -> Result<(
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-)> {
+    dir: &Path,
+) -> Result<ServingCerts> {
+    let body = serde_json::to_vec(&serde_json::json!({"nodeName": node, "names": names}))?;
+    let req = Request::post("/v1-kaji/serving-kubelet.crt")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)?;
+    let text = client
+        .request_text(req)
+        .await
+        .context("asking the API server for the kubelet's serving certificate")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("the certificate answer")?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("no {k} in the certificate answer"))
+    };
+    let certs = ServingCerts {
+        cert_pem: field("cert")?,
+        key_pem: field("key")?,
+        ca_pem: field("ca")?,
+    };
     std::fs::create_dir_all(dir)?;
-    let (cert_path, key_path) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
-    if !cert_path.exists() || !key_path.exists() {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
-        let cert = params.self_signed(&key)?;
-        std::fs::write(&cert_path, cert.pem())?;
-        std::fs::write(&key_path, key.serialize_pem())?;
+    for (name, text, mode) in [
+        ("kubelet.crt", &certs.cert_pem, 0o644),
+        ("kubelet.key", &certs.key_pem, 0o600),
+        ("ca.crt", &certs.ca_pem, 0o644),
+    ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(dir.join(name))?;
+        f.write_all(text.as_bytes())?;
     }
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(
-        &cert_path,
-    )?))
-    .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(
-        &key_path,
-    )?))?
-    .context("no private key")?;
-    Ok((certs, key))
+    Ok(certs)
+}
+
+fn tls_config(certs: &ServingCerts) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut certs.key_pem.as_bytes())?.context("no private key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut certs.ca_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    // Clients without a certificate get through the handshake and a 401, as upstream's kubelet
+    // with anonymous auth off; a certificate from another CA fails the handshake.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 /// Binds the server; returns the port (useful with port 0) and the serving task.
 pub async fn bind(
     cri: Cri,
     port: u16,
-    cert_dir: &Path,
-    names: Vec<String>,
+    certs: &ServingCerts,
 ) -> Result<(
     u16,
     impl std::future::Future<Output = Result<()>> + Send + use<>,
 )> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (certs, key) = certificate(cert_dir, &names)?;
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = tls_config(certs)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
@@ -91,9 +131,17 @@ pub async fn bind(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                // Only the cluster CA's client certificates get here with one: the API server's
+                // (and admins', O=system:masters); the CA signs no other client certificates.
+                let authenticated = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
                 let svc = hyper::service::service_fn(move |req| {
                     let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                    async move {
+                        if !authenticated {
+                            return Ok::<_, Infallible>(text(StatusCode::UNAUTHORIZED, "Unauthorized\n"));
+                        }
+                        Ok::<_, Infallible>(server.handle(req).await)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),

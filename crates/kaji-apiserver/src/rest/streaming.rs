@@ -86,7 +86,7 @@ pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<
         format!("/{kubelet_sub}/{ns}/{name}/{container}?{}", q.join("&"))
     };
     let (ip, port) = kubelet_address(&call, &pod).await?;
-    proxy_upgrade(req, &ip, port, &path, relay).await
+    proxy_upgrade(&call.server, req, &ip, port, &path, relay).await
 }
 
 /// How the client's upgraded connection and the kubelet's are joined.
@@ -120,12 +120,12 @@ fn offers_websocket<B>(req: &Request<B>, protocol: &str) -> bool {
 /// Sends the upgrade request to the kubelet; on 101 answers the client and joins the two
 /// upgraded connections as `relay` says until the session ends. When the client's WebSocket
 /// ends here (tunnel, translation) the kubelet is asked for SPDY instead.
-async fn proxy_upgrade(mut req: Request<Incoming>, ip: &str, port: u16, path: &str, relay: Relay) -> Result<Response<Body>, ApiError> {
+async fn proxy_upgrade(server: &crate::ApiServer, mut req: Request<Incoming>, ip: &str, port: u16, path: &str, relay: Relay) -> Result<Response<Body>, ApiError> {
     if !is_upgrade(&req) {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let failed = |e: String| ApiError::new(503, "ServiceUnavailable", format!("proxying to the kubelet at {ip}:{port}: {e}"));
-    let tls = kubelet_connect(ip, port).await?;
+    let tls = kubelet_connect(server, ip, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| failed(e.to_string()))?;
     tokio::spawn(conn.with_upgrades());
     let mut out = Request::builder().method(req.method().clone()).uri(path);

@@ -192,7 +192,7 @@ async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
         }
     }
     let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    kubelet_stream(&ip, port, &path).await
+    kubelet_stream(&call.server, &ip, port, &path).await
 }
 
 /// The container a log, exec or attach request is for, as upstream's `validateContainer`: the
@@ -250,21 +250,19 @@ pub(super) async fn kubelet_address(call: &Call<'_>, pod: &Value) -> Result<(Str
 }
 
 /// A TLS connection to a kubelet (HTTP/1.1, for streams and upgrades).
-pub(super) async fn kubelet_connect(ip: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
+pub(super) async fn kubelet_connect(server: &crate::ApiServer, ip: &str, port: u16) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
     let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
     let tcp = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| unavailable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let mut cfg = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(std::sync::Arc::new(AnyKubeletCert)).with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name = rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unavailable(e.to_string()))?;
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))
+    tokio_rustls::TlsConnector::from(server.kubelet_tls.clone()).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))
 }
 
 /// GETs `path` from a kubelet and streams the body back (errors keep the kubelet's message).
-async fn kubelet_stream(ip: &str, port: u16, path: &str) -> Result<Reply, ApiError> {
+async fn kubelet_stream(server: &crate::ApiServer, ip: &str, port: u16, path: &str) -> Result<Reply, ApiError> {
     use http_body_util::BodyExt;
     let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
-    let tls = kubelet_connect(ip, port).await?;
+    let tls = kubelet_connect(server, ip, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(conn);
     let req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| unavailable(e.to_string()))?;
@@ -290,38 +288,3 @@ async fn kubelet_stream(ip: &str, port: u16, path: &str) -> Result<Reply, ApiErr
     Ok(Reply::Watch(rx))
 }
 
-/// Accepts any kubelet certificate: kubelets serve self-signed certificates for now.
-#[derive(Debug)]
-struct AnyKubeletCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
