@@ -422,3 +422,39 @@ spec:
         .ok(&["delete", "deployment", "site", "--wait=false"]);
     n.cluster.ok(&["delete", "service", "site"]);
 }
+
+#[test]
+fn run_rm_ti_attaches_and_cleans_up() {
+    let n = Node::start("streaming-run");
+    for (i, kubectl) in [KUBECTL_OLD, KUBECTL_NEW].into_iter().enumerate() {
+        let pod = format!("tmp{i}");
+        let line = format!(
+            "{kubectl} {} --kubeconfig {} run {pod} --image=busybox:latest --restart=Never --rm -ti -- sh -c 'sleep 1; test -t 0 && echo IS-A-TTY; read -r line; echo got-$line'",
+            verbose(kubectl).unwrap_or_default(),
+            n.cluster.kubeconfig.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("HOME", n.cluster.data_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux");
+        // Typed once the shell in the container waits for it.
+        let mut stdin = child.stdin.take().expect("stdin");
+        wait_for(&format!("{kubectl}: pod {pod} running"), Duration::from_secs(60), || {
+            (n.jsonpath(&pod, "{.status.phase}") == "Running").then_some(())
+        });
+        stdin.write_all(b"hello\r").expect("typing");
+        let out = child.wait_with_output().expect("kubectl run");
+        let text = stdout(&out);
+        assert!(text.contains("IS-A-TTY"), "{kubectl}: {text}{}", stderr(&out));
+        assert!(text.contains("got-hello"), "{kubectl}: {text}");
+        assert!(text.contains(&format!("pod \"{pod}\" deleted")), "{kubectl}: {text}");
+        assert!(out.status.success(), "{kubectl}: {text}");
+        assert_websocket(kubectl, "attach", &text);
+        let gone = n.cluster.kubectl(&["get", "pod", &pod]);
+        assert!(!gone.status.success(), "{kubectl}: the pod is still there");
+    }
+}
