@@ -1600,3 +1600,61 @@ fn discovery_and_tables() {
     api.get_accept(PODS, "application/vnd.unknown")
         .status(406, "NotAcceptable");
 }
+
+#[test]
+fn pods_get_their_priority_from_priority_classes() {
+    let c = Cluster::start("api-priority");
+    let api = Api::new(&c);
+    const PODS: &str = "/api/v1/namespaces/default/pods";
+    const CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
+    let with = |name: &str, extra: Value| {
+        let mut p = pod(name);
+        for (k, v) in extra.as_object().expect("object") {
+            p["spec"][k] = v.clone();
+        }
+        p
+    };
+    // The built-in classes, as upstream's API server creates them.
+    let critical = api.get(&format!("{CLASSES}/system-node-critical")).ok(200);
+    assert_eq!(critical["value"], 2_000_001_000);
+    assert_eq!(api.get(&format!("{CLASSES}/system-cluster-critical")).ok(200)["value"], 2_000_000_000);
+
+    // No class and no global default: priority 0.
+    let p = api.post(PODS, &pod("plain")).ok(201);
+    assert_eq!(p["spec"]["priority"], 0, "{p}");
+    assert_eq!(p["spec"]["preemptionPolicy"], "PreemptLowerPriority", "{p}");
+    assert!(p["spec"].get("priorityClassName").is_none(), "{p}");
+
+    // A class gives its value and preemption policy.
+    let class = |name: &str, value: i64, extra: Value| {
+        let mut c = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    api.post(CLASSES, &class("batch", 500, json!({"preemptionPolicy": "Never"}))).ok(201);
+    let p = api.post(PODS, &with("batchy", json!({"priorityClassName": "batch"}))).ok(201);
+    assert_eq!((p["spec"]["priority"].clone(), p["spec"]["preemptionPolicy"].clone()), (json!(500), json!("Never")), "{p}");
+    let p = api.post(PODS, &with("critical", json!({"priorityClassName": "system-node-critical"}))).ok(201);
+    assert_eq!(p["spec"]["priority"], 2_000_001_000, "{p}");
+
+    // An unknown class, or a priority that disagrees with the class, is forbidden.
+    let s = api.post(PODS, &with("ghost", json!({"priorityClassName": "nope"}))).status(403, "Forbidden");
+    assert_eq!(s["message"], "pods \"ghost\" is forbidden: no PriorityClass with name nope was found", "{s}");
+    let s = api.post(PODS, &with("liar", json!({"priorityClassName": "batch", "priority": 7}))).status(403, "Forbidden");
+    assert_eq!(
+        s["message"],
+        "pods \"liar\" is forbidden: the integer value of priority (7) must not be provided in pod spec; priority admission controller computed 500 from the given PriorityClass name",
+        "{s}"
+    );
+    assert_eq!(api.get(&format!("{PODS}/ghost")).code, 404, "a refused pod was stored");
+
+    // A global default class applies to pods that name none, and is named in them.
+    api.post(CLASSES, &class("everyone", 100, json!({"globalDefault": true}))).ok(201);
+    let p = api.post(PODS, &pod("defaulted")).ok(201);
+    assert_eq!(p["spec"]["priority"], 100, "{p}");
+    assert_eq!(p["spec"]["priorityClassName"], "everyone", "{p}");
+    // Pods that existed before keep what they were given.
+    assert_eq!(api.get(&format!("{PODS}/plain")).ok(200)["spec"]["priority"], 0);
+}

@@ -355,9 +355,11 @@ fn higher_priority_pod_preempts() {
         &[pod(
             "high",
             json!({}),
-            json!({"resources": cpu("700m"), "priorityClassName": "high", "priority": 1000}),
+            json!({"resources": cpu("700m"), "priorityClassName": "high"}),
         )],
     );
+    // Priority admission resolved the class.
+    assert_eq!(c.ok(&["get", "pod", "high", "-o", "jsonpath={.spec.priority}"]), "1000");
     assert_eq!(wait_bound(&c, "high"), n[0]);
     wait_for("the victim to be deleted", T, || {
         let out = c.kubectl(&["get", "pod", "low", "-o", "jsonpath={.metadata.uid}"]);

@@ -67,6 +67,18 @@ pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr) -> Resul
         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}],
     });
     ensure(server, "", "endpoints", Some("default"), ep).await?;
+    // The two built-in PriorityClasses upstream's API server creates.
+    for (name, value, description) in [
+        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let class = json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        ensure(server, "scheduling.k8s.io", "priorityclasses", None, class).await?;
+    }
     Ok(())
 }
 

@@ -50,11 +50,7 @@ impl Strategy for PodStrategy {
         let sa = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
         spec.insert("serviceAccountName".into(), json!(sa));
         spec.insert("serviceAccount".into(), json!(sa));
-        // Priority admission: without a PriorityClass the priority is 0 (no global default class).
-        if spec.get("priorityClassName").and_then(Value::as_str).is_none_or(str::is_empty) {
-            spec.entry("priority").or_insert(json!(0));
-        }
-        spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+        // Priority admission needs the PriorityClasses: `rest::write::admit_priority`.
         let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
         let Some(list) = tolerations.as_array_mut() else { return };
         for (key, secs) in [
