@@ -10,8 +10,8 @@
 //! - memory: the kaji server process (which hosts the agent), containerd, the shims and the pods'
 //!   processes (pause + httpd), idle and with the pods running; and CPU used per phase.
 //!
-//! Needs root and the test images; runs on the node subnet 10.42.0.0/24 like tests/kubelet.rs, so
-//! not at the same time as those tests. Leaves the machine clean: pods deleted, server stopped,
+//! Needs root and the test images; runs on the default node subnet 10.42.0.0/24 (the tests claim
+//! networks of their own, tests/support/node.rs), so not twice at the same time. Leaves the machine clean: pods deleted, server stopped,
 //! containerd, its shims, mounts, netns and the CNI bridge removed (kaji_kubelet::containerd::cleanup).
 
 use futures::StreamExt;
