@@ -11,6 +11,7 @@ pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -47,6 +48,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     set.spawn(endpointslice::run(client.clone(), opts.clone()));
     set.spawn(nodelifecycle::run(client.clone(), opts.clone()));
     set.spawn(nodeipam::run(client.clone(), opts.clone()));
+    set.spawn(persistentvolume::run(client.clone(), opts.clone()));
     match set.join_next().await {
         Some(r) => r?,
         None => Ok(()),

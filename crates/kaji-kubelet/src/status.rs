@@ -180,12 +180,14 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
     let mut statuses = Vec::new();
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     let mut unready = Vec::new();
+    // Upstream's default waiting reason: PodInitializing for every container of a pod with init
+    // containers (also after they are done, until the container is created).
+    let default_waiting = if inits.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
     for c in &spec.containers {
-        let default_waiting = if initialized {
-            "ContainerCreating"
-        } else {
-            "PodInitializing"
-        };
         let (st, ready) = container_status(input, c, default_waiting);
         if !ready {
             unready.push(c.name.clone());

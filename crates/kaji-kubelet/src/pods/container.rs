@@ -19,8 +19,10 @@ pub fn cgroup_parent(pod: &Pod) -> String {
     }
 }
 
-/// Removes a pod's (empty) cgroup directories, which the runtime leaves behind.
-pub fn remove_pod_cgroups(pod_cgroup: &str) {
+/// Removes a pod's (empty) cgroup directories, which the runtime leaves behind. A cgroup whose
+/// last task just exited can refuse removal for a moment, so this tries again for about a
+/// second; rmdir never removes a cgroup that still has tasks.
+pub async fn remove_pod_cgroups(pod_cgroup: &str) {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
@@ -29,19 +31,25 @@ pub fn remove_pod_cgroups(pod_cgroup: &str) {
     for e in rd.flatten() {
         dirs.push(e.path().join(rel));
     }
-    for d in dirs {
-        if d.is_dir() {
+    dirs.retain(|d| d.is_dir());
+    for _ in 0..20 {
+        dirs.retain(|d| {
             // Children first (containers' leftover cgroups), then the pod's.
-            if let Ok(rd) = std::fs::read_dir(&d) {
+            if let Ok(rd) = std::fs::read_dir(d) {
                 for c in rd.flatten() {
                     if c.path().is_dir() {
                         let _ = std::fs::remove_dir(c.path());
                     }
                 }
             }
-            let _ = std::fs::remove_dir(&d);
+            std::fs::remove_dir(d).is_err() && d.exists()
+        });
+        if dirs.is_empty() {
+            return;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    tracing::warn!(cgroups = ?dirs, "pod cgroups left behind");
 }
 
 pub fn sandbox_config(shared: &Shared, pod: &Pod, attempt: u32) -> api::PodSandboxConfig {

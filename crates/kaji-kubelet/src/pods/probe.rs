@@ -2,12 +2,14 @@
 //! a running container; it waits `initialDelaySeconds`, probes every `periodSeconds` with
 //! `timeoutSeconds`, and flips its result after `successThreshold` successes or
 //! `failureThreshold` failures, waking the pod worker. Liveness and readiness wait for the
-//! startup probe. Handlers: exec (CRI ExecSync), httpGet and tcpSocket.
+//! startup probe. Handlers: exec (CRI ExecSync), httpGet and tcpSocket. Lifecycle hooks
+//! (`run_hook`) share the handlers but not the rules: no timeout of their own, and any HTTP
+//! response counts as success.
 
 use super::Shared;
 use super::events::WARNING;
 use k8s_openapi::api::core::v1::{
-    Container, ExecAction, HTTPGetAction, Pod, Probe, TCPSocketAction,
+    Container, ExecAction, HTTPGetAction, LifecycleHandler, Pod, Probe, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashMap;
@@ -36,7 +38,7 @@ impl Kind {
 /// Probe results by (container id, kind): true = success.
 pub type Results = Arc<Mutex<HashMap<(String, Kind), bool>>>;
 
-/// Runs one probe or hook action; Err carries the failure message as upstream words it.
+/// Runs one probe action; Err carries the failure message as upstream words it.
 #[allow(clippy::too_many_arguments)] // one argument per handler kind, as the API spells them
 pub async fn run_action(
     shared: &Shared,
@@ -72,37 +74,9 @@ pub async fn run_action(
         };
     }
     if let Some(h) = http {
-        let host = h
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| pod_ip.to_string());
-        let port =
-            resolve_port(&h.port, container).ok_or_else(|| format!("invalid port {:?}", h.port))?;
-        let path = h.path.clone().unwrap_or_else(|| "/".into());
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
-        };
-        let url = format!("http://{host}:{port}{path}");
-        let headers: Vec<(String, String)> = h
-            .http_headers
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|x| (x.name, x.value))
-            .collect();
-        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await {
-            Err(_) => Err(format!(
-                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-            )),
-            Ok(Err(e)) => Err(format!(
-                "Get \"{url}\": dial tcp {host}:{port}: connect: {}",
-                io_words(&e)
-            )),
-            Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
-            Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        return match http_action(h, pod_ip, container, Some(timeout), "probe").await? {
+            code if (200..400).contains(&code) => Ok(()),
+            code => Err(format!("HTTP probe failed with statuscode: {code}")),
         };
     }
     if let Some(t) = tcp {
@@ -125,6 +99,124 @@ pub async fn run_action(
         };
     }
     Ok(())
+}
+
+/// An httpGet action (of a probe or a hook): the status code, or the failed request in the
+/// words of Go's HTTP client. `timeout` bounds the request (hooks have none of their own).
+async fn http_action(
+    h: &HTTPGetAction,
+    pod_ip: &str,
+    container: &Container,
+    timeout: Option<Duration>,
+    agent: &str,
+) -> Result<u16, String> {
+    let host = h
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| pod_ip.to_string());
+    let port =
+        resolve_port(&h.port, container).ok_or_else(|| format!("invalid port {:?}", h.port))?;
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    let url = format!("http://{host}:{port}{path}");
+    let headers: Vec<(String, String)> = h
+        .http_headers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| (x.name, x.value))
+        .collect();
+    let request = http_get(&host, port, &path, &headers, agent);
+    let r = match timeout {
+        Some(t) => tokio::time::timeout(t, request).await,
+        None => Ok(request.await),
+    };
+    match r {
+        Err(_) => Err(format!(
+            "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+        Ok(Err(e)) => Err(format!(
+            "Get \"{url}\": dial tcp {host}:{port}: connect: {}",
+            io_words(&e)
+        )),
+        Ok(Ok(code)) => Ok(code),
+    }
+}
+
+/// `name_namespace(uid)`, as upstream's format.Pod names a pod in messages.
+pub fn format_pod(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.clone().unwrap_or_default(),
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.uid.clone().unwrap_or_default()
+    )
+}
+
+/// Runs a lifecycle hook (postStart or preStop) as upstream's handler runner does: exec in the
+/// container (no timeout of its own), an HTTP GET whose status code does not matter (only a
+/// request that fails does), or a sleep. Err carries the event message as upstream words it.
+/// The caller bounds it (preStop: the grace period; postStart: until the pod is deleted).
+pub async fn run_hook(
+    shared: &Shared,
+    pod: &Pod,
+    pod_ip: &str,
+    container: &Container,
+    container_id: &str,
+    hook: &LifecycleHandler,
+) -> Result<(), String> {
+    let who = format!(
+        "for Container {:?} in Pod {:?}",
+        container.name,
+        format_pod(pod)
+    );
+    if let Some(e) = &hook.exec {
+        let cmd = e.command.clone().unwrap_or_default();
+        let mut cri = shared.cri.clone();
+        let (error, output) = match cri.exec_sync(container_id, cmd.clone(), 0).await {
+            Ok(out) if out.exit_code == 0 => return Ok(()),
+            Ok(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+                output.push_str(&stderr);
+                (
+                    format!(
+                        "command '{}' exited with {}: {stderr}",
+                        cmd.join(" "),
+                        out.exit_code
+                    ),
+                    output,
+                )
+            }
+            Err(e) => (format!("{e:#}"), String::new()),
+        };
+        return Err(format!(
+            "Exec lifecycle hook ([{}]) {who} failed - error: {error}, message: {output:?}",
+            cmd.join(" ")
+        ));
+    }
+    if let Some(h) = &hook.http_get {
+        return match http_action(h, pod_ip, container, None, "lifecycle").await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!(
+                "HTTP lifecycle hook ({}) {who} failed - error: {error}",
+                h.path.clone().unwrap_or_default()
+            )),
+        };
+    }
+    if let Some(s) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+        return Ok(());
+    }
+    Err(format!(
+        "Cannot run handler: invalid handler: {}",
+        serde_json::to_string(hook).unwrap_or_default()
+    ))
 }
 
 fn io_words(e: &std::io::Error) -> String {
@@ -154,10 +246,11 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    agent: &str,
 ) -> std::io::Result<u16> {
     let mut s = tokio::net::TcpStream::connect((host, port)).await?;
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-{agent}/1.33\r\nAccept: */*\r\nConnection: close\r\n"
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -205,11 +298,14 @@ impl ProbeTask {
         let success_threshold = p.success_threshold.unwrap_or(1).max(1);
         let failure_threshold = p.failure_threshold.unwrap_or(3).max(1);
         let key = (self.container_id.clone(), self.kind);
-        let initial = match self.kind {
-            Kind::Liveness => true,
-            Kind::Readiness | Kind::Startup => false,
-        };
-        self.set(&key, initial);
+        // Upstream's initial results: liveness succeeds and readiness fails until probed; a
+        // startup probe has no result (the container is not started, nor has it failed) until it
+        // succeeds or exhausts its failureThreshold.
+        match self.kind {
+            Kind::Liveness => self.set(&key, true),
+            Kind::Readiness => self.set(&key, false),
+            Kind::Startup => {}
+        }
         tokio::time::sleep(Duration::from_secs(
             p.initial_delay_seconds.unwrap_or(0).max(0) as u64,
         ))

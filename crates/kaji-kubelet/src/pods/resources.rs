@@ -87,32 +87,43 @@ pub fn linux_resources(c: &Container) -> k8s_cri::v1::LinuxContainerResources {
     }
 }
 
-/// The pod's QoS class (Guaranteed, Burstable, BestEffort), as upstream's GetPodQOS.
+/// The pod's QoS class (Guaranteed, Burstable, BestEffort), as upstream's GetPodQOS: only
+/// positive CPU and memory amounts count; Guaranteed needs CPU and memory limits on every
+/// container (init containers included) and the pod's summed requests equal to its limits.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let containers: Vec<&Container> = pod
-        .spec
-        .iter()
-        .flat_map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        })
-        .collect();
-    let mut any = false;
+    let containers = pod.spec.iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    let positive = |v: Option<f64>| v.filter(|v| *v > 0.0);
+    let add = |sum: &mut Option<f64>, v: Option<f64>| {
+        if let Some(v) = positive(v) {
+            *sum = Some(sum.unwrap_or(0.0) + v);
+        }
+    };
+    let (mut requests, mut limits) = (Amounts::default(), Amounts::default());
     let mut guaranteed = true;
     for c in containers {
         let (l, r) = resource_limits(c);
-        if r.cpu.is_some() || r.memory.is_some() || l.cpu.is_some() || l.memory.is_some() {
-            any = true;
-        }
-        let eq = |a: Option<f64>, b: Option<f64>| matches!((a, b), (Some(x), Some(y)) if x == y);
-        if !(eq(l.cpu, r.cpu) && eq(l.memory, r.memory)) {
+        add(&mut requests.cpu, r.cpu);
+        add(&mut requests.memory, r.memory);
+        add(&mut limits.cpu, l.cpu);
+        add(&mut limits.memory, l.memory);
+        if positive(l.cpu).is_none() || positive(l.memory).is_none() {
             guaranteed = false;
         }
     }
-    if !any {
+    let none = |a: &Amounts| a.cpu.is_none() && a.memory.is_none();
+    // Sums of decimal quantities in floating point: equal up to rounding.
+    let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
+        (None, None) => true,
+        _ => false,
+    };
+    if none(&requests) && none(&limits) {
         "BestEffort"
-    } else if guaranteed {
+    } else if guaranteed && same(requests.cpu, limits.cpu) && same(requests.memory, limits.memory) {
         "Guaranteed"
     } else {
         "Burstable"
@@ -129,5 +140,43 @@ mod tests {
         assert_eq!(parse_quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
         assert_eq!(parse_quantity("2"), Some(2.0));
         assert_eq!(parse_quantity("1e3"), Some(1000.0));
+    }
+
+    fn pod(resources: &[serde_json::Value]) -> Pod {
+        let containers: Vec<serde_json::Value> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| serde_json::json!({"name": format!("c{i}"), "resources": r}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"spec": {"containers": containers}})).unwrap()
+    }
+
+    #[test]
+    fn qos_classes_as_upstream() {
+        use serde_json::json;
+        let g = json!({"limits": {"cpu": "250m", "memory": "64Mi"}});
+        assert_eq!(qos_class(&pod(std::slice::from_ref(&g))), "Guaranteed");
+        assert_eq!(qos_class(&pod(&[g.clone(), g.clone()])), "Guaranteed");
+        let a = json!({"requests": {"cpu": "100m", "memory": "1Mi"}, "limits": {"cpu": "0.1", "memory": "1Mi"}});
+        let b = json!({"requests": {"cpu": "200m", "memory": "1Mi"}, "limits": {"cpu": "0.2", "memory": "1Mi"}});
+        assert_eq!(qos_class(&pod(&[a, b])), "Guaranteed");
+        // Requests that equal the limits, spelled differently.
+        let same = json!({"requests": {"cpu": "0.25", "memory": "67108864"},
+                          "limits": {"cpu": "250m", "memory": "64Mi"}});
+        assert_eq!(qos_class(&pod(&[same])), "Guaranteed");
+        assert_eq!(
+            qos_class(&pod(&[json!({"limits": {"memory": "64Mi"}})])),
+            "Burstable"
+        );
+        assert_eq!(qos_class(&pod(&[g, json!({})])), "Burstable");
+        let less = json!({"requests": {"cpu": "100m", "memory": "64Mi"},
+                          "limits": {"cpu": "250m", "memory": "64Mi"}});
+        assert_eq!(qos_class(&pod(&[less])), "Burstable");
+        assert_eq!(qos_class(&pod(&[json!({})])), "BestEffort");
+        // Zero amounts do not count.
+        assert_eq!(
+            qos_class(&pod(&[json!({"requests": {"cpu": "0"}})])),
+            "BestEffort"
+        );
     }
 }

@@ -56,6 +56,12 @@ impl Backoff {
 /// How often configMap/secret/downwardAPI volumes are refreshed (upstream: the sync period).
 const VOLUME_RESYNC: Duration = Duration::from_secs(10);
 
+/// A pod's labels and annotations.
+type PodMeta = (
+    Option<std::collections::BTreeMap<String, String>>,
+    Option<std::collections::BTreeMap<String, String>>,
+);
+
 pub struct PodWorker {
     shared: Arc<Shared>,
     rx: watch::Receiver<Option<Pod>>,
@@ -68,6 +74,9 @@ pub struct PodWorker {
     wake: Arc<Notify>,
     volumes: Option<HashMap<String, PathBuf>>,
     volumes_synced: Option<Instant>,
+    /// The labels and annotations the volumes were last set up with (downward API files follow
+    /// them at once, as upstream's remount on pod update).
+    volumes_meta: Option<PodMeta>,
     last_status: Option<Value>,
     /// Once the pod reached Succeeded/Failed it is never started again.
     terminal: bool,
@@ -103,6 +112,7 @@ impl PodWorker {
             wake: Arc::new(Notify::new()),
             volumes: None,
             volumes_synced: None,
+            volumes_meta: None,
             last_status: None,
             terminal: false,
             mount_error_reported: None,
@@ -240,9 +250,14 @@ impl PodWorker {
             return Ok(Duration::from_secs(60));
         }
         // Volumes (refreshed every resync for configMap/secret/downwardAPI contents).
+        let meta: PodMeta = (
+            pod.metadata.labels.clone(),
+            pod.metadata.annotations.clone(),
+        );
         let due = self
             .volumes_synced
-            .is_none_or(|t| t.elapsed() >= VOLUME_RESYNC);
+            .is_none_or(|t| t.elapsed() >= VOLUME_RESYNC)
+            || self.volumes_meta.as_ref() != Some(&meta);
         if due {
             let ip = rt.pod_ip.clone().unwrap_or_default();
             let facts = self.facts(&ip);
@@ -252,6 +267,7 @@ impl PodWorker {
                 Ok(v) => {
                     self.volumes = Some(v);
                     self.volumes_synced = Some(Instant::now());
+                    self.volumes_meta = Some(meta);
                     self.mount_error_reported = None;
                 }
                 Err(e) => {
@@ -387,16 +403,19 @@ impl PodWorker {
                         };
                         let (liveness_failed, startup_failed) = (
                             failed(Kind::Liveness),
-                            c.startup_probe.is_some()
-                                && failed(Kind::Startup)
-                                && self.startup_finished(&s.id, c),
+                            c.startup_probe.is_some() && failed(Kind::Startup),
                         );
                         if liveness_failed || startup_failed {
-                            let what = if liveness_failed {
-                                "liveness"
+                            let (what, probe) = if liveness_failed {
+                                ("liveness", &c.liveness_probe)
                             } else {
-                                "startup"
+                                ("startup", &c.startup_probe)
                             };
+                            // The probe's own terminationGracePeriodSeconds wins over the pod's.
+                            let grace = probe
+                                .as_ref()
+                                .and_then(|p| p.termination_grace_period_seconds)
+                                .unwrap_or_else(|| grace_period(&pod));
                             self.shared.recorder.pod(
                                 &pod,
                                 Some(format!("spec.containers{{{}}}", c.name)),
@@ -407,8 +426,7 @@ impl PodWorker {
                                     c.name
                                 ),
                             );
-                            self.kill_container(&pod, c, &s.id, &pod_ip, grace_period(&pod))
-                                .await;
+                            self.kill_container(&pod, c, &s.id, &pod_ip, grace).await;
                             rt = self.runtime_pod().await?;
                             if policy != "Never" {
                                 next = next.min(
@@ -474,10 +492,6 @@ impl PodWorker {
             return Ok(Duration::from_millis(100));
         }
         Ok(next)
-    }
-
-    fn startup_finished(&self, _id: &str, _c: &Container) -> bool {
-        true
     }
 
     /// Restarts an exited container, honouring CrashLoopBackOff.
@@ -696,26 +710,39 @@ impl PodWorker {
             format!("Started container {}", c.name),
         );
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-            let r = probe::run_action(
-                &self.shared,
-                pod_ip,
-                c,
-                &id,
-                h.exec.as_ref(),
-                h.http_get.as_ref(),
-                h.tcp_socket.as_ref(),
-                Duration::from_secs(30),
-            )
-            .await;
-            if let Err(msg) = r {
+            // As upstream, the hook runs before the container counts as started, with no time
+            // limit of its own; a deletion of the pod cuts it short (termination takes over).
+            let hook = probe::run_hook(&self.shared, pod, pod_ip, c, &id, h);
+            let outcome = tokio::select! {
+                r = hook => r,
+                () = deletion(self.rx.clone()) => Ok(()),
+            };
+            if let Err(msg) = outcome {
                 self.shared.recorder.pod(
                     pod,
                     Some(fp.clone()),
                     WARNING,
                     "FailedPostStartHook",
-                    format!("PostStartHook failed: {msg}"),
+                    msg.clone(),
                 );
-                let _ = cri.stop_container(&id, grace_period(pod)).await;
+                self.shared.recorder.pod(
+                    pod,
+                    Some(fp.clone()),
+                    NORMAL,
+                    "Killing",
+                    "FailedPostStartHook".into(),
+                );
+                self.kill_container(pod, c, &id, pod_ip, grace_period(pod))
+                    .await;
+                // Upstream's reason cache: the container waits with the start error until the
+                // next start (or CrashLoopBackOff) replaces it.
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "PostStartHookError".into(),
+                        message: msg,
+                    },
+                );
                 return Duration::from_millis(100);
             }
         }
@@ -781,6 +808,9 @@ impl PodWorker {
         for h in self.probes.remove(id).unwrap_or_default() {
             h.abort();
         }
+        if let Ok(mut r) = self.results.lock() {
+            r.retain(|(cid, _), _| cid != id);
+        }
     }
 
     /// (ready, started) of a running container, from its probes.
@@ -805,28 +835,20 @@ impl PodWorker {
     ) {
         self.stop_probes(id);
         let started = Instant::now();
-        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-            let limit = Duration::from_secs(grace.max(1) as u64);
-            if let Some(s) = &h.sleep {
-                tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
-            } else if let Err(msg) = probe::run_action(
-                &self.shared,
-                pod_ip,
-                c,
-                id,
-                h.exec.as_ref(),
-                h.http_get.as_ref(),
-                h.tcp_socket.as_ref(),
-                limit,
-            )
-            .await
-            {
+        // The preStop hook gets the grace period (upstream: only when there is one); what it
+        // leaves is the SIGTERM-to-SIGKILL window, at least 2 s.
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
+            && grace > 0
+        {
+            let hook = probe::run_hook(&self.shared, pod, pod_ip, c, id, h);
+            let limit = Duration::from_secs(grace as u64);
+            if let Ok(Err(msg)) = tokio::time::timeout(limit, hook).await {
                 self.shared.recorder.pod(
                     pod,
                     Some(field_path(c, false)),
                     WARNING,
                     "FailedPreStopHook",
-                    format!("PreStopHook failed: {msg}"),
+                    msg,
                 );
             }
         }
@@ -979,7 +1001,7 @@ impl PodWorker {
         for id in self.probes.keys().cloned().collect::<Vec<_>>() {
             self.stop_probes(&id);
         }
-        self.clean_up(&pod);
+        self.clean_up(&pod).await;
         if !gone {
             let api: Api<Pod> = Api::namespaced(
                 self.shared.client.clone(),
@@ -1005,12 +1027,12 @@ impl PodWorker {
         Ok(())
     }
 
-    fn clean_up(&self, pod: &Pod) {
+    async fn clean_up(&self, pod: &Pod) {
         crate::volumes::tear_down(&self.shared.agent_dir, &self.uid);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let _ = std::fs::remove_dir_all(self.shared.log_dir(&ns, &name, &self.uid));
-        container::remove_pod_cgroups(&container::cgroup_parent(pod));
+        container::remove_pod_cgroups(&container::cgroup_parent(pod)).await;
     }
 }
 
@@ -1019,6 +1041,19 @@ fn field_path(c: &Container, init: bool) -> String {
         format!("spec.initContainers{{{}}}", c.name)
     } else {
         format!("spec.containers{{{}}}", c.name)
+    }
+}
+
+/// Resolves once the pod is deleted or being deleted (its deletionTimestamp is set).
+async fn deletion(mut rx: watch::Receiver<Option<Pod>>) {
+    loop {
+        let deleting = rx
+            .borrow_and_update()
+            .as_ref()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        if deleting || rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -1048,6 +1083,10 @@ pub async fn remove_orphans(shared: Arc<Shared>, known: HashSet<String>) {
         crate::volumes::tear_down(&shared.agent_dir, uid);
         if let Some(m) = &s.metadata {
             let _ = std::fs::remove_dir_all(shared.log_dir(&m.namespace, &m.name, uid));
+        }
+        // The pod's QoS class is unknown here: its cgroup is under one of the three parents.
+        for parent in ["/kubepods", "/kubepods/burstable", "/kubepods/besteffort"] {
+            container::remove_pod_cgroups(&format!("{parent}/pod{uid}")).await;
         }
     }
 }

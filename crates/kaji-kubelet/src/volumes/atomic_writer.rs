@@ -13,8 +13,63 @@ pub type Payload = BTreeMap<String, (Vec<u8>, u32)>;
 
 const DATA_DIR: &str = "..data";
 
-/// Writes `payload` into `dir`; returns whether anything changed.
+/// Upstream's limits on a projected path and on each of its file names.
+const MAX_PATH_LENGTH: usize = 4096;
+const MAX_FILE_NAME_LENGTH: usize = 255;
+
+/// Checks one path of a payload as upstream's `validatePath`: not empty, relative, no `..`
+/// element, not starting with `..`, within the length limits.
+pub fn validate_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err(format!("invalid path: must not be empty: {path:?}"));
+    }
+    if path.starts_with('/') {
+        return Err(format!("invalid path: must be relative path: {path}"));
+    }
+    if path.len() > MAX_PATH_LENGTH {
+        return Err(format!(
+            "invalid path: must be less than or equal to {MAX_PATH_LENGTH} characters"
+        ));
+    }
+    let items: Vec<&str> = path.split('/').collect();
+    for item in &items {
+        if *item == ".." {
+            return Err(format!("invalid path: must not contain '..': {path}"));
+        }
+        if item.len() > MAX_FILE_NAME_LENGTH {
+            return Err(format!(
+                "invalid path: filenames must be less than or equal to {MAX_FILE_NAME_LENGTH} characters"
+            ));
+        }
+    }
+    if items[0].starts_with("..") && items[0].len() > 2 {
+        return Err(format!("invalid path: must not start with '..': {path}"));
+    }
+    Ok(())
+}
+
+/// A valid relative path in its clean form (Go's `filepath.Clean`: no empty or `.` elements).
+fn clean(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+/// Writes `payload` into `dir`; returns whether anything changed. An invalid path (absolute,
+/// with `..`) fails the whole write before anything is touched.
 pub fn write(dir: &Path, payload: &Payload) -> Result<bool> {
+    let mut clean_payload = Payload::new();
+    for (rel, v) in payload {
+        validate_path(rel).map_err(anyhow::Error::msg)?;
+        clean_payload.insert(clean(rel), v.clone());
+    }
+    let payload = &clean_payload;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let data = dir.join(DATA_DIR);
     let old_target = std::fs::read_link(&data).ok();
@@ -106,5 +161,19 @@ mod tests {
         assert!(write(d.path(), &p).unwrap());
         assert_eq!(std::fs::read(d.path().join("a")).unwrap(), b"3");
         assert!(std::fs::symlink_metadata(d.path().join("sub")).is_err());
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_volume() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["/etc/passwd", "../x", "a/../../x", "..x/y", ""] {
+            let mut p = Payload::new();
+            p.insert(bad.into(), (b"1".to_vec(), 0o644));
+            assert!(write(d.path(), &p).is_err(), "{bad:?} was accepted");
+        }
+        let mut p = Payload::new();
+        p.insert("./a//b".into(), (b"1".to_vec(), 0o644));
+        assert!(write(d.path(), &p).unwrap());
+        assert_eq!(std::fs::read(d.path().join("a/b")).unwrap(), b"1");
     }
 }

@@ -1,9 +1,11 @@
 //! Pod volumes, set up as directories under `<agent dir>/volumes/<pod uid>/<plugin>/<name>` and
 //! bind-mounted into containers as CRI mounts (upstream: /var/lib/kubelet/pods/<uid>/volumes).
 //! One file per volume type; `atomic_writer` gives configMap, secret, downwardAPI and projected
-//! volumes their atomic updates, which the pod worker re-runs every resync.
+//! volumes their atomic updates, which the pod worker re-runs every resync (and when the pod's
+//! labels or annotations change, for downward API files).
 
 pub mod atomic_writer;
+pub mod downward_api;
 pub mod empty_dir;
 pub mod host_path;
 pub mod projection;
@@ -13,12 +15,22 @@ use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// A volume that could not be set up (a FailedMount event, the pod stays ContainerCreating).
+/// A volume that could not be set up (a FailedMount event, the pod stays ContainerCreating),
+/// worded as upstream's kubelet: a plugin's failure names the operation and the volume (the
+/// PersistentVolume's name for a claim); a claim that cannot be resolved is reported as the
+/// volume manager does.
 #[derive(Debug, thiserror::Error)]
-#[error("MountVolume.SetUp failed for volume \"{volume}\" : {message}")]
-pub struct MountError {
-    pub volume: String,
-    pub message: String,
+pub enum MountError {
+    #[error("MountVolume.{op} failed for volume \"{volume}\" : {message}")]
+    SetUp {
+        op: &'static str,
+        volume: String,
+        message: String,
+    },
+    #[error(
+        "Unable to attach or mount volumes: unmounted volumes=[{volume}], unattached volumes=[], failed to process volumes=[{volume}]: {message}"
+    )]
+    Process { volume: String, message: String },
 }
 
 /// The root of one pod's volumes.
@@ -43,12 +55,14 @@ pub async fn set_up(
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default()
     {
-        let err = |message: String| MountError {
+        let err = |message: String| MountError::SetUp {
+            op: "SetUp",
             volume: v.name.clone(),
             message,
         };
         let path = if let Some(ed) = &v.empty_dir {
-            empty_dir::set_up(&root, &v.name, ed).map_err(|e| err(format!("{e:#}")))?
+            empty_dir::set_up(&root, &v.name, ed, pod, facts.node_memory)
+                .map_err(|e| err(format!("{e:#}")))?
         } else if let Some(hp) = &v.host_path {
             host_path::set_up(hp).map_err(err)?
         } else if v.config_map.is_some()
@@ -60,9 +74,7 @@ pub async fn set_up(
                 .await
                 .map_err(err)?
         } else if let Some(pvc) = &v.persistent_volume_claim {
-            host_path::from_claim(client, pod, &pvc.claim_name)
-                .await
-                .map_err(err)?
+            host_path::from_claim(client, pod, &v.name, &pvc.claim_name).await?
         } else {
             return Err(err(
                 "this volume type is not supported by the Kaji agent yet".into(),

@@ -1,12 +1,14 @@
 //! configMap, secret, downwardAPI and projected volumes: files computed from API objects (with
 //! `items`, `defaultMode` and per-item `mode`) and written atomically, so that a change to the
 //! object reaches the mounted files at the next resync, as upstream.
+//! A projected volume combines its sources in one directory (later sources win on a shared
+//! path); each failing source is reported and the errors come back together, as upstream's
+//! `collectData`.
 
 use super::atomic_writer::{self, Payload};
-use crate::pods::env::{PodFacts, field_value, resource_value};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
-};
+use super::downward_api::{self, Allocatable};
+use crate::pods::env::PodFacts;
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::Api;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +33,7 @@ pub async fn set_up(
                 data,
                 src.items.as_deref(),
                 mode(src.default_mode),
-                &format!("configmap \"{}\"", src.name),
+                CONFIG_MAP,
                 src.optional == Some(true),
             )?,
         )
@@ -44,52 +46,56 @@ pub async fn set_up(
                 data,
                 src.items.as_deref(),
                 mode(src.default_mode),
-                &format!("secret \"{name}\""),
+                SECRET,
                 src.optional == Some(true),
             )?,
         )
     } else if let Some(src) = &v.downward_api {
+        let items = src.items.as_deref().unwrap_or_default();
+        let alloc = allocatable(client, pod, facts, downward_api::needs_allocatable(items)).await;
         (
             "kubernetes.io~downward-api",
-            downward(
-                pod,
-                src.items.as_deref().unwrap_or_default(),
-                mode(src.default_mode),
-                facts,
-            )?,
+            downward_api::collect(pod, items, mode(src.default_mode), &alloc)?,
         )
     } else if let Some(src) = &v.projected {
         let default_mode = mode(src.default_mode);
+        let sources = src.sources.clone().unwrap_or_default();
+        let needs = sources.iter().any(|s| {
+            s.downward_api.as_ref().is_some_and(|d| {
+                downward_api::needs_allocatable(d.items.as_deref().unwrap_or_default())
+            })
+        });
+        let alloc = allocatable(client, pod, facts, needs).await;
         let mut all = Payload::new();
-        for s in src.sources.clone().unwrap_or_default() {
+        let mut errors: Vec<String> = Vec::new();
+        for s in sources {
             let part = if let Some(cm) = &s.config_map {
-                let data =
-                    config_map_data(client, &ns, &cm.name, cm.optional == Some(true)).await?;
-                project(
-                    data,
-                    cm.items.as_deref(),
-                    default_mode,
-                    &format!("configmap \"{}\"", cm.name),
-                    cm.optional == Some(true),
-                )?
+                let optional = cm.optional == Some(true);
+                match config_map_data(client, &ns, &cm.name, optional).await {
+                    Ok(data) => project(
+                        data,
+                        cm.items.as_deref(),
+                        default_mode,
+                        CONFIG_MAP,
+                        optional,
+                    ),
+                    Err(e) => Err(e),
+                }
             } else if let Some(sec) = &s.secret {
-                let data = secret_data(client, &ns, &sec.name, sec.optional == Some(true)).await?;
-                project(
-                    data,
-                    sec.items.as_deref(),
-                    default_mode,
-                    &format!("secret \"{}\"", sec.name),
-                    sec.optional == Some(true),
-                )?
+                let optional = sec.optional == Some(true);
+                match secret_data(client, &ns, &sec.name, optional).await {
+                    Ok(data) => project(data, sec.items.as_deref(), default_mode, SECRET, optional),
+                    Err(e) => Err(e),
+                }
             } else if let Some(d) = &s.downward_api {
-                downward(
+                downward_api::collect(
                     pod,
                     d.items.as_deref().unwrap_or_default(),
                     default_mode,
-                    facts,
-                )?
+                    &alloc,
+                )
             } else if let Some(t) = &s.service_account_token {
-                service_account_token(
+                Ok(service_account_token(
                     client,
                     pod,
                     t.audience.clone(),
@@ -97,11 +103,19 @@ pub async fn set_up(
                     &t.path,
                     default_mode,
                 )
-                .await
+                .await)
             } else {
-                Payload::new()
+                Ok(Payload::new())
             };
-            all.extend(part);
+            match part {
+                Ok(part) => all.extend(part),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            0 => {}
+            1 => return Err(errors.remove(0)),
+            _ => return Err(format!("[{}]", errors.join(", "))),
         }
         ("kubernetes.io~projected", all)
     } else {
@@ -115,6 +129,24 @@ pub async fn set_up(
 fn mode(m: Option<i32>) -> u32 {
     m.map_or(0o644, |m| (m as u32) & 0o777)
 }
+
+/// The node's allocatable resources, read only when a resourceFieldRef needs them.
+async fn allocatable(
+    client: &kube::Client,
+    pod: &Pod,
+    facts: &PodFacts<'_>,
+    needed: bool,
+) -> Allocatable {
+    if needed {
+        Allocatable::read(client, pod, facts).await
+    } else {
+        Allocatable::default()
+    }
+}
+
+/// How a missing key is reported (upstream's configmap and secret `MakePayload`).
+const CONFIG_MAP: &str = "configmap references non-existent config key";
+const SECRET: &str = "references non-existent secret key";
 
 async fn config_map_data(
     client: &kube::Client,
@@ -183,7 +215,7 @@ fn project(
     data: Option<BTreeMap<String, Vec<u8>>>,
     items: Option<&[KeyToPath]>,
     default_mode: u32,
-    what: &str,
+    missing_key: &str,
     optional: bool,
 ) -> Result<Payload, String> {
     let data = data.unwrap_or_default();
@@ -202,12 +234,7 @@ fn project(
                         );
                     }
                     None if optional => {}
-                    None => {
-                        return Err(format!(
-                            "configuration error: key \"{}\" not found in {what}",
-                            it.key
-                        ));
-                    }
+                    None => return Err(format!("{missing_key}: {}", it.key)),
                 }
             }
         }
@@ -216,41 +243,6 @@ fn project(
                 out.insert(k, (v, default_mode));
             }
         }
-    }
-    Ok(out)
-}
-
-fn downward(
-    pod: &Pod,
-    items: &[DownwardAPIVolumeFile],
-    default_mode: u32,
-    facts: &PodFacts,
-) -> Result<Payload, String> {
-    let mut out = Payload::new();
-    for it in items {
-        let value = if let Some(f) = &it.field_ref {
-            field_value(pod, &f.field_path, facts).map_err(|e| e.0)?
-        } else if let Some(r) = &it.resource_field_ref {
-            let name = r.container_name.clone().unwrap_or_default();
-            let c = crate::pods::find_container(pod, &name)
-                .ok_or_else(|| format!("container {name:?} not found"))?;
-            resource_value(
-                c,
-                &r.resource,
-                r.divisor.as_ref().map(|q| q.0.as_str()),
-                facts,
-            )
-            .map_err(|e| e.0)?
-        } else {
-            String::new()
-        };
-        out.insert(
-            it.path.clone(),
-            (
-                value.into_bytes(),
-                it.mode.map_or(default_mode, |m| m as u32 & 0o777),
-            ),
-        );
     }
     Ok(out)
 }

@@ -1,0 +1,389 @@
+//! downwardAPI files (a volume of their own, or a projected source), as upstream's
+//! `downwardapi.CollectData`: `fieldRef` reads the pod's metadata (name, namespace, uid, one
+//! label or annotation, or all of them as sorted `key="value"` lines, Go's `%q` quoting);
+//! `resourceFieldRef` reads a container's requests or limits, a missing limit being the node's
+//! allocatable, divided by `divisor` and rounded up, computed exactly as upstream's quantities.
+//! Every item is tried; the errors are reported together, as upstream's aggregate error.
+
+use super::atomic_writer::Payload;
+use crate::pods::env::PodFacts;
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, Node, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
+
+/// The node's allocatable resources, in upstream's units: millicores and bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Allocatable {
+    pub cpu_milli: Option<i128>,
+    pub memory: Option<i128>,
+    pub ephemeral_storage: Option<i128>,
+}
+
+impl Allocatable {
+    /// From the node's status as upstream's `GetNodeAllocatable` (the Node object), falling back
+    /// to what the agent measured when the API does not answer.
+    pub async fn read(client: &kube::Client, pod: &Pod, facts: &PodFacts<'_>) -> Allocatable {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let from_api = match node {
+            Some(n) => kube::Api::<Node>::all(client.clone())
+                .get_opt(&n)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| n.status)
+                .and_then(|s| s.allocatable),
+            None => None,
+        };
+        let get = |k: &str, scale: i128| {
+            from_api
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(|q| scaled(&q.0, scale))
+        };
+        Allocatable {
+            cpu_milli: get("cpu", 1000).or_else(|| scaled(facts.node_cpu, 1000)),
+            memory: get("memory", 1).or_else(|| scaled(facts.node_memory, 1)),
+            ephemeral_storage: get("ephemeral-storage", 1),
+        }
+    }
+}
+
+/// Whether any item needs the node's allocatable resources.
+pub fn needs_allocatable(items: &[DownwardAPIVolumeFile]) -> bool {
+    items.iter().any(|i| i.resource_field_ref.is_some())
+}
+
+/// The files of `items`: path -> (content, mode).
+pub fn collect(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: u32,
+    allocatable: &Allocatable,
+) -> Result<Payload, String> {
+    let mut out = Payload::new();
+    let mut errors = Vec::new();
+    for it in items {
+        let mode = it.mode.map_or(default_mode, |m| m as u32 & 0o7777);
+        let value = if let Some(f) = &it.field_ref {
+            field_value(pod, &f.field_path)
+        } else if let Some(r) = &it.resource_field_ref {
+            let name = r.container_name.clone().unwrap_or_default();
+            match crate::pods::find_container(pod, &name) {
+                Some(c) => resource_value(
+                    c,
+                    &r.resource,
+                    r.divisor.as_ref().map(|q| q.0.as_str()),
+                    allocatable,
+                ),
+                None => Err(format!("container {name} not found")),
+            }
+        } else {
+            Ok(String::new())
+        };
+        match value {
+            Ok(v) => {
+                out.insert(it.path.clone(), (v.into_bytes(), mode));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(errors.remove(0)),
+        _ => Err(format!("[{}]", errors.join(", "))),
+    }
+}
+
+/// A `fieldRef` as a downward API volume file (upstream `ExtractFieldPathAsString`, which knows
+/// metadata only: the API refuses other paths for volumes).
+pub fn field_value(pod: &Pod, path: &str) -> Result<String, String> {
+    let meta = &pod.metadata;
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    if let Some((base, key)) = split_subscript(path) {
+        return match base {
+            "metadata.annotations" => Ok(annotations.get(key).cloned().unwrap_or_default()),
+            "metadata.labels" => Ok(labels.get(key).cloned().unwrap_or_default()),
+            _ => Err(format!("fieldPath {path:?} does not support subscript")),
+        };
+    }
+    match path {
+        "metadata.annotations" => Ok(format_map(annotations)),
+        "metadata.labels" => Ok(format_map(labels)),
+        "metadata.name" => Ok(meta.name.clone().unwrap_or_default()),
+        "metadata.namespace" => Ok(meta.namespace.clone().unwrap_or_default()),
+        "metadata.uid" => Ok(meta.uid.clone().unwrap_or_default()),
+        other => Err(format!("unsupported fieldPath: {other}")),
+    }
+}
+
+/// `metadata.labels['key']` -> ("metadata.labels", "key").
+fn split_subscript(path: &str) -> Option<(&str, &str)> {
+    let s = path.strip_suffix("']")?;
+    let (base, key) = s.split_once("['")?;
+    (!base.is_empty()).then_some((base, key))
+}
+
+/// Upstream's `fieldpath.FormatMap`: one `key="value"` line per entry, keys sorted, no final
+/// newline.
+pub fn format_map(m: &BTreeMap<String, String>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Go's `strconv.Quote`: a double-quoted string with Go escapes for quotes, backslashes and
+/// characters that are not printable (control characters and spaces other than ' ').
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            ' ' => out.push(' '),
+            c if (c as u32) < 0x80 && (c.is_ascii_control()) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() || c.is_whitespace() || is_format_char(c) => {
+                if (c as u32) < 0x10000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Unicode format characters (category Cf) that Go does not print as they are.
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
+        | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB)
+}
+
+/// A container resource as upstream's `ExtractResourceValueByContainerNameAndNodeAllocatable`:
+/// cpu as ceil(millicores / divisor millicores), the others as ceil(bytes / divisor bytes).
+pub fn resource_value(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+    allocatable: &Allocatable,
+) -> Result<String, String> {
+    let divisor = divisor.filter(|d| scaled(d, 1000).is_some_and(|v| v != 0));
+    let (limits, requests) = amounts(c);
+    let cpu = |v: Option<i128>| {
+        let d = divisor.and_then(|d| scaled(d, 1000)).unwrap_or(1000);
+        ceil_div(v.unwrap_or(0), d)
+    };
+    let bytes = |v: Option<i128>| {
+        let d = divisor.and_then(|d| scaled(d, 1)).unwrap_or(1);
+        ceil_div(v.unwrap_or(0), d.max(1))
+    };
+    // A missing (or zero) limit is the node's allocatable amount.
+    let limit = |v: Option<i128>, alloc: Option<i128>| v.filter(|v| *v != 0).or(alloc);
+    let value = match resource {
+        "limits.cpu" => cpu(limit(limits.cpu_milli, allocatable.cpu_milli)),
+        "limits.memory" => bytes(limit(limits.memory, allocatable.memory)),
+        "limits.ephemeral-storage" => bytes(limit(
+            limits.ephemeral_storage,
+            allocatable.ephemeral_storage,
+        )),
+        "requests.cpu" => cpu(requests.cpu_milli),
+        "requests.memory" => bytes(requests.memory),
+        "requests.ephemeral-storage" => bytes(requests.ephemeral_storage),
+        other => {
+            // Huge pages: `requests.hugepages-2Mi`, `limits.hugepages-1Gi`.
+            let r = c.resources.as_ref();
+            let get = |m: Option<&BTreeMap<String, Quantity>>, k: &str| {
+                m.and_then(|m| m.get(k)).and_then(|q| scaled(&q.0, 1))
+            };
+            let limits = r.and_then(|r| r.limits.as_ref());
+            let requests = r.and_then(|r| r.requests.as_ref());
+            match (other.split_once('.'), other.contains(".hugepages-")) {
+                (Some(("requests", name)), true) => {
+                    bytes(get(requests, name).or(get(limits, name)))
+                }
+                (Some(("limits", name)), true) => bytes(get(limits, name)),
+                _ => return Err(format!("unsupported container resource : {other}")),
+            }
+        }
+    };
+    Ok(value.to_string())
+}
+
+/// (limits, requests) of a container; a request not given defaults to the limit, as the API's
+/// defaulting does.
+fn amounts(c: &Container) -> (Allocatable, Allocatable) {
+    let r = c.resources.as_ref();
+    let get = |m: Option<&BTreeMap<String, Quantity>>, k: &str, scale: i128| {
+        m.and_then(|m| m.get(k)).and_then(|q| scaled(&q.0, scale))
+    };
+    let l = r.and_then(|r| r.limits.as_ref());
+    let q = r.and_then(|r| r.requests.as_ref());
+    let limits = Allocatable {
+        cpu_milli: get(l, "cpu", 1000),
+        memory: get(l, "memory", 1),
+        ephemeral_storage: get(l, "ephemeral-storage", 1),
+    };
+    let requests = Allocatable {
+        cpu_milli: get(q, "cpu", 1000).or(limits.cpu_milli),
+        memory: get(q, "memory", 1).or(limits.memory),
+        ephemeral_storage: get(q, "ephemeral-storage", 1).or(limits.ephemeral_storage),
+    };
+    (limits, requests)
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    if b == 0 {
+        return 0;
+    }
+    let q = a / b;
+    if a % b != 0 && ((a < 0) == (b < 0)) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// A quantity ("250m", "1.5Gi", "1e3") times `scale`, rounded up, exactly (upstream's
+/// `MilliValue` with scale 1000, `Value` with scale 1).
+pub fn scaled(s: &str, scale: i128) -> Option<i128> {
+    let s = s.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(end);
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let mut mantissa: i128 = digits.parse().ok()?;
+    let mut exp10: i32 = -i32::try_from(frac.len()).ok()?;
+    let mut mult: i128 = 1;
+    match suffix {
+        "" => {}
+        "Ki" => mult = 1 << 10,
+        "Mi" => mult = 1 << 20,
+        "Gi" => mult = 1 << 30,
+        "Ti" => mult = 1 << 40,
+        "Pi" => mult = 1 << 50,
+        "Ei" => mult = 1 << 60,
+        "n" => exp10 -= 9,
+        "u" => exp10 -= 6,
+        "m" => exp10 -= 3,
+        "k" => exp10 += 3,
+        "M" => exp10 += 6,
+        "G" => exp10 += 9,
+        "T" => exp10 += 12,
+        "P" => exp10 += 15,
+        "E" => exp10 += 18,
+        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
+        _ => return None,
+    }
+    mantissa = mantissa.checked_mul(mult)?.checked_mul(scale)?;
+    let v = if exp10 >= 0 {
+        mantissa.checked_mul(10i128.checked_pow(exp10 as u32)?)?
+    } else {
+        let d = 10i128.checked_pow((-exp10) as u32)?;
+        if neg {
+            mantissa / d
+        } else {
+            ceil_div(mantissa, d)
+        }
+    };
+    Some(if neg { -v } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+
+    #[test]
+    fn quantities_are_exact() {
+        assert_eq!(scaled("250m", 1000), Some(250));
+        assert_eq!(scaled("0.1", 1000), Some(100));
+        assert_eq!(scaled("64Mi", 1), Some(64 << 20));
+        assert_eq!(scaled("1.5Gi", 1), Some(3 << 29));
+        assert_eq!(scaled("1e3", 1), Some(1000));
+        assert_eq!(scaled("1m", 1), Some(1));
+        assert_eq!(scaled("1500Ki", 1), Some(1_536_000));
+        assert_eq!(scaled("x", 1), None);
+    }
+
+    #[test]
+    fn labels_are_quoted_as_go_does() {
+        let mut m = BTreeMap::new();
+        m.insert("b".to_string(), "two words".to_string());
+        m.insert("a".to_string(), "say \"hi\"\n\u{a0}é".to_string());
+        assert_eq!(
+            format_map(&m),
+            "a=\"say \\\"hi\\\"\\n\\u00a0é\"\nb=\"two words\""
+        );
+        assert_eq!(format_map(&BTreeMap::new()), "");
+    }
+
+    fn container(limits: &[(&str, &str)], requests: &[(&str, &str)]) -> Container {
+        let list = |l: &[(&str, &str)]| {
+            (!l.is_empty()).then(|| {
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect()
+            })
+        };
+        Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                limits: list(limits),
+                requests: list(requests),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resources_round_up_and_default_to_allocatable() {
+        let alloc = Allocatable {
+            cpu_milli: Some(2000),
+            memory: Some(8 << 30),
+            ephemeral_storage: Some(100 << 30),
+        };
+        let c = container(
+            &[("cpu", "1250m"), ("memory", "64Mi")],
+            &[("memory", "32Mi")],
+        );
+        let v = |r: &str, d: Option<&str>| resource_value(&c, r, d, &alloc).unwrap();
+        assert_eq!(v("limits.cpu", None), "2");
+        assert_eq!(v("limits.cpu", Some("1m")), "1250");
+        assert_eq!(v("limits.memory", Some("1Mi")), "64");
+        assert_eq!(v("requests.memory", Some("1Mi")), "32");
+        assert_eq!(v("requests.cpu", Some("1m")), "1250");
+        assert_eq!(v("limits.ephemeral-storage", Some("1Gi")), "100");
+        let none = container(&[], &[]);
+        let v = |r: &str, d: Option<&str>| resource_value(&none, r, d, &alloc).unwrap();
+        assert_eq!(v("limits.cpu", None), "2");
+        assert_eq!(v("limits.memory", Some("1Gi")), "8");
+        assert_eq!(v("requests.memory", None), "0");
+        assert!(resource_value(&none, "limits.gpu", None, &alloc).is_err());
+    }
+}
