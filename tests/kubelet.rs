@@ -201,6 +201,15 @@ spec:
         Some("hostpath\n"),
         "hostPath DirectoryOrCreate"
     );
+    // ConfigMap and Secret volumes are read-only in the container (as upstream since
+    // CVE-2017-1002102); the emptyDir is not.
+    for dir in ["/config", "/secret"] {
+        let out = n.cluster.kubectl(&["exec", "cfg-pod", "-c", "main", "--", "sh", "-c", &format!("echo x > {dir}/x")]);
+        assert!(!out.status.success(), "{dir} is writable");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Read-only file system"), "{dir}: {err}");
+    }
+    n.cluster.ok(&["exec", "cfg-pod", "-c", "main", "--", "sh", "-c", "echo x > /shared/x"]);
     let events = n.cluster.ok(&[
         "get",
         "events",

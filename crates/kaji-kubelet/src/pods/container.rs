@@ -250,6 +250,18 @@ pub struct ContainerInputs<'a> {
     pub attempt: u32,
 }
 
+/// Volumes that are always mounted read-only, as upstream does since CVE-2017-1002102:
+/// configMap, secret, downwardAPI and projected; and claims or hostPaths the pod marks read-only.
+fn read_only_volume(spec: &k8s_openapi::api::core::v1::PodSpec, name: &str) -> bool {
+    spec.volumes.iter().flatten().find(|v| v.name == name).is_some_and(|v| {
+        v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+            || v.persistent_volume_claim.as_ref().is_some_and(|c| c.read_only == Some(true))
+    })
+}
+
 pub fn container_config(
     pod: &Pod,
     c: &Container,
@@ -302,7 +314,7 @@ pub fn container_config(
         mounts.push(api::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host_path.to_string_lossy().into_owned(),
-            readonly: vm.read_only == Some(true),
+            readonly: vm.read_only == Some(true) || read_only_volume(&spec, &vm.name),
             ..Default::default()
         });
     }

@@ -2,10 +2,9 @@
 //! (pkg/kubelet/kubelet_pods.go): service links first, then `envFrom` (keys that are not valid
 //! names are skipped and reported), then `env` with `$(VAR)` expansion over what came before.
 
-use super::resources::{parse_quantity, resource_limits};
+use crate::volumes::downward_api::{self, Allocatable};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::Api;
-use std::collections::BTreeMap;
 
 /// Why a container's configuration could not be built (CreateContainerConfigError).
 #[derive(Debug, thiserror::Error)]
@@ -20,85 +19,19 @@ pub struct PodFacts<'a> {
     pub node_memory: &'a str,
 }
 
-/// The value of a downward API `fieldRef` path.
+/// The value of a downward API `fieldRef` path: the metadata paths as the downwardAPI volume
+/// has them (Go quoting of label and annotation maps), plus the ones only env offers.
 pub fn field_value(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, ConfigError> {
-    let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
-    let format_map = |m: Option<&BTreeMap<String, String>>| {
-        m.map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-    };
-    if let Some(key) = path
-        .strip_prefix("metadata.labels['")
-        .and_then(|k| k.strip_suffix("']"))
-    {
-        return Ok(meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(key))
-            .cloned()
-            .unwrap_or_default());
-    }
-    if let Some(key) = path
-        .strip_prefix("metadata.annotations['")
-        .and_then(|k| k.strip_suffix("']"))
-    {
-        return Ok(meta
-            .annotations
-            .as_ref()
-            .and_then(|l| l.get(key))
-            .cloned()
-            .unwrap_or_default());
-    }
     Ok(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "metadata.labels" => format_map(meta.labels.as_ref()),
-        "metadata.annotations" => format_map(meta.annotations.as_ref()),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
         "status.podIP" | "status.podIPs" => facts.pod_ip.to_string(),
         "status.hostIP" | "status.hostIPs" => facts.host_ip.to_string(),
-        other => return Err(ConfigError(format!("unsupported fieldPath: {other}"))),
+        other => downward_api::field_value(pod, other).map_err(ConfigError)?,
     })
-}
-
-/// The value of a `resourceFieldRef` (limits default to the node's allocatable, as upstream).
-pub fn resource_value(
-    container: &Container,
-    resource: &str,
-    divisor: Option<&str>,
-    facts: &PodFacts,
-) -> Result<String, ConfigError> {
-    let divisor = divisor
-        .map(parse_quantity)
-        .unwrap_or(Some(1.0))
-        .filter(|d| *d > 0.0)
-        .unwrap_or(1.0);
-    let (limits, requests) = resource_limits(container);
-    let value = match resource {
-        "limits.cpu" => limits.cpu.or(parse_quantity(facts.node_cpu)),
-        "limits.memory" => limits.memory.or(parse_quantity(facts.node_memory)),
-        "limits.ephemeral-storage" => limits.ephemeral_storage.or(Some(0.0)),
-        "requests.cpu" => requests.cpu.or(Some(0.0)),
-        "requests.memory" => requests.memory.or(Some(0.0)),
-        "requests.ephemeral-storage" => requests.ephemeral_storage.or(Some(0.0)),
-        other => {
-            return Err(ConfigError(format!(
-                "unsupported container resource: {other}"
-            )));
-        }
-    }
-    .unwrap_or(0.0);
-    Ok(format!("{}", (value / divisor).ceil() as i64))
 }
 
 /// Whether `name` is a valid environment variable name (upstream's IsEnvVarName: no '=' and
@@ -336,12 +269,15 @@ pub async fn make_env(
                     Some(n) => super::find_container(pod, n).unwrap_or(container),
                     None => container,
                 };
-                resource_value(
+                // Limits not set are the node's allocatable, as for the downwardAPI volume.
+                let allocatable = Allocatable::read(client, pod, facts).await;
+                downward_api::resource_value(
                     target,
                     &r.resource,
                     r.divisor.as_ref().map(|q| q.0.as_str()),
-                    facts,
-                )?
+                    &allocatable,
+                )
+                .map_err(ConfigError)?
             } else {
                 String::new()
             }
