@@ -247,71 +247,8 @@ fn amounts(c: &Container) -> (Allocatable, Allocatable) {
     (limits, requests)
 }
 
-fn ceil_div(a: i128, b: i128) -> i128 {
-    if b == 0 {
-        return 0;
-    }
-    let q = a / b;
-    if a % b != 0 && ((a < 0) == (b < 0)) {
-        q + 1
-    } else {
-        q
-    }
-}
-
-/// A quantity ("250m", "1.5Gi", "1e3") times `scale`, rounded up, exactly (upstream's
-/// `MilliValue` with scale 1000, `Value` with scale 1).
-pub fn scaled(s: &str, scale: i128) -> Option<i128> {
-    let s = s.trim();
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(end);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let digits = format!("{int}{frac}");
-    let mut mantissa: i128 = digits.parse().ok()?;
-    let mut exp10: i32 = -i32::try_from(frac.len()).ok()?;
-    let mut mult: i128 = 1;
-    match suffix {
-        "" => {}
-        "Ki" => mult = 1 << 10,
-        "Mi" => mult = 1 << 20,
-        "Gi" => mult = 1 << 30,
-        "Ti" => mult = 1 << 40,
-        "Pi" => mult = 1 << 50,
-        "Ei" => mult = 1 << 60,
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    mantissa = mantissa.checked_mul(mult)?.checked_mul(scale)?;
-    let v = if exp10 >= 0 {
-        mantissa.checked_mul(10i128.checked_pow(exp10 as u32)?)?
-    } else {
-        let d = 10i128.checked_pow((-exp10) as u32)?;
-        if neg {
-            mantissa / d
-        } else {
-            ceil_div(mantissa, d)
-        }
-    };
-    Some(if neg { -v } else { v })
-}
+pub use kaji_api::quantity::scaled;
+use kaji_api::quantity::ceil_div;
 
 #[cfg(test)]
 mod tests {
