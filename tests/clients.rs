@@ -229,3 +229,64 @@ fn kube_rs_crud_watch_and_conflict() {
         assert_eq!(replicas_seen, [1, 3, 5]);
     });
 }
+
+/// A delete without preconditions succeeds while other clients keep writing the object (as
+/// upstream's conditional delete retries on a changed object); with a stale resourceVersion
+/// precondition it is a 409.
+#[test]
+fn deletes_win_over_concurrent_writes() {
+    let c = Cluster::start_with("clients-delete-race", &["--disable-controllers", "--disable-scheduler"]);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let client = client_for(&c).await;
+            let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+            for i in 0..20 {
+                let name = format!("busy-{i}");
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(name.clone());
+                let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+                // Four writers change the object as fast as they can until it is gone.
+                let writers: Vec<_> = (0..4)
+                    .map(|w| {
+                        let (cms, name) = (cms.clone(), name.clone());
+                        tokio::spawn(async move {
+                            let mut n = 0u64;
+                            loop {
+                                n += 1;
+                                // (n only makes each write a change)
+                                let patch = json!({"metadata": {"labels": {format!("w{w}"): n.to_string()}}});
+                                match cms.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                                    Ok(_) => {}
+                                    Err(kube::Error::Api(s)) if s.code == 404 => return,
+                                    Err(e) => panic!("writer {w}: {e}"),
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                // Let the writers get going: wait until the object has moved on.
+                let start = created.metadata.resource_version.clone();
+                loop {
+                    let now = cms.get(&name).await.expect("get").metadata.resource_version;
+                    if now != start {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                if i % 5 == 0 {
+                    let stale = DeleteParams { preconditions: Some(kube::api::Preconditions { resource_version: start, uid: None }), ..Default::default() };
+                    let s = status_of(cms.delete(&name, &stale).await);
+                    assert_eq!(s.code, 409, "{s:?}");
+                }
+                cms.delete(&name, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete {name} under concurrent writes: {e}"));
+                // Every writer stops with a clean 404 once the object is gone.
+                for w in writers {
+                    w.await.expect("writer");
+                }
+            }
+        });
+}

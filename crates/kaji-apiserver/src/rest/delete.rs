@@ -67,11 +67,12 @@ pub async fn delete(call: Call<'_>) -> Result<Reply, ApiError> {
 /// and the removal (a controller's status update) does not fail the delete: it starts again on
 /// the fresh object, checking the caller's preconditions against it.
 async fn delete_one(call: &Call<'_>, opts: &DeleteOptions) -> Result<Reply, ApiError> {
-    let mut attempts = 0;
+    // Upstream retries without a bound (the request's timeout ends it); so do we, up to 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         match delete_attempt(call, opts).await? {
             Some(reply) => return Ok(reply),
-            None if attempts < 16 => attempts += 1,
+            None if std::time::Instant::now() < deadline => tokio::task::yield_now().await,
             None => {
                 let info = call.strategy.info();
                 return Err(ApiError::stale(info.group, info.plural, call.req.name.as_deref().unwrap_or_default()));

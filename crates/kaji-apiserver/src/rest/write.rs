@@ -446,7 +446,8 @@ where
                     objects::set_rv(&mut next, kv.mod_revision);
                     return Ok((next, Outcome::Deleted));
                 }
-                Err(kaji_store::StoreError::Conflict { .. }) => continue,
+                // Changed or deleted since the read: the next read tells which (404 if gone).
+                Err(kaji_store::StoreError::Conflict { .. } | kaji_store::StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(crate::store_error(e)),
             }
         }
@@ -457,7 +458,7 @@ where
                 objects::set_rv(&mut next, kv.mod_revision);
                 return Ok((next, Outcome::Updated));
             }
-            Err(kaji_store::StoreError::Conflict { .. }) => {
+            Err(kaji_store::StoreError::Conflict { .. } | kaji_store::StoreError::NotFound { .. }) => {
                 call.strategy.release(&ctx, &next, Some(&current));
                 continue;
             }
