@@ -788,8 +788,8 @@ fn persistent_volumes_bind_and_keep_data() {
         "kept\n"
     );
 
-    // A pod whose claim is not bound waits (our scheduler places it; the kubelet holds it in
-    // ContainerCreating), then runs once a volume binds the claim.
+    // A pod whose claim is not bound waits unscheduled (the scheduler's VolumeBinding), then
+    // runs once a volume binds the claim.
     n.apply(&[pvc("later", "1Gi", "  storageClassName: manual\n")].concat());
     wait_event(
         &n,
@@ -800,9 +800,9 @@ fn persistent_volumes_bind_and_keep_data() {
     wait_event(
         &n,
         "patient",
-        "Warning FailedMount Unable to attach or mount volumes: unmounted volumes=[later], unattached volumes=[], failed to process volumes=[later]: error processing PVC default/later: PVC is not bound",
+        "Warning FailedScheduling 0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
     );
-    assert_eq!(n.jsonpath("patient", "{.status.phase}"), "Pending");
+    assert_eq!(n.jsonpath("patient", "{.status.phase} {.spec.nodeName}"), "Pending ");
     n.apply(&host_path_pv(
         "pv-manual",
         "1Gi",

@@ -359,7 +359,10 @@ fn higher_priority_pod_preempts() {
         )],
     );
     // Priority admission resolved the class.
-    assert_eq!(c.ok(&["get", "pod", "high", "-o", "jsonpath={.spec.priority}"]), "1000");
+    assert_eq!(
+        c.ok(&["get", "pod", "high", "-o", "jsonpath={.spec.priority}"]),
+        "1000"
+    );
     assert_eq!(wait_bound(&c, "high"), n[0]);
     wait_for("the victim to be deleted", T, || {
         let out = c.kubectl(&["get", "pod", "low", "-o", "jsonpath={.metadata.uid}"]);
@@ -573,4 +576,181 @@ fn drain_evicts_and_uncordon_restores() {
         );
         assert_eq!(&wait_bound(&c, &probe), node);
     }
+}
+
+fn claim_volume(claim: &str) -> Value {
+    json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}])
+}
+
+fn pvc(name: &str, class: &str, size: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}})
+}
+
+/// A `local` volume on one node (its nodeAffinity names the node's hostname label).
+fn local_pv(name: &str, class: &str, size: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {"storageClassName": class, "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "local": {"path": format!("/mnt/disks/{name}")},
+                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                     {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}})
+}
+
+fn jsonpath(c: &Cluster, args: &[&str], path: &str) -> String {
+    let mut a = args.to_vec();
+    let p = format!("jsonpath={path}");
+    a.extend_from_slice(&["-o", &p]);
+    let out = c.kubectl(&a);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// VolumeBinding's PreFilter: a pod waits while its claim is missing, then while the claim is
+/// unbound (no class: the PersistentVolume controller binds it), and is scheduled once a
+/// matching volume appears and the controller binds the claim.
+#[test]
+fn pod_waits_for_its_claim_to_be_bound() {
+    let (c, _) = start("sched-pvc", 2, &[]);
+    create(
+        &c,
+        &[pod(
+            "app",
+            json!({}),
+            json!({"volumes": claim_volume("data")}),
+        )],
+    );
+    wait_failed(
+        &c,
+        "app",
+        "0/2 nodes are available: persistentvolumeclaim \"data\" not found. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.",
+    );
+
+    // The claim appears (an event that retries the pod) but nothing can satisfy it yet.
+    create(&c, &[pvc("data", "", "1Gi")]);
+    let unbound = "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.";
+    wait_failed(&c, "app", unbound);
+    let cond = |field: &str| {
+        jsonpath(
+            &c,
+            &["get", "pod", "app"],
+            &format!("{{.status.conditions[?(@.type==\"PodScheduled\")].{field}}}"),
+        )
+    };
+    wait_for("PodScheduled=False for the unbound claim", T, || {
+        (cond("message") == unbound).then_some(())
+    });
+    assert_eq!(cond("status"), "False");
+    assert_eq!(cond("reason"), "Unschedulable");
+    assert_eq!(node_of(&c, "app"), None);
+
+    // A matching hostPath volume: the binder binds the claim and the pod is scheduled.
+    create(
+        &c,
+        &[
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-data"},
+            "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": "/tmp/kaji-sched-pv-data"}}}),
+        ],
+    );
+    wait_bound(&c, "app");
+    assert_eq!(
+        jsonpath(&c, &["get", "pvc", "data"], "{.spec.volumeName}"),
+        "pv-data"
+    );
+    wait_for("PodScheduled=True", T, || {
+        (cond("status") == "True").then_some(())
+    });
+}
+
+/// VolumeBinding's Filter: a claim bound to a local volume takes its pod to the volume's node;
+/// a WaitForFirstConsumer claim gets the volume of the node the pod goes to (the scheduler
+/// pre-binds it and the controller completes the binding), or none fits anywhere.
+#[test]
+fn local_volumes_pin_pods_to_their_node() {
+    let (c, n) = start("sched-local-pv", 3, &[]);
+    create(
+        &c,
+        &[
+            local_pv("local-1", "", "1Gi", &n[1]),
+            pvc("pinned", "", "1Gi"),
+        ],
+    );
+    wait_for("the claim to bind to the local volume", T, || {
+        (jsonpath(&c, &["get", "pvc", "pinned"], "{.status.phase}") == "Bound").then_some(())
+    });
+    create(
+        &c,
+        &[
+            pod(
+                "pinned",
+                json!({}),
+                json!({"volumes": claim_volume("pinned")}),
+            ),
+            pod(
+                "elsewhere",
+                json!({}),
+                json!({"volumes": claim_volume("pinned"), "nodeSelector": {"kubernetes.io/hostname": n[0]}}),
+            ),
+        ],
+    );
+    assert_eq!(wait_bound(&c, "pinned"), n[1]);
+    wait_failed(
+        &c,
+        "elsewhere",
+        "0/3 nodes are available: 1 node(s) had volume node affinity conflict, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+    );
+
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local-storage"},
+        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"});
+    create(
+        &c,
+        &[
+            class,
+            local_pv("wffc-0", "local-storage", "1Gi", &n[0]),
+            local_pv("wffc-2", "local-storage", "1Gi", &n[2]),
+            pvc("wffc", "local-storage", "1Gi"),
+            pvc("wffc-big", "local-storage", "5Gi"),
+        ],
+    );
+    create(
+        &c,
+        &[
+            pod(
+                "consumer",
+                json!({}),
+                json!({"volumes": claim_volume("wffc"), "nodeSelector": {"kubernetes.io/hostname": n[2]}}),
+            ),
+            pod(
+                "too-big",
+                json!({}),
+                json!({"volumes": claim_volume("wffc-big")}),
+            ),
+        ],
+    );
+    assert_eq!(wait_bound(&c, "consumer"), n[2]);
+    // The pod was bound only after its claim: the scheduler wrote the volume's claimRef.
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["get", "pvc", "wffc"],
+            "{.status.phase}/{.spec.volumeName}"
+        ),
+        "Bound/wffc-2"
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["get", "pv", "wffc-2"],
+            "{.metadata.annotations.pv\\.kubernetes\\.io/bound-by-controller}"
+        ),
+        "yes"
+    );
+    assert_eq!(
+        jsonpath(&c, &["get", "pv", "wffc-0"], "{.status.phase}"),
+        "Available"
+    );
+    wait_failed(
+        &c,
+        "too-big",
+        "0/3 nodes are available: 3 node(s) didn't find available persistent volumes to bind. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.",
+    );
 }

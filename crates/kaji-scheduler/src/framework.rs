@@ -85,6 +85,19 @@ pub trait FilterPlugin: Send + Sync {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
 }
 
+/// A plugin shared with the scheduler loop (VolumeBinding also reserves and pre-binds).
+impl<T: FilterPlugin + ?Sized> FilterPlugin for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn pre_filter(&self, pod: &PodInfo, snap: &Snapshot<'_>, state: &mut CycleState) -> Status {
+        (**self).pre_filter(pod, snap, state)
+    }
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        (**self).filter(state, pod, node)
+    }
+}
+
 pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &'static str;
     fn weight(&self) -> i64;

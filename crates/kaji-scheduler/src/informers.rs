@@ -1,15 +1,19 @@
 //! Watches that keep the cache and the queue current (upstream `eventhandlers.go`): bound pods
 //! go to the cache, pending pods of `default-scheduler` to the queue, and each change moves the
 //! unschedulable pods it could help. Services, ReplicaSets and StatefulSets are mirrored for
-//! default spreading, PriorityClasses for pods whose priority admission did not fill in.
+//! default spreading, PriorityClasses for pods whose priority admission did not fill in, and
+//! PersistentVolumeClaims, PersistentVolumes and StorageClasses for VolumeBinding (any of them
+//! added or changed retries the pods it rejected).
 
 use crate::cache::{Cache, PodInfo};
+use crate::plugins::volume_binding::{self, VolumeStores};
 use crate::queue::SchedulingQueue;
 use crate::selector::Selector;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -27,6 +31,8 @@ const ON_POD_DELETE: &[&str] = &[
 ];
 /// Plugins whose rejections a newly placed pod could undo.
 const ON_POD_ADD: &[&str] = &["InterPodAffinity", "PodTopologySpread"];
+/// Plugins whose rejections a claim, volume or class added or changed could undo.
+const ON_VOLUME_CHANGE: &[&str] = &[volume_binding::NAME];
 
 /// Mirrors of the objects plugins look up besides nodes and pods.
 #[derive(Clone)]
@@ -35,9 +41,29 @@ pub struct Listers {
     pub replicasets: Store<ReplicaSet>,
     pub statefulsets: Store<StatefulSet>,
     pub priority_classes: Store<PriorityClass>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub pvs: Store<PersistentVolume>,
+    pub storage_classes: Store<StorageClass>,
 }
 
 impl Listers {
+    pub fn volume_stores(&self) -> VolumeStores {
+        VolumeStores {
+            claims: self.pvcs.clone(),
+            volumes: self.pvs.clone(),
+            classes: self.storage_classes.clone(),
+        }
+    }
+
+    /// Waits until the volume mirrors have listed everything, so that VolumeBinding never
+    /// takes a claim for missing because its watch is late.
+    pub async fn volumes_synced(&self) -> anyhow::Result<()> {
+        self.pvcs.wait_until_ready().await?;
+        self.pvs.wait_until_ready().await?;
+        self.storage_classes.wait_until_ready().await?;
+        Ok(())
+    }
+
     /// The selector of the pod's "group" for default spreading: its Services' selectors and its
     /// ReplicaSets'/StatefulSets' selectors, ANDed (upstream `helper.DefaultSelector`).
     pub fn default_spread_selector(&self, pod: &PodInfo) -> Option<Selector> {
@@ -116,22 +142,59 @@ where
         + Sync
         + 'static,
 {
+    mirror_then(api, tasks, || {})
+}
+
+/// A mirror that calls `changed` once an object is added or updated (or the list is done),
+/// after the store has it.
+fn mirror_then<K>(
+    api: Api<K>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    changed: impl Fn() + Send + Sync + 'static,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
     tasks.spawn(async move {
-        stream.for_each(|_| async {}).await;
+        stream
+            .for_each(|ev| {
+                if matches!(ev, Ok(watcher::Event::Apply(_) | watcher::Event::InitDone)) {
+                    changed();
+                }
+                async {}
+            })
+            .await;
     });
     reader
 }
 
-pub fn start_listers(client: &kube::Client, tasks: &mut tokio::task::JoinSet<()>) -> Listers {
+pub fn start_listers(
+    client: &kube::Client,
+    queue: &Arc<SchedulingQueue>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Listers {
+    let on_volumes = || {
+        let q = queue.clone();
+        move || q.move_all(Some(ON_VOLUME_CHANGE))
+    };
     Listers {
         services: mirror(Api::all(client.clone()), tasks),
         replicasets: mirror(Api::all(client.clone()), tasks),
         statefulsets: mirror(Api::all(client.clone()), tasks),
         priority_classes: mirror(Api::all(client.clone()), tasks),
+        pvcs: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
+        pvs: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
+        storage_classes: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
     }
 }
 

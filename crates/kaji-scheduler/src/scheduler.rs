@@ -1,12 +1,15 @@
 //! The scheduler's main loop (upstream `scheduleOne`): pop the highest-priority pending pod,
 //! run a cycle against the cache, assume the pod on the chosen node and bind it in the
 //! background; on failure try preemption, record `FailedScheduling` and the PodScheduled=False
-//! condition, and park the pod until an event could help.
+//! condition, and park the pod until an event could help. VolumeBinding reserves the pod's
+//! volumes on the chosen node in the cycle and writes them (PreBind) in the binding task,
+//! before the pod is bound.
 
 use crate::cache::{Cache, PodInfo};
 use crate::events::Recorder;
 use crate::framework::fit_error_message;
 use crate::informers::{self, Listers};
+use crate::plugins::volume_binding::{self, PodVolumes, VolumeBinding};
 use crate::preemption::{Candidate, preempt};
 use crate::queue::{QueuedPod, SchedulingQueue};
 use crate::schedule_one::{Algorithm, ScheduleError};
@@ -25,13 +28,15 @@ pub struct Scheduler {
     pub queue: Arc<SchedulingQueue>,
     algorithm: Algorithm,
     listers: Listers,
+    volume_binding: Arc<VolumeBinding>,
     recorder: Recorder,
     binds: Arc<Semaphore>,
 }
 
 /// What a cycle decided, for the I/O that follows it.
 enum Decision {
-    Bind(String),
+    /// The node, and the volumes to bind first (VolumeBinding's reservation).
+    Bind(String, Option<PodVolumes>),
     Fail {
         message: String,
         plugins: Vec<&'static str>,
@@ -52,7 +57,7 @@ impl Scheduler {
         let mut tasks = tokio::task::JoinSet::new();
         let cache = Arc::new(Mutex::new(Cache::default()));
         let queue = Arc::new(SchedulingQueue::default());
-        let listers = informers::start_listers(&client, &mut tasks);
+        let listers = informers::start_listers(&client, &queue, &mut tasks);
         let mut synced = informers::start_watches(
             &client,
             listers.clone(),
@@ -61,9 +66,11 @@ impl Scheduler {
             &mut tasks,
         );
         synced.wait_for(|n| *n >= 2).await?;
+        listers.volumes_synced().await?;
         tracing::info!("scheduler caches synced");
         let (recorder, events) = Recorder::start(client.clone(), &opts.identity);
-        let mut algorithm = Algorithm::new(crate::plugins::default_framework());
+        let volume_binding = Arc::new(VolumeBinding::new(listers.volume_stores()));
+        let mut algorithm = Algorithm::new(crate::plugins::framework_with(volume_binding.clone()));
         algorithm.percentage_of_nodes_to_score = opts.percentage_of_nodes_to_score;
         let mut s = Scheduler {
             client,
@@ -71,6 +78,7 @@ impl Scheduler {
             queue,
             algorithm,
             listers,
+            volume_binding,
             recorder,
             binds: Arc::new(Semaphore::new(MAX_CONCURRENT_BINDS)),
         };
@@ -90,7 +98,21 @@ impl Scheduler {
             return None; // already bound or assumed
         }
         match self.algorithm.schedule(&cache, &p.info, sel.as_ref()) {
-            Ok(node) => Some(Decision::Bind(node)),
+            Ok(node) => {
+                let reserved = match cache.node(&node) {
+                    Some(info) => self.volume_binding.reserve(&p.info, info),
+                    None => Ok(None),
+                };
+                Some(match reserved {
+                    Ok(volumes) => Decision::Bind(node, volumes),
+                    Err(e) => Decision::Fail {
+                        message: format!("running Reserve plugin {:?}: {e}", volume_binding::NAME),
+                        plugins: vec![volume_binding::NAME],
+                        nominate: None,
+                        error: true,
+                    },
+                })
+            }
             Err(ScheduleError::NoNodes) => Some(Decision::Fail {
                 message: "no nodes available to schedule pods".into(),
                 plugins: Vec::new(),
@@ -121,20 +143,24 @@ impl Scheduler {
             return;
         };
         match decision {
-            Decision::Bind(node) => {
+            Decision::Bind(node, volumes) => {
                 lock(&self.cache).assume_pod(p.info.clone(), &node);
                 self.queue.done(&p.info.uid);
                 let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    if let Some(v) = &volumes {
+                        self.volume_binding.unreserve(v);
+                    }
                     return;
                 };
-                let (client, cache, queue, recorder) = (
-                    self.client.clone(),
-                    self.cache.clone(),
-                    self.queue.clone(),
-                    self.recorder.clone(),
-                );
+                let b = Binder {
+                    client: self.client.clone(),
+                    cache: self.cache.clone(),
+                    queue: self.queue.clone(),
+                    recorder: self.recorder.clone(),
+                    volume_binding: self.volume_binding.clone(),
+                };
                 tokio::spawn(async move {
-                    bind(client, &cache, &queue, &recorder, &p, &node).await;
+                    b.bind(&p, &node, volumes).await;
                     drop(permit);
                 });
             }
@@ -152,6 +178,55 @@ impl Scheduler {
                 });
             }
         }
+    }
+}
+
+/// What the binding task of one pod works with.
+struct Binder {
+    client: kube::Client,
+    cache: Arc<Mutex<Cache>>,
+    queue: Arc<SchedulingQueue>,
+    recorder: Recorder,
+    volume_binding: Arc<VolumeBinding>,
+}
+
+impl Binder {
+    /// Binds the reserved volumes (PreBind), then the pod; if either fails the assumed pod and
+    /// volumes are forgotten and the pod is retried after backoff.
+    async fn bind(&self, p: &QueuedPod, node: &str, volumes: Option<PodVolumes>) {
+        // A pod deleted meanwhile has left the cache (its assumption with it).
+        let pod_exists = || lock(&self.cache).contains_pod(&p.info.uid);
+        if let Some(mut v) = volumes
+            && let Err(e) = self
+                .volume_binding
+                .bind_pod_volumes(&self.client, &mut v, pod_exists)
+                .await
+        {
+            self.volume_binding.unreserve(&v);
+            tracing::warn!(pod = %p.info.key(), "binding volumes on {node} failed: {e}");
+            if !pod_exists() {
+                return;
+            }
+            lock(&self.cache).forget_pod(&p.info.uid);
+            self.queue.add_after_error(p.info.clone(), p.attempts);
+            self.recorder.pod_event(
+                &p.info.pod,
+                "Warning",
+                "FailedScheduling",
+                "Scheduling",
+                format!("running PreBind plugin {:?}: {e}", volume_binding::NAME),
+            );
+            return;
+        }
+        bind(
+            self.client.clone(),
+            &self.cache,
+            &self.queue,
+            &self.recorder,
+            p,
+            node,
+        )
+        .await;
     }
 }
 

@@ -10,12 +10,21 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use crate::framework::Framework;
+use std::sync::Arc;
+use volume_binding::{VolumeBinding, VolumeStores};
+
+/// The default profile with no PersistentVolumeClaims in sight (benchmarks, tests).
+pub fn default_framework() -> Framework {
+    framework_with(Arc::new(VolumeBinding::new(VolumeStores::empty())))
+}
 
 /// The default profile: filters in upstream's order (the first that rejects a node names the
-/// reason), scores with upstream's weights.
-pub fn default_framework() -> Framework {
+/// reason), scores with upstream's weights. Upstream's VolumeRestrictions and NodeVolumeLimits
+/// (before VolumeBinding) and VolumeZone (after it) are not here.
+pub fn framework_with(volume_binding: Arc<VolumeBinding>) -> Framework {
     Framework {
         filters: vec![
             Box::new(node_unschedulable::NodeUnschedulable),
@@ -24,6 +33,7 @@ pub fn default_framework() -> Framework {
             Box::new(node_affinity::NodeAffinity),
             Box::new(node_ports::NodePorts),
             Box::new(node_resources_fit::NodeResourcesFit),
+            Box::new(volume_binding),
             Box::new(pod_topology_spread::PodTopologySpread),
             Box::new(inter_pod_affinity::InterPodAffinity),
         ],
