@@ -204,12 +204,30 @@ spec:
     // ConfigMap and Secret volumes are read-only in the container (as upstream since
     // CVE-2017-1002102); the emptyDir is not.
     for dir in ["/config", "/secret"] {
-        let out = n.cluster.kubectl(&["exec", "cfg-pod", "-c", "main", "--", "sh", "-c", &format!("echo x > {dir}/x")]);
+        let out = n.cluster.kubectl(&[
+            "exec",
+            "cfg-pod",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo x > {dir}/x"),
+        ]);
         assert!(!out.status.success(), "{dir} is writable");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("Read-only file system"), "{dir}: {err}");
     }
-    n.cluster.ok(&["exec", "cfg-pod", "-c", "main", "--", "sh", "-c", "echo x > /shared/x"]);
+    n.cluster.ok(&[
+        "exec",
+        "cfg-pod",
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /shared/x",
+    ]);
     let events = n.cluster.ok(&[
         "get",
         "events",
@@ -321,6 +339,123 @@ spec:
     assert!(row.contains("0/1") && row.contains("Running"), "{row}");
 }
 
+/// `openssl s_server -www` on 127.0.0.1 with a self-signed certificate, for HTTPS probes; killed
+/// on drop.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &Path) -> TlsServer {
+        std::fs::create_dir_all(dir).expect("tls dir");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=self-signed.invalid",
+            ])
+            .args(["-days", "1", "-keyout", "key.pem", "-out", "cert.pem"])
+            .current_dir(dir)
+            .output()
+            .expect("running openssl (.ci/install-deps installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.join("s_server.log");
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-www",
+                "-cert",
+                "cert.pem",
+                "-key",
+                "key.pem",
+            ])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let mut server = TlsServer { child, port: 0 };
+        server.port = wait_for(
+            "openssl s_server to listen",
+            Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:"))
+                    .and_then(|p| p.trim().parse().ok())
+            },
+        );
+        server
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// httpGet probes and hooks with `scheme: HTTPS` speak TLS and, as upstream's prober
+/// (InsecureSkipVerify), accept a certificate no CA signed: a TLS server on the node (reached
+/// with the handler's `host:`) makes the pod ready and its postStart hook succeed.
+#[test]
+fn https_probes_and_hooks_skip_certificate_verification() {
+    let n = Node::start("kubelet-https");
+    let tls = TlsServer::start(&n.cluster.data_dir().join("tls"));
+    let port = tls.port;
+    n.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: https-probed
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart:
+        httpGet: {{scheme: HTTPS, host: 127.0.0.1, port: {port}, path: /hook}}
+    readinessProbe:
+      httpGet: {{scheme: HTTPS, host: 127.0.0.1, port: {port}, path: /ready}}
+      periodSeconds: 1
+"#
+    ));
+    wait_for("https-probed READY 1/1", Duration::from_secs(60), || {
+        n.cluster
+            .ok(&["get", "pod", "https-probed", "--no-headers"])
+            .contains("1/1")
+            .then_some(())
+    });
+    let events = n.cluster.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=https-probed",
+    ]);
+    assert!(!events.contains("FailedPostStartHook"), "{events}");
+    assert!(!events.contains("Readiness probe failed"), "{events}");
+    assert_eq!(
+        n.jsonpath(
+            "https-probed",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+}
+
 #[test]
 fn missing_image_backs_off() {
     let n = Node::start("kubelet-image");
@@ -378,21 +513,41 @@ spec:
     );
     n.wait_running("healthy");
     // kubectl's STATUS column shows the waiting reason of the container.
-    wait_for("nocmd: RunContainerError or CrashLoopBackOff", Duration::from_secs(60), || {
-        let row = n.cluster.ok(&["get", "pod", "nocmd", "--no-headers"]);
-        (row.contains("RunContainerError") || row.contains("CrashLoopBackOff")).then_some(())
-    });
-    wait_for("exits: CrashLoopBackOff with restarts", Duration::from_secs(60), || {
-        let row = n.cluster.ok(&["get", "pod", "exits", "--no-headers"]);
-        let restarts: u32 = n.jsonpath("exits", "{.status.containerStatuses[0].restartCount}").parse().unwrap_or(0);
-        (row.contains("CrashLoopBackOff") && restarts >= 1).then_some(())
-    });
+    wait_for(
+        "nocmd: RunContainerError or CrashLoopBackOff",
+        Duration::from_secs(60),
+        || {
+            let row = n.cluster.ok(&["get", "pod", "nocmd", "--no-headers"]);
+            (row.contains("RunContainerError") || row.contains("CrashLoopBackOff")).then_some(())
+        },
+    );
+    wait_for(
+        "exits: CrashLoopBackOff with restarts",
+        Duration::from_secs(60),
+        || {
+            let row = n.cluster.ok(&["get", "pod", "exits", "--no-headers"]);
+            let restarts: u32 = n
+                .jsonpath("exits", "{.status.containerStatuses[0].restartCount}")
+                .parse()
+                .unwrap_or(0);
+            (row.contains("CrashLoopBackOff") && restarts >= 1).then_some(())
+        },
+    );
     let describe = n.cluster.ok(&["describe", "pod", "exits"]);
-    assert!(describe.contains("Back-off restarting failed container"), "{describe}");
+    assert!(
+        describe.contains("Back-off restarting failed container"),
+        "{describe}"
+    );
     // The healthy pod kept running the whole time, with no restarts, and the node stayed Ready.
     let healthy = n.cluster.ok(&["get", "pod", "healthy", "--no-headers"]);
-    assert!(healthy.contains("Running") && healthy.contains("1/1"), "{healthy}");
-    assert_eq!(n.jsonpath("healthy", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert!(
+        healthy.contains("Running") && healthy.contains("1/1"),
+        "{healthy}"
+    );
+    assert_eq!(
+        n.jsonpath("healthy", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
     let nodes = n.cluster.ok(&["get", "nodes", "--no-headers"]);
     assert!(nodes.split_whitespace().nth(1) == Some("Ready"), "{nodes}");
 }

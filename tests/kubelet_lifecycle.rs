@@ -515,6 +515,176 @@ spec:
     assert!(ev.contains("Normal Killing: Stopping container c"), "{ev}");
 }
 
+/// A second delete with a shorter grace period, while the pod is already terminating, cuts the
+/// wait short: upstream's pod worker cancels the kill in progress and kills again with it.
+#[test]
+fn a_second_delete_with_a_shorter_grace_period_cuts_the_wait() {
+    let n = Node::start("lc-regrace");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: slow-to-die
+spec:
+  terminationGracePeriodSeconds: 120
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo waiting; while true; do sleep 1; done"]
+"#,
+    );
+    n.wait_running("slow-to-die");
+    n.wait_logs(&["slow-to-die"], "waiting");
+    let gone = || {
+        let out = n
+            .cluster
+            .kubectl(&["get", "pod", "slow-to-die", "-o", "name"]);
+        String::from_utf8_lossy(&out.stderr).contains("NotFound")
+    };
+    // The first delete takes the spec's 120 s; the kubelet starts stopping the container.
+    n.cluster
+        .ok(&["delete", "pod", "slow-to-die", "--wait=false"]);
+    wait_event(
+        &n,
+        "slow-to-die",
+        "Normal Killing: Stopping container c",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!gone(), "the container ignores SIGTERM");
+    let second = Instant::now();
+    n.cluster.ok(&[
+        "delete",
+        "pod",
+        "slow-to-die",
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+    assert_eq!(
+        n.jsonpath("slow-to-die", "{.metadata.deletionGracePeriodSeconds}"),
+        "1",
+        "the API server shortens the grace period"
+    );
+    let took = wait_for(
+        "slow-to-die gone after the second delete",
+        Duration::from_secs(30),
+        || gone().then(|| second.elapsed()),
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "killed with the 1 s grace period (at least 2 s to SIGKILL), yet it took {took:?}"
+    );
+}
+
+/// A forced delete (grace period 0) removes the pod from the API at once, yet the kubelet still
+/// sends SIGTERM and waits upstream's minimum of 2 s before SIGKILL, so the container's TERM
+/// handler runs.
+#[test]
+fn a_forced_delete_still_sends_sigterm_first() {
+    let n = Node::start("lc-forced");
+    let marks = host_dir(&n, "marks");
+    n.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: forced
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'echo got TERM > /marks/forced; exit 0' TERM; echo waiting; sleep 3600 & wait"]
+    volumeMounts:
+    - {{name: marks, mountPath: /marks}}
+  volumes:
+  - name: marks
+    hostPath: {{path: {}}}
+"#,
+        marks.display()
+    ));
+    n.wait_running("forced");
+    n.wait_logs(&["forced"], "waiting");
+    n.cluster.ok(&[
+        "delete",
+        "pod",
+        "forced",
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
+    let out = n.cluster.kubectl(&["get", "pod", "forced", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    wait_for(
+        "the forced pod's TERM handler to run",
+        Duration::from_secs(20),
+        || (read(&marks.join("forced")) == "got TERM\n").then_some(()),
+    );
+}
+
+/// Seconds since the epoch of an RFC 3339 time as the status shows it (`2024-05-01T10:00:00Z`).
+fn epoch_seconds(t: &str) -> i64 {
+    let num = |r: std::ops::Range<usize>| -> i64 {
+        t.get(r)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a time: {t:?}"))
+    };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19)
+}
+
+/// CrashLoopBackOff is timed from when the container exited (upstream's doBackOff uses the
+/// exited instance's finishedAt), not from when it was last started: a container that fails
+/// after running 6 s is restarted at once the first time, and 10 s after its second exit.
+#[test]
+fn crash_loop_backoff_counts_from_the_exit() {
+    let n = Node::start("lc-backoff");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: fails-late
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sh", "-c", "sleep 6; exit 1"]
+"#,
+    );
+    let path = "{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt} {.status.containerStatuses[0].lastState.terminated.finishedAt}";
+    let (started, finished) = wait_for(
+        "fails-late running again after its second exit",
+        Duration::from_secs(90),
+        || {
+            let s = n.jsonpath("fails-late", path);
+            let f: Vec<&str> = s.split(' ').collect();
+            let restarts: u32 = f.first()?.parse().ok()?;
+            let (started, finished) = (*f.get(1)?, *f.get(2)?);
+            (restarts >= 2 && !started.is_empty() && !finished.is_empty())
+                .then(|| (epoch_seconds(started), epoch_seconds(finished)))
+        },
+    );
+    assert!(
+        started - finished >= 9,
+        "restarted {}s after it exited; the back-off after the second exit is 10 s",
+        started - finished
+    );
+    let ev = events(&n, "fails-late");
+    assert!(
+        ev.contains(
+            "Warning BackOff: Back-off restarting failed container c in pod fails-late_default("
+        ),
+        "{ev}"
+    );
+}
+
 /// Liveness and readiness wait for the startup probe; a startup probe that exhausts its
 /// failureThreshold restarts the container.
 #[test]

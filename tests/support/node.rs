@@ -15,7 +15,9 @@ const NETWORKS: u64 = 100 * 256;
 /// `/run/kaji-tests/net-<n>.lock`, held while the returned file is open (the kernel drops it when
 /// the test process ends, however it ends). The search starts at the name's hash (FNV-1a).
 fn claim_network(name: &str) -> (std::fs::File, u64) {
-    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
     let dir = Path::new("/run/kaji-tests");
     std::fs::create_dir_all(dir).expect("creating /run/kaji-tests");
     for i in 0..NETWORKS {

@@ -2,7 +2,8 @@
 //! a running container; it waits `initialDelaySeconds`, probes every `periodSeconds` with
 //! `timeoutSeconds`, and flips its result after `successThreshold` successes or
 //! `failureThreshold` failures, waking the pod worker. Liveness and readiness wait for the
-//! startup probe. Handlers: exec (CRI ExecSync), httpGet and tcpSocket. Lifecycle hooks
+//! startup probe. Handlers: exec (CRI ExecSync), httpGet (HTTP, or HTTPS without certificate
+//! verification, as upstream) and tcpSocket. Lifecycle hooks
 //! (`run_hook`) share the handlers but not the rules: no timeout of their own, and any HTTP
 //! response counts as success.
 
@@ -123,7 +124,17 @@ async fn http_action(
     } else {
         format!("/{path}")
     };
-    let url = format!("http://{host}:{port}{path}");
+    // As upstream, HTTPS skips certificate verification (InsecureSkipVerify): the prober
+    // cannot know the pod's CA, and a probe only asks whether the server answers.
+    let tls = h
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+    let url = format!(
+        "{}://{}{path}",
+        if tls { "https" } else { "http" },
+        host_port(&host, port)
+    );
     let headers: Vec<(String, String)> = h
         .http_headers
         .clone()
@@ -131,7 +142,7 @@ async fn http_action(
         .into_iter()
         .map(|x| (x.name, x.value))
         .collect();
-    let request = http_get(&host, port, &path, &headers, agent);
+    let request = http_get(&host, port, &path, &headers, agent, tls);
     let r = match timeout {
         Some(t) => tokio::time::timeout(t, request).await,
         None => Ok(request.await),
@@ -140,11 +151,22 @@ async fn http_action(
         Err(_) => Err(format!(
             "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
-        Ok(Err(e)) => Err(format!(
-            "Get \"{url}\": dial tcp {host}:{port}: connect: {}",
+        Ok(Err(HttpError::Connect(e))) => Err(format!(
+            "Get \"{url}\": dial tcp {}: connect: {}",
+            host_port(&host, port),
             io_words(&e)
         )),
+        Ok(Err(HttpError::Exchange(e))) => Err(format!("Get \"{url}\": {e}")),
         Ok(Ok(code)) => Ok(code),
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -240,23 +262,61 @@ fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
     }
 }
 
-/// A minimal HTTP/1.1 GET; returns the status code.
+/// Why an HTTP GET failed: the connection could not be made, or the exchange on it failed.
+#[derive(Debug)]
+enum HttpError {
+    Connect(std::io::Error),
+    Exchange(std::io::Error),
+}
+
+/// A minimal HTTP/1.1 GET, over TLS for `tls`; returns the status code.
 async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     agent: &str,
-) -> std::io::Result<u16> {
-    let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+    tls: bool,
+) -> Result<u16, HttpError> {
+    let s = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(HttpError::Connect)?;
+    // A Host header among the probe's headers replaces the URL's host, as upstream.
+    let host_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or_else(|| host_port(host, port), |(_, v)| v.clone());
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-{agent}/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: kube-{agent}/1.33\r\nAccept: */*\r\nConnection: close\r\n"
     );
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        if !k.eq_ignore_ascii_case("host") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
     }
     req.push_str("\r\n");
+    let code = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            HttpError::Exchange(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        let s = tokio_rustls::TlsConnector::from(insecure_tls())
+            .connect(name, s)
+            .await
+            .map_err(HttpError::Exchange)?;
+        exchange(s, &req).await
+    } else {
+        exchange(s, &req).await
+    };
+    code.map_err(HttpError::Exchange)
+}
+
+/// Sends the request and reads the status code of the response.
+async fn exchange<S>(mut s: S, req: &str) -> std::io::Result<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
     let mut buf = vec![0u8; 1024];
     let mut got = 0;
     while got < 12 {
@@ -273,6 +333,72 @@ async fn http_get(
         .ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
         })
+}
+
+/// The TLS client of HTTPS probes and hooks: any certificate is accepted (upstream's prober
+/// sets InsecureSkipVerify), but the handshake's signatures are still checked against it.
+fn insecure_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Everything a probe task needs.
@@ -375,5 +501,142 @@ impl ProbeTask {
         if changed {
             self.wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::HTTPHeader;
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate: answers one request per
+    /// connection with `204`, and sends each request's head to the returned channel.
+    async fn tls_server() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["not-the-probed-host".to_string()])
+            .expect("certificate");
+        let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+            .expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        let _ = tx.send("(no TLS handshake)".into());
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 512];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                    let _ = s
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn get(scheme: &str, port: u16) -> HTTPGetAction {
+        HTTPGetAction {
+            scheme: Some(scheme.into()),
+            host: Some("127.0.0.1".into()),
+            port: IntOrString::Int(i32::from(port)),
+            path: Some("healthz".into()),
+            http_headers: Some(vec![HTTPHeader {
+                name: "X-Probe".into(),
+                value: "yes".into(),
+            }]),
+        }
+    }
+
+    /// `scheme: HTTPS` speaks TLS and accepts a certificate that no CA signed and that names
+    /// another host (upstream's InsecureSkipVerify); the request inside is the usual GET.
+    #[tokio::test]
+    async fn https_probes_use_tls_without_verifying_the_certificate() {
+        let (port, mut seen) = tls_server().await;
+        let c = Container::default();
+        let got = http_action(
+            &get("HTTPS", port),
+            "10.0.0.1",
+            &c,
+            Some(Duration::from_secs(5)),
+            "probe",
+        )
+        .await;
+        assert_eq!(got, Ok(204));
+        let head = seen.recv().await.expect("a request");
+        assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert!(head.contains("\r\nX-Probe: yes\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nUser-Agent: kube-probe/1.33\r\n"),
+            "{head}"
+        );
+
+        // Plain HTTP to the same server fails (this is what HTTPS probes used to do).
+        let plain = http_action(
+            &get("HTTP", port),
+            "10.0.0.1",
+            &c,
+            Some(Duration::from_secs(5)),
+            "probe",
+        )
+        .await;
+        let err = plain.expect_err("plain HTTP to a TLS server");
+        assert!(
+            err.starts_with(&format!("Get \"http://127.0.0.1:{port}/healthz\": ")),
+            "{err}"
+        );
+        assert_eq!(seen.recv().await.as_deref(), Some("(no TLS handshake)"));
+    }
+
+    /// A refused connection keeps Go's words, with the scheme of the URL.
+    #[tokio::test]
+    async fn a_refused_https_probe_reads_as_upstream() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let err = http_action(
+            &get("HTTPS", port),
+            "10.0.0.1",
+            &Container::default(),
+            Some(Duration::from_secs(5)),
+            "probe",
+        )
+        .await
+        .expect_err("nothing listens");
+        assert_eq!(
+            err,
+            format!(
+                "Get \"https://127.0.0.1:{port}/healthz\": dial tcp 127.0.0.1:{port}: connect: connection refused"
+            )
+        );
     }
 }

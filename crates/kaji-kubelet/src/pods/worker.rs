@@ -3,8 +3,10 @@
 //! pod (sandboxes and containers found by the `io.kubernetes.pod.uid` label, so a restarted agent
 //! adopts what is running), acts (volumes, sandbox, the next init container, app containers
 //! with restart policy and CrashLoopBackOff), then writes the pod status if it changed.
-//! A pod with a deletionTimestamp is stopped (preStop, then StopContainer with the grace period),
-//! its sandbox, volumes and logs removed, and then deleted from the API with grace 0.
+//! A pod with a deletionTimestamp is stopped (preStop, then StopContainer with the grace period,
+//! never less than 2 s to SIGKILL; a later delete with a shorter grace period interrupts the kill
+//! and kills again with it), its sandbox, volumes and logs removed, and then deleted from the API
+//! with grace 0. CrashLoopBackOff is timed from the exited container's finishedAt.
 
 use super::Shared;
 use super::container::{self, ContainerInputs};
@@ -19,38 +21,121 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-/// Upstream's crash-loop and image-pull back-off: 10 s doubling to 5 min.
+/// Upstream's crash-loop and image-pull back-off (client-go's flowcontrol.Backoff as the kubelet
+/// configures it: 10 s doubling to 5 min, no jitter). Times are wall-clock, as the runtime's
+/// finishedAt is.
 #[derive(Clone, Debug, Default)]
 pub struct Backoff {
     pub delay: Duration,
-    pub last: Option<Instant>,
+    /// When the back-off last moved on (upstream's lastUpdate).
+    pub last: Option<SystemTime>,
 }
 
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// How long after `earlier` `later` is (zero when it is not later).
+fn since(later: SystemTime, earlier: SystemTime) -> Duration {
+    later.duration_since(earlier).unwrap_or_default()
+}
+
 impl Backoff {
-    pub fn in_backoff(&self) -> bool {
-        self.last.is_some_and(|l| l.elapsed() < self.delay)
+    /// An event more than twice the maximum after the last step starts the back-off over.
+    fn expired(&self, event: SystemTime) -> bool {
+        self.last.is_none_or(|l| since(event, l) > BACKOFF_MAX * 2)
     }
-    pub fn remaining(&self) -> Duration {
-        self.last
-            .map_or(Duration::ZERO, |l| self.delay.saturating_sub(l.elapsed()))
+
+    /// Whether `now` is still within the back-off window that started at `event` (upstream's
+    /// IsInBackOffSince; the crash loop's event is the exited container's finishedAt).
+    pub fn in_backoff_since_at(&self, event: SystemTime, now: SystemTime) -> bool {
+        !self.expired(event) && since(now, event) < self.delay
     }
-    /// Records an attempt: the first waits 10 s, then doubles; long quiet periods reset it.
-    pub fn next(&mut self) {
-        let expired = self.last.is_none_or(|l| l.elapsed() > BACKOFF_MAX * 2);
-        self.delay = if expired {
+
+    /// What is left at `now` of the window that started at `event`.
+    pub fn remaining_since_at(&self, event: SystemTime, now: SystemTime) -> Duration {
+        if self.expired(event) {
+            return Duration::ZERO;
+        }
+        self.delay.saturating_sub(since(now, event))
+    }
+
+    /// Moves the back-off on for an event at `event`: the first (or the first after a quiet
+    /// period of twice the maximum) waits 10 s, then each doubles, up to 5 min.
+    pub fn next_at(&mut self, event: SystemTime, now: SystemTime) {
+        self.delay = if self.expired(event) {
             BACKOFF_INITIAL
         } else {
             (self.delay * 2).min(BACKOFF_MAX)
         };
-        self.last = Some(Instant::now());
+        self.last = Some(now);
     }
+
+    /// Whether the last step is younger than the window (upstream's IsInBackOffSinceUpdate with
+    /// now as the event: the image pull back-off).
+    pub fn in_backoff(&self) -> bool {
+        self.last
+            .is_some_and(|l| self.in_backoff_since_at(l, SystemTime::now()))
+    }
+    pub fn remaining(&self) -> Duration {
+        self.last.map_or(Duration::ZERO, |l| {
+            self.remaining_since_at(l, SystemTime::now())
+        })
+    }
+    /// Records a failure now (image pulls).
+    pub fn next(&mut self) {
+        let now = SystemTime::now();
+        self.next_at(now, now);
+    }
+}
+
+/// Upstream's minimumGracePeriodInSeconds: every container gets at least this long between
+/// SIGTERM and SIGKILL, however short the grace period asked for (killContainer).
+const MIN_STOP_TIMEOUT: i64 = 2;
+
+/// The StopContainer timeout for a kill with `grace` seconds of which the preStop hook used
+/// `spent`: what is left, but never less than the minimum.
+fn stop_timeout(grace: i64, spent: Duration) -> i64 {
+    (grace - spent.as_secs() as i64).max(MIN_STOP_TIMEOUT)
+}
+
+/// Upstream's calculateEffectiveGracePeriod: a terminating pod's grace period starts as the
+/// deletion's (or, with none, the spec's), can only get shorter (a second delete with a shorter
+/// grace period; a pod gone from the API is killed with 1 s), and is never below 1 s.
+fn effective_grace(current: Option<i64>, pod: &Pod, gone: bool) -> i64 {
+    let requested = if gone {
+        Some(1)
+    } else {
+        pod.metadata.deletion_grace_period_seconds
+    };
+    let mut grace = current;
+    if let Some(r) = requested
+        && grace.is_none_or(|g| r < g)
+    {
+        grace = Some(r);
+    }
+    grace.unwrap_or_else(|| grace_period(pod)).max(1)
+}
+
+/// A whole-second duration as Go prints it (`10s`, `1m20s`, `5m0s`), for back-off messages.
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+/// The wall-clock time of a CRI timestamp (nanoseconds since the epoch), or now when unset.
+fn cri_time(ns: i64) -> SystemTime {
+    u64::try_from(ns)
+        .ok()
+        .filter(|&n| n > 0)
+        .map_or_else(SystemTime::now, |n| UNIX_EPOCH + Duration::from_nanos(n))
 }
 
 /// How often configMap/secret/downwardAPI volumes are refreshed (upstream: the sync period).
@@ -80,6 +165,8 @@ pub struct PodWorker {
     last_status: Option<Value>,
     /// Once the pod reached Succeeded/Failed it is never started again.
     terminal: bool,
+    /// The grace period the pod is being terminated with; it can only get shorter.
+    grace: Option<i64>,
     mount_error_reported: Option<String>,
 }
 
@@ -115,6 +202,7 @@ impl PodWorker {
             volumes_meta: None,
             last_status: None,
             terminal: false,
+            grace: None,
             mount_error_reported: None,
         }
     }
@@ -506,12 +594,28 @@ impl PodWorker {
         pod_ip: &str,
         init: bool,
     ) -> Duration {
+        // As upstream's doBackOff: the window is timed from the finishedAt of the container's
+        // latest exited instance, not from when it was last started.
+        let finished = rt
+            .instances
+            .get(&c.name)
+            .and_then(|v| {
+                v.iter()
+                    .find(|s| s.state == api::ContainerState::ContainerExited as i32)
+            })
+            .map(|s| cri_time(s.finished_at));
+        let Some(finished) = finished else {
+            return self
+                .start(pod, c, rt, sandbox_id, sandbox_config, pod_ip, init)
+                .await;
+        };
+        let now = SystemTime::now();
         let b = self.crash_backoff.entry(c.name.clone()).or_default();
-        if b.in_backoff() {
-            let remaining = b.remaining();
+        if b.in_backoff_since_at(finished, now) {
+            let remaining = b.remaining_since_at(finished, now);
             let message = format!(
-                "back-off {:?} restarting failed container={} pod={}_{}({})",
-                b.delay,
+                "back-off {} restarting failed container={} pod={}_{}({})",
+                go_duration(b.delay),
                 c.name,
                 pod.metadata.name.clone().unwrap_or_default(),
                 pod.metadata.namespace.clone().unwrap_or_default(),
@@ -541,7 +645,7 @@ impl PodWorker {
             );
             return remaining + Duration::from_millis(50);
         }
-        b.next();
+        b.next_at(finished, now);
         self.start(pod, c, rt, sandbox_id, sandbox_config, pod_ip, init)
             .await
     }
@@ -697,9 +801,9 @@ impl PodWorker {
                     message,
                 },
             );
-            let _ = cri.remove_container(&id).await;
-            self.crash_backoff.entry(c.name.clone()).or_default().next();
-            return Duration::from_secs(1);
+            // The runtime keeps it as exited (reason StartError, with its finishedAt), as
+            // upstream: the next sync restarts it under the crash-loop back-off.
+            return Duration::from_millis(100);
         }
         self.waiting.remove(&c.name);
         self.shared.recorder.pod(
@@ -836,7 +940,7 @@ impl PodWorker {
         self.stop_probes(id);
         let started = Instant::now();
         // The preStop hook gets the grace period (upstream: only when there is one); what it
-        // leaves is the SIGTERM-to-SIGKILL window, at least 2 s.
+        // leaves is the SIGTERM-to-SIGKILL window, at least 2 s even for a grace period of 0.
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
             && grace > 0
         {
@@ -852,7 +956,7 @@ impl PodWorker {
                 );
             }
         }
-        let left = (grace - started.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
+        let left = stop_timeout(grace, started.elapsed());
         let mut cri = self.shared.cri.clone();
         if let Err(e) = cri.stop_container(id, left).await {
             tracing::warn!(pod = %self.name(), container = %c.name, error = %format!("{e:#}"), "stopping container");
@@ -877,7 +981,9 @@ impl PodWorker {
                 Some((spec, rc.id.clone()))
             })
             .collect();
-        let mut tasks = Vec::new();
+        // Joined, not spawned: dropping this future (a shorter grace period arrived) cancels the
+        // kills in progress, their hooks and StopContainer calls included.
+        let mut kills = Vec::new();
         for (c, id) in running {
             self.stop_probes(&id);
             self.shared.recorder.pod(
@@ -891,13 +997,9 @@ impl PodWorker {
             me.pod = Some(pod.clone());
             let pod = pod.clone();
             let pod_ip = pod_ip.clone();
-            tasks.push(tokio::spawn(async move {
-                me.kill_container(&pod, &c, &id, &pod_ip, grace).await
-            }));
+            kills.push(async move { me.kill_container(&pod, &c, &id, &pod_ip, grace).await });
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        futures::future::join_all(kills).await;
         for s in &rt.sandboxes {
             if s.state == api::PodSandboxState::SandboxReady as i32 {
                 let mut cri = self.shared.cri.clone();
@@ -981,15 +1083,27 @@ impl PodWorker {
         let Some(pod) = self.pod.clone() else {
             return Ok(());
         };
-        let rt = self.runtime_pod().await?;
-        let grace = if gone {
-            0
-        } else {
-            pod.metadata
-                .deletion_grace_period_seconds
-                .unwrap_or_else(|| grace_period(&pod))
-        };
-        self.stop_everything(&pod, &rt, grace).await;
+        // Upstream's pod worker: a grace period that gets shorter while the containers are being
+        // stopped (a second delete, or the pod removed from the API) cancels the kill in
+        // progress, and the containers are killed again with the shorter one.
+        let mut gone = gone;
+        let mut pod = pod;
+        loop {
+            let grace = effective_grace(self.grace, &pod, gone);
+            self.grace = Some(grace);
+            let rt = self.runtime_pod().await?;
+            let shortened = shorter_grace(self.rx.clone(), grace);
+            tokio::select! {
+                () = self.stop_everything(&pod, &rt, grace) => break,
+                () = shortened => {}
+            }
+            match self.rx.borrow().clone() {
+                Some(p) => pod = p,
+                None => gone = true,
+            }
+            tracing::info!(pod = %self.name(), grace = effective_grace(Some(grace), &pod, gone), "grace period shortened; killing again");
+        }
+        self.pod = Some(pod.clone());
         let rt = self.runtime_pod().await?;
         if !gone {
             let _ = self.write_status(&pod, &rt, true).await;
@@ -1044,6 +1158,23 @@ fn field_path(c: &Container, init: bool) -> String {
     }
 }
 
+/// Resolves once the pod's termination grace period drops below `grace`: a later delete with a
+/// shorter grace period, or the pod removed from the API.
+async fn shorter_grace(mut rx: watch::Receiver<Option<Pod>>, grace: i64) {
+    loop {
+        let shorter = match rx.borrow_and_update().as_ref() {
+            Some(p) => effective_grace(Some(grace), p, false) < grace,
+            None => grace > 1,
+        };
+        if shorter {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Resolves once the pod is deleted or being deleted (its deletionTimestamp is set).
 async fn deletion(mut rx: watch::Receiver<Option<Pod>>) {
     loop {
@@ -1088,5 +1219,147 @@ pub async fn remove_orphans(shared: Arc<Shared>, known: HashSet<String>) {
         for parent in ["/kubepods", "/kubepods/burstable", "/kubepods/besteffort"] {
             container::remove_pod_cgroups(&format!("{parent}/pod{uid}")).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    /// The crash-loop window runs from the container's finishedAt (upstream's doBackOff with
+    /// IsInBackOffSince), so a container that ran for a while before it crashed is not restarted
+    /// any sooner for it: it always waits the full window after it exited.
+    #[test]
+    fn crash_backoff_is_timed_from_the_finish() {
+        let mut b = Backoff::default();
+        // First exit (t=5): no entry yet, restarted at once; the window is now 10 s.
+        assert!(!b.in_backoff_since_at(at(5), at(5)));
+        b.next_at(at(5), at(5));
+        assert_eq!(b.delay, Duration::from_secs(10));
+        // The restarted container runs 8 s and exits at t=13: it waits until t=23, although
+        // the last restart was at t=5 (10 s after the restart would be t=15).
+        assert!(b.in_backoff_since_at(at(13), at(16)));
+        assert!(b.in_backoff_since_at(at(13), at(22)));
+        assert_eq!(b.remaining_since_at(at(13), at(16)), Duration::from_secs(7));
+        assert!(!b.in_backoff_since_at(at(13), at(23)));
+        b.next_at(at(13), at(23));
+        assert_eq!(b.delay, Duration::from_secs(20));
+        // Doubling up to 5 min.
+        for _ in 0..10 {
+            b.next_at(at(30), at(30));
+        }
+        assert_eq!(b.delay, BACKOFF_MAX);
+        assert_eq!(go_duration(b.delay), "5m0s");
+        // A container that ran for more than twice the maximum after the last step starts over.
+        let exit = at(30 + 601);
+        assert!(!b.in_backoff_since_at(exit, exit));
+        b.next_at(exit, exit);
+        assert_eq!(b.delay, BACKOFF_INITIAL);
+    }
+
+    #[test]
+    fn image_backoff_is_timed_from_the_failure() {
+        let mut b = Backoff::default();
+        assert!(!b.in_backoff());
+        b.next();
+        assert!(b.in_backoff());
+        assert!(b.remaining() > Duration::from_secs(9));
+        b.next();
+        assert_eq!(b.delay, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(go_duration(Duration::from_secs(160)), "2m40s");
+    }
+
+    /// Every stop gives the container at least 2 s between SIGTERM and SIGKILL (upstream's
+    /// minimumGracePeriodInSeconds), a grace period of 0 and a preStop hook that used it all
+    /// included.
+    #[test]
+    fn stop_timeout_has_a_minimum_of_two_seconds() {
+        assert_eq!(stop_timeout(0, Duration::ZERO), 2);
+        assert_eq!(stop_timeout(1, Duration::ZERO), 2);
+        assert_eq!(stop_timeout(30, Duration::ZERO), 30);
+        assert_eq!(stop_timeout(30, Duration::from_millis(4500)), 26);
+        assert_eq!(stop_timeout(5, Duration::from_secs(7)), 2);
+    }
+
+    fn pod(spec_grace: Option<i64>, deletion_grace: Option<i64>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                deletion_grace_period_seconds: deletion_grace,
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                termination_grace_period_seconds: spec_grace,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Upstream's calculateEffectiveGracePeriod: the deletion's grace period, which can only get
+    /// shorter, at least 1 s; the spec's without one; 1 s for a pod gone from the API.
+    #[test]
+    fn the_grace_period_can_only_get_shorter() {
+        assert_eq!(
+            effective_grace(None, &pod(Some(120), Some(120)), false),
+            120
+        );
+        assert_eq!(effective_grace(None, &pod(Some(120), None), false), 120);
+        assert_eq!(effective_grace(None, &pod(None, None), false), 30);
+        assert_eq!(effective_grace(None, &pod(Some(120), Some(0)), false), 1);
+        assert_eq!(
+            effective_grace(Some(120), &pod(Some(120), Some(1)), false),
+            1
+        );
+        assert_eq!(
+            effective_grace(Some(5), &pod(Some(120), Some(60)), false),
+            5
+        );
+        assert_eq!(
+            effective_grace(Some(120), &pod(Some(120), Some(120)), true),
+            1
+        );
+    }
+
+    /// The watch on a terminating pod resolves when a second delete shortens its grace period,
+    /// or when the pod is removed from the API, and not for other changes.
+    #[tokio::test]
+    async fn a_shorter_grace_period_interrupts_the_kill() {
+        let (tx, rx) = watch::channel(Some(pod(Some(120), Some(120))));
+        let mut waiting = Box::pin(shorter_grace(rx.clone(), 120));
+        fn pending<F: std::future::Future<Output = ()>>(w: &mut std::pin::Pin<Box<F>>) -> bool {
+            futures::FutureExt::now_or_never(w.as_mut()).is_none()
+        }
+        assert!(pending(&mut waiting));
+        tx.send(Some(pod(Some(120), Some(120)))).unwrap();
+        assert!(pending(&mut waiting));
+        tx.send(Some(pod(Some(120), Some(1)))).unwrap();
+        assert!(!pending(&mut waiting));
+
+        let mut waiting = Box::pin(shorter_grace(rx.clone(), 120));
+        assert!(
+            !pending(&mut waiting),
+            "the latest value is already shorter"
+        );
+        let mut waiting = Box::pin(shorter_grace(rx.clone(), 1));
+        assert!(pending(&mut waiting));
+        tx.send(None).unwrap();
+        assert!(
+            pending(&mut waiting),
+            "gone, but 1 s is as short as it gets"
+        );
+        let mut waiting = Box::pin(shorter_grace(rx, 30));
+        assert!(!pending(&mut waiting));
     }
 }
