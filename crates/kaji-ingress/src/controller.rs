@@ -1,0 +1,257 @@
+//! The control loop: reflectors for Ingresses, IngressClasses, Services, EndpointSlices and
+//! Secrets; any change rebuilds the [`Snapshot`] (debounced) and a status writer keeps each served
+//! Ingress's `status.loadBalancer` pointing at the node.
+
+use crate::class;
+use crate::snapshot::{ClusterState, Snapshot, SnapshotHandle};
+use crate::tls::TlsProblem;
+use anyhow::Context;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerIngress};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Coalesces bursts (an EndpointSlice per pod during a rollout) into one rebuild.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+struct Stores {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
+}
+
+/// Starts a reflector for `K` in all namespaces; each event pokes `changed`.
+fn reflect<K>(client: &kube::Client, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(drive(stream, changed, K::kind(&()).to_string()));
+    reader
+}
+
+async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
+where
+    S: Stream<Item = Result<T, watcher::Error>>,
+{
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::warn!(kind, "watch failed: {e}"),
+        }
+    }
+}
+
+/// Runs the control loop until the process ends.
+pub async fn run(
+    client: kube::Client,
+    class_name: String,
+    node_ips: Vec<IpAddr>,
+    snapshot: SnapshotHandle,
+) -> anyhow::Result<()> {
+    let changed = Arc::new(Notify::new());
+    let stores = Stores {
+        ingresses: reflect(&client, changed.clone()),
+        classes: reflect(&client, changed.clone()),
+        services: reflect(&client, changed.clone()),
+        slices: reflect(&client, changed.clone()),
+        secrets: reflect(&client, changed.clone()),
+    };
+    // Serving 404s from half-listed caches at start would be wrong; wait for every list.
+    stores
+        .ingresses
+        .wait_until_ready()
+        .await
+        .context("ingress cache")?;
+    stores
+        .classes
+        .wait_until_ready()
+        .await
+        .context("ingressclass cache")?;
+    stores
+        .services
+        .wait_until_ready()
+        .await
+        .context("service cache")?;
+    stores
+        .slices
+        .wait_until_ready()
+        .await
+        .context("endpointslice cache")?;
+    stores
+        .secrets
+        .wait_until_ready()
+        .await
+        .context("secret cache")?;
+    tracing::info!(class = class_name, "ingress caches synced");
+
+    let (served_tx, served_rx) = watch::channel(Vec::<Arc<Ingress>>::new());
+    tokio::spawn(status_writer(client, node_ips, served_rx));
+
+    let mut last_problems: Vec<TlsProblem> = Vec::new();
+    loop {
+        let ingresses = stores.ingresses.state();
+        let classes = stores.classes.state();
+        let services = stores.services.state();
+        let slices = stores.slices.state();
+        let secrets = stores.secrets.state();
+        let state = ClusterState {
+            class_name: &class_name,
+            ingresses: &ingresses,
+            ingress_classes: &classes,
+            services: &services,
+            endpoint_slices: &slices,
+            secrets: &secrets,
+        };
+        let (snap, problems) = Snapshot::build(&state);
+        snapshot.store(snap);
+        if problems != last_problems {
+            for p in problems.iter().filter(|p| !last_problems.contains(p)) {
+                tracing::warn!(
+                    ingress = format!("{}/{}", p.namespace, p.ingress),
+                    "{}; serving the default certificate instead",
+                    p.message
+                );
+            }
+            last_problems = problems;
+        }
+        let default = class::is_default_class(
+            classes
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()))
+                .map(|c| &**c),
+        );
+        let served: Vec<Arc<Ingress>> = ingresses
+            .iter()
+            .filter(|i| class::serves(i, &class_name, default))
+            .cloned()
+            .collect();
+        served_tx.send_replace(served);
+
+        changed.notified().await;
+        tokio::time::sleep(DEBOUNCE).await;
+    }
+}
+
+/// `status.loadBalancer.ingress` for the node's addresses.
+pub fn desired_load_balancer(node_ips: &[IpAddr]) -> Vec<IngressLoadBalancerIngress> {
+    node_ips
+        .iter()
+        .map(|ip| IngressLoadBalancerIngress {
+            ip: Some(ip.to_string()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Whether an Ingress's status already says what we want.
+pub fn status_matches(ing: &Ingress, desired: &[IngressLoadBalancerIngress]) -> bool {
+    let current = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    current == desired
+}
+
+/// Patches the status of each served Ingress whose `status.loadBalancer` differs.
+async fn status_writer(
+    client: kube::Client,
+    node_ips: Vec<IpAddr>,
+    mut served: watch::Receiver<Vec<Arc<Ingress>>>,
+) {
+    let desired = desired_load_balancer(&node_ips);
+    // uid -> resourceVersion we patched from: the cache may not show our write yet.
+    let mut patched: HashMap<String, String> = HashMap::new();
+    loop {
+        let ingresses = served.borrow_and_update().clone();
+        let mut retry = false;
+        for ing in &ingresses {
+            if status_matches(ing, &desired) {
+                continue;
+            }
+            let (Some(ns), Some(name), Some(uid)) = (
+                ing.metadata.namespace.as_deref(),
+                ing.metadata.name.as_deref(),
+                ing.metadata.uid.as_deref(),
+            ) else {
+                continue;
+            };
+            let rv = ing.metadata.resource_version.clone().unwrap_or_default();
+            if patched.get(uid) == Some(&rv) {
+                continue;
+            }
+            let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": desired}}});
+            let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(ingress = format!("{ns}/{name}"), "updated status");
+                    patched.insert(uid.to_string(), rv);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(ingress = format!("{ns}/{name}"), "updating status: {e}");
+                    retry = true;
+                }
+            }
+        }
+        let live: std::collections::HashSet<&str> = ingresses
+            .iter()
+            .filter_map(|i| i.metadata.uid.as_deref())
+            .collect();
+        patched.retain(|uid, _| live.contains(uid.as_str()));
+        if retry {
+            // Wake on the next change or after a pause, whichever is first.
+            let _ = tokio::time::timeout(Duration::from_secs(5), served.changed()).await;
+        } else if served.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_compares_node_ips() {
+        let desired = desired_load_balancer(&["192.0.2.1".parse().expect("ip")]);
+        let mut ing: Ingress =
+            serde_json::from_value(json!({"metadata": {"name": "i"}})).expect("ing");
+        assert!(!status_matches(&ing, &desired));
+        ing.status =
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}))
+                .expect("status");
+        assert!(status_matches(&ing, &desired));
+        assert!(!status_matches(&ing, &desired_load_balancer(&[])));
+        let none: Ingress =
+            serde_json::from_value(json!({"metadata": {"name": "i"}})).expect("ing");
+        assert!(status_matches(&none, &[]));
+    }
+}
