@@ -1,5 +1,6 @@
 //! What a new cluster has before anyone writes: the namespaces default, kube-system, kube-public
-//! and kube-node-lease, and the `kubernetes` Service (10.43.0.1:443) with its Endpoints. Also
+//! and kube-node-lease, the `kubernetes` Service (10.43.0.1:443) with its Endpoints, and the
+//! `kube-dns` Service at the cluster DNS address (10.43.0.10), as k3s has it. Also
 //! rebuilds the Service IP and NodePort allocations from the stored Services at start.
 
 use crate::ApiServer;
@@ -47,14 +48,14 @@ async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: O
     }
 }
 
-pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr) -> Result<()> {
+pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr, config: &crate::Config) -> Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure(server, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
     }
     let svc = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
+        "spec": {"clusterIP": config.kubernetes_service_ip().to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
     });
     ensure(server, "", "services", Some("default"), svc).await?;
     let ip = crate::pki::host_addresses()
@@ -67,6 +68,21 @@ pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr) -> Resul
         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}],
     });
     ensure(server, "", "endpoints", Some("default"), ep).await?;
+    // The cluster DNS is served by every node's agent itself (kaji-dns, on the node's copy of this
+    // address), so the Service has no selector and no endpoints: the proxy lets its ports through
+    // to the node's own server. Labels and ports as k3s's CoreDNS Service.
+    let dns = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+                     "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+        "spec": {"clusterIP": config.cluster_dns.to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+        ]},
+    });
+    ensure(server, "", "services", Some("kube-system"), dns).await?;
     // The two built-in PriorityClasses upstream's API server creates.
     for (name, value, description) in [
         ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),

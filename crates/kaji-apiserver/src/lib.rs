@@ -67,6 +67,19 @@ pub struct Config {
     /// Where the admin kubeconfig goes (default `<data-dir>/kubeconfig.yaml`).
     pub kubeconfig: Option<PathBuf>,
     pub admission: registry::Admission,
+    /// The Service IP range (`--service-cidr`, default 10.43.0.0/16): the `kubernetes` Service
+    /// takes its first address.
+    pub service_cidr: (std::net::Ipv4Addr, u8),
+    /// The cluster DNS address (`--cluster-dns`, default 10.43.0.10): the `kube-dns` Service's
+    /// clusterIP.
+    pub cluster_dns: std::net::Ipv4Addr,
+}
+
+impl Config {
+    /// The first address of the service range, the `kubernetes` Service's (10.43.0.1).
+    pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.service_cidr.0) + 1)
+    }
 }
 
 /// The running API server's shared state.
@@ -118,7 +131,7 @@ pub struct Running {
 /// Opens the store, prepares certificates and the default objects, and starts serving.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let pki = pki::Pki::load_or_create(&config.data_dir)?;
+    let pki = pki::Pki::load_or_create(&config.data_dir, config.kubernetes_service_ip())?;
     let kubelet_tls = server::kubelet_client_config(&pki)?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
         .await
@@ -129,7 +142,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let server = Arc::new(ApiServer {
         store,
         registry: registry::Registry::builtin(),
-        allocators: allocator::Allocators::new(("10.43.0.0".parse()?, 16), (30000, 32767)),
+        allocators: allocator::Allocators::new(config.service_cidr, (30000, 32767)),
         admission: config.admission.clone(),
         metrics: server::Metrics::default(),
         pki,
@@ -139,7 +152,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         openapi_v3: OnceLock::new(),
     });
     bootstrap::restore_allocations(&server).await?;
-    bootstrap::ensure_defaults(&server, addr).await?;
+    bootstrap::ensure_defaults(&server, addr, &config).await?;
     let kubeconfig = config.kubeconfig.clone().unwrap_or_else(|| config.data_dir.join("kubeconfig.yaml"));
     server.pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
     let serve = tokio::spawn(server::serve(server.clone(), listener));

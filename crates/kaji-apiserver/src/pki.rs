@@ -89,7 +89,7 @@ pub fn hostname() -> String {
 
 impl Pki {
     /// Loads the PKI under `<data_dir>/server/tls`, creating whatever is missing.
-    pub fn load_or_create(data_dir: &Path) -> Result<Pki> {
+    pub fn load_or_create(data_dir: &Path, kubernetes_service_ip: std::net::Ipv4Addr) -> Result<Pki> {
         let dir = data_dir.join("server").join("tls");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let ca_key_path = dir.join("ca.key");
@@ -124,7 +124,7 @@ impl Pki {
             if let Ok(h) = hostname().as_str().try_into() {
                 sans.push(SanType::DnsName(h));
             }
-            let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, "10.43.0.1".parse()?];
+            let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse()?, IpAddr::V4(kubernetes_service_ip)];
             for ip in host_addresses() {
                 if !ips.contains(&ip) {
                     ips.push(ip);

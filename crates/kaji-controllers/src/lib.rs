@@ -14,6 +14,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
 
 use kube::Client;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct Options {
     pub node_monitor_grace_period: Duration,
     /// The range node IPAM hands /24s out of (`--cluster-cidr`, default 10.42.0.0/16).
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    /// Run ServiceLB, k3s's built-in LoadBalancer (`--disable servicelb` turns it off).
+    pub servicelb: bool,
 }
 
 impl Default for Options {
@@ -32,6 +35,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             cluster_cidr: nodeipam::CLUSTER_CIDR,
+            servicelb: true,
         }
     }
 }
@@ -49,6 +53,9 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     set.spawn(nodelifecycle::run(client.clone(), opts.clone()));
     set.spawn(nodeipam::run(client.clone(), opts.clone()));
     set.spawn(persistentvolume::run(client.clone(), opts.clone()));
+    if opts.servicelb {
+        set.spawn(servicelb::run(client.clone(), opts.clone()));
+    }
     match set.join_next().await {
         Some(r) => r?,
         None => Ok(()),

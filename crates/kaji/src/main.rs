@@ -24,6 +24,8 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run a node agent that joins a cluster (the kubelet, or hollow nodes with --hollow).
     Agent(AgentArgs),
+    /// Run the service proxy alone against an API server (nftables; root).
+    Proxy(ProxyArgs),
 }
 
 /// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
@@ -63,6 +65,10 @@ struct ServerArgs {
     /// Write the admin kubeconfig here instead of `<data-dir>/kubeconfig.yaml`.
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
+    /// Turn off built-in components (k3s's flag): `servicelb`, `ingress` (k3s's `traefik` works
+    /// too). Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
     /// Store history kept for watches and consistent lists, in revisions (0: no revision window).
     /// History older than both windows is compacted, as kube-apiserver's periodic etcd compaction.
     #[arg(long, default_value_t = 10_000)]
@@ -120,6 +126,63 @@ struct NodeArgs {
     /// Log files kept per container, the live one included (upstream kubelet flag; at least 2).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
     container_log_max_files: u16,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// HTTP port of the built-in ingress controller.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// HTTPS port of the built-in ingress controller.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+}
+
+/// The Service network, shared by the API server (allocation, the `kube-dns` Service) and every
+/// node (proxy, DNS, the pods' resolv.conf).
+#[derive(clap::Args, Clone)]
+struct NetworkArgs {
+    /// The Service IP range (k3s's flag): ClusterIPs come from it, and every address of it that no
+    /// Service holds is refused on the nodes.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: kaji_proxy::ruleset::Cidr,
+    /// The cluster DNS address (default: the 10th address of the service range, 10.43.0.10).
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The service proxy's nftables table (inet family); default `kaji-proxy`.
+    #[arg(long, default_value = "kaji-proxy")]
+    proxy_table: String,
+    /// Where the proxy serves `/metrics` (kube-proxy's default; `off` for none).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics_bind_address: String,
+    /// Where the cluster DNS serves `/metrics` (CoreDNS's port; `off` for none).
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    dns_metrics_bind_address: String,
+}
+
+impl NetworkArgs {
+    fn cluster_dns(&self) -> std::net::Ipv4Addr {
+        self.cluster_dns.unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(self.service_cidr.0) + 10))
+    }
+}
+
+fn optional_addr(s: &str) -> Result<Option<std::net::SocketAddr>> {
+    if s == "off" || s.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(s.parse().with_context(|| format!("{s:?} is not an address such as 127.0.0.1:10249"))?))
+}
+
+#[derive(Parser)]
+struct ProxyArgs {
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    #[command(flatten)]
+    network: NetworkArgs,
 }
 
 #[derive(Parser)]
@@ -186,7 +249,11 @@ fn main() -> Result<()> {
         Command::Server(args) => rt.block_on(server(args)),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = client_from_kubeconfig(&args.kubeconfig).await?;
-            let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period, cluster_cidr: args.cluster_cidr };
+            let opts = kaji_controllers::Options {
+                node_monitor_grace_period: args.node_monitor_grace_period,
+                cluster_cidr: args.cluster_cidr,
+                ..Default::default()
+            };
             kaji_controllers::run(client, opts).await
         }),
         Command::Scheduler(args) => rt.block_on(async move {
@@ -198,6 +265,11 @@ fn main() -> Result<()> {
             kaji_scheduler::run(client, opts).await
         }),
         Command::Agent(args) => rt.block_on(agent(args)),
+        Command::Proxy(args) => rt.block_on(async move {
+            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let node = args.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
+            kaji_proxy::run(client, proxy_options(&node, &args.network)?).await
+        }),
     }
 }
 
@@ -211,8 +283,12 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
     let client = kaji_kubelet::join::client(&args.server, &token).await?;
     if !args.hollow {
-        let opts = agent_options(&args.data_dir, &args.node);
-        return kaji_kubelet::agent::run(client, opts).await;
+        let mut spokes = tokio::task::JoinSet::new();
+        spawn_node(&mut spokes, &client, &args.data_dir, &args.node, &[])?;
+        return match spokes.join_next().await {
+            Some(r) => r?,
+            None => Ok(()),
+        };
     }
     let opts = kaji_kubelet::hollow::HollowOptions {
         nodes: args.nodes,
@@ -223,6 +299,47 @@ async fn agent(args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     kaji_kubelet::hollow::run(client, opts).await
+}
+
+fn proxy_options(node_name: &str, net: &NetworkArgs) -> Result<kaji_proxy::ProxyOptions> {
+    let mut opts = kaji_proxy::ProxyOptions::new(node_name, net.service_cidr, net.cluster_dns());
+    opts.table = net.proxy_table.clone();
+    opts.metrics_addr = optional_addr(&net.proxy_metrics_bind_address)?;
+    Ok(opts)
+}
+
+/// Everything that runs on a real node, as spokes: the kubelet, the service proxy, the cluster
+/// DNS and the ingress controller (unless `--disable ingress`).
+fn spawn_node(
+    spokes: &mut tokio::task::JoinSet<Result<()>>,
+    client: &kube::Client,
+    data_dir: &Path,
+    node: &NodeArgs,
+    disable: &[String],
+) -> Result<()> {
+    let opts = agent_options(data_dir, node);
+    let net = &node.network;
+    spokes.spawn(kaji_proxy::run(client.clone(), proxy_options(&opts.node_name, net)?));
+    let dns = kaji_dns::DnsOptions {
+        listen_ip: std::net::IpAddr::V4(net.cluster_dns()),
+        port: 53,
+        cluster_domain: net.cluster_domain.clone(),
+        upstreams: Vec::new(),
+        metrics_addr: optional_addr(&net.dns_metrics_bind_address)?,
+    };
+    spokes.spawn(kaji_dns::run(client.clone(), dns));
+    if !disable.iter().any(|d| d == "ingress" || d == "traefik") {
+        let node_ips = kaji_kubelet::node::internal_ip().and_then(|ip| ip.parse().ok()).into_iter().collect();
+        let ingress = kaji_ingress::IngressOptions {
+            http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], node.ingress_http_port)),
+            https_addr: std::net::SocketAddr::from(([0, 0, 0, 0], node.ingress_https_port)),
+            class_name: "kaji".into(),
+            node_ips,
+        };
+        spokes.spawn(kaji_ingress::run(client.clone(), ingress));
+    }
+    spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
+    Ok(())
 }
 
 /// The real node agent's options from the flags shared by `server` and `agent`.
@@ -240,6 +357,8 @@ fn agent_options(data_dir: &Path, node: &NodeArgs) -> kaji_kubelet::agent::Agent
             max_size: node.container_log_max_size,
             max_files: usize::from(node.container_log_max_files),
         },
+        cluster_dns: node.network.cluster_dns().to_string(),
+        cluster_domain: node.network.cluster_domain.clone(),
         ..defaults
     }
 }
@@ -276,6 +395,8 @@ async fn server(args: ServerArgs) -> Result<()> {
             default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         },
+        service_cidr: (args.node.network.service_cidr.0, args.node.network.service_cidr.1),
+        cluster_dns: args.node.network.cluster_dns(),
     };
     let running = kaji_apiserver::start(config, Arc::new(store)).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
@@ -288,7 +409,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     let client = client_from_kubeconfig(&running.kubeconfig).await?;
     let mut spokes = tokio::task::JoinSet::new();
     if !args.disable_controllers {
-        let opts = kaji_controllers::Options { node_monitor_grace_period: args.node_monitor_grace_period, cluster_cidr: args.cluster_cidr };
+        let opts = kaji_controllers::Options {
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            cluster_cidr: args.cluster_cidr,
+            ..Default::default()
+        };
         spokes.spawn(kaji_controllers::run(client.clone(), opts));
     }
     if !args.disable_scheduler {
@@ -305,8 +430,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         };
         spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
     } else if !args.disable_agent {
-        let opts = agent_options(&args.data_dir, &args.node);
-        spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
+        spawn_node(&mut spokes, &client, &args.data_dir, &args.node, &args.disable)?;
     }
     tokio::select! {
         r = running.serve => r??,

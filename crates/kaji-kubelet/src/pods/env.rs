@@ -44,63 +44,6 @@ pub fn is_env_var_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
-/// Service environment variables (docker-links style) for the Services visible to the pod.
-pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for svc in services {
-        let Some(spec) = &svc.spec else { continue };
-        let Some(ip) = spec
-            .cluster_ip
-            .as_deref()
-            .filter(|ip| !ip.is_empty() && *ip != "None")
-        else {
-            continue;
-        };
-        let name = svc
-            .metadata
-            .name
-            .clone()
-            .unwrap_or_default()
-            .to_uppercase()
-            .replace('-', "_");
-        let ports = spec.ports.clone().unwrap_or_default();
-        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
-        if let Some(first) = ports.first() {
-            out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
-            let proto = first
-                .protocol
-                .clone()
-                .unwrap_or_else(|| "TCP".into())
-                .to_lowercase();
-            out.push((
-                format!("{name}_PORT"),
-                format!("{proto}://{ip}:{}", first.port),
-            ));
-        }
-        for p in &ports {
-            if let Some(pn) = &p.name {
-                out.push((
-                    format!(
-                        "{name}_SERVICE_PORT_{}",
-                        pn.to_uppercase().replace('-', "_")
-                    ),
-                    p.port.to_string(),
-                ));
-            }
-            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let prefix = format!("{name}_PORT_{}_{}", p.port, proto.to_uppercase());
-            out.push((
-                prefix.clone(),
-                format!("{}://{ip}:{}", proto.to_lowercase(), p.port),
-            ));
-            out.push((format!("{prefix}_PROTO"), proto.to_lowercase()));
-            out.push((format!("{prefix}_PORT"), p.port.to_string()));
-            out.push((format!("{prefix}_ADDR"), ip.to_string()));
-        }
-    }
-    out
-}
-
 /// Expands `$(VAR)` references against `env` (`$$` escapes; unknown references stay as written).
 pub fn expand(s: &str, env: &[(String, String)]) -> String {
     let lookup = |k: &str| {
@@ -141,6 +84,9 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 
 /// Everything `make_env` needs from the API, fetched once per container start.
 pub struct EnvSources {
+    /// The Services of the pod's namespace and `default/kubernetes`, listed from the API server
+    /// at each container start (upstream reads an informer cache; a list per start is cheap at
+    /// Kaji's scale and never stale).
     pub services: Vec<Service>,
 }
 
@@ -163,17 +109,13 @@ pub async fn make_env(
         .as_ref()
         .and_then(|s| s.enable_service_links)
         .unwrap_or(true);
-    let svc: Vec<Service> = sources
-        .services
-        .iter()
-        .filter(|s| {
-            let sns = s.metadata.namespace.as_deref().unwrap_or("default");
-            (links && sns == ns)
-                || (sns == "default" && s.metadata.name.as_deref() == Some("kubernetes"))
-        })
-        .cloned()
-        .collect();
-    env.extend(service_env(&svc));
+    // Service variables come first so that envFrom and env override them and `$(VAR)` can
+    // refer to them (upstream's MappingFuncFor(tmpEnv, serviceEnv)).
+    env.extend(super::service_env::service_env(
+        &ns,
+        links,
+        &sources.services,
+    ));
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut skipped = Vec::new();

@@ -3,7 +3,8 @@
 //! - `worker`: the sync loop (sandbox, init containers in order, app containers, restarts with
 //!   back-off, termination and deletion), `container`: CRI configs from a pod spec,
 //!   `pull`: images and pull policies, `probe`: liveness/readiness/startup probes and hooks,
-//!   `env` and `resources`: environment and cgroup settings, `events`: the event recorder.
+//!   `env` and `resources`: environment and cgroup settings, `service_env`: the docker-links
+//!   service variables, `events`: the event recorder.
 
 pub mod container;
 pub mod env;
@@ -11,6 +12,7 @@ pub mod events;
 pub mod probe;
 pub mod pull;
 pub mod resources;
+pub mod service_env;
 pub mod worker;
 
 use crate::cri::Cri;

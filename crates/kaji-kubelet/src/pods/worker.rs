@@ -863,18 +863,20 @@ impl PodWorker {
             .clone()
             .unwrap_or_else(|| "default".into());
         let mut out = Vec::new();
-        if pod
+        let links = pod
             .spec
             .as_ref()
             .and_then(|s| s.enable_service_links)
-            .unwrap_or(true)
+            .unwrap_or(true);
+        if links
             && let Ok(list) = Api::<Service>::namespaced(self.shared.client.clone(), &ns)
                 .list(&ListParams::default())
                 .await
         {
             out.extend(list.items);
         }
-        if ns != "default"
+        // The master service's variables are set even without service links (see service_env).
+        if (ns != "default" || !links)
             && let Ok(Some(k)) = Api::<Service>::namespaced(self.shared.client.clone(), "default")
                 .get_opt("kubernetes")
                 .await
