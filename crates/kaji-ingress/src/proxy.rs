@@ -379,3 +379,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests;
