@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Networks a test can claim: 10.X.Y.0/24 with X in 100..=199.
-const NETWORKS: u64 = 100 * 256;
+/// Networks a test can claim: pods on 10.X.Y.0/24 with X in 100..=149, Services on
+/// 10.(X+100).Y.0/24 (cluster DNS at .10), so that tests side by side never share an address.
+const NETWORKS: u64 = 50 * 256;
 
 /// Claims a network number for a test: an exclusive `flock` on
 /// `/run/kaji-tests/net-<n>.lock`, held while the returned file is open (the kernel drops it when
@@ -71,6 +72,17 @@ pub struct Node {
     pub cluster: Cluster,
     bridge: String,
     pub pod_cidr: String,
+    /// The test's own Service range (`--service-cidr`), a /24.
+    pub service_cidr: String,
+    /// The first three octets of the service range, e.g. `10.200.7`.
+    pub service_prefix: String,
+    /// The cluster DNS address (`.10` of the service range).
+    pub cluster_dns: String,
+    /// The proxy's nftables table (inet family), named after the bridge.
+    pub proxy_table: String,
+    /// The ingress controller's ports.
+    pub ingress_http_port: u16,
+    pub ingress_https_port: u16,
     _network: std::fs::File,
 }
 
@@ -98,6 +110,13 @@ impl Node {
                 .collect::<String>()
         );
         let pod_cidr = format!("10.{}.{}.0/24", 100 + n / 256, n % 256);
+        let service_prefix = format!("10.{}.{}", 200 + n / 256, n % 256);
+        let service_cidr = format!("{service_prefix}.0/24");
+        let cluster_dns = format!("{service_prefix}.10");
+        let proxy_table = format!("kaji-proxy-{bridge}");
+        let ingress_http_port = super::free_port();
+        let ingress_https_port = super::free_port();
+        let (http, https) = (ingress_http_port.to_string(), ingress_https_port.to_string());
         let reg = registries.to_string_lossy().into_owned();
         // A test may bring its own registries.yaml (`--registries` in `extra`).
         let own_registries = extra.contains(&"--registries");
@@ -111,6 +130,18 @@ impl Node {
             "kaji-test-node",
             "--cluster-cidr",
             &pod_cidr,
+            "--service-cidr",
+            &service_cidr,
+            "--proxy-table",
+            &proxy_table,
+            "--proxy-metrics-bind-address",
+            "off",
+            "--dns-metrics-bind-address",
+            "off",
+            "--ingress-http-port",
+            &http,
+            "--ingress-https-port",
+            &https,
         ];
         if !own_registries {
             flags.extend(["--registries", reg.as_str()]);
@@ -121,6 +152,12 @@ impl Node {
             cluster,
             bridge,
             pod_cidr,
+            service_cidr,
+            service_prefix,
+            cluster_dns,
+            proxy_table,
+            ingress_http_port,
+            ingress_https_port,
             _network: network,
         };
         wait_for("the node to be Ready", Duration::from_secs(60), || {
@@ -221,6 +258,11 @@ impl Drop for Node {
             .build()
             .expect("runtime");
         let _ = rt.block_on(kaji_kubelet::containerd::cleanup(&opts));
+        // The node's network pieces that outlive the server: the proxy's table and the DNS address.
+        let _ = rt.block_on(kaji_proxy::nft::delete_table(&self.proxy_table));
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.cluster_dns), "dev", "lo"])
+            .output();
         if !gone && !std::thread::panicking() {
             panic!("pods were not deleted within 30 s");
         }

@@ -1,0 +1,237 @@
+//! Service networking end to end, with real containers: the proxy's nftables table, the cluster
+//! DNS and NodePorts, driven by stock kubectl as a reader of the seeds would. Each test has its own
+//! service range (`--service-cidr`, a /24), proxy table and DNS address (tests/support/node.rs).
+//! Needs root, containerd, CNI and nftables (.ci/install-deps).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+use support::node::Node;
+use support::wait_for;
+
+fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft").args(args).output().expect("running nft");
+    assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The interface of the default route: the machine's uplink.
+fn uplink() -> String {
+    let routes = std::fs::read_to_string("/proc/net/route").expect("/proc/net/route");
+    routes
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"00000000")).then(|| f[0].to_string())
+        })
+        .expect("a default route")
+}
+
+/// Counts packets for the service range leaving through the uplink, in a table of the test's own
+/// (removed on drop).
+struct UplinkCounter {
+    table: String,
+}
+
+impl UplinkCounter {
+    fn new(name: &str, service_cidr: &str) -> UplinkCounter {
+        let table = format!("kaji-test-{name}");
+        let script = format!(
+            "add table inet {table}\ndelete table inet {table}\nadd table inet {table}\n\
+             add chain inet {table} out {{ type filter hook postrouting priority 300; policy accept; }}\n\
+             add rule inet {table} out oifname \"{}\" ip daddr {service_cidr} counter\n",
+            uplink()
+        );
+        let mut child = Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft");
+        child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("writing the counter");
+        assert!(child.wait().expect("nft").success(), "loading the uplink counter");
+        UplinkCounter { table }
+    }
+
+    fn packets(&self) -> u64 {
+        let out = nft(&["list", "chain", "inet", &self.table, "out"]);
+        let after = out.split("counter packets ").nth(1).expect("a counter");
+        after.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a packet count")
+    }
+}
+
+impl Drop for UplinkCounter {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.table]).output();
+    }
+}
+
+/// `kubectl exec POD -- sh -c CMD`: (success, stdout, stderr).
+fn exec(node: &Node, pod: &str, cmd: &str) -> (bool, String, String) {
+    let out = node.cluster.kubectl(&["exec", pod, "--", "sh", "-c", cmd]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+}
+
+/// A plain HTTP GET from the test process; the body.
+fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn cluster_ip(node: &Node, svc: &str) -> Ipv4Addr {
+    let ip = node.cluster.ok(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]);
+    ip.parse().unwrap_or_else(|_| panic!("service {svc} has no clusterIP: {ip:?}"))
+}
+
+const CLIENT_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: busybox:latest
+    command: [sleep, '3600']
+";
+
+#[test]
+fn the_service_range_is_refused_on_the_node_and_nothing_for_it_leaves() {
+    let node = Node::start("svc-refuse");
+    let counter = UplinkCounter::new("svc-refuse", &node.service_cidr);
+    let unused: Ipv4Addr = format!("{}.99", node.service_prefix).parse().expect("an address");
+    // From the node itself: an address no Service holds answers with a reset at once.
+    wait_for("the proxy to refuse an unused service address", Duration::from_secs(30), || {
+        match connect(SocketAddr::from((unused, 80))) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    // UDP too: the node's own datagram is refused as it is sent (the reject in the output hook
+    // reports EPERM to a local sender; a pod gets ICMP port unreachable, below).
+    let udp = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+    udp.connect((unused, 53)).expect("connect");
+    udp.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let err = udp.send(b"hello").and_then(|_| udp.recv(&mut [0u8; 16])).expect_err("nothing answers");
+    assert!(
+        matches!(err.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ConnectionRefused),
+        "UDP to an unused service address: {err}"
+    );
+
+    // A Service whose selector matches nothing: refused too, from the node and from a pod.
+    node.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: empty
+spec:
+  selector:
+    app: nothing-here
+  ports:
+  - port: 80
+",
+    );
+    let empty = cluster_ip(&node, "empty");
+    wait_for("the empty service to be refused", Duration::from_secs(30), || {
+        match connect(SocketAddr::from((empty, 80))) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    node.apply(CLIENT_POD);
+    node.wait_running("client");
+    for ip in [unused, empty] {
+        let (ok, _, err) = exec(&node, "client", &format!("wget -O- http://{ip}/"));
+        assert!(!ok && err.contains("Connection refused"), "wget to {ip} from a pod: {err}");
+    }
+    assert_eq!(counter.packets(), 0, "packets for the service range left through {}", uplink());
+}
+
+#[test]
+fn seed_000_the_bastion_reaches_my_first_service_by_name_and_the_node_port_answers() {
+    let node = Node::start("svc-seed000");
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/seeds");
+    let read = |f: &str| std::fs::read_to_string(seeds.join(f)).expect("seed manifest");
+    node.apply(&read("000-nginx-deployment.yaml"));
+    node.apply(&read("000-nginx-service.yaml"));
+    node.apply(&read("000-bastion.yaml"));
+    node.wait_running("bastion");
+    wait_for("3 ready endpoints behind my-first-service", Duration::from_secs(90), || {
+        let out = node.cluster.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=my-first-service",
+            "-o",
+            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout).split_whitespace().count() == 3).then_some(())
+    });
+    // What the seed has the reader type in the bastion (busybox wget stands in for curl).
+    let page = wait_for("the bastion to reach http://my-first-service/", Duration::from_secs(30), || {
+        let (ok, out, _) = exec(&node, "bastion", "wget -qO- http://my-first-service/");
+        ok.then_some(out)
+    });
+    assert!(page.contains("nginx 1.15"), "{page}");
+    // The full name and the ClusterIP answer too, several times over the three pods.
+    for _ in 0..5 {
+        let (ok, out, err) = exec(&node, "bastion", "wget -qO- http://my-first-service.default.svc.cluster.local/");
+        assert!(ok && out.contains("nginx 1.15"), "{out}{err}");
+    }
+    // NodePort (seed 000's second Service form): on the node's address and on 127.0.0.1.
+    node.apply(&read("000-nginx-service-nodeport.yaml"));
+    let node_ip: Ipv4Addr = node
+        .cluster
+        .ok(&["get", "node", "kaji-test-node", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"])
+        .parse()
+        .expect("the node's InternalIP");
+    for ip in [node_ip, Ipv4Addr::LOCALHOST] {
+        let body = wait_for(&format!("NodePort 30000 on {ip}"), Duration::from_secs(30), || {
+            http_get(SocketAddr::from((ip, 30000))).ok().filter(|b| b.contains("nginx 1.15"))
+        });
+        assert!(body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"), "{body}");
+    }
+    // kubectl port-forward to the Service.
+    let local = support::free_port();
+    let mut pf = Command::new(support::KUBECTL_NEW)
+        .arg("--kubeconfig")
+        .arg(&node.cluster.kubeconfig)
+        .args(["port-forward", "svc/my-first-service", &format!("{local}:80")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let body = wait_for("port-forward to svc/my-first-service", Duration::from_secs(30), || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], local))).ok().filter(|b| b.contains("nginx 1.15"))
+    });
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert!(body.contains("nginx 1.15"));
+}
+
+#[test]
+fn the_proxy_reloads_its_table_when_someone_removes_it() {
+    let node = Node::start("svc-resync");
+    wait_for("the proxy's table", Duration::from_secs(30), || {
+        Command::new("nft").args(["list", "table", "inet", &node.proxy_table]).output().ok().filter(|o| o.status.success()).map(|_| ())
+    });
+    // `nft flush ruleset` would also wipe the other tests' tables; deleting ours is the same
+    // event for the proxy.
+    nft(&["delete", "table", "inet", &node.proxy_table]);
+    let table = wait_for("the proxy to load its table again", Duration::from_secs(30), || {
+        let out = Command::new("nft").args(["list", "table", "inet", &node.proxy_table]).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(table.contains(&format!("ip daddr {} meta l4proto tcp reject with tcp reset", node.service_cidr)), "{table}");
+}
