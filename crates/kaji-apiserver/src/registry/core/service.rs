@@ -347,11 +347,13 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
             .map(|p| p.get("nodePort").cloned().unwrap_or(Value::Null))
             .collect()
     };
-    if needs_node_ports(old) && !needs_node_ports(new) && node_ports(old) == node_ports(new) {
-        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-                p.remove("nodePort");
-            }
+    if needs_node_ports(old)
+        && !needs_node_ports(new)
+        && node_ports(old) == node_ports(new)
+        && let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut)
+    {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            p.remove("nodePort");
         }
     }
     if svc_type(old) == "LoadBalancer" && svc_type(new) != "LoadBalancer" {
