@@ -235,3 +235,94 @@ fn the_proxy_reloads_its_table_when_someone_removes_it() {
     });
     assert!(table.contains(&format!("ip daddr {} meta l4proto tcp reject with tcp reset", node.service_cidr)), "{table}");
 }
+
+/// Seed 000's rolling update, watched from inside the cluster: a pod requests the Service by
+/// name in a tight loop while `kubectl set image` and `kubectl rollout undo` replace every pod.
+/// Readiness gates new endpoints, terminating ones leave the rules, and the preStop pause (the
+/// usual practice on upstream too: it covers the moment between the pod's deletion and every
+/// node's rules forgetting it) lets in-flight requests finish: no request may fail.
+#[test]
+fn a_rollout_and_its_undo_lose_no_request() {
+    let node = Node::start("svc-rollout");
+    node.apply(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: nginx:1.16
+        readinessProbe:
+          httpGet: {path: /, port: 80}
+          periodSeconds: 1
+        lifecycle:
+          preStop:
+            exec:
+              command: [sleep, '3']
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+",
+    );
+    node.apply(CLIENT_POD);
+    node.wait_running("client");
+    node.cluster.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    wait_for("the client to reach the service", Duration::from_secs(30), || {
+        let (ok, out, _) = exec(&node, "client", "wget -qO- http://web/");
+        (ok && out.contains("nginx 1.16")).then_some(())
+    });
+    let kubeconfig = node.cluster.kubeconfig.clone();
+    let home = node.cluster.data_dir().to_path_buf();
+    let looper = std::thread::spawn(move || {
+        let out = Command::new(support::KUBECTL_NEW)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("HOME", &home)
+            .args([
+                "exec",
+                "client",
+                "--",
+                "sh",
+                "-c",
+                "ok=0; failed=0; while [ ! -e /tmp/stop ]; do \
+                 if wget -q -O /tmp/page http://web/; then ok=$((ok+1)); else failed=$((failed+1)); fi; done; \
+                 echo \"$ok $failed\"",
+            ])
+            .output()
+            .expect("kubectl exec");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    });
+    node.cluster.ok(&["set", "image", "deployment/web", "web=nginx:1.17"]);
+    node.cluster.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let (_, page, _) = exec(&node, "client", "wget -qO- http://web/");
+    assert!(page.contains("nginx 1.17"), "after the rollout: {page}");
+    node.cluster.ok(&["rollout", "undo", "deployment/web"]);
+    node.cluster.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    // The old pods are gone only after their preStop pause: wait until every endpoint is 1.16.
+    wait_for("only nginx 1.16 pods behind the service", Duration::from_secs(60), || {
+        let out = node.cluster.kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"]);
+        let images = String::from_utf8_lossy(&out.stdout).into_owned();
+        (images.split_whitespace().count() == 3 && images.split_whitespace().all(|i| i == "nginx:1.16")).then_some(())
+    });
+    exec(&node, "client", "touch /tmp/stop");
+    let result = looper.join().expect("the request loop");
+    let mut counts = result.split_whitespace().filter_map(|n| n.parse::<u64>().ok());
+    let (ok, failed) = (counts.next(), counts.next());
+    assert_eq!(failed, Some(0), "requests failed during the rollout: {result}");
+    assert!(ok.unwrap_or(0) > 50, "too few requests made during the rollout: {result}");
+}

@@ -327,7 +327,7 @@ fn spawn_node(
         upstreams: Vec::new(),
         metrics_addr: optional_addr(&net.dns_metrics_bind_address)?,
     };
-    spokes.spawn(kaji_dns::run(client.clone(), dns));
+    spokes.spawn(keep_running("the cluster DNS", kaji_dns::run(client.clone(), dns)));
     if !disable.iter().any(|d| d == "ingress" || d == "traefik") {
         let node_ips = kaji_kubelet::node::internal_ip().and_then(|ip| ip.parse().ok()).into_iter().collect();
         let ingress = kaji_ingress::IngressOptions {
@@ -336,10 +336,19 @@ fn spawn_node(
             class_name: "kaji".into(),
             node_ips,
         };
-        spokes.spawn(kaji_ingress::run(client.clone(), ingress));
+        spokes.spawn(keep_running("the ingress controller", kaji_ingress::run(client.clone(), ingress)));
     }
     spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
     Ok(())
+}
+
+/// A node add-on whose failure (a port taken, say) is logged without stopping the node, as a
+/// crashing CoreDNS or Traefik pod would not stop a k3s node.
+async fn keep_running(what: &'static str, fut: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    if let Err(e) = fut.await {
+        tracing::error!(error = %format!("{e:#}"), "{what} stopped; the rest of the node keeps running");
+    }
+    std::future::pending().await
 }
 
 /// The real node agent's options from the flags shared by `server` and `agent`.
@@ -412,6 +421,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         let opts = kaji_controllers::Options {
             node_monitor_grace_period: args.node_monitor_grace_period,
             cluster_cidr: args.cluster_cidr,
+            servicelb: !args.disable.iter().any(|d| d == "servicelb"),
             ..Default::default()
         };
         spokes.spawn(kaji_controllers::run(client.clone(), opts));
