@@ -1437,17 +1437,34 @@ fn services_allocate_and_subresources() {
         let s = api.post(SVCS, &svc(name, spec)).status(422, "Invalid");
         s["message"].as_str().unwrap_or_default().to_string()
     };
-    let msg = invalid("dup", json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}));
+    let msg = invalid(
+        "dup",
+        json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}),
+    );
     assert!(
         msg.contains("spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80,"),
         "{msg}"
     );
     let msg = invalid("tp", json!({"ports": [{"port": 80, "targetPort": "8080"}]}));
     assert!(msg.contains("spec.ports[0].targetPort: Invalid value: \"8080\": must contain at least one letter (a-z)"), "{msg}");
-    let msg = invalid("xn", json!({"type": "ExternalName", "externalName": "Bad_Name"}));
-    assert!(msg.contains("spec.externalName: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{msg}");
-    let msg = invalid("eip", json!({"ports": [{"port": 80}], "externalIPs": ["1.2.3"]}));
-    assert!(msg.contains("spec.externalIPs[0]: Invalid value: \"1.2.3\": must be a valid IP address"), "{msg}");
+    let msg = invalid(
+        "xn",
+        json!({"type": "ExternalName", "externalName": "Bad_Name"}),
+    );
+    assert!(
+        msg.contains(
+            "spec.externalName: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
+        ),
+        "{msg}"
+    );
+    let msg = invalid(
+        "eip",
+        json!({"ports": [{"port": 80}], "externalIPs": ["1.2.3"]}),
+    );
+    assert!(
+        msg.contains("spec.externalIPs[0]: Invalid value: \"1.2.3\": must be a valid IP address"),
+        "{msg}"
+    );
     let msg = invalid(
         "aff",
         json!({"ports": [{"port": 80}], "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
@@ -1456,7 +1473,10 @@ fn services_allocate_and_subresources() {
         msg.contains("spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400"),
         "{msg}"
     );
-    let msg = invalid("etp", json!({"ports": [{"port": 80}], "externalTrafficPolicy": "Local"}));
+    let msg = invalid(
+        "etp",
+        json!({"ports": [{"port": 80}], "externalTrafficPolicy": "Local"}),
+    );
     assert!(msg.contains("spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services"), "{msg}");
     let out = c.kubectl_with(
         support::KUBECTL_NEW,
@@ -1469,11 +1489,34 @@ fn services_allocate_and_subresources() {
         "{stderr}"
     );
     // Turning a NodePort Service into a ClusterIP one drops its node ports and traffic policy.
-    api.post(SVCS, &svc("np-to-cip", json!({"type": "NodePort", "ports": [{"port": 80}]}))).ok(201);
-    let changed = c.ok(&["patch", "svc", "np-to-cip", "-p", r#"{"spec":{"type":"ClusterIP"}}"#, "-o", "json"]);
+    api.post(
+        SVCS,
+        &svc(
+            "np-to-cip",
+            json!({"type": "NodePort", "ports": [{"port": 80}]}),
+        ),
+    )
+    .ok(201);
+    let changed = c.ok(&[
+        "patch",
+        "svc",
+        "np-to-cip",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+        "-o",
+        "json",
+    ]);
     let changed: Value = serde_json::from_str(&changed).expect("JSON");
-    assert_eq!(changed["spec"]["ports"][0].get("nodePort"), None, "{changed}");
-    assert_eq!(changed["spec"].get("externalTrafficPolicy"), None, "{changed}");
+    assert_eq!(
+        changed["spec"]["ports"][0].get("nodePort"),
+        None,
+        "{changed}"
+    );
+    assert_eq!(
+        changed["spec"].get("externalTrafficPolicy"),
+        None,
+        "{changed}"
+    );
 
     // pods/binding sets spec.nodeName once.
     api.post(PODS, &pod("bound")).ok(201);
