@@ -326,3 +326,112 @@ spec:
     assert_eq!(failed, Some(0), "requests failed during the rollout: {result}");
     assert!(ok.unwrap_or(0) > 50, "too few requests made during the rollout: {result}");
 }
+
+/// Seed 003's Services with its Deployment behind them, looked at as the seed does: DNS A and SRV
+/// records and the Docker-link environment from a pod, a static ClusterIP with externalIPs, a
+/// LoadBalancer whose EXTERNAL-IP answers, a headless Service with per-pod names, and an
+/// ExternalName (pointing inside the cluster: no lookup may leave the machine).
+#[test]
+fn seed_003_services_answer_by_name_address_and_environment() {
+    let node = Node::start("svc-seed003");
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/seeds");
+    let read = |f: &str| std::fs::read_to_string(seeds.join(f)).expect("seed manifest");
+    let node_ip: Ipv4Addr = node
+        .cluster
+        .ok(&["get", "node", "kaji-test-node", "-o", "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}"])
+        .parse()
+        .expect("the node's InternalIP");
+    node.apply(&read("003-sample-deployment.yaml"));
+    node.apply(&read("003-sample-clusterip.yaml"));
+    // The seed's static address, moved into this test's service range; its externalIP is the
+    // node's own address, so that nothing is sent off the machine.
+    let static_ip = format!("{}.80", node.service_prefix);
+    node.apply(&read("003-sample-static-clusterip-externalips.yaml").replace("10.43.253.80", &static_ip).replace("192.168.99.101", &node_ip.to_string()));
+    node.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: sample-headless
+spec:
+  clusterIP: None
+  selector:
+    app: sample-app
+  ports:
+  - name: http-port
+    port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: sample-externalname
+spec:
+  type: ExternalName
+  externalName: sample-clusterip.default.svc.cluster.local
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  labels:
+    app: sample-app
+spec:
+  hostname: web-0
+  subdomain: sample-headless
+  containers:
+  - name: nginx
+    image: nginx:1.12
+",
+    );
+    node.cluster.ok(&["rollout", "status", "deployment/sample-deployment", "--timeout=120s"]);
+    let web0 = node.wait_running("web-0");
+    // Created after the Services, so the kubelet gives it their Docker-link variables.
+    node.apply(CLIENT_POD);
+    node.wait_running("client");
+    let ip = cluster_ip(&node, "sample-clusterip");
+
+    // busybox nslookup tries every search domain and exits non-zero when any of them is
+    // NXDOMAIN (as they are on upstream too): the answer is what counts.
+    let (_, out, err) = exec(&node, "client", "nslookup sample-clusterip");
+    assert!(out.contains("Name:\tsample-clusterip.default.svc.cluster.local") && out.contains(&format!("Address: {ip}")), "{out}{err}");
+    let (_, out, err) = exec(&node, "client", "nslookup -type=srv _http-port._tcp.sample-clusterip.default.svc.cluster.local");
+    assert!(out.contains("8080 sample-clusterip.default.svc.cluster.local"), "SRV: {out}{err}");
+    let headless = wait_for("4 addresses for the headless service", Duration::from_secs(30), || {
+        let (_, out, _) = exec(&node, "client", "nslookup sample-headless.default.svc.cluster.local");
+        (out.matches("Address: 10.").count() == 4).then_some(out)
+    });
+    assert!(headless.contains(&format!("Address: {web0}")), "{headless}");
+    let (_, out, err) = exec(&node, "client", "nslookup web-0.sample-headless.default.svc.cluster.local");
+    assert!(out.contains(&format!("Address: {web0}")), "per-pod name: {out}{err}");
+    let (_, out, err) = exec(&node, "client", "nslookup sample-externalname.default.svc.cluster.local");
+    assert!(out.contains("canonical name = sample-clusterip.default.svc.cluster.local") && out.contains(&format!("Address: {ip}")), "ExternalName: {out}{err}");
+    let (_, out, err) = exec(&node, "client", "nslookup does-not-exist.default.svc.cluster.local");
+    assert!(out.contains("NXDOMAIN") || err.contains("NXDOMAIN"), "a missing name: {out}{err}");
+
+    let (ok, env, _) = exec(&node, "client", "env | grep SERVICE");
+    assert!(ok && env.contains(&format!("SAMPLE_CLUSTERIP_SERVICE_HOST={ip}")), "{env}");
+    assert!(env.contains("SAMPLE_CLUSTERIP_SERVICE_PORT_HTTP_PORT=8080"), "{env}");
+
+    let (ok, page, err) = exec(&node, "client", "wget -qO- http://sample-clusterip:8080/");
+    assert!(ok && page.contains("nginx 1.12"), "{page}{err}");
+    let (ok, page, err) = exec(&node, "client", &format!("wget -qO- http://{static_ip}:8080/"));
+    assert!(ok && page.contains("nginx 1.12"), "static clusterIP: {page}{err}");
+    let body = wait_for("the externalIP to answer", Duration::from_secs(30), || {
+        http_get(SocketAddr::from((node_ip, 8080))).ok().filter(|b| b.contains("nginx 1.12"))
+    });
+    assert!(body.contains("200"), "{body}");
+
+    // LoadBalancer (ServiceLB): the node's address as EXTERNAL-IP, answering on the Service port.
+    node.cluster.ok(&["delete", "svc", "sample-static-clusterip"]);
+    node.apply(&read("003-sample-lb.yaml"));
+    let lb_ip = wait_for("sample-lb's EXTERNAL-IP", Duration::from_secs(30), || {
+        let out = node.cluster.ok(&["get", "svc", "sample-lb", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(lb_ip, node_ip.to_string());
+    let table = node.cluster.ok(&["get", "svc", "sample-lb"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row.get(3..5), Some(&[lb_ip.as_str(), "8080:30082/TCP"][..]), "{table}");
+    wait_for("the LoadBalancer address to answer", Duration::from_secs(30), || {
+        http_get(SocketAddr::from((node_ip, 8080))).ok().filter(|b| b.contains("nginx 1.12"))
+    });
+}
