@@ -34,9 +34,19 @@ impl Servers {
     pub async fn sync(&self, ports: &[ServicePort], node: &str) {
         let mut want: HashMap<u16, Health> = HashMap::new();
         for sp in ports.iter().filter(|p| p.external_local) {
-            let Some(port) = sp.health_check_node_port else { continue };
-            let local = sp.endpoints.iter().filter(|e| e.ready && e.node.as_deref() == Some(node)).count();
-            let h = want.entry(port).or_insert_with(|| Health { namespace: sp.namespace.clone(), name: sp.name.clone(), local_endpoints: 0 });
+            let Some(port) = sp.health_check_node_port else {
+                continue;
+            };
+            let local = sp
+                .endpoints
+                .iter()
+                .filter(|e| e.ready && e.node.as_deref() == Some(node))
+                .count();
+            let h = want.entry(port).or_insert_with(|| Health {
+                namespace: sp.namespace.clone(),
+                name: sp.name.clone(),
+                local_endpoints: 0,
+            });
             // Several ports of one Service share the check; count endpoints once.
             h.local_endpoints = h.local_endpoints.max(local);
         }
@@ -50,7 +60,9 @@ impl Servers {
         });
         for (port, h) in want {
             if let Some((shared, _)) = servers.get(&port) {
-                *shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+                *shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = h;
                 continue;
             }
             let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
@@ -69,14 +81,24 @@ impl Servers {
 
 async fn serve(listener: tokio::net::TcpListener, health: Shared) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
         let health = health.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
-            let h = health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
+            let h = health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             let (status, json) = body(&h);
-            let reason = if status == 200 { "OK" } else { "Service Unavailable" };
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Service Unavailable"
+            };
             let resp = format!(
                 "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
                 json.len()
@@ -92,7 +114,11 @@ mod tests {
 
     #[test]
     fn healthy_only_with_a_local_endpoint() {
-        let mut h = Health { namespace: "default".into(), name: "web".into(), local_endpoints: 0 };
+        let mut h = Health {
+            namespace: "default".into(),
+            name: "web".into(),
+            local_endpoints: 0,
+        };
         let (status, json) = body(&h);
         assert_eq!(status, 503);
         assert!(json.contains("\"localEndpoints\": 0"));

@@ -70,12 +70,25 @@ fn set_sysctls() {
     }
 }
 
-fn reflect<K>(api: Api<K>, cfg: watcher::Config, notify: Arc<Notify>) -> (Store<K>, impl std::future::Future<Output = ()>)
+fn reflect<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    notify: Arc<Notify>,
+) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().reflect(writer).applied_objects();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
     let fut = async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -99,8 +112,16 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
         tokio::spawn(metrics::serve(listener, m));
     }
     let notify = Arc::new(Notify::new());
-    let (services, svc_watch) = reflect(Api::<Service>::all(client.clone()), watcher::Config::default(), notify.clone());
-    let (slices, slice_watch) = reflect(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default(), notify.clone());
+    let (services, svc_watch) = reflect(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        notify.clone(),
+    );
+    let (slices, slice_watch) = reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+        notify.clone(),
+    );
     let node_cfg = watcher::Config::default().fields(&format!("metadata.name={}", opts.node_name));
     let (nodes, node_watch) = reflect(Api::<Node>::all(client.clone()), node_cfg, notify.clone());
     tokio::spawn(svc_watch);
@@ -135,7 +156,11 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
             Ok(ran) => {
                 if ran {
                     metrics.synced(started.elapsed(), want.rule_count());
-                    tracing::debug!(rules = want.rule_count(), ms = started.elapsed().as_millis() as u64, "proxy rules synced");
+                    tracing::debug!(
+                        rules = want.rule_count(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "proxy rules synced"
+                    );
                 }
                 backoff = Duration::from_secs(1);
                 None

@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// kube-proxy's buckets for the sync duration (exponential from 1 ms).
-const BUCKETS: [f64; 15] = [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192, 16.384];
+const BUCKETS: [f64; 15] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192, 16.384,
+];
 
 #[derive(Default)]
 struct State {
@@ -28,7 +31,9 @@ pub struct Metrics(Mutex<State>);
 
 impl Metrics {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn synced(&self, took: Duration, rules: usize) {
@@ -42,7 +47,9 @@ impl Metrics {
         s.count += 1;
         s.sum += secs;
         s.rules = rules;
-        s.last = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        s.last = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
     }
 
     pub fn failed(&self) {
@@ -53,17 +60,36 @@ impl Metrics {
         let s = self.state();
         let mut out = String::new();
         let h = "kubeproxy_sync_proxy_rules_duration_seconds";
-        let _ = writeln!(out, "# HELP {h} SyncProxyRules latency in seconds\n# TYPE {h} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {h} SyncProxyRules latency in seconds\n# TYPE {h} histogram"
+        );
         for (b, c) in BUCKETS.iter().zip(s.counts) {
             let _ = writeln!(out, "{h}_bucket{{le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{h}_bucket{{le=\"+Inf\"}} {}\n{h}_sum {}\n{h}_count {}", s.count, s.sum, s.count);
+        let _ = writeln!(
+            out,
+            "{h}_bucket{{le=\"+Inf\"}} {}\n{h}_sum {}\n{h}_count {}",
+            s.count, s.sum, s.count
+        );
         let g = "kubeproxy_sync_proxy_rules_last_timestamp_seconds";
-        let _ = writeln!(out, "# HELP {g} The last time proxy rules were successfully synced\n# TYPE {g} gauge\n{g} {}", s.last);
+        let _ = writeln!(
+            out,
+            "# HELP {g} The last time proxy rules were successfully synced\n# TYPE {g} gauge\n{g} {}",
+            s.last
+        );
         let f = "kubeproxy_sync_proxy_rules_nftables_sync_failures_total";
-        let _ = writeln!(out, "# HELP {f} Number of times a ruleset failed to load\n# TYPE {f} counter\n{f} {}", s.failures);
+        let _ = writeln!(
+            out,
+            "# HELP {f} Number of times a ruleset failed to load\n# TYPE {f} counter\n{f} {}",
+            s.failures
+        );
         let r = "kaji_proxy_rules";
-        let _ = writeln!(out, "# HELP {r} Rules and set elements in the proxy's table\n# TYPE {r} gauge\n{r} {}", s.rules);
+        let _ = writeln!(
+            out,
+            "# HELP {r} Rules and set elements in the proxy's table\n# TYPE {r} gauge\n{r} {}",
+            s.rules
+        );
         out
     }
 }
@@ -71,7 +97,9 @@ impl Metrics {
 /// A minimal HTTP/1.1 responder: `/metrics` answers the metrics, anything else 404.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
         let m = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -87,7 +115,11 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = if path == "/metrics" { ("200 OK", m.render()) } else { ("404 Not Found", "404 page not found\n".into()) };
+            let (status, body) = if path == "/metrics" {
+                ("200 OK", m.render())
+            } else {
+                ("404 Not Found", "404 page not found\n".into())
+            };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

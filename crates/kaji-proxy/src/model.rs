@@ -79,8 +79,18 @@ pub struct ServicePort {
 impl ServicePort {
     /// `ns/name/proto/port`, the name upstream's chains carry.
     pub fn id(&self) -> String {
-        let port = if self.port_name.is_empty() { self.port.to_string() } else { self.port_name.clone() };
-        format!("{}/{}/{}/{}", self.namespace, self.name, self.protocol.nft(), port)
+        let port = if self.port_name.is_empty() {
+            self.port.to_string()
+        } else {
+            self.port_name.clone()
+        };
+        format!(
+            "{}/{}/{}/{}",
+            self.namespace,
+            self.name,
+            self.protocol.nft(),
+            port
+        )
     }
 }
 
@@ -95,23 +105,33 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
     let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
         let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(name) = s.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) {
-            if s.address_type == "IPv4" {
-                by_service.entry((ns, name.as_str())).or_default().push(s);
-            }
+        if let Some(name) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE_NAME))
+            && s.address_type == "IPv4"
+        {
+            by_service.entry((ns, name.as_str())).or_default().push(s);
         }
     }
     let mut out = Vec::new();
     for svc in services {
-        let Some(spec) = svc.spec.as_ref() else { continue };
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
         let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
         let name = svc.metadata.name.as_deref().unwrap_or_default();
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
         let cluster_ip = spec.cluster_ip.as_deref().and_then(ipv4);
-        let external_ips: Vec<Ipv4Addr> =
-            spec.external_ips.iter().flatten().filter_map(|s| ipv4(s)).collect();
+        let external_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .flatten()
+            .filter_map(|s| ipv4(s))
+            .collect();
         let load_balancer_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
             svc.status
                 .as_ref()
@@ -133,10 +153,17 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
                 .filter(|t| *t > 0)
                 .unwrap_or(10_800) // upstream's DefaultClientIPServiceAffinitySeconds
         });
-        let my_slices = by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+        let my_slices = by_service
+            .get(&(ns, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for p in spec.ports.iter().flatten() {
-            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else { continue };
-            let Ok(port) = u16::try_from(p.port) else { continue };
+            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
+                continue;
+            };
+            let Ok(port) = u16::try_from(p.port) else {
+                continue;
+            };
             let port_name = p.name.clone().unwrap_or_default();
             let mut endpoints = Vec::new();
             for slice in my_slices {
@@ -146,9 +173,13 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
                 }) else {
                     continue;
                 };
-                let Some(target) = sp.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+                let Some(target) = sp.port.and_then(|p| u16::try_from(p).ok()) else {
+                    continue;
+                };
                 for ep in &slice.endpoints {
-                    let Some(ip) = ep.addresses.first().and_then(|a| ipv4(a)) else { continue };
+                    let Some(ip) = ep.addresses.first().and_then(|a| ipv4(a)) else {
+                        continue;
+                    };
                     let c = ep.conditions.as_ref();
                     // Upstream: a nil `ready` means ready; nil serving follows ready.
                     let ready = c.and_then(|c| c.ready).unwrap_or(true);
@@ -170,14 +201,19 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
                 port_name,
                 protocol,
                 port,
-                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0),
+                node_port: p
+                    .node_port
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| *n > 0),
                 cluster_ip,
                 external_ips: external_ips.clone(),
                 load_balancer_ips: load_balancer_ips.clone(),
                 external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
                 affinity_timeout,
-                health_check_node_port: spec.health_check_node_port.and_then(|n| u16::try_from(n).ok()),
+                health_check_node_port: spec
+                    .health_check_node_port
+                    .and_then(|n| u16::try_from(n).ok()),
                 endpoints,
             });
         }
@@ -210,31 +246,56 @@ mod tests {
 
     #[test]
     fn named_target_ports_resolve_per_endpoint() {
-        let s = svc(json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
-            "clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}));
+        let s = svc(
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
+            "clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}),
+        );
         // Two slices: pods of two versions that name their port differently.
-        let a = slice(json!({"metadata": {"name": "web-a", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
+        let a = slice(
+            json!({"metadata": {"name": "web-a", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}, "nodeName": "n1"}]}));
-        let b = slice(json!({"metadata": {"name": "web-b", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
+            "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}, "nodeName": "n1"}]}),
+        );
+        let b = slice(
+            json!({"metadata": {"name": "web-b", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 9090, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.42.0.6"], "conditions": {"ready": false, "serving": true, "terminating": true}}]}));
-        let other = slice(json!({"metadata": {"name": "x", "namespace": "other", "labels": {LABEL_SERVICE_NAME: "web"}},
+            "endpoints": [{"addresses": ["10.42.0.6"], "conditions": {"ready": false, "serving": true, "terminating": true}}]}),
+        );
+        let other = slice(
+            json!({"metadata": {"name": "x", "namespace": "other", "labels": {LABEL_SERVICE_NAME: "web"}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 1, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.42.0.9"]}]}));
+            "endpoints": [{"addresses": ["10.42.0.9"]}]}),
+        );
         let ports = service_ports(&[&s], &[&a, &b, &other]);
         assert_eq!(ports.len(), 1);
         let p = &ports[0];
         assert_eq!(p.id(), "default/web/tcp/http");
         assert_eq!(p.cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 20)));
-        let eps: Vec<(String, u16, bool)> = p.endpoints.iter().map(|e| (e.ip.to_string(), e.port, e.ready)).collect();
-        assert_eq!(eps, vec![("10.42.0.5".into(), 8080, true), ("10.42.0.6".into(), 9090, false)]);
+        let eps: Vec<(String, u16, bool)> = p
+            .endpoints
+            .iter()
+            .map(|e| (e.ip.to_string(), e.port, e.ready))
+            .collect();
+        assert_eq!(
+            eps,
+            vec![
+                ("10.42.0.5".into(), 8080, true),
+                ("10.42.0.6".into(), 9090, false)
+            ]
+        );
         assert_eq!(usable(p.endpoints.iter()).len(), 1);
     }
 
     #[test]
     fn terminating_endpoints_serve_only_when_none_is_ready() {
-        let e = |ready, serving, terminating| Endpoint { ip: Ipv4Addr::new(10, 42, 0, 1), port: 80, ready, serving, terminating, node: None };
+        let e = |ready, serving, terminating| Endpoint {
+            ip: Ipv4Addr::new(10, 42, 0, 1),
+            port: 80,
+            ready,
+            serving,
+            terminating,
+            node: None,
+        };
         let only_terminating = [e(false, true, true), e(false, false, true)];
         assert_eq!(usable(only_terminating.iter()).len(), 1);
         let mixed = [e(true, true, false), e(false, true, true)];
@@ -244,9 +305,13 @@ mod tests {
 
     #[test]
     fn external_name_and_unknown_protocols_are_skipped_and_affinity_defaults() {
-        let ext = svc(json!({"metadata": {"name": "ext", "namespace": "d"}, "spec": {"type": "ExternalName", "externalName": "example.com"}}));
-        let aff = svc(json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.9",
-            "sessionAffinity": "ClientIP", "ports": [{"port": 53, "protocol": "UDP"}, {"port": 1, "protocol": "XYZ"}]}}));
+        let ext = svc(
+            json!({"metadata": {"name": "ext", "namespace": "d"}, "spec": {"type": "ExternalName", "externalName": "example.com"}}),
+        );
+        let aff = svc(
+            json!({"metadata": {"name": "a", "namespace": "d"}, "spec": {"clusterIP": "10.43.0.9",
+            "sessionAffinity": "ClientIP", "ports": [{"port": 53, "protocol": "UDP"}, {"port": 1, "protocol": "XYZ"}]}}),
+        );
         let ports = service_ports(&[&ext, &aff], &[]);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].id(), "d/a/udp/53");

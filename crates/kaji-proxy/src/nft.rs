@@ -23,7 +23,10 @@ pub async fn load(script: &str) -> Result<()> {
     let out = child.wait_with_output().await?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        bail!("nft -f failed: {}", err.lines().take(6).collect::<Vec<_>>().join("\n"));
+        bail!(
+            "nft -f failed: {}",
+            err.lines().take(6).collect::<Vec<_>>().join("\n")
+        );
     }
     Ok(())
 }
@@ -40,7 +43,10 @@ pub async fn present(table: &str) -> bool {
 
 /// Removes the table (`kaji killall`, tests).
 pub async fn delete_table(table: &str) -> Result<()> {
-    load(&format!("add table inet {table}\ndelete table inet {table}\n")).await
+    load(&format!(
+        "add table inet {table}\ndelete table inet {table}\n"
+    ))
+    .await
 }
 
 /// The table the kernel has, as far as the applier knows.

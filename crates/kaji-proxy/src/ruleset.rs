@@ -33,10 +33,22 @@ impl std::fmt::Display for Cidr {
 impl std::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR such as 10.43.0.0/16"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
-        let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{s:?}: bad prefix length"))?;
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR such as 10.43.0.0/16"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: bad prefix length"))?;
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        };
         Ok(Cidr(Ipv4Addr::from(u32::from(ip) & mask), len))
     }
 }
@@ -95,7 +107,8 @@ impl Ruleset {
 
     /// Rules plus set elements: the size figure reported in metrics.
     pub fn rule_count(&self) -> usize {
-        self.chains.iter().map(|c| c.rules.len()).sum::<usize>() + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+        self.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+            + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
     }
 
     /// One `nft -f` transaction that makes the kernel's table equal to this ruleset. With
@@ -125,7 +138,12 @@ impl Ruleset {
                 let _ = writeln!(out, "flush {kind} inet {t} {}", s.name);
             }
             for chunk in s.elements.chunks(1000) {
-                let _ = writeln!(out, "add element inet {t} {} {{ {} }}", s.name, chunk.join(", "));
+                let _ = writeln!(
+                    out,
+                    "add element inet {t} {} {{ {} }}",
+                    s.name,
+                    chunk.join(", ")
+                );
             }
         }
         for c in &self.chains {
@@ -135,7 +153,11 @@ impl Ruleset {
         }
         if let Some(prev) = previous {
             let chains: BTreeSet<&str> = self.chains.iter().map(|c| c.name.as_str()).collect();
-            for c in prev.chains.iter().filter(|c| !chains.contains(c.name.as_str())) {
+            for c in prev
+                .chains
+                .iter()
+                .filter(|c| !chains.contains(c.name.as_str()))
+            {
                 let _ = writeln!(out, "delete chain inet {t} {}", c.name);
             }
             let sets: BTreeSet<&str> = self.sets.iter().map(|s| s.name.as_str()).collect();
@@ -149,11 +171,19 @@ impl Ruleset {
 }
 
 fn base(name: &str, hook: &str, rules: Vec<String>) -> Chain {
-    Chain { name: name.into(), hook: Some(hook.into()), rules }
+    Chain {
+        name: name.into(),
+        hook: Some(hook.into()),
+        rules,
+    }
 }
 
 fn chain(name: String, rules: Vec<String>) -> Chain {
-    Chain { name, hook: None, rules }
+    Chain {
+        name,
+        hook: None,
+        rules,
+    }
 }
 
 fn sep_name(sp: &ServicePort, ep: &Endpoint) -> String {
@@ -170,11 +200,23 @@ fn pick_rules(sp: &ServicePort, eps: &[&Endpoint]) -> Vec<String> {
     let mut rules = Vec::new();
     if sp.affinity_timeout.is_some() {
         for ep in eps {
-            rules.push(format!("ip saddr @{} goto {}", affinity_set(sp, ep), sep_name(sp, ep)));
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                affinity_set(sp, ep),
+                sep_name(sp, ep)
+            ));
         }
     }
-    let arms: Vec<String> = eps.iter().enumerate().map(|(i, ep)| format!("{i} : goto {}", sep_name(sp, ep))).collect();
-    rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
+    let arms: Vec<String> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| format!("{i} : goto {}", sep_name(sp, ep)))
+        .collect();
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        eps.len(),
+        arms.join(", ")
+    ));
     rules
 }
 
@@ -183,9 +225,21 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
     let svc_cidr = node.service_cidr;
     let dns = node.cluster_dns;
     let mut chains = vec![
-        base("nat-prerouting", "type nat hook prerouting priority dstnat; policy accept;", vec!["jump services".into()]),
-        base("nat-output", "type nat hook output priority -100; policy accept;", vec!["jump services".into()]),
-        base("nat-postrouting", "type nat hook postrouting priority srcnat; policy accept;", vec!["jump masquerading".into()]),
+        base(
+            "nat-prerouting",
+            "type nat hook prerouting priority dstnat; policy accept;",
+            vec!["jump services".into()],
+        ),
+        base(
+            "nat-output",
+            "type nat hook output priority -100; policy accept;",
+            vec!["jump services".into()],
+        ),
+        base(
+            "nat-postrouting",
+            "type nat hook postrouting priority srcnat; policy accept;",
+            vec!["jump masquerading".into()],
+        ),
         // After DNAT (prerouting, and nat output at -100): what still has a service address here
         // was not taken by any Service.
         base(
@@ -198,8 +252,16 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
                 "ct state new jump service-checks".into(),
             ],
         ),
-        base("filter-forward", "type filter hook forward priority -5; policy accept;", vec!["ct state new jump service-checks".into()]),
-        base("filter-output", "type filter hook output priority -5; policy accept;", vec!["ct state new jump service-checks".into()]),
+        base(
+            "filter-forward",
+            "type filter hook forward priority -5; policy accept;",
+            vec!["ct state new jump service-checks".into()],
+        ),
+        base(
+            "filter-output",
+            "type filter hook output priority -5; policy accept;",
+            vec!["ct state new jump service-checks".into()],
+        ),
         chain(
             "service-checks".into(),
             vec![
@@ -213,7 +275,10 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
         ),
         chain(
             "reject-chain".into(),
-            vec!["meta l4proto tcp reject with tcp reset".into(), "reject".into()],
+            vec![
+                "meta l4proto tcp reject with tcp reset".into(),
+                "reject".into(),
+            ],
         ),
         chain(
             "services".into(),
@@ -222,7 +287,10 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
                 "fib daddr type local meta l4proto . th dport vmap @service-nodeports".into(),
             ],
         ),
-        chain("mark-for-masquerade".into(), vec![format!("meta mark set meta mark | {MASQ_MARK}")]),
+        chain(
+            "mark-for-masquerade".into(),
+            vec![format!("meta mark set meta mark | {MASQ_MARK}")],
+        ),
         chain(
             "masquerading".into(),
             vec![
@@ -243,7 +311,11 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
     for sp in ports {
         let proto = sp.protocol.nft();
         let cluster_eps = usable(sp.endpoints.iter());
-        let local_eps = usable(sp.endpoints.iter().filter(|e| e.node.as_deref() == Some(node.node_name.as_str())));
+        let local_eps = usable(
+            sp.endpoints
+                .iter()
+                .filter(|e| e.node.as_deref() == Some(node.node_name.as_str())),
+        );
         let needs_local = sp.internal_local || sp.external_local;
         let svc_chain = format!("svc-{}", sp.id());
         let local_chain = format!("local-{}", sp.id());
@@ -256,7 +328,9 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
             let mut rules = Vec::new();
             if let Some(ip) = sp.cluster_ip {
                 match node.pod_cidr {
-                    Some(pods) => rules.push(format!("ip daddr {ip} ip saddr != {pods} jump mark-for-masquerade")),
+                    Some(pods) => rules.push(format!(
+                        "ip daddr {ip} ip saddr != {pods} jump mark-for-masquerade"
+                    )),
                     None => rules.push(format!("ip daddr {ip} jump mark-for-masquerade")),
                 }
             }
@@ -268,7 +342,9 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
             let mut rules = Vec::new();
             if let (Some(ip), true) = (sp.cluster_ip, sp.internal_local) {
                 match node.pod_cidr {
-                    Some(pods) => rules.push(format!("ip daddr {ip} ip saddr != {pods} jump mark-for-masquerade")),
+                    Some(pods) => rules.push(format!(
+                        "ip daddr {ip} ip saddr != {pods} jump mark-for-masquerade"
+                    )),
                     None => rules.push(format!("ip daddr {ip} jump mark-for-masquerade")),
                 }
             }
@@ -288,38 +364,53 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
                 sets.push(Set {
                     name: set.clone(),
                     is_map: false,
-                    definition: format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"),
+                    definition: format!(
+                        "type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"
+                    ),
                     dynamic: true,
                     elements: Vec::new(),
                 });
                 rules.push(format!("update @{set} {{ ip saddr }}"));
             }
-            rules.push(format!("meta l4proto {proto} dnat ip to {}:{}", ep.ip, ep.port));
+            rules.push(format!(
+                "meta l4proto {proto} dnat ip to {}:{}",
+                ep.ip, ep.port
+            ));
             chains.push(chain(sep_name(sp, ep), rules));
         }
         // Where internal (ClusterIP) traffic goes.
-        let internal_target = if cluster_eps.is_empty() || (sp.internal_local && local_eps.is_empty()) {
-            None
-        } else if sp.internal_local {
-            Some(local_chain.clone())
-        } else {
-            Some(svc_chain.clone())
-        };
+        let internal_target =
+            if cluster_eps.is_empty() || (sp.internal_local && local_eps.is_empty()) {
+                None
+            } else if sp.internal_local {
+                Some(local_chain.clone())
+            } else {
+                Some(svc_chain.clone())
+            };
         // Where external traffic (NodePort, externalIPs, LoadBalancer IPs) goes.
-        let has_external = sp.node_port.is_some() || !sp.external_ips.is_empty() || !sp.load_balancer_ips.is_empty();
+        let has_external = sp.node_port.is_some()
+            || !sp.external_ips.is_empty()
+            || !sp.load_balancer_ips.is_empty();
         let external_target = if cluster_eps.is_empty() || !has_external {
             None
         } else {
             let rules = if sp.external_local {
                 // Pods and the node itself reach external addresses as cluster traffic
                 // (upstream's short-circuit), masqueraded when from the node.
-                let mut r: Vec<String> = node.pod_cidr.map(|pods| format!("ip saddr {pods} goto {svc_chain}")).into_iter().collect();
+                let mut r: Vec<String> = node
+                    .pod_cidr
+                    .map(|pods| format!("ip saddr {pods} goto {svc_chain}"))
+                    .into_iter()
+                    .collect();
                 r.push("fib saddr type local jump mark-for-masquerade".into());
                 r.push(format!("fib saddr type local goto {svc_chain}"));
                 r.push(format!("goto {local_chain}"));
                 r
             } else {
-                vec!["jump mark-for-masquerade".into(), format!("goto {svc_chain}")]
+                vec![
+                    "jump mark-for-masquerade".into(),
+                    format!("goto {svc_chain}"),
+                ]
             };
             chains.push(chain(ext_chain.clone(), rules));
             Some(ext_chain.clone())
@@ -327,22 +418,42 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
         if let Some(ip) = sp.cluster_ip {
             let key = format!("{ip} . {proto} . {}", sp.port);
             match &internal_target {
-                Some(c) => _ = service_ips.entry(key).or_insert_with(|| format!("goto {c}")),
-                None => _ = no_ep_ips.entry(key).or_insert_with(|| "goto reject-chain".into()),
+                Some(c) => {
+                    _ = service_ips
+                        .entry(key)
+                        .or_insert_with(|| format!("goto {c}"))
+                }
+                None => {
+                    _ = no_ep_ips
+                        .entry(key)
+                        .or_insert_with(|| "goto reject-chain".into())
+                }
             }
         }
         for ip in sp.external_ips.iter().chain(&sp.load_balancer_ips) {
             let key = format!("{ip} . {proto} . {}", sp.port);
             match &external_target {
-                Some(c) => _ = service_ips.entry(key).or_insert_with(|| format!("goto {c}")),
-                None => _ = no_ep_ips.entry(key).or_insert_with(|| "goto reject-chain".into()),
+                Some(c) => {
+                    _ = service_ips
+                        .entry(key)
+                        .or_insert_with(|| format!("goto {c}"))
+                }
+                None => {
+                    _ = no_ep_ips
+                        .entry(key)
+                        .or_insert_with(|| "goto reject-chain".into())
+                }
             }
         }
         if let Some(np) = sp.node_port {
             let key = format!("{proto} . {np}");
             match &external_target {
                 Some(c) => _ = node_ports.entry(key).or_insert_with(|| format!("goto {c}")),
-                None => _ = no_ep_ports.entry(key).or_insert_with(|| "goto reject-chain".into()),
+                None => {
+                    _ = no_ep_ports
+                        .entry(key)
+                        .or_insert_with(|| "goto reject-chain".into())
+                }
             }
         }
     }
@@ -351,17 +462,28 @@ pub fn generate(table: &str, node: &NodeFacts, ports: &[ServicePort]) -> Ruleset
         is_map: true,
         definition: format!("type {key} : verdict;"),
         dynamic: false,
-        elements: elems.into_iter().map(|(k, v)| format!("{k} : {v}")).collect(),
+        elements: elems
+            .into_iter()
+            .map(|(k, v)| format!("{k} : {v}"))
+            .collect(),
     };
     let addr_port = "ipv4_addr . inet_proto . inet_service";
     let mut all_sets = vec![
         verdict_map("service-ips", addr_port, service_ips),
         verdict_map("service-nodeports", "inet_proto . inet_service", node_ports),
         verdict_map("no-endpoint-services", addr_port, no_ep_ips),
-        verdict_map("no-endpoint-nodeports", "inet_proto . inet_service", no_ep_ports),
+        verdict_map(
+            "no-endpoint-nodeports",
+            "inet_proto . inet_service",
+            no_ep_ports,
+        ),
     ];
     all_sets.extend(sets);
-    Ruleset { table: table.into(), sets: all_sets, chains }
+    Ruleset {
+        table: table.into(),
+        sets: all_sets,
+        chains,
+    }
 }
 
 #[cfg(test)]
@@ -379,7 +501,14 @@ mod tests {
     }
 
     fn ep(ip: [u8; 4], ready: bool, node: &str) -> Endpoint {
-        Endpoint { ip: Ipv4Addr::from(ip), port: 8080, ready, serving: ready, terminating: false, node: Some(node.into()) }
+        Endpoint {
+            ip: Ipv4Addr::from(ip),
+            port: 8080,
+            ready,
+            serving: ready,
+            terminating: false,
+            node: Some(node.into()),
+        }
     }
 
     fn port(name: &str, eps: Vec<Endpoint>) -> ServicePort {
@@ -402,7 +531,10 @@ mod tests {
     }
 
     fn rules(r: &Ruleset, chain: &str) -> Vec<String> {
-        r.chain(chain).unwrap_or_else(|| panic!("no chain {chain}")).rules.clone()
+        r.chain(chain)
+            .unwrap_or_else(|| panic!("no chain {chain}"))
+            .rules
+            .clone()
     }
 
     fn elements(r: &Ruleset, set: &str) -> Vec<String> {
@@ -413,21 +545,37 @@ mod tests {
     fn the_service_cidr_is_rejected_before_anything_else_is_programmed() {
         let r = generate("kaji-proxy", &node(), &[]);
         let checks = rules(&r, "service-checks");
-        assert_eq!(checks[checks.len() - 2], "ip daddr 10.43.0.0/16 meta l4proto tcp reject with tcp reset");
+        assert_eq!(
+            checks[checks.len() - 2],
+            "ip daddr 10.43.0.0/16 meta l4proto tcp reject with tcp reset"
+        );
         assert_eq!(checks[checks.len() - 1], "ip daddr 10.43.0.0/16 reject");
         // The node's DNS server is the only thing in the range that is let through.
         assert_eq!(checks[0], "ip daddr 10.43.0.10 udp dport 53 accept");
         for hook in ["filter-input", "filter-forward", "filter-output"] {
-            assert_eq!(rules(&r, hook).last().unwrap(), "ct state new jump service-checks");
+            assert_eq!(
+                rules(&r, hook).last().unwrap(),
+                "ct state new jump service-checks"
+            );
         }
         assert!(elements(&r, "service-ips").is_empty());
     }
 
     #[test]
     fn a_cluster_ip_balances_randomly_over_ready_endpoints() {
-        let sp = port("web", vec![ep([10, 42, 0, 5], true, "n1"), ep([10, 42, 0, 6], true, "n2"), ep([10, 42, 0, 7], false, "n1")]);
+        let sp = port(
+            "web",
+            vec![
+                ep([10, 42, 0, 5], true, "n1"),
+                ep([10, 42, 0, 6], true, "n2"),
+                ep([10, 42, 0, 7], false, "n1"),
+            ],
+        );
         let r = generate("t", &node(), &[sp]);
-        assert_eq!(elements(&r, "service-ips"), vec!["10.43.1.1 . tcp . 80 : goto svc-default/web/tcp/http"]);
+        assert_eq!(
+            elements(&r, "service-ips"),
+            vec!["10.43.1.1 . tcp . 80 : goto svc-default/web/tcp/http"]
+        );
         assert_eq!(
             rules(&r, "svc-default/web/tcp/http"),
             vec![
@@ -437,9 +585,16 @@ mod tests {
         );
         assert_eq!(
             rules(&r, "sep-default/web/tcp/http__10.42.0.5/8080"),
-            vec!["ip saddr 10.42.0.5 jump mark-for-masquerade", "meta l4proto tcp dnat ip to 10.42.0.5:8080"]
+            vec![
+                "ip saddr 10.42.0.5 jump mark-for-masquerade",
+                "meta l4proto tcp dnat ip to 10.42.0.5:8080"
+            ]
         );
-        assert!(r.chain("sep-default/web/tcp/http__10.42.0.7/8080").is_none(), "a not-ready endpoint gets no traffic");
+        assert!(
+            r.chain("sep-default/web/tcp/http__10.42.0.7/8080")
+                .is_none(),
+            "a not-ready endpoint gets no traffic"
+        );
     }
 
     #[test]
@@ -448,9 +603,19 @@ mod tests {
         old.serving = true;
         old.terminating = true;
         let r = generate("t", &node(), &[port("web", vec![old.clone()])]);
-        assert!(rules(&r, "svc-default/web/tcp/http")[1].contains("mod 1 vmap { 0 : goto sep-default/web/tcp/http__10.42.0.5/8080 }"));
-        let r = generate("t", &node(), &[port("web", vec![old, ep([10, 42, 0, 6], true, "n1")])]);
-        assert!(rules(&r, "svc-default/web/tcp/http")[1].contains("mod 1 vmap { 0 : goto sep-default/web/tcp/http__10.42.0.6/8080 }"));
+        assert!(
+            rules(&r, "svc-default/web/tcp/http")[1]
+                .contains("mod 1 vmap { 0 : goto sep-default/web/tcp/http__10.42.0.5/8080 }")
+        );
+        let r = generate(
+            "t",
+            &node(),
+            &[port("web", vec![old, ep([10, 42, 0, 6], true, "n1")])],
+        );
+        assert!(
+            rules(&r, "svc-default/web/tcp/http")[1]
+                .contains("mod 1 vmap { 0 : goto sep-default/web/tcp/http__10.42.0.6/8080 }")
+        );
     }
 
     #[test]
@@ -458,8 +623,14 @@ mod tests {
         let mut sp = port("empty", vec![]);
         sp.node_port = Some(30080);
         let r = generate("t", &node(), &[sp]);
-        assert_eq!(elements(&r, "no-endpoint-services"), vec!["10.43.1.1 . tcp . 80 : goto reject-chain"]);
-        assert_eq!(elements(&r, "no-endpoint-nodeports"), vec!["tcp . 30080 : goto reject-chain"]);
+        assert_eq!(
+            elements(&r, "no-endpoint-services"),
+            vec!["10.43.1.1 . tcp . 80 : goto reject-chain"]
+        );
+        assert_eq!(
+            elements(&r, "no-endpoint-nodeports"),
+            vec!["tcp . 30080 : goto reject-chain"]
+        );
         assert!(elements(&r, "service-ips").is_empty());
         assert!(r.chain("svc-default/empty/tcp/http").is_none());
     }
@@ -471,7 +642,10 @@ mod tests {
         sp.external_ips = vec![Ipv4Addr::new(192, 0, 2, 50)];
         sp.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 2)];
         let r = generate("t", &node(), &[sp]);
-        assert_eq!(elements(&r, "service-nodeports"), vec!["tcp . 30080 : goto ext-default/np/tcp/http"]);
+        assert_eq!(
+            elements(&r, "service-nodeports"),
+            vec!["tcp . 30080 : goto ext-default/np/tcp/http"]
+        );
         assert_eq!(
             elements(&r, "service-ips"),
             vec![
@@ -480,13 +654,25 @@ mod tests {
                 "192.0.2.50 . tcp . 80 : goto ext-default/np/tcp/http",
             ]
         );
-        assert_eq!(rules(&r, "ext-default/np/tcp/http"), vec!["jump mark-for-masquerade", "goto svc-default/np/tcp/http"]);
-        assert_eq!(rules(&r, "services")[1], "fib daddr type local meta l4proto . th dport vmap @service-nodeports");
+        assert_eq!(
+            rules(&r, "ext-default/np/tcp/http"),
+            vec!["jump mark-for-masquerade", "goto svc-default/np/tcp/http"]
+        );
+        assert_eq!(
+            rules(&r, "services")[1],
+            "fib daddr type local meta l4proto . th dport vmap @service-nodeports"
+        );
     }
 
     #[test]
     fn external_traffic_policy_local_keeps_the_source_and_the_node() {
-        let mut sp = port("local", vec![ep([10, 42, 0, 5], true, "n1"), ep([10, 42, 1, 5], true, "n2")]);
+        let mut sp = port(
+            "local",
+            vec![
+                ep([10, 42, 0, 5], true, "n1"),
+                ep([10, 42, 1, 5], true, "n2"),
+            ],
+        );
         sp.node_port = Some(30081);
         sp.external_local = true;
         let r = generate("t", &node(), &[sp.clone()]);
@@ -500,7 +686,12 @@ mod tests {
             ]
         );
         let local = rules(&r, "local-default/local/tcp/http");
-        assert_eq!(local, vec!["numgen random mod 1 vmap { 0 : goto sep-default/local/tcp/http__10.42.0.5/8080 }"]);
+        assert_eq!(
+            local,
+            vec![
+                "numgen random mod 1 vmap { 0 : goto sep-default/local/tcp/http__10.42.0.5/8080 }"
+            ]
+        );
         // No local endpoint: external traffic is dropped (upstream), cluster traffic still flows.
         sp.endpoints = vec![ep([10, 42, 1, 5], true, "n2")];
         let r = generate("t", &node(), &[sp]);
@@ -510,14 +701,29 @@ mod tests {
 
     #[test]
     fn internal_traffic_policy_local_uses_only_this_nodes_endpoints() {
-        let mut sp = port("itp", vec![ep([10, 42, 0, 5], true, "n1"), ep([10, 42, 1, 5], true, "n2")]);
+        let mut sp = port(
+            "itp",
+            vec![
+                ep([10, 42, 0, 5], true, "n1"),
+                ep([10, 42, 1, 5], true, "n2"),
+            ],
+        );
         sp.internal_local = true;
         let r = generate("t", &node(), &[sp.clone()]);
-        assert_eq!(elements(&r, "service-ips"), vec!["10.43.1.1 . tcp . 80 : goto local-default/itp/tcp/http"]);
-        assert!(rules(&r, "local-default/itp/tcp/http")[1].contains("mod 1 vmap { 0 : goto sep-default/itp/tcp/http__10.42.0.5/8080 }"));
+        assert_eq!(
+            elements(&r, "service-ips"),
+            vec!["10.43.1.1 . tcp . 80 : goto local-default/itp/tcp/http"]
+        );
+        assert!(
+            rules(&r, "local-default/itp/tcp/http")[1]
+                .contains("mod 1 vmap { 0 : goto sep-default/itp/tcp/http__10.42.0.5/8080 }")
+        );
         sp.endpoints = vec![ep([10, 42, 1, 5], true, "n2")];
         let r = generate("t", &node(), &[sp]);
-        assert_eq!(elements(&r, "no-endpoint-services"), vec!["10.43.1.1 . tcp . 80 : goto reject-chain"]);
+        assert_eq!(
+            elements(&r, "no-endpoint-services"),
+            vec!["10.43.1.1 . tcp . 80 : goto reject-chain"]
+        );
     }
 
     #[test]
@@ -525,14 +731,22 @@ mod tests {
         let mut sp = port("sticky", vec![ep([10, 42, 0, 5], true, "n1")]);
         sp.affinity_timeout = Some(60);
         let r = generate("t", &node(), &[sp]);
-        let set = r.set("affinity-default/sticky/tcp/http__10.42.0.5/8080").unwrap();
+        let set = r
+            .set("affinity-default/sticky/tcp/http__10.42.0.5/8080")
+            .unwrap();
         assert!(set.dynamic);
-        assert_eq!(set.definition, "type ipv4_addr; flags dynamic,timeout; timeout 60s;");
+        assert_eq!(
+            set.definition,
+            "type ipv4_addr; flags dynamic,timeout; timeout 60s;"
+        );
         assert_eq!(
             rules(&r, "svc-default/sticky/tcp/http")[1],
             "ip saddr @affinity-default/sticky/tcp/http__10.42.0.5/8080 goto sep-default/sticky/tcp/http__10.42.0.5/8080"
         );
-        assert_eq!(rules(&r, "sep-default/sticky/tcp/http__10.42.0.5/8080")[1], "update @affinity-default/sticky/tcp/http__10.42.0.5/8080 { ip saddr }");
+        assert_eq!(
+            rules(&r, "sep-default/sticky/tcp/http__10.42.0.5/8080")[1],
+            "update @affinity-default/sticky/tcp/http__10.42.0.5/8080 { ip saddr }"
+        );
         // Affinity sets survive a sync: they are never flushed.
         let tx = r.transaction(Some(&r));
         assert!(!tx.contains("flush set inet t affinity-"));
@@ -550,9 +764,15 @@ mod tests {
         let r = generate("t", &node(), &[dns, dns_tcp]);
         assert_eq!(
             elements(&r, "service-ips"),
-            vec!["10.43.1.1 . tcp . 53 : goto svc-default/dns/tcp/dns", "10.43.1.1 . udp . 53 : goto svc-default/dns/udp/dns"]
+            vec![
+                "10.43.1.1 . tcp . 53 : goto svc-default/dns/tcp/dns",
+                "10.43.1.1 . udp . 53 : goto svc-default/dns/udp/dns"
+            ]
         );
-        assert!(rules(&r, "sep-default/dns/udp/dns__10.42.0.5/8080").contains(&"meta l4proto udp dnat ip to 10.42.0.5:8080".to_string()));
+        assert!(
+            rules(&r, "sep-default/dns/udp/dns__10.42.0.5/8080")
+                .contains(&"meta l4proto udp dnat ip to 10.42.0.5:8080".to_string())
+        );
     }
 
     #[test]
@@ -561,12 +781,19 @@ mod tests {
         let mut b = port("b", vec![ep([10, 42, 0, 6], true, "n1")]);
         b.cluster_ip = a.cluster_ip;
         let r = generate("t", &node(), &[a, b]);
-        assert_eq!(elements(&r, "service-ips"), vec!["10.43.1.1 . tcp . 80 : goto svc-default/a/tcp/http"]);
+        assert_eq!(
+            elements(&r, "service-ips"),
+            vec!["10.43.1.1 . tcp . 80 : goto svc-default/a/tcp/http"]
+        );
     }
 
     #[test]
     fn a_sync_deletes_what_is_gone_and_a_first_load_replaces_the_table() {
-        let old = generate("t", &node(), &[port("web", vec![ep([10, 42, 0, 5], true, "n1")])]);
+        let old = generate(
+            "t",
+            &node(),
+            &[port("web", vec![ep([10, 42, 0, 5], true, "n1")])],
+        );
         let new = generate("t", &node(), &[]);
         let tx = new.transaction(Some(&old));
         assert!(tx.starts_with("add table inet t\nflush table inet t\n"));
@@ -581,7 +808,13 @@ mod tests {
     /// Needs root and nftables, as the proxy does.
     #[test]
     fn every_feature_loads_in_the_kernel() {
-        let mut a = port("a", vec![ep([10, 42, 0, 5], true, "n1"), ep([10, 42, 1, 5], true, "n2")]);
+        let mut a = port(
+            "a",
+            vec![
+                ep([10, 42, 0, 5], true, "n1"),
+                ep([10, 42, 1, 5], true, "n2"),
+            ],
+        );
         a.node_port = Some(30080);
         a.external_ips = vec![Ipv4Addr::new(192, 0, 2, 50)];
         a.external_local = true;
@@ -607,7 +840,11 @@ mod tests {
                 .expect("nft (nftables) must be installed; the proxy needs it");
             std::io::Write::write_all(&mut child.stdin.take().unwrap(), tx.as_bytes()).unwrap();
             let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "nft -c refused the ruleset:\n{}\n{tx}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "nft -c refused the ruleset:\n{}\n{tx}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
