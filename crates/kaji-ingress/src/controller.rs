@@ -3,8 +3,8 @@
 //! Ingress's `status.loadBalancer` pointing at the node.
 
 use crate::class;
+use crate::events::{self, Problem};
 use crate::snapshot::{ClusterState, Snapshot, SnapshotHandle};
-use crate::tls::TlsProblem;
 use anyhow::Context;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -107,9 +107,9 @@ pub async fn run(
     tracing::info!(class = class_name, "ingress caches synced");
 
     let (served_tx, served_rx) = watch::channel(Vec::<Arc<Ingress>>::new());
-    tokio::spawn(status_writer(client, node_ips, served_rx));
+    tokio::spawn(status_writer(client.clone(), node_ips, served_rx));
 
-    let mut last_problems: Vec<TlsProblem> = Vec::new();
+    let mut last_problems: Vec<Problem> = Vec::new();
     loop {
         let ingresses = stores.ingresses.state();
         let classes = stores.classes.state();
@@ -127,12 +127,22 @@ pub async fn run(
         let (snap, problems) = Snapshot::build(&state);
         snapshot.store(snap);
         if problems != last_problems {
+            // Each problem is reported once, when it appears.
             for p in problems.iter().filter(|p| !last_problems.contains(p)) {
                 tracing::warn!(
                     ingress = format!("{}/{}", p.namespace, p.ingress),
-                    "{}; serving the default certificate instead",
+                    reason = p.reason,
+                    "{}",
                     p.message
                 );
+                let ing = ingresses.iter().find(|i| {
+                    i.metadata.namespace.as_deref() == Some(p.namespace.as_str())
+                        && i.metadata.name.as_deref() == Some(p.ingress.as_str())
+                });
+                if let Some(ing) = ing.cloned() {
+                    let (client, p) = (client.clone(), p.clone());
+                    tokio::spawn(async move { events::record(client, &ing, &p).await });
+                }
             }
             last_problems = problems;
         }

@@ -8,9 +8,11 @@
 //!   one from a snapshot, without an API server).
 //! - [`controller`]: the watches that rebuild the snapshot, and the Ingress status writer.
 //! - [`class`]: which Ingresses are ours, and the IngressClass created at start.
+//! - [`events`]: Warning Events for missing Services and Secrets.
 
 pub mod class;
 pub mod controller;
+pub mod events;
 pub mod headers;
 pub mod proxy;
 pub mod routing;

@@ -9,6 +9,7 @@
 //!   the rules without host (as Traefik, k3s's controller, does), then to `spec.defaultBackend`;
 //! - when several Ingresses claim the same host and path, the oldest one wins (as ingress-nginx).
 
+use crate::events::{Problem, REASON_SERVICE_NOT_FOUND};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -172,10 +173,38 @@ impl RoutingTable {
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
     ) -> Self {
+        Self::build_reporting(ingresses, services, slices).0
+    }
+
+    /// [`build`](Self::build), also reporting backends whose Service does not exist.
+    pub fn build_reporting(
+        ingresses: &[&Ingress],
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> (Self, Vec<Problem>) {
         let resolver = Resolver::new(services, slices);
         let mut table = RoutingTable::default();
+        let mut problems: Vec<Problem> = Vec::new();
         for ing in oldest_first(ingresses) {
             let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+            let ing_name = ing.metadata.name.as_deref().unwrap_or("");
+            let mut report_missing = |b: &IngressBackend| {
+                let Some(svc) = b.service.as_ref() else {
+                    return;
+                };
+                if resolver.services.contains_key(&(ns, svc.name.as_str())) {
+                    return;
+                }
+                let p = Problem {
+                    namespace: ns.to_string(),
+                    ingress: ing_name.to_string(),
+                    reason: REASON_SERVICE_NOT_FOUND,
+                    message: format!("Service \"{ns}/{}\" not found", svc.name),
+                };
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            };
             let Some(spec) = ing.spec.as_ref() else {
                 continue;
             };
@@ -183,6 +212,9 @@ impl RoutingTable {
                 && table.default_backend.is_none()
             {
                 table.default_backend = Some(resolver.resolve(ns, b));
+            }
+            if let Some(b) = spec.default_backend.as_ref() {
+                report_missing(b);
             }
             for rule in spec.rules.iter().flatten() {
                 let Some(http) = rule.http.as_ref() else {
@@ -197,6 +229,7 @@ impl RoutingTable {
                     table.exact_hosts.entry(host).or_default()
                 };
                 for p in &http.paths {
+                    report_missing(&p.backend);
                     let raw = p.path.as_deref().unwrap_or("");
                     let rule = match p.path_type.as_str() {
                         "Exact" if raw.starts_with('/') => PathRule {
@@ -227,7 +260,7 @@ impl RoutingTable {
         for rules in table.wildcard_hosts.values_mut() {
             rules.sort();
         }
-        table
+        (table, problems)
     }
 
     /// Where a request for `host` (Host header, may carry a port) and `path` goes.
@@ -774,6 +807,10 @@ pub(crate) mod tests {
         assert!(
             matches!(t.route("h", "/empty"), Route::Unavailable(r) if r.contains("no endpoints"))
         );
+        let (_, problems) = RoutingTable::build_reporting(&[&ing], &svcs, &[]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].reason, REASON_SERVICE_NOT_FOUND);
+        assert_eq!(problems[0].message, "Service \"default/missing\" not found");
         // A Service in another namespace does not count.
         let other = vec![service(
             "other",

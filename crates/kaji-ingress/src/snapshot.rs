@@ -2,8 +2,9 @@
 //! on every change and swapped in behind a short read lock.
 
 use crate::class;
+use crate::events::Problem;
 use crate::routing::RoutingTable;
-use crate::tls::{CertTable, TlsProblem};
+use crate::tls::CertTable;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -42,11 +43,14 @@ impl ClusterState<'_> {
 }
 
 impl Snapshot {
-    /// A pure function of the cluster state; also returns the `spec.tls` entries it could not honour.
-    pub fn build(state: &ClusterState<'_>) -> (Self, Vec<TlsProblem>) {
+    /// A pure function of the cluster state; also returns what served Ingresses ask for that
+    /// does not exist (Services, TLS Secrets).
+    pub fn build(state: &ClusterState<'_>) -> (Self, Vec<Problem>) {
         let served = state.served();
-        let routes = RoutingTable::build(&served, state.services, state.endpoint_slices);
-        let (certs, problems) = CertTable::build(&served, state.secrets);
+        let (routes, mut problems) =
+            RoutingTable::build_reporting(&served, state.services, state.endpoint_slices);
+        let (certs, tls_problems) = CertTable::build(&served, state.secrets);
+        problems.extend(tls_problems);
         (Self { routes, certs }, problems)
     }
 }

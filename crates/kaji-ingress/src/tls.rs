@@ -2,6 +2,7 @@
 //! Ingress's namespace), chosen by SNI; a self-signed default certificate for everything else
 //! (as ingress-nginx's "Kubernetes Ingress Controller Fake Certificate").
 
+use crate::events::{Problem, REASON_INVALID_SECRET, REASON_SECRET_NOT_FOUND};
 use crate::routing::{normalize_host, oldest_first};
 use crate::snapshot::SnapshotHandle;
 use anyhow::{Context, bail};
@@ -15,15 +16,6 @@ use std::sync::Arc;
 pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
 pub const DEFAULT_CERT_CN: &str = "Kaji Ingress Default Certificate";
 
-/// A `spec.tls` entry that could not be honoured (its hosts get the default certificate).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsProblem {
-    pub namespace: String,
-    pub ingress: String,
-    pub secret: String,
-    pub message: String,
-}
-
 /// SNI host -> certificate, from every served Ingress's `spec.tls`.
 #[derive(Clone, Debug, Default)]
 pub struct CertTable {
@@ -33,8 +25,9 @@ pub struct CertTable {
 }
 
 impl CertTable {
-    /// Builds the table; the oldest Ingress wins a host claimed twice.
-    pub fn build(ingresses: &[&Ingress], secrets: &[Arc<Secret>]) -> (Self, Vec<TlsProblem>) {
+    /// Builds the table; the oldest Ingress wins a host claimed twice. Entries whose Secret is
+    /// missing or invalid are reported (their hosts get the default certificate).
+    pub fn build(ingresses: &[&Ingress], secrets: &[Arc<Secret>]) -> (Self, Vec<Problem>) {
         let by_name: HashMap<(&str, &str), &Secret> = secrets
             .iter()
             .filter_map(|s| {
@@ -47,8 +40,8 @@ impl CertTable {
                 ))
             })
             .collect();
-        let mut parsed: HashMap<(String, String), Result<Arc<CertifiedKey>, String>> =
-            HashMap::new();
+        type Parsed = Result<Arc<CertifiedKey>, (&'static str, String)>;
+        let mut parsed: HashMap<(String, String), Parsed> = HashMap::new();
         let mut table = CertTable::default();
         let mut problems = Vec::new();
         for ing in oldest_first(ingresses) {
@@ -62,19 +55,29 @@ impl CertTable {
                 let cert = parsed
                     .entry(key)
                     .or_insert_with(|| match by_name.get(&(ns, secret_name)) {
-                        None => Err(format!("secret {ns}/{secret_name} not found")),
+                        None => Err((
+                            REASON_SECRET_NOT_FOUND,
+                            format!(
+                                "Secret \"{ns}/{secret_name}\" not found; using the default certificate"
+                            ),
+                        )),
                         Some(s) => certified_key_from_secret(s).map(Arc::new).map_err(|e| {
-                            format!("secret {ns}/{secret_name} is not a valid TLS secret: {e:#}")
+                            (
+                                REASON_INVALID_SECRET,
+                                format!(
+                                    "Secret \"{ns}/{secret_name}\" is not a valid TLS secret ({e:#}); using the default certificate"
+                                ),
+                            )
                         }),
                     })
                     .clone();
                 let cert = match cert {
                     Ok(c) => c,
-                    Err(message) => {
-                        problems.push(TlsProblem {
+                    Err((reason, message)) => {
+                        problems.push(Problem {
                             namespace: ns.to_string(),
                             ingress: name.to_string(),
-                            secret: secret_name.to_string(),
+                            reason,
                             message,
                         });
                         continue;
@@ -295,6 +298,16 @@ pub(crate) mod tests {
         assert!(t.is_empty());
         let msgs: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(msgs.len(), 4, "{msgs:?}");
+        let reasons: Vec<_> = problems.iter().map(|p| p.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                REASON_SECRET_NOT_FOUND,
+                REASON_INVALID_SECRET,
+                REASON_INVALID_SECRET,
+                REASON_INVALID_SECRET
+            ]
+        );
         assert!(msgs[0].contains("not found"));
         assert!(msgs[1].contains("Opaque"));
         assert!(msgs[2].contains("does not match"), "{}", msgs[2]);
