@@ -381,3 +381,66 @@ async fn garbage_input_does_not_bring_the_server_down() {
     let (status, _) = http_get(s.http, "app.test", "/").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_refusing_endpoint_is_skipped_for_requests_without_body() {
+    let live = start_backend().await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr")
+        // Dropped here: connecting to it is refused.
+    };
+    let ing = ingress(
+        "default",
+        "web",
+        "2024-01-01T00:00:00Z",
+        json!({"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}),
+    );
+    let services = vec![service(
+        "default",
+        "web",
+        json!([{"name": "http", "port": 80}]),
+    )];
+    let mut dead_slice = (*slice(
+        "default",
+        "web",
+        "http",
+        i32::from(dead.port()),
+        &[("127.0.0.1", true, true, false)],
+    ))
+    .clone();
+    dead_slice.metadata.name = Some("web-dead".into());
+    let slices = vec![
+        slice(
+            "default",
+            "web",
+            "http",
+            i32::from(live.port()),
+            &[("127.0.0.1", true, true, false)],
+        ),
+        Arc::new(dead_slice),
+    ];
+    let routes = crate::routing::RoutingTable::build(&[&ing], &services, &slices);
+    let handle = SnapshotHandle::new(Snapshot {
+        routes,
+        certs: Default::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, handle, None));
+    for i in 0..6 {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("/{i}"))
+            .header(header::HOST, "x")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+    }
+}
