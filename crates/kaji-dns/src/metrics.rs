@@ -267,4 +267,26 @@ mod tests {
         assert!(text.contains("coredns_dns_request_duration_seconds_count{"));
         assert!(text.contains("coredns_forward_requests_total{to=\"127.0.0.1:5353\"} 1"));
     }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let m = std::sync::Arc::new(Metrics::new("dns://127.0.0.1:53".into()));
+        m.request(Proto::Udp, false, wire::TYPE_AAAA);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_metrics(listener, m));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let page = get("/metrics").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("type=\"AAAA\"} 1"));
+        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+    }
 }
