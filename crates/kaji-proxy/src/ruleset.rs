@@ -111,62 +111,148 @@ impl Ruleset {
             + self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
     }
 
-    /// One `nft -f` transaction that makes the kernel's table equal to this ruleset. With
-    /// `previous` (what was loaded last), the table is flushed and refilled in place, and chains
-    /// and sets that are gone are deleted; dynamic sets keep their elements. Without it the table
-    /// is deleted and created anew. Either way the kernel applies all of it or none of it.
+    /// One `nft -f` transaction that makes the kernel's table equal to this ruleset. Without
+    /// `previous` the table is deleted and created anew. With `previous` (what was loaded last)
+    /// only the difference is sent, as upstream's partial syncs: new chains are added, chains
+    /// whose rules changed are flushed and refilled, map elements are added and deleted one by
+    /// one, and chains and sets that are gone are deleted; dynamic sets keep their elements.
+    /// Either way the kernel applies all of it or none of it.
     pub fn transaction(&self, previous: Option<&Ruleset>) -> String {
         let t = &self.table;
         let mut out = String::with_capacity(256 + self.rule_count() * 64);
+        let Some(prev) = previous else {
+            let _ = writeln!(
+                out,
+                "add table inet {t}\ndelete table inet {t}\nadd table inet {t}"
+            );
+            for c in &self.chains {
+                add_chain(&mut out, t, c);
+            }
+            for s in &self.sets {
+                add_set(&mut out, t, s);
+                add_elements(&mut out, t, &s.name, s.elements.iter());
+            }
+            for c in &self.chains {
+                add_rules(&mut out, t, c);
+            }
+            return out;
+        };
+        let old_chains: BTreeMap<&str, &Chain> =
+            prev.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+        let old_sets: BTreeMap<&str, &Set> =
+            prev.sets.iter().map(|s| (s.name.as_str(), s)).collect();
         let _ = writeln!(out, "add table inet {t}");
-        if previous.is_some() {
-            let _ = writeln!(out, "flush table inet {t}");
-        } else {
-            let _ = writeln!(out, "delete table inet {t}");
-            let _ = writeln!(out, "add table inet {t}");
+        // 1. New chains exist before anything points at them.
+        for c in self
+            .chains
+            .iter()
+            .filter(|c| !old_chains.contains_key(c.name.as_str()))
+        {
+            add_chain(&mut out, t, c);
         }
-        for c in &self.chains {
-            match &c.hook {
-                Some(h) => _ = writeln!(out, "add chain inet {t} {} {{ {h} }}", c.name),
-                None => _ = writeln!(out, "add chain inet {t} {}", c.name),
-            }
-        }
+        // 2. Sets and map elements: deletions first (a changed verdict is a delete and an add).
         for s in &self.sets {
-            let kind = if s.is_map { "map" } else { "set" };
-            let _ = writeln!(out, "add {kind} inet {t} {} {{ {} }}", s.name, s.definition);
-            if previous.is_some() && !s.dynamic {
-                let _ = writeln!(out, "flush {kind} inet {t} {}", s.name);
-            }
-            for chunk in s.elements.chunks(1000) {
-                let _ = writeln!(
-                    out,
-                    "add element inet {t} {} {{ {} }}",
-                    s.name,
-                    chunk.join(", ")
-                );
+            match old_sets.get(s.name.as_str()) {
+                None => {
+                    add_set(&mut out, t, s);
+                    add_elements(&mut out, t, &s.name, s.elements.iter());
+                }
+                Some(old) if old.definition != s.definition => {
+                    let kind = if s.is_map { "map" } else { "set" };
+                    let _ = writeln!(out, "delete {kind} inet {t} {}", s.name);
+                    add_set(&mut out, t, s);
+                    add_elements(&mut out, t, &s.name, s.elements.iter());
+                }
+                Some(_) if s.dynamic => {}
+                Some(old) => {
+                    let want: BTreeSet<&String> = s.elements.iter().collect();
+                    let had: BTreeSet<&String> = old.elements.iter().collect();
+                    let gone: Vec<String> = had
+                        .difference(&want)
+                        .map(|e| element_key(e).to_string())
+                        .collect();
+                    for chunk in gone.chunks(1000) {
+                        let _ = writeln!(
+                            out,
+                            "delete element inet {t} {} {{ {} }}",
+                            s.name,
+                            chunk.join(", ")
+                        );
+                    }
+                    add_elements(&mut out, t, &s.name, want.difference(&had).copied());
+                }
             }
         }
+        // 3. Rules: new chains filled, changed chains flushed and refilled.
         for c in &self.chains {
-            for r in &c.rules {
-                let _ = writeln!(out, "add rule inet {t} {} {r}", c.name);
+            match old_chains.get(c.name.as_str()) {
+                None => add_rules(&mut out, t, c),
+                Some(old) if old.rules != c.rules => {
+                    let _ = writeln!(out, "flush chain inet {t} {}", c.name);
+                    add_rules(&mut out, t, c);
+                }
+                Some(_) => {}
             }
         }
-        if let Some(prev) = previous {
-            let chains: BTreeSet<&str> = self.chains.iter().map(|c| c.name.as_str()).collect();
-            for c in prev
-                .chains
-                .iter()
-                .filter(|c| !chains.contains(c.name.as_str()))
-            {
-                let _ = writeln!(out, "delete chain inet {t} {}", c.name);
-            }
-            let sets: BTreeSet<&str> = self.sets.iter().map(|s| s.name.as_str()).collect();
-            for s in prev.sets.iter().filter(|s| !sets.contains(s.name.as_str())) {
-                let kind = if s.is_map { "map" } else { "set" };
-                let _ = writeln!(out, "delete {kind} inet {t} {}", s.name);
-            }
+        // 4. What is gone, now that nothing points at it.
+        let chains: BTreeSet<&str> = self.chains.iter().map(|c| c.name.as_str()).collect();
+        for c in prev
+            .chains
+            .iter()
+            .filter(|c| !chains.contains(c.name.as_str()))
+        {
+            let _ = writeln!(
+                out,
+                "flush chain inet {t} {}\ndelete chain inet {t} {}",
+                c.name, c.name
+            );
+        }
+        let sets: BTreeSet<&str> = self.sets.iter().map(|s| s.name.as_str()).collect();
+        for s in prev.sets.iter().filter(|s| !sets.contains(s.name.as_str())) {
+            let kind = if s.is_map { "map" } else { "set" };
+            let _ = writeln!(out, "delete {kind} inet {t} {}", s.name);
         }
         out
+    }
+}
+
+/// The key of a set or map element (`k : verdict` -> `k`).
+fn element_key(e: &str) -> &str {
+    e.split_once(" : ").map_or(e, |(k, _)| k)
+}
+
+fn add_chain(out: &mut String, t: &str, c: &Chain) {
+    match &c.hook {
+        Some(h) => _ = writeln!(out, "add chain inet {t} {} {{ {h} }}", c.name),
+        None => _ = writeln!(out, "add chain inet {t} {}", c.name),
+    }
+}
+
+fn add_set(out: &mut String, t: &str, s: &Set) {
+    let kind = if s.is_map { "map" } else { "set" };
+    let _ = writeln!(out, "add {kind} inet {t} {} {{ {} }}", s.name, s.definition);
+}
+
+fn add_elements<'a>(
+    out: &mut String,
+    t: &str,
+    set: &str,
+    elements: impl Iterator<Item = &'a String>,
+) {
+    let all: Vec<&String> = elements.collect();
+    for chunk in all.chunks(1000) {
+        let joined: Vec<&str> = chunk.iter().map(|e| e.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "add element inet {t} {set} {{ {} }}",
+            joined.join(", ")
+        );
+    }
+}
+
+fn add_rules(out: &mut String, t: &str, c: &Chain) {
+    for r in &c.rules {
+        let _ = writeln!(out, "add rule inet {t} {} {r}", c.name);
     }
 }
 
@@ -747,10 +833,8 @@ mod tests {
             rules(&r, "sep-default/sticky/tcp/http__10.42.0.5/8080")[1],
             "update @affinity-default/sticky/tcp/http__10.42.0.5/8080 { ip saddr }"
         );
-        // Affinity sets survive a sync: they are never flushed.
-        let tx = r.transaction(Some(&r));
-        assert!(!tx.contains("flush set inet t affinity-"));
-        assert!(tx.contains("flush map inet t service-ips"));
+        // Affinity sets survive a sync: an unchanged ruleset sends nothing but the table.
+        assert_eq!(r.transaction(Some(&r)), "add table inet t\n");
     }
 
     #[test]
@@ -796,9 +880,33 @@ mod tests {
         );
         let new = generate("t", &node(), &[]);
         let tx = new.transaction(Some(&old));
-        assert!(tx.starts_with("add table inet t\nflush table inet t\n"));
-        assert!(tx.contains("delete chain inet t svc-default/web/tcp/http\n"));
-        assert!(tx.contains("delete chain inet t sep-default/web/tcp/http__10.42.0.5/8080\n"));
+        assert_eq!(
+            tx,
+            "add table inet t\n\
+             delete element inet t service-ips { 10.43.1.1 . tcp . 80 }\n\
+             flush chain inet t svc-default/web/tcp/http\ndelete chain inet t svc-default/web/tcp/http\n\
+             flush chain inet t sep-default/web/tcp/http__10.42.0.5/8080\ndelete chain inet t sep-default/web/tcp/http__10.42.0.5/8080\n"
+        );
+        // One more endpoint: its chain is added and only the service's chain is refilled.
+        let two = generate(
+            "t",
+            &node(),
+            &[port(
+                "web",
+                vec![
+                    ep([10, 42, 0, 5], true, "n1"),
+                    ep([10, 42, 0, 6], true, "n1"),
+                ],
+            )],
+        );
+        let tx = two.transaction(Some(&old));
+        assert!(tx.contains("add chain inet t sep-default/web/tcp/http__10.42.0.6/8080\n"));
+        assert!(tx.contains("flush chain inet t svc-default/web/tcp/http\n"));
+        assert!(
+            !tx.contains("chain inet t sep-default/web/tcp/http__10.42.0.5/8080"),
+            "{tx}"
+        );
+        assert!(!tx.contains("element"), "{tx}");
         let first = new.transaction(None);
         assert!(first.starts_with("add table inet t\ndelete table inet t\nadd table inet t\n"));
         assert!(first.contains("add chain inet t nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }\n"));
@@ -831,7 +939,8 @@ mod tests {
         d.cluster_ip = Some(Ipv4Addr::new(10, 43, 1, 4));
         d.protocol = Protocol::Sctp;
         let r = generate("kaji-proxy-check", &node(), &[a, b, c, d]);
-        for tx in [r.transaction(None), r.transaction(Some(&r))] {
+        {
+            let tx = r.transaction(None);
             let mut child = std::process::Command::new("nft")
                 .args(["-c", "-f", "-"])
                 .stdin(std::process::Stdio::piped())
@@ -846,5 +955,75 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// A sync in place leaves the kernel with exactly what a load from scratch gives (root,
+    /// nftables; the table is the test's own and is removed).
+    #[test]
+    fn a_sync_in_place_equals_a_fresh_load_in_the_kernel() {
+        let table = format!("kaji-proxy-diff-{}", std::process::id());
+        let list = || {
+            let out = std::process::Command::new("nft")
+                .args(["list", "table", "inet", &table])
+                .output()
+                .expect("nft");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let load = |tx: &str| {
+            let mut child = std::process::Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("nft (nftables) must be installed; the proxy needs it");
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), tx.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "nft refused:\n{}\n{tx}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut a = port(
+            "a",
+            vec![
+                ep([10, 42, 0, 5], true, "n1"),
+                ep([10, 42, 0, 6], true, "n1"),
+            ],
+        );
+        a.node_port = Some(30080);
+        a.affinity_timeout = Some(30);
+        let b = port("b", vec![ep([10, 42, 0, 7], true, "n1")]);
+        let mut b = ServicePort {
+            cluster_ip: Some(Ipv4Addr::new(10, 43, 1, 2)),
+            ..b
+        };
+        let before = generate(&table, &node(), &[a.clone(), b.clone()]);
+        a.endpoints.remove(0);
+        b.endpoints.clear();
+        let mut c = port("c", vec![ep([10, 42, 0, 8], true, "n1")]);
+        c.cluster_ip = Some(Ipv4Addr::new(10, 43, 1, 3));
+        let after = generate(&table, &node(), &[a, b, c]);
+        load(&after.transaction(None));
+        let fresh = list();
+        load(&before.transaction(None));
+        load(&after.transaction(Some(&before)));
+        let synced = list();
+        load(&format!("delete table inet {table}\n"));
+        let sorted = |s: &str| {
+            let mut l: Vec<String> = s.lines().map(|l| l.trim().to_string()).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(
+            sorted(&synced),
+            sorted(&fresh),
+            "in place:\n{synced}\nfresh:\n{fresh}"
+        );
     }
 }
