@@ -5,8 +5,10 @@
 //! - [`index`]: Services, EndpointSlices and Namespaces -> the in-memory index;
 //! - [`records`]: the answer function, question + index -> records (no I/O);
 //! - [`server`]: UDP/TCP sockets and forwarding; [`serve`] runs it from any index (tests, bench);
+//! - [`cache`]: forwarded answers kept for their TTL (at most 30 s);
 //! - [`watch`]: the reflectors that keep the index current; [`metrics`]: CoreDNS's metrics.
 
+pub mod cache;
 pub mod index;
 pub mod metrics;
 pub mod records;

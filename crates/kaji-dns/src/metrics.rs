@@ -65,16 +65,18 @@ pub enum Source {
     Server,
     Kubernetes,
     Forward,
+    /// A forwarded answer served again from the cache.
+    Cache,
 }
 
-const SOURCES: [&str; 3] = ["", "kubernetes", "forward"];
+const SOURCES: [&str; 4] = ["", "kubernetes", "forward", "cache"];
 
 pub struct Metrics {
     server: String,
     /// [proto][family][type]
     requests: [[[AtomicU64; N_TYPES]; 2]; 2],
     /// [source][rcode]
-    responses: [[AtomicU64; N_RCODES]; 3],
+    responses: [[AtomicU64; N_RCODES]; 4],
     /// [type][bucket], the last bucket being +Inf; not cumulative here.
     duration: [[AtomicU64; BUCKETS + 1]; N_TYPES],
     duration_sum_ns: [AtomicU64; N_TYPES],

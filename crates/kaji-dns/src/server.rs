@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::cache::Cache;
 use crate::index::SharedIndex;
 use crate::metrics::{Metrics, Proto, Source};
 use crate::records::{self, Zone};
@@ -41,6 +42,7 @@ struct Server {
     index: SharedIndex,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    cache: Cache,
 }
 
 /// What to do with one received packet.
@@ -73,6 +75,7 @@ pub async fn serve(
         index,
         config,
         metrics,
+        cache: Cache::default(),
     });
     let udp = Arc::new(udp);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
@@ -247,6 +250,19 @@ impl Server {
             None
         };
         let Some(answer) = answer else {
+            if let Some(hit) = self.cache.get(&query, Instant::now()) {
+                let rcode = hit.rcode();
+                let bytes = hit.encode(reply_limit(&query, proto));
+                let source = Source::Cache;
+                return (
+                    Decision::Reply {
+                        bytes,
+                        source,
+                        rcode,
+                    },
+                    qtype,
+                );
+            }
             return (Decision::Forward(query), qtype);
         };
         reply.header.aa = true;
@@ -283,6 +299,9 @@ impl Server {
                 match self.forward(packet, proto).await {
                     Some(bytes) if bytes.len() <= limit => {
                         let rcode = Header::peek(&bytes).map_or(0, |h| u16::from(h.rcode));
+                        if let Ok(reply) = Message::decode(&bytes) {
+                            self.cache.put(&query, &reply, Instant::now());
+                        }
                         (bytes, Source::Forward, rcode)
                     }
                     Some(bytes) => {
@@ -624,6 +643,43 @@ mod tests {
             RData::Cname(Name::from_dotted("example.com").unwrap())
         );
         assert_eq!(m.answers[1].data, RData::A("192.0.2.1".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn forwarded_answers_are_cached() {
+        // An upstream that answers once, then stays silent.
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let upstream = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            let Ok((len, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(mut m) = Message::decode(&buf[..len]) else {
+                return;
+            };
+            m.header.qr = true;
+            let name = m.questions[0].name.clone();
+            m.answers.push(wire::Record::new(
+                name,
+                60,
+                RData::A("192.0.2.9".parse().unwrap()),
+            ));
+            let _ = sock.send_to(&m.encode(512), peer).await;
+            std::future::pending::<()>().await;
+        });
+        let server = start(vec![upstream]).await;
+        for id in [1, 2] {
+            let reply = ask_udp(server, &q(id, "once.example", TYPE_A, None))
+                .await
+                .unwrap();
+            let m = Message::decode(&reply).unwrap();
+            assert_eq!(m.header.id, id);
+            assert_eq!(m.answers[0].data, RData::A("192.0.2.9".parse().unwrap()));
+            if id == 2 {
+                assert!(m.answers[0].ttl <= 30, "from the cache, capped at 30 s");
+            }
+        }
     }
 
     #[tokio::test]
