@@ -138,6 +138,11 @@ impl Node {
             "off",
             "--dns-metrics-bind-address",
             "off",
+            // Names outside the cluster (a busybox nslookup of a bare name also asks for the
+            // name itself) must not reach the host's resolver off the machine: a closed local
+            // port answers them (SERVFAIL) instead.
+            "--dns-upstreams",
+            "127.0.0.1:9",
             "--ingress-http-port",
             &http,
             "--ingress-https-port",

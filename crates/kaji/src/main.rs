@@ -156,6 +156,9 @@ struct NetworkArgs {
     /// Where the proxy serves `/metrics` (kube-proxy's default; `off` for none).
     #[arg(long, default_value = "127.0.0.1:10249")]
     proxy_metrics_bind_address: String,
+    /// Resolvers the cluster DNS forwards other names to (default: those of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    dns_upstreams: Vec<std::net::SocketAddr>,
     /// Where the cluster DNS serves `/metrics` (CoreDNS's port; `off` for none).
     #[arg(long, default_value = "127.0.0.1:9153")]
     dns_metrics_bind_address: String,
@@ -324,7 +327,7 @@ fn spawn_node(
         listen_ip: std::net::IpAddr::V4(net.cluster_dns()),
         port: 53,
         cluster_domain: net.cluster_domain.clone(),
-        upstreams: Vec::new(),
+        upstreams: net.dns_upstreams.clone(),
         metrics_addr: optional_addr(&net.dns_metrics_bind_address)?,
     };
     spokes.spawn(keep_running("the cluster DNS", kaji_dns::run(client.clone(), dns)));
