@@ -265,9 +265,9 @@ impl Drop for Node {
         let _ = rt.block_on(kaji_kubelet::containerd::cleanup(&opts));
         // The node's network pieces that outlive the server: the proxy's table and the DNS address.
         let _ = rt.block_on(kaji_proxy::nft::delete_table(&self.proxy_table));
-        let _ = Command::new("ip")
-            .args(["addr", "del", &format!("{}/32", self.cluster_dns), "dev", "lo"])
-            .output();
+        if let Ok(ip) = self.cluster_dns.parse() {
+            kaji_dns::remove_local_address(ip);
+        }
         if !gone && !std::thread::panicking() {
             panic!("pods were not deleted within 30 s");
         }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use kaji_runtime::endpoints::LABEL_SERVICE_NAME as SERVICE_NAME_LABEL;
 
 /// What a Service resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -218,17 +218,7 @@ impl Server {
         }
         let qtype = query.questions.first().map_or(0, |q| q.qtype);
         self.metrics.request(proto, peer.is_ipv6(), qtype);
-        let mut reply = Message {
-            header: reply_header(&query.header),
-            questions: query.questions.clone(),
-            edns: query.edns.map(|e| Edns {
-                udp_size: OUR_UDP_SIZE,
-                ext_rcode: 0,
-                version: 0,
-                dnssec_ok: e.dnssec_ok,
-            }),
-            ..Message::default()
-        };
+        let mut reply = empty_reply(&query);
         if query.header.opcode != 0 {
             return (error_reply(reply, RCODE_NOTIMP, proto), qtype);
         }
@@ -316,17 +306,7 @@ impl Server {
                         (reply.encode(limit), Source::Forward, rcode)
                     }
                     None => {
-                        let mut reply = Message {
-                            header: reply_header(&query.header),
-                            questions: query.questions.clone(),
-                            edns: query.edns.map(|e| Edns {
-                                udp_size: OUR_UDP_SIZE,
-                                ext_rcode: 0,
-                                version: 0,
-                                dnssec_ok: e.dnssec_ok,
-                            }),
-                            ..Message::default()
-                        };
+                        let mut reply = empty_reply(&query);
                         reply.set_rcode(RCODE_SERVFAIL);
                         (reply.encode(limit), Source::Forward, RCODE_SERVFAIL)
                     }
@@ -372,6 +352,21 @@ impl Server {
             }
         }
         None
+    }
+}
+
+/// A reply to `query` with its question and no records yet (our EDNS0 size if it used EDNS0).
+fn empty_reply(query: &Message) -> Message {
+    Message {
+        header: reply_header(&query.header),
+        questions: query.questions.clone(),
+        edns: query.edns.map(|e| Edns {
+            udp_size: OUR_UDP_SIZE,
+            ext_rcode: 0,
+            version: 0,
+            dnssec_ok: e.dnssec_ok,
+        }),
+        ..Message::default()
     }
 }
 

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kaji_runtime::watch::reflect;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::{Notify, oneshot};
 
 use crate::index::{Index, SharedIndex};
@@ -23,9 +22,10 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Starts the reflectors and the builder; `synced` fires once the first full index is in place.
 pub fn spawn(client: kube::Client, index: SharedIndex, synced: oneshot::Sender<()>) {
     let changed = Arc::new(Notify::new());
-    let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
-    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), changed.clone());
-    let namespaces = reflect::<Namespace>(Api::all(client), changed.clone());
+    let all = watcher::Config::default;
+    let services = reflect::<Service>(Api::all(client.clone()), all(), changed.clone());
+    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), all(), changed.clone());
+    let namespaces = reflect::<Namespace>(Api::all(client), all(), changed.clone());
     tokio::spawn(async move {
         let ready = async {
             services.wait_until_ready().await.is_ok()
@@ -56,42 +56,6 @@ pub fn spawn(client: kube::Client, index: SharedIndex, synced: oneshot::Sender<(
             tokio::time::sleep(DEBOUNCE).await;
         }
     });
-}
-
-/// A reflector for `K` whose every event pokes `changed`.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(drive(stream, changed, K::kind(&())));
-    store
-}
-
-async fn drive<S, K, E>(stream: S, changed: Arc<Notify>, kind: std::borrow::Cow<'static, str>)
-where
-    S: Stream<Item = Result<watcher::Event<K>, E>>,
-    E: std::fmt::Display,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            // The initial list is reported once, at its end.
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(_) => changed.notify_one(),
-            Err(e) => tracing::warn!(%kind, error = %e, "DNS: watch failed; retrying"),
-        }
-    }
 }
 
 fn unix_seconds() -> u32 {

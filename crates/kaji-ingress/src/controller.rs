@@ -6,13 +6,12 @@ use crate::class;
 use crate::events::{self, Problem};
 use crate::snapshot::{ClusterState, Snapshot, SnapshotHandle};
 use anyhow::Context;
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerIngress};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ struct Stores {
     secrets: Store<Secret>,
 }
 
-/// Starts a reflector for `K` in all namespaces; each event pokes `changed`.
+/// A cache of every `K` (all namespaces) whose changes poke `changed`.
 fn reflect<K>(client: &kube::Client, changed: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -41,26 +40,11 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(drive(stream, changed, K::kind(&()).to_string()));
-    reader
-}
-
-async fn drive<S, T>(stream: S, changed: Arc<Notify>, kind: String)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(e) => tracing::warn!(kind, "watch failed: {e}"),
-        }
-    }
+    kaji_runtime::watch::reflect(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default(),
+        changed,
+    )
 }
 
 /// Runs the control loop until the process ends.

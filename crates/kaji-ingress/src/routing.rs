@@ -13,13 +13,14 @@ use crate::events::{Problem, REASON_SERVICE_NOT_FOUND};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use kaji_runtime::endpoints::{port_endpoints, slices_by_service, usable};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use kaji_runtime::endpoints::LABEL_SERVICE_NAME as SERVICE_NAME_LABEL;
 
 /// Where a request goes.
 #[derive(Clone, Debug)]
@@ -305,7 +306,7 @@ pub fn oldest_first<'a>(ingresses: &[&'a Ingress]) -> Vec<&'a Ingress> {
 /// round robin spans every path that names it.
 struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     cache: std::cell::RefCell<HashMap<(String, String, String), Route>>,
 }
 
@@ -323,17 +324,7 @@ impl<'a> Resolver<'a> {
                 ))
             })
             .collect();
-        let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for s in slices {
-            let svc = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let (Some(ns), Some(svc)) = (s.metadata.namespace.as_deref(), svc) {
-                by_service.entry((ns, svc.as_str())).or_default().push(s);
-            }
-        }
+        let by_service = slices_by_service(slices.iter().map(|s| &**s));
         Self {
             services,
             slices: by_service,
@@ -399,45 +390,15 @@ impl<'a> Resolver<'a> {
             ));
         }
         let port_name = service_port.name.as_deref().unwrap_or("");
-        let mut ready = BTreeSet::new();
-        let mut terminating = BTreeSet::new();
-        for slice in self.slices.get(&(namespace, name)).into_iter().flatten() {
-            if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
-                continue;
-            }
-            let Some(target_port) = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| {
-                    p.name.as_deref().unwrap_or("") == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-                })
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
-            else {
-                continue;
-            };
-            for ep in &slice.endpoints {
-                // Upstream proxies use the first address of an endpoint.
-                let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
-                    continue;
-                };
-                let c = ep.conditions.as_ref();
-                let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
-                let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
-                let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                let addr = SocketAddr::new(ip, target_port);
-                if is_ready {
-                    ready.insert(addr);
-                } else if serving && is_terminating {
-                    terminating.insert(addr);
-                }
-            }
-        }
-        // As kube-proxy: terminating-but-serving endpoints only when none is ready.
-        let endpoints: Vec<SocketAddr> = if ready.is_empty() { terminating } else { ready }
-            .into_iter()
+        let slices = self
+            .slices
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let candidates = port_endpoints(slices, port_name, "TCP");
+        let endpoints: Vec<SocketAddr> = usable(candidates.iter())
+            .iter()
+            .map(|e| SocketAddr::new(e.ip, e.port))
             .collect();
         if endpoints.is_empty() {
             return unavailable(format!(
@@ -535,7 +496,7 @@ pub(crate) mod tests {
         match t.route(host, path) {
             Route::Backend(b) => {
                 let ep = b.pick().expect("endpoint");
-                let IpAddr::V4(v4) = ep.ip() else {
+                let std::net::IpAddr::V4(v4) = ep.ip() else {
                     panic!("v4")
                 };
                 names[usize::from(v4.octets()[3]) - 1].to_string()

@@ -34,7 +34,8 @@ fn ports(services: u32, endpoints: u32) -> Vec<ServicePort> {
                 .map(|e| Endpoint {
                     ip: Ipv4Addr::from(
                         u32::from(Ipv4Addr::new(10, 42, 0, 0)) + i * endpoints + e + 2,
-                    ),
+                    )
+                    .into(),
                     port: 8080,
                     ready: true,
                     serving: true,

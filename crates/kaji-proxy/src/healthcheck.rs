@@ -6,7 +6,6 @@
 use crate::model::ServicePort;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Health {
@@ -79,33 +78,17 @@ impl Servers {
     }
 }
 
+/// Answers every path with the Service's health, as upstream's health-check server does.
 async fn serve(listener: tokio::net::TcpListener, health: Shared) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
-            let h = health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            let (status, json) = body(&h);
-            let reason = if status == 200 {
-                "OK"
-            } else {
-                "Service Unavailable"
-            };
-            let resp = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-                json.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-        });
-    }
+    kaji_runtime::http::serve(listener, move |_path| {
+        let h = health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (status, json) = body(&h);
+        kaji_runtime::http::Response::new(status, "application/json", json)
+    })
+    .await;
 }
 
 #[cfg(test)]

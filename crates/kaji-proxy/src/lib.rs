@@ -16,11 +16,10 @@ pub mod nft;
 pub mod ruleset;
 
 use anyhow::Result;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kaji_runtime::watch::reflect;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use ruleset::{Cidr, NodeFacts};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -70,37 +69,6 @@ fn set_sysctls() {
     }
 }
 
-fn reflect<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    notify: Arc<Notify>,
-) -> (Store<K>, impl std::future::Future<Output = ()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    let fut = async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::debug!(error = %e, "proxy watch");
-            }
-            notify.notify_one();
-        }
-    };
-    (store, fut)
-}
-
 /// Runs the proxy until the process ends.
 pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
     set_sysctls();
@@ -109,24 +77,28 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
         let m = metrics.clone();
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "proxy metrics");
-        tokio::spawn(metrics::serve(listener, m));
+        tokio::spawn(kaji_runtime::http::serve(
+            listener,
+            move |path| match path {
+                "/metrics" => kaji_runtime::http::Response::new(
+                    200,
+                    kaji_runtime::http::PROMETHEUS_TEXT,
+                    m.render(),
+                ),
+                _ => kaji_runtime::http::Response::not_found(),
+            },
+        ));
     }
     let notify = Arc::new(Notify::new());
-    let (services, svc_watch) = reflect(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-        notify.clone(),
-    );
-    let (slices, slice_watch) = reflect(
+    let all = watcher::Config::default;
+    let services = reflect(Api::<Service>::all(client.clone()), all(), notify.clone());
+    let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default(),
+        all(),
         notify.clone(),
     );
-    let node_cfg = watcher::Config::default().fields(&format!("metadata.name={}", opts.node_name));
-    let (nodes, node_watch) = reflect(Api::<Node>::all(client.clone()), node_cfg, notify.clone());
-    tokio::spawn(svc_watch);
-    tokio::spawn(slice_watch);
-    tokio::spawn(node_watch);
+    let node_cfg = all().fields(&format!("metadata.name={}", opts.node_name));
+    let nodes = reflect(Api::<Node>::all(client.clone()), node_cfg, notify.clone());
     let health = healthcheck::Servers::default();
 
     let mut applier = nft::Applier::default();

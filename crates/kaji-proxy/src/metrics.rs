@@ -5,10 +5,8 @@
 //! `kaji_proxy_rules` (rules plus set elements loaded; upstream has no nftables rule count).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// kube-proxy's buckets for the sync duration (exponential from 1 ms).
 const BUCKETS: [f64; 15] = [
@@ -91,40 +89,5 @@ impl Metrics {
             s.rules
         );
         out
-    }
-}
-
-/// A minimal HTTP/1.1 responder: `/metrics` answers the metrics, anything else 404.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            while n < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
-                    Ok(Ok(k)) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = if path == "/metrics" {
-                ("200 OK", m.render())
-            } else {
-                ("404 Not Found", "404 page not found\n".into())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-        });
     }
 }

@@ -1,16 +1,12 @@
 //! What the proxy needs of the API objects, read off Services and EndpointSlices (pure): one
-//! [`ServicePort`] per port of each Service, with its endpoints resolved per endpoint from the
-//! slices (named `targetPort`s are resolved by the EndpointSlice controller, which groups
-//! endpoints by resolved port; the proxy matches slice ports to service ports by name and
-//! protocol, as upstream's endpoint change tracker does).
+//! [`ServicePort`] per port of each Service, with its endpoints as
+//! [`kaji_runtime::endpoints`] reads them (IPv4 slices only).
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use std::collections::BTreeMap;
+pub use kaji_runtime::endpoints::{Endpoint, usable};
+use kaji_runtime::endpoints::{port_endpoints, slices_by_service};
 use std::net::Ipv4Addr;
-
-/// The label tying an EndpointSlice to its Service.
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -37,18 +33,6 @@ impl Protocol {
             Protocol::Sctp => "sctp",
         }
     }
-}
-
-/// One endpoint of a service port: where traffic goes, and the conditions that choose it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub ip: Ipv4Addr,
-    pub port: u16,
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-    /// `nodeName` of the endpoint (local endpoints are those of this node).
-    pub node: Option<String>,
 }
 
 /// One port of one Service, with everything the ruleset needs.
@@ -102,19 +86,7 @@ fn ipv4(s: &str) -> Option<Ipv4Addr> {
 /// slices; those of other Services are ignored). ExternalName Services and ports with a protocol
 /// the proxy does not know are left out.
 pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<ServicePort> {
-    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for s in slices {
-        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(name) = s
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SERVICE_NAME))
-            && s.address_type == "IPv4"
-        {
-            by_service.entry((ns, name.as_str())).or_default().push(s);
-        }
-    }
+    let by_service = slices_by_service(slices.iter().copied().filter(|s| s.address_type == "IPv4"));
     let mut out = Vec::new();
     for svc in services {
         let Some(spec) = svc.spec.as_ref() else {
@@ -165,36 +137,11 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
                 continue;
             };
             let port_name = p.name.clone().unwrap_or_default();
-            let mut endpoints = Vec::new();
-            for slice in my_slices {
-                let Some(sp) = slice.ports.iter().flatten().find(|sp| {
-                    sp.name.as_deref().unwrap_or_default() == port_name
-                        && Protocol::parse(sp.protocol.as_deref()) == Some(protocol)
-                }) else {
-                    continue;
-                };
-                let Some(target) = sp.port.and_then(|p| u16::try_from(p).ok()) else {
-                    continue;
-                };
-                for ep in &slice.endpoints {
-                    let Some(ip) = ep.addresses.first().and_then(|a| ipv4(a)) else {
-                        continue;
-                    };
-                    let c = ep.conditions.as_ref();
-                    // Upstream: a nil `ready` means ready; nil serving follows ready.
-                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                    endpoints.push(Endpoint {
-                        ip,
-                        port: target,
-                        ready,
-                        serving: c.and_then(|c| c.serving).unwrap_or(ready),
-                        terminating: c.and_then(|c| c.terminating).unwrap_or(false),
-                        node: ep.node_name.clone(),
-                    });
-                }
-            }
-            endpoints.sort();
-            endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+            let endpoints = port_endpoints(
+                my_slices,
+                &port_name,
+                p.protocol.as_deref().unwrap_or("TCP"),
+            );
             out.push(ServicePort {
                 namespace: ns.to_string(),
                 name: name.to_string(),
@@ -221,17 +168,6 @@ pub fn service_ports(services: &[&Service], slices: &[&EndpointSlice]) -> Vec<Se
     out
 }
 
-/// Upstream's CategorizeEndpoints for one set of candidates: the ready ones, or when none is
-/// ready, those that still serve while terminating (so a rollout never drops connections while a
-/// terminating pod can answer).
-pub fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<&'a Endpoint> {
-    let ready: Vec<&Endpoint> = eps.clone().filter(|e| e.ready).collect();
-    if !ready.is_empty() {
-        return ready;
-    }
-    eps.filter(|e| e.serving && e.terminating).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,62 +181,31 @@ mod tests {
     }
 
     #[test]
-    fn named_target_ports_resolve_per_endpoint() {
+    fn ports_take_their_endpoints_from_ipv4_slices() {
         let s = svc(
             json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
             "clusterIP": "10.43.0.20", "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}),
         );
-        // Two slices: pods of two versions that name their port differently.
-        let a = slice(
-            json!({"metadata": {"name": "web-a", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
+        let v4 = slice(
+            json!({"metadata": {"name": "web-a", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}, "nodeName": "n1"}]}),
         );
-        let b = slice(
-            json!({"metadata": {"name": "web-b", "namespace": "default", "labels": {LABEL_SERVICE_NAME: "web"}},
-            "addressType": "IPv4", "ports": [{"name": "http", "port": 9090, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.42.0.6"], "conditions": {"ready": false, "serving": true, "terminating": true}}]}),
+        let v6 = slice(
+            json!({"metadata": {"name": "web-b", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv6", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["fd00::5"]}]}),
         );
-        let other = slice(
-            json!({"metadata": {"name": "x", "namespace": "other", "labels": {LABEL_SERVICE_NAME: "web"}},
-            "addressType": "IPv4", "ports": [{"name": "http", "port": 1, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["10.42.0.9"]}]}),
-        );
-        let ports = service_ports(&[&s], &[&a, &b, &other]);
+        let ports = service_ports(&[&s], &[&v4, &v6]);
         assert_eq!(ports.len(), 1);
-        let p = &ports[0];
-        assert_eq!(p.id(), "default/web/tcp/http");
-        assert_eq!(p.cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 20)));
-        let eps: Vec<(String, u16, bool)> = p
+        assert_eq!(ports[0].id(), "default/web/tcp/http");
+        assert_eq!(ports[0].cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 20)));
+        let eps: Vec<String> = ports[0]
             .endpoints
             .iter()
-            .map(|e| (e.ip.to_string(), e.port, e.ready))
+            .map(|e| format!("{}:{} {:?}", e.ip, e.port, e.node))
             .collect();
-        assert_eq!(
-            eps,
-            vec![
-                ("10.42.0.5".into(), 8080, true),
-                ("10.42.0.6".into(), 9090, false)
-            ]
-        );
-        assert_eq!(usable(p.endpoints.iter()).len(), 1);
-    }
-
-    #[test]
-    fn terminating_endpoints_serve_only_when_none_is_ready() {
-        let e = |ready, serving, terminating| Endpoint {
-            ip: Ipv4Addr::new(10, 42, 0, 1),
-            port: 80,
-            ready,
-            serving,
-            terminating,
-            node: None,
-        };
-        let only_terminating = [e(false, true, true), e(false, false, true)];
-        assert_eq!(usable(only_terminating.iter()).len(), 1);
-        let mixed = [e(true, true, false), e(false, true, true)];
-        assert_eq!(usable(mixed.iter()), vec![&mixed[0]]);
-        assert!(usable([e(false, false, false)].iter()).is_empty());
+        assert_eq!(eps, vec!["10.42.0.5:8080 Some(\"n1\")"]);
     }
 
     #[test]

@@ -588,7 +588,7 @@ mod tests {
 
     fn ep(ip: [u8; 4], ready: bool, node: &str) -> Endpoint {
         Endpoint {
-            ip: Ipv4Addr::from(ip),
+            ip: std::net::IpAddr::from(ip),
             port: 8080,
             ready,
             serving: ready,
