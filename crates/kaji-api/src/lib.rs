@@ -1,6 +1,7 @@
 //! Kaji's object model, with no I/O. Where to start: [`resource::ResourceInfo`] describes a served
 //! kind (routing, discovery and OpenAPI share it); [`status::ApiError`] is every error the API
 //! answers with; [`selector`] holds label and field selectors; [`validation`] upstream's name rules.
+pub mod cidr;
 pub mod quantity;
 pub mod resource;
 pub mod selector;

@@ -69,7 +69,7 @@ pub struct Config {
     pub admission: registry::Admission,
     /// The Service IP range (`--service-cidr`, default 10.43.0.0/16): the `kubernetes` Service
     /// takes its first address.
-    pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub service_cidr: kaji_api::cidr::Cidr,
     /// The cluster DNS address (`--cluster-dns`, default 10.43.0.10): the `kube-dns` Service's
     /// clusterIP.
     pub cluster_dns: std::net::Ipv4Addr,
@@ -78,7 +78,7 @@ pub struct Config {
 impl Config {
     /// The first address of the service range, the `kubernetes` Service's (10.43.0.1).
     pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::from(u32::from(self.service_cidr.0) + 1)
+        self.service_cidr.nth(1)
     }
 }
 
@@ -142,7 +142,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let server = Arc::new(ApiServer {
         store,
         registry: registry::Registry::builtin(),
-        allocators: allocator::Allocators::new(config.service_cidr, (30000, 32767)),
+        allocators: allocator::Allocators::new((config.service_cidr.0, config.service_cidr.1), (30000, 32767)),
         admission: config.admission.clone(),
         metrics: server::Metrics::default(),
         pki,

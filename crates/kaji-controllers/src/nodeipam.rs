@@ -20,14 +20,11 @@ pub const NODE_MASK: u8 = 24;
 
 /// Parses a cluster CIDR such as `10.42.0.0/16` (prefix 8 to 24, so that it holds /24s).
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/n)"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    let len: u8 = len.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let kaji_api::cidr::Cidr(ip, len) = s.parse()?;
     if !(8..=NODE_MASK).contains(&len) {
         return Err(format!("{s:?}: the prefix must be between /8 and /{NODE_MASK} (nodes get /{NODE_MASK}s)"));
     }
-    let mask = u32::MAX << (32 - len);
-    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
+    Ok((ip, len))
 }
 
 /// The `index`-th /24 of the cluster CIDR.

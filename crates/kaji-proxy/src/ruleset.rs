@@ -20,38 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-/// An IPv4 range such as 10.43.0.0/16.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr(pub Ipv4Addr, pub u8);
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.0, self.1)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Cidr, String> {
-        let (ip, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR such as 10.43.0.0/16"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
-        let len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: bad prefix length"))?;
-        let mask = if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(len))
-        };
-        Ok(Cidr(Ipv4Addr::from(u32::from(ip) & mask), len))
-    }
-}
+pub use kaji_api::cidr::Cidr;
 
 /// What the ruleset needs to know of the node it runs on.
 #[derive(Clone, Debug, PartialEq)]

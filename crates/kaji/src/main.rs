@@ -143,7 +143,7 @@ struct NetworkArgs {
     /// The Service IP range (k3s's flag): ClusterIPs come from it, and every address of it that no
     /// Service holds is refused on the nodes.
     #[arg(long, default_value = "10.43.0.0/16")]
-    service_cidr: kaji_proxy::ruleset::Cidr,
+    service_cidr: kaji_api::cidr::Cidr,
     /// The cluster DNS address (default: the 10th address of the service range, 10.43.0.10).
     #[arg(long)]
     cluster_dns: Option<std::net::Ipv4Addr>,
@@ -166,7 +166,7 @@ struct NetworkArgs {
 
 impl NetworkArgs {
     fn cluster_dns(&self) -> std::net::Ipv4Addr {
-        self.cluster_dns.unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(self.service_cidr.0) + 10))
+        self.cluster_dns.unwrap_or_else(|| self.service_cidr.nth(10))
     }
 }
 
@@ -407,7 +407,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         },
-        service_cidr: (args.node.network.service_cidr.0, args.node.network.service_cidr.1),
+        service_cidr: args.node.network.service_cidr,
         cluster_dns: args.node.network.cluster_dns(),
     };
     let running = kaji_apiserver::start(config, Arc::new(store)).await?;
@@ -425,7 +425,6 @@ async fn server(args: ServerArgs) -> Result<()> {
             node_monitor_grace_period: args.node_monitor_grace_period,
             cluster_cidr: args.cluster_cidr,
             servicelb: !args.disable.iter().any(|d| d == "servicelb"),
-            ..Default::default()
         };
         spokes.spawn(kaji_controllers::run(client.clone(), opts));
     }
