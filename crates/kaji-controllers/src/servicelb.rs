@@ -452,7 +452,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
             let ns = slice.namespace().unwrap_or_default();
             slice
                 .labels()
-                .get("kubernetes.io/service-name")
+                .get(crate::endpointslice::LABEL_SERVICE_NAME)
                 .map(|name| ObjectRef::<Service>::new(name).within(&ns))
         })
         .run(
