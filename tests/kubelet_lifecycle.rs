@@ -403,7 +403,8 @@ spec:
     let ev = wait_event(
         &n,
         "bad-poststart",
-        "FailedPostStartHook",
+        // The reason, not the Killing event whose message is also "FailedPostStartHook".
+        "Warning FailedPostStartHook:",
         Duration::from_secs(30),
     );
     assert!(ev.contains("Exec lifecycle hook ([sh -c echo no luck; sleep 2; exit 7]) for Container \"c\" in Pod \"bad-poststart_default("), "{ev}");
