@@ -7,4 +7,5 @@
 
 pub mod endpoints;
 pub mod http;
+pub mod volume;
 pub mod watch;
