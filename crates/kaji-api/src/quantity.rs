@@ -68,6 +68,11 @@ pub fn scaled(s: &str, scale: i128) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
+/// A quantity in billionths, the smallest suffix (`n`): exact for every suffixed quantity, so
+/// these order as upstream's `Quantity.Cmp` (storage sizes compared and sorted by value).
+pub fn nanos(s: &str) -> Option<i128> {
+    scaled(s, 1_000_000_000)
+}
 
 #[cfg(test)]
 mod tests {
@@ -87,5 +92,15 @@ mod tests {
         assert_eq!(scaled("x", 1), None);
         assert_eq!(ceil_div(7, 2), 4);
         assert_eq!(ceil_div(-7, 2), -3);
+    }
+
+    #[test]
+    fn nanos_order_as_upstream_cmp() {
+        assert_eq!(nanos("1n"), Some(1));
+        assert_eq!(nanos("1Gi"), Some((1 << 30) * 1_000_000_000));
+        assert!(nanos("1Gi") > nanos("1G"));
+        assert!(nanos("1500m") > nanos("1"));
+        assert_eq!(nanos("1.5Gi"), nanos("1536Mi"));
+        assert_eq!(nanos("1Ei"), Some((1 << 60) * 1_000_000_000));
     }
 }
