@@ -86,7 +86,7 @@ pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<
         format!("/{kubelet_sub}/{ns}/{name}/{container}?{}", q.join("&"))
     };
     let (ip, port) = kubelet_address(&call, &pod).await?;
-    proxy_upgrade(&call.server, req, &ip, port, &path, relay).await
+    proxy_upgrade(call.server, req, &ip, port, &path, relay).await
 }
 
 /// How the client's upgraded connection and the kubelet's are joined.

@@ -192,7 +192,7 @@ async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
         }
     }
     let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    kubelet_stream(&call.server, &ip, port, &path).await
+    kubelet_stream(call.server, &ip, port, &path).await
 }
 
 /// The container a log, exec or attach request is for, as upstream's `validateContainer`: the
