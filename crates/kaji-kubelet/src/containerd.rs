@@ -13,6 +13,7 @@ pub mod config;
 pub mod registries;
 
 pub use crate::images::PAUSE_IMAGE;
+pub use cleanup::{Inventory, inventory, unmount_under};
 
 use anyhow::{Context, Result, bail};
 use hyper_util::rt::TokioIo;

@@ -256,6 +256,57 @@ pub(super) async fn cleanup(opts: &ContainerdOptions) -> Result<()> {
     }
 }
 
+/// What an instance has left on the machine, found as [`cleanup`] finds it (`kaji killall`
+/// reports it before cleaning up, and checks it is empty afterwards).
+#[derive(Debug, Default, PartialEq)]
+pub struct Inventory {
+    pub containerd: Vec<i32>,
+    pub shims: Vec<i32>,
+    /// The containers' processes: every descendant of the shims.
+    pub containers: Vec<i32>,
+    /// Sandboxes holding a pod IP (host-local allocations).
+    pub pod_ips: usize,
+    /// Mount points under the state dir, deepest first.
+    pub mounts: Vec<PathBuf>,
+    /// Whether the CNI bridge exists.
+    pub bridge: bool,
+}
+
+impl Inventory {
+    pub fn is_empty(&self) -> bool {
+        *self == Inventory::default()
+    }
+}
+
+pub fn inventory(opts: &ContainerdOptions) -> Inventory {
+    let layout = Layout::new(&opts.state_dir);
+    let procs = processes();
+    let shims = shims(&layout, &procs);
+    Inventory {
+        containerd: containerd_pids(&layout),
+        containers: shims.keys().flat_map(|s| descendants(&procs, *s)).collect(),
+        shims: shims.into_keys().collect(),
+        pod_ips: ipam_owners(&layout, &opts.network_name).len(),
+        mounts: mounts_under(&opts.state_dir),
+        bridge: Path::new("/sys/class/net").join(&opts.bridge_name).exists(),
+    }
+}
+
+/// Unmounts everything at or below `dir`, deepest first; returns what it unmounted, or an error
+/// naming what it could not.
+pub fn unmount_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mounts = mounts_under(dir);
+    let failed: Vec<String> = mounts
+        .iter()
+        .filter(|m| !unmount(m))
+        .map(|m| m.display().to_string())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("could not unmount {}", failed.join(", "));
+    }
+    Ok(mounts)
+}
+
 /// The cgroup paths (relative to each hierarchy's root) a process is in, except the root.
 fn cgroup_paths(pid: i32) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
