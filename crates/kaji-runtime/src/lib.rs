@@ -7,5 +7,6 @@
 
 pub mod endpoints;
 pub mod http;
+pub mod selector;
 pub mod volume;
 pub mod watch;
