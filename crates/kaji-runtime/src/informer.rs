@@ -1,0 +1,486 @@
+//! Shared informers, as client-go's `SharedInformerFactory`: one watch and one cache per kind
+//! (and per label/field selector) for a whole process, whatever number of controllers read it.
+//!
+//! - [`Factory::informer`] registers an informer (no I/O); [`Factory::start`] starts every
+//!   registered watch once; informers asked for after `start` start at once.
+//! - Cached objects carry no `managedFields` (nothing in a spoke reads them, and they are often
+//!   half of an object's size).
+//! - Every change is sent to the subscribers after the cache holds it, deletions included; a
+//!   re-list (after a watch expired) reports what vanished meanwhile as deleted.
+//! - Indexes by namespace, by owner UID and by node name (pods' `spec.nodeName`) answer the
+//!   questions controllers used to answer by scanning the whole cache.
+//! - [`Factory::meta_informer`] serves the garbage collector a metadata view of any resource:
+//!   the typed informer's when the process has one, else a metadata-only watch of its own.
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::core::ObjectMeta;
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{Lookup, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::broadcast;
+
+/// How many changes a slow subscriber may fall behind before it is given the whole cache again.
+const BUFFER: usize = 16 * 1024;
+
+/// One change of the cache, sent after the cache holds it.
+#[derive(Debug)]
+pub enum Change<K> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
+}
+
+impl<K> Change<K> {
+    pub fn object(&self) -> &Arc<K> {
+        match self {
+            Change::Applied(o) | Change::Deleted(o) => o,
+        }
+    }
+    pub fn into_object(self) -> Arc<K> {
+        match self {
+            Change::Applied(o) | Change::Deleted(o) => o,
+        }
+    }
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied(o) => Change::Applied(o.clone()),
+            Change::Deleted(o) => Change::Deleted(o.clone()),
+        }
+    }
+}
+
+/// What a kind needs to be cached by an informer.
+pub trait Cached: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+where
+    Self::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
+{
+}
+
+impl<K> Cached for K
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
+{
+}
+
+/// The index keys of one object.
+#[derive(Default, Clone)]
+struct Keys {
+    namespace: String,
+    owners: Vec<String>,
+    node: Option<String>,
+}
+
+struct Indexes<K: Resource>
+where
+    K::DynamicType: Eq + Hash,
+{
+    keys: HashMap<ObjectRef<K>, Keys>,
+    by_namespace: HashMap<String, HashSet<ObjectRef<K>>>,
+    by_owner: HashMap<String, HashSet<ObjectRef<K>>>,
+    by_node: HashMap<String, HashSet<ObjectRef<K>>>,
+}
+
+impl<K: Resource> Default for Indexes<K>
+where
+    K::DynamicType: Eq + Hash,
+{
+    fn default() -> Self {
+        Indexes {
+            keys: HashMap::new(),
+            by_namespace: HashMap::new(),
+            by_owner: HashMap::new(),
+            by_node: HashMap::new(),
+        }
+    }
+}
+
+fn unindex<K: Resource>(map: &mut HashMap<String, HashSet<ObjectRef<K>>>, key: &str, r: &ObjectRef<K>)
+where
+    K::DynamicType: Eq + Hash,
+{
+    if let Some(set) = map.get_mut(key) {
+        set.remove(r);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl<K: Resource + 'static> Indexes<K>
+where
+    K::DynamicType: Clone + Eq + Hash,
+{
+    fn keys_of(obj: &K) -> Keys {
+        Keys {
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            owners: obj
+                .meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|o| o.uid.clone())
+                .collect(),
+            node: (obj as &dyn Any)
+                .downcast_ref::<Pod>()
+                .and_then(|p| p.spec.as_ref()?.node_name.clone())
+                .filter(|n| !n.is_empty()),
+        }
+    }
+
+    fn remove(&mut self, r: &ObjectRef<K>) {
+        let Some(k) = self.keys.remove(r) else { return };
+        unindex(&mut self.by_namespace, &k.namespace, r);
+        for o in &k.owners {
+            unindex(&mut self.by_owner, o, r);
+        }
+        if let Some(n) = &k.node {
+            unindex(&mut self.by_node, n, r);
+        }
+    }
+
+    fn insert(&mut self, r: ObjectRef<K>, obj: &K) {
+        self.remove(&r);
+        let k = Self::keys_of(obj);
+        self.by_namespace.entry(k.namespace.clone()).or_default().insert(r.clone());
+        for o in &k.owners {
+            self.by_owner.entry(o.clone()).or_default().insert(r.clone());
+        }
+        if let Some(n) = &k.node {
+            self.by_node.entry(n.clone()).or_default().insert(r.clone());
+        }
+        self.keys.insert(r, k);
+    }
+}
+
+/// One kind's cache, its indexes and its subscribers.
+pub struct Informer<K: Cached>
+where
+    K::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    store: Store<K>,
+    dyntype: K::DynamicType,
+    tx: broadcast::Sender<Change<K>>,
+    indexes: Arc<RwLock<Indexes<K>>>,
+    /// The watch, until it is started.
+    pending: Mutex<Option<(Api<K>, watcher::Config, Writer<K>)>>,
+}
+
+impl<K: Cached> Informer<K>
+where
+    K::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn new(api: Api<K>, cfg: watcher::Config, dyntype: K::DynamicType) -> Self {
+        let writer = Writer::new(dyntype.clone());
+        let (tx, _) = broadcast::channel(BUFFER);
+        Informer {
+            store: writer.as_reader(),
+            dyntype,
+            tx,
+            indexes: Arc::default(),
+            pending: Mutex::new(Some((api, cfg, writer))),
+        }
+    }
+
+    /// Starts the watch (once; later calls do nothing).
+    fn start(&self) {
+        let Some((api, cfg, mut writer)) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let reader = self.store.clone();
+        let indexes = self.indexes.clone();
+        let dyntype = self.dyntype.clone();
+        let kind = K::kind(&dyntype).to_string();
+        tokio::spawn(async move {
+            let mut events = watcher(api, cfg)
+                .default_backoff()
+                .modify(|o: &mut K| o.managed_fields_mut().clear())
+                .boxed();
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "watch failed; retrying");
+                        continue;
+                    }
+                };
+                match &event {
+                    watcher::Event::Apply(obj) => {
+                        writer.apply_watcher_event(&event);
+                        let r = obj.to_object_ref(dyntype.clone());
+                        if let Some(cached) = reader.get(&r) {
+                            write(&indexes).insert(r, &cached);
+                            let _ = tx.send(Change::Applied(cached));
+                        }
+                    }
+                    watcher::Event::Delete(obj) => {
+                        writer.apply_watcher_event(&event);
+                        let r = obj.to_object_ref(dyntype.clone());
+                        write(&indexes).remove(&r);
+                        let _ = tx.send(Change::Deleted(Arc::new(obj.clone())));
+                    }
+                    watcher::Event::InitDone => {
+                        let before = reader.state();
+                        writer.apply_watcher_event(&event);
+                        let after = reader.state();
+                        let now: HashSet<ObjectRef<K>> =
+                            after.iter().map(|o| o.to_object_ref(dyntype.clone())).collect();
+                        {
+                            let mut ix = write(&indexes);
+                            *ix = Indexes::default();
+                            for o in &after {
+                                ix.insert(o.to_object_ref(dyntype.clone()), o);
+                            }
+                        }
+                        for o in before {
+                            if !now.contains(&o.to_object_ref(dyntype.clone())) {
+                                let _ = tx.send(Change::Deleted(o));
+                            }
+                        }
+                        for o in after {
+                            let _ = tx.send(Change::Applied(o));
+                        }
+                    }
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {
+                        writer.apply_watcher_event(&event);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The cache.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Waits until the first list is in the cache.
+    pub async fn ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+
+    pub fn get(&self, r: &ObjectRef<K>) -> Option<Arc<K>> {
+        self.store.get(r)
+    }
+
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
+    fn lookup(&self, pick: impl Fn(&Indexes<K>) -> Option<&HashSet<ObjectRef<K>>>) -> Vec<Arc<K>> {
+        let refs: Vec<ObjectRef<K>> = {
+            let ix = read(&self.indexes);
+            pick(&ix).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        };
+        refs.iter().filter_map(|r| self.store.get(r)).collect()
+    }
+
+    /// The cached objects of a namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.lookup(|ix| ix.by_namespace.get(namespace))
+    }
+
+    /// The cached objects with an ownerReference to `uid`.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
+        self.lookup(|ix| ix.by_owner.get(uid))
+    }
+
+    /// The cached pods bound to `node`.
+    pub fn on_node(&self, node: &str) -> Vec<Arc<K>> {
+        self.lookup(|ix| ix.by_node.get(node))
+    }
+
+    /// Every change from now on, starting with the whole cache when it is already filled (so a
+    /// late subscriber misses nothing); a subscriber that falls behind gets the whole cache
+    /// again.
+    pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
+        let rx = self.tx.subscribe();
+        let store = self.store.clone();
+        let replay: Vec<Change<K>> = if self.pending.lock().map(|p| p.is_none()).unwrap_or(true) {
+            store.state().into_iter().map(Change::Applied).collect()
+        } else {
+            Vec::new()
+        };
+        let kind = K::kind(&self.dyntype).to_string();
+        let live = futures::stream::unfold(rx, move |mut rx| {
+            let store = store.clone();
+            let kind = kind.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(c) => return Some((vec![c], rx)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(%kind, missed = n, "a subscriber fell behind its informer; resending the cache");
+                            let all = store.state().into_iter().map(Change::Applied).collect();
+                            return Some((all, rx));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        })
+        .flat_map(futures::stream::iter);
+        futures::stream::iter(replay).chain(live)
+    }
+
+    /// The objects that changed (applied or deleted), for kube-runtime's
+    /// `Controller::for_shared_stream` and `reconcile_on`.
+    pub fn objects(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.subscribe().map(Change::into_object)
+    }
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The metadata of one object, as the garbage collector sees every resource.
+pub type MetaChange = Change<ObjectMeta>;
+
+/// An informer seen through its objects' metadata.
+trait Shared: Send + Sync {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn start(&self);
+    fn meta(&self) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>>;
+}
+
+impl<K: Cached> Shared for Informer<K>
+where
+    K::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+    fn start(&self) {
+        Informer::start(self)
+    }
+    fn meta(&self) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>> {
+        self.subscribe()
+            .map(|c| match c {
+                Change::Applied(o) => Change::Applied(Arc::new(o.meta().clone())),
+                Change::Deleted(o) => Change::Deleted(Arc::new(o.meta().clone())),
+            })
+            .boxed()
+    }
+}
+
+/// The informers of one process.
+#[derive(Clone)]
+pub struct Factory {
+    inner: Arc<FactoryInner>,
+}
+
+struct FactoryInner {
+    client: Client,
+    informers: Mutex<HashMap<String, Arc<dyn Shared>>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// The registry key of a resource with selectors: `group/version/plural?labels&fields`.
+fn key(group: &str, version: &str, plural: &str, cfg: &watcher::Config) -> String {
+    format!(
+        "{group}/{version}/{plural}?{}&{}",
+        cfg.label_selector.as_deref().unwrap_or_default(),
+        cfg.field_selector.as_deref().unwrap_or_default()
+    )
+}
+
+impl Factory {
+    pub fn new(client: Client) -> Self {
+        Factory {
+            inner: Arc::new(FactoryInner {
+                client,
+                informers: Mutex::new(HashMap::new()),
+                started: Default::default(),
+            }),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// The informer of every `K` in the cluster.
+    pub fn informer<K>(&self) -> Arc<Informer<K>>
+    where
+        K: Cached + Resource<DynamicType = ()>,
+    {
+        self.informer_with(watcher::Config::default())
+    }
+
+    /// The informer of the `K`s that `cfg`'s label and field selectors pick.
+    pub fn informer_with<K>(&self, cfg: watcher::Config) -> Arc<Informer<K>>
+    where
+        K: Cached + Resource<DynamicType = ()>,
+    {
+        let k = key(&K::group(&()), &K::version(&()), &K::plural(&()), &cfg);
+        let mut map = self.inner.informers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = map.get(&k) {
+            if let Ok(inf) = found.clone().into_any().downcast::<Informer<K>>() {
+                return inf;
+            }
+        }
+        let inf = Arc::new(Informer::new(Api::<K>::all(self.client()), cfg, ()));
+        map.insert(k, inf.clone());
+        if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
+            inf.start();
+        }
+        inf
+    }
+
+    /// The metadata of every object of `resource`: from the process's typed informer of that
+    /// resource when there is one, else from a metadata-only watch shared the same way.
+    pub fn meta_informer(&self, resource: &ApiResource) -> impl Stream<Item = MetaChange> + Send + 'static {
+        let k = key(&resource.group, &resource.version, &resource.plural, &watcher::Config::default());
+        let shared = {
+            let mut map = self.inner.informers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get(&k) {
+                Some(s) => s.clone(),
+                None => {
+                    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client(), resource);
+                    let inf: Arc<dyn Shared> =
+                        Arc::new(Informer::new(api, watcher::Config::default(), resource.clone()));
+                    map.insert(k, inf.clone());
+                    if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
+                        inf.start();
+                    }
+                    inf
+                }
+            }
+        };
+        shared.meta()
+    }
+
+    /// Starts every registered informer's watch (once); informers registered later start at
+    /// once.
+    pub fn start(&self) {
+        self.inner.started.store(true, std::sync::atomic::Ordering::SeqCst);
+        let all: Vec<Arc<dyn Shared>> = self
+            .inner
+            .informers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for i in all {
+            i.start();
+        }
+    }
+}
