@@ -11,69 +11,12 @@ use std::collections::BTreeMap;
 pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 
-/// Parses a Kubernetes quantity (`100m`, `1.5Gi`, `2e3`) and returns it times `scale`, rounded up
-/// (cpu is kept in millicores with `scale` 1000, everything else in units with `scale` 1).
-pub fn parse_quantity_scaled(s: &str, scale: i128) -> Option<i64> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let (sign, s) = match s.as_bytes()[0] {
-        b'-' => (-1i128, &s[1..]),
-        b'+' => (1, &s[1..]),
-        _ => (1, s),
-    };
-    let num_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(num_end);
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    let digits = format!("{int_part}{frac_part}");
-    let mut mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    // value = mantissa * num / 10^den10
-    let mut den10: i32 = i32::try_from(frac_part.len()).ok()?;
-    let mut mult: i128 = 1;
-    match suffix {
-        "" => {}
-        "Ki" => mult = 1 << 10,
-        "Mi" => mult = 1 << 20,
-        "Gi" => mult = 1 << 30,
-        "Ti" => mult = 1 << 40,
-        "Pi" => mult = 1 << 50,
-        "Ei" => mult = 1 << 60,
-        "n" => den10 += 9,
-        "u" => den10 += 6,
-        "m" => den10 += 3,
-        "k" => den10 -= 3,
-        "M" => den10 -= 6,
-        "G" => den10 -= 9,
-        "T" => den10 -= 12,
-        "P" => den10 -= 15,
-        "E" => den10 -= 18,
-        e if e.starts_with(['e', 'E']) => den10 -= e[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    mantissa = mantissa.checked_mul(mult)?.checked_mul(scale)?;
-    let value = if den10 >= 0 {
-        let d = 10i128.checked_pow(u32::try_from(den10).ok()?)?;
-        (mantissa + d - 1) / d
-    } else {
-        mantissa.checked_mul(10i128.checked_pow(u32::try_from(-den10).ok()?)?)?
-    };
-    i64::try_from((sign * value).clamp(i128::from(i64::MIN), i128::from(i64::MAX))).ok()
-}
-
-/// A quantity of the named resource in the unit the scheduler counts it in.
+/// A quantity of the named resource in the unit the scheduler counts it in (cpu in millicores,
+/// everything else in units; rounded up as upstream's `MilliValue`/`Value`, saturated to i64).
 pub fn quantity_value(resource: &str, q: &Quantity) -> i64 {
     let scale = if resource == "cpu" { 1000 } else { 1 };
-    parse_quantity_scaled(&q.0, scale).unwrap_or(0)
+    kaji_api::quantity::scaled(&q.0, scale)
+        .map_or(0, |v| v.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
 }
 
 /// A set of resources (upstream `framework.Resource`).
@@ -233,15 +176,16 @@ mod tests {
 
     #[test]
     fn quantities() {
-        assert_eq!(parse_quantity_scaled("100m", 1000), Some(100));
-        assert_eq!(parse_quantity_scaled("0.1", 1000), Some(100));
-        assert_eq!(parse_quantity_scaled("2", 1000), Some(2000));
-        assert_eq!(parse_quantity_scaled("1Gi", 1), Some(1 << 30));
-        assert_eq!(parse_quantity_scaled("1.5Gi", 1), Some(3 << 29));
-        assert_eq!(parse_quantity_scaled("128M", 1), Some(128_000_000));
-        assert_eq!(parse_quantity_scaled("1e3", 1), Some(1000));
-        assert_eq!(parse_quantity_scaled("1u", 1000), Some(1));
-        assert_eq!(parse_quantity_scaled("abc", 1), None);
+        let q = |s: &str| Quantity(s.into());
+        assert_eq!(quantity_value("cpu", &q("100m")), 100);
+        assert_eq!(quantity_value("cpu", &q("0.1")), 100);
+        assert_eq!(quantity_value("cpu", &q("2")), 2000);
+        assert_eq!(quantity_value("cpu", &q("1u")), 1);
+        assert_eq!(quantity_value("memory", &q("1.5Gi")), 3 << 29);
+        assert_eq!(quantity_value("memory", &q("128M")), 128_000_000);
+        assert_eq!(quantity_value("example.com/gpu", &q("1e3")), 1000);
+        assert_eq!(quantity_value("memory", &q("abc")), 0);
+        assert_eq!(quantity_value("memory", &q("100Ei")), i64::MAX);
     }
 
     #[test]

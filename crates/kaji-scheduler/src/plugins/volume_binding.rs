@@ -36,12 +36,15 @@
 
 use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::{Code, CycleState, FilterPlugin, Snapshot, Status};
-use crate::resources::parse_quantity_scaled;
-use crate::selector::{Labels, Selector, node_selector_term_matches};
+use crate::selector::{Labels, node_selector_term_matches};
 use k8s_openapi::api::core::v1::{
     ObjectReference, PersistentVolume, PersistentVolumeClaim, TopologySelectorTerm,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
+use kaji_runtime::volume::{
+    ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_SELECTED_NODE, claim_class,
+    find_matching_volume, is_bound_to, requested_storage, volume_class,
+};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use std::collections::{HashMap, HashSet};
@@ -56,10 +59,6 @@ pub const ERR_NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
 pub const ERR_PV_NOT_EXIST: &str =
     "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
 
-const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
-const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
 /// How long PreBind waits for the PersistentVolume controller (upstream `bindTimeoutSeconds`).
@@ -134,28 +133,6 @@ fn name_of<K: kube::Resource>(o: &K) -> &str {
     o.meta().name.as_deref().unwrap_or_default()
 }
 
-/// Upstream `GetPersistentVolumeClaimClass`: the beta annotation, else `storageClassName`.
-fn claim_class(c: &PersistentVolumeClaim) -> &str {
-    annotation(&c.metadata, BETA_STORAGE_CLASS)
-        .or_else(|| {
-            c.spec
-                .as_ref()
-                .and_then(|s| s.storage_class_name.as_deref())
-        })
-        .unwrap_or_default()
-}
-
-/// Upstream `GetPersistentVolumeClass`.
-fn volume_class(v: &PersistentVolume) -> &str {
-    annotation(&v.metadata, BETA_STORAGE_CLASS)
-        .or_else(|| {
-            v.spec
-                .as_ref()
-                .and_then(|s| s.storage_class_name.as_deref())
-        })
-        .unwrap_or_default()
-}
-
 fn claim_volume_name(c: &PersistentVolumeClaim) -> &str {
     c.spec
         .as_ref()
@@ -166,40 +143,6 @@ fn claim_volume_name(c: &PersistentVolumeClaim) -> &str {
 /// Bound and the binding completed by the controller (upstream `isPVCFullyBound`).
 fn fully_bound(c: &PersistentVolumeClaim) -> bool {
     !claim_volume_name(c).is_empty() && annotation(&c.metadata, ANN_BIND_COMPLETED).is_some()
-}
-
-fn requested_storage(c: &PersistentVolumeClaim) -> i64 {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| parse_quantity_scaled(&q.0, 1))
-        .unwrap_or(0)
-}
-
-fn volume_storage(v: &PersistentVolume) -> i64 {
-    v.spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| parse_quantity_scaled(&q.0, 1))
-        .unwrap_or(0)
-}
-
-/// Upstream `IsVolumeBoundToClaim`: the claimRef names the claim (and its uid, when it has one).
-fn is_bound_to(v: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
-    let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
-        return false;
-    };
-    if r.name.as_deref().unwrap_or_default() != name_of(c)
-        || r.namespace.as_deref().unwrap_or_default()
-            != c.metadata.namespace.as_deref().unwrap_or_default()
-    {
-        return false;
-    }
-    let uid = r.uid.as_deref().unwrap_or_default();
-    uid.is_empty() || Some(uid) == c.metadata.uid.as_deref()
 }
 
 /// Upstream `CheckNodeAffinity`: the volume's required node affinity against the node's labels
@@ -219,28 +162,6 @@ fn node_affinity_matches(v: &PersistentVolume, labels: &Labels) -> bool {
         .any(|t| node_selector_term_matches(t, labels, ""))
 }
 
-/// Upstream `CheckVolumeModeMismatches` (no mode is Filesystem).
-fn volume_mode_mismatch(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let claim = c.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
-    let volume = v.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
-    claim.unwrap_or("Filesystem") != volume.unwrap_or("Filesystem")
-}
-
-/// Upstream `CheckAccessModes`: the volume offers every mode the claim asks for.
-fn access_modes_fit(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let offered = v
-        .spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or_default();
-    c.spec
-        .as_ref()
-        .and_then(|s| s.access_modes.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .all(|m| offered.contains(m))
-}
-
 /// Upstream `MatchTopologySelectorTerms`: no terms admit every node; a term with no
 /// expressions admits none.
 fn topology_matches(terms: Option<&[TopologySelectorTerm]>, labels: &Labels) -> bool {
@@ -253,67 +174,6 @@ fn topology_matches(terms: Option<&[TopologySelectorTerm]>, labels: &Labels) -> 
                     .iter()
                     .all(|e| labels.get(&e.key).is_some_and(|v| e.values.contains(v)))
         })
-}
-
-/// Upstream `FindMatchingVolume` on the scheduler's path (a node is given, delayed binding): a
-/// volume pre-bound to the claim if the node suits it, else the smallest Available one that fits.
-fn find_matching_volume(
-    c: &PersistentVolumeClaim,
-    volumes: &[Arc<PersistentVolume>],
-    node_labels: &Labels,
-    excluded: &HashSet<String>,
-) -> Option<Arc<PersistentVolume>> {
-    // VolumeAttributesClass is off by default in 1.33: a claim asking for one matches nothing.
-    if c.spec
-        .as_ref()
-        .and_then(|s| s.volume_attributes_class_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
-    {
-        return None;
-    }
-    let requested = requested_storage(c);
-    let class = claim_class(c);
-    let selector = c
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .map(|s| Selector::new(Some(s)));
-    let no_labels = Labels::new();
-    let mut smallest: Option<(i64, &Arc<PersistentVolume>)> = None;
-    for v in volumes {
-        if excluded.contains(name_of(v.as_ref())) {
-            continue;
-        }
-        let claimed = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some();
-        if claimed && !is_bound_to(v, c) {
-            continue;
-        }
-        let size = volume_storage(v);
-        if size < requested || volume_mode_mismatch(c, v) || v.metadata.deletion_timestamp.is_some()
-        {
-            continue;
-        }
-        let affinity_ok = node_affinity_matches(v, node_labels);
-        if is_bound_to(v, c) {
-            // Pre-bound to this claim: that volume or nothing.
-            return affinity_ok.then(|| v.clone());
-        }
-        let phase = v.status.as_ref().and_then(|s| s.phase.as_deref());
-        if phase != Some("Available")
-            || selector
-                .as_ref()
-                .is_some_and(|s| !s.matches(v.metadata.labels.as_ref().unwrap_or(&no_labels)))
-            || volume_class(v) != class
-            || !affinity_ok
-            || !access_modes_fit(c, v)
-        {
-            continue;
-        }
-        if smallest.is_none_or(|(s, _)| s > size) {
-            smallest = Some((size, v));
-        }
-    }
-    smallest.map(|(_, v)| v.clone())
 }
 
 /// Upstream `GetBindVolumeToClaim`: the volume with its claimRef pointing at the claim, and
@@ -578,7 +438,8 @@ impl VolumeBinding {
                         .get(claim_class(&c))
                         .map(Vec::as_slice)
                         .unwrap_or_default();
-                    match find_matching_volume(&c, vols, &node.labels, &chosen) {
+                    let admits = |v: &PersistentVolume| node_affinity_matches(v, &node.labels);
+                    match find_matching_volume(&c, vols, Some(&admits), &chosen, true) {
                         Some(v) => {
                             chosen.insert(name_of(v.as_ref()).to_string());
                             out.static_bindings.push((v, c));
