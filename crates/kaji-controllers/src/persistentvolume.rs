@@ -29,6 +29,10 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeStatus, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
+use kaji_runtime::volume::{
+    ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_SELECTED_NODE, check_volume_satisfies_claim,
+    claim_class, find_best_match, is_bound_to, volume_mode_mismatch,
+};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -39,14 +43,10 @@ use std::time::Duration;
 
 const COMPONENT: &str = "persistentvolume-controller";
 
-pub const ANN_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-pub const ANN_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 const ANN_DYNAMICALLY_PROVISIONED: &str = "pv.kubernetes.io/provisioned-by";
-const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 /// Set on a claim an external provisioner should serve (the beta name, and the GA one since 1.23).
 const ANN_STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
 const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
-const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
 
 /// Upstream's `--pvclaimbinder-sync-period`.
 const RESYNC: Duration = Duration::from_secs(15);
@@ -213,28 +213,6 @@ fn claim_key(c: &PersistentVolumeClaim) -> String {
     format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
 }
 
-/// Upstream `GetPersistentVolumeClaimClass`: the beta annotation, else `storageClassName`.
-pub fn claim_class(c: &PersistentVolumeClaim) -> String {
-    if let Some(class) = c.annotations().get(BETA_STORAGE_CLASS) {
-        return class.clone();
-    }
-    c.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .unwrap_or_default()
-}
-
-/// Upstream `GetPersistentVolumeClass`.
-pub fn volume_class(v: &PersistentVolume) -> String {
-    if let Some(class) = v.annotations().get(BETA_STORAGE_CLASS) {
-        return class.clone();
-    }
-    v.spec
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-        .unwrap_or_default()
-}
-
 fn volume_phase(v: &PersistentVolume) -> &str {
     v.status
         .as_ref()
@@ -258,221 +236,6 @@ fn claim_volume_name(c: &PersistentVolumeClaim) -> &str {
         .as_ref()
         .and_then(|s| s.volume_name.as_deref())
         .unwrap_or_default()
-}
-
-/// Upstream `IsVolumeBoundToClaim`: the claimRef names the claim (and its uid, when set).
-pub fn is_bound_to(v: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
-    let Some(r) = claim_ref(v) else { return false };
-    if r.name.as_deref() != c.metadata.name.as_deref()
-        || r.namespace.as_deref().unwrap_or_default() != c.namespace().unwrap_or_default()
-    {
-        return false;
-    }
-    let uid = r.uid.as_deref().unwrap_or_default();
-    uid.is_empty() || Some(uid) == c.metadata.uid.as_deref()
-}
-
-/// A storage quantity in thousandths of a byte, exactly (so that quantities compare as upstream's
-/// `Quantity.Cmp`).
-pub fn quantity(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(end);
-    let (neg, num) = match num.strip_prefix('-') {
-        Some(n) => (true, n),
-        None => (false, num.strip_prefix('+').unwrap_or(num)),
-    };
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let mut v: i128 = format!("{int}{frac}").parse().ok()?;
-    let mut exp10: i32 = 3 - i32::try_from(frac.len()).ok()?;
-    match suffix {
-        "" => {}
-        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
-            let n = "KMGTPE".find(&suffix[..1])? as u32 + 1;
-            v = v.checked_mul(1i128 << (10 * n))?;
-        }
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        e if e.starts_with(['e', 'E']) => exp10 += e[1..].parse::<i32>().ok()?,
-        _ => return None,
-    }
-    let v = if exp10 >= 0 {
-        v.checked_mul(10i128.checked_pow(exp10 as u32)?)?
-    } else {
-        let d = 10i128.checked_pow((-exp10) as u32)?;
-        (v + d - 1) / d
-    };
-    Some(if neg { -v } else { v })
-}
-
-fn requested_storage(c: &PersistentVolumeClaim) -> i128 {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| quantity(&q.0))
-        .unwrap_or(0)
-}
-
-fn volume_storage(v: &PersistentVolume) -> i128 {
-    v.spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| quantity(&q.0))
-        .unwrap_or(0)
-}
-
-fn volume_mode_mismatch(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let claim = c
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_mode.as_deref())
-        .unwrap_or("Filesystem");
-    let volume = v
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_mode.as_deref())
-        .unwrap_or("Filesystem");
-    claim != volume
-}
-
-fn claim_modes(c: &PersistentVolumeClaim) -> Vec<String> {
-    c.spec
-        .as_ref()
-        .and_then(|s| s.access_modes.clone())
-        .unwrap_or_default()
-}
-
-fn volume_modes(v: &PersistentVolume) -> Vec<String> {
-    v.spec
-        .as_ref()
-        .and_then(|s| s.access_modes.clone())
-        .unwrap_or_default()
-}
-
-/// Upstream `CheckAccessModes`: the volume offers every mode the claim asks for.
-fn access_modes_fit(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let offered = volume_modes(v);
-    claim_modes(c).iter().all(|m| offered.contains(m))
-}
-
-fn selector_matches(c: &PersistentVolumeClaim, v: &PersistentVolume) -> bool {
-    let Some(sel) = c.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
-        return true;
-    };
-    let Ok(sel) = serde_json::to_value(sel)
-        .map_err(|e| e.to_string())
-        .and_then(|s| kaji_api::selector::LabelSelector::from_object(&s))
-    else {
-        return false;
-    };
-    let labels = v.labels();
-    sel.matches_with(|k| labels.get(k).map(String::as_str))
-}
-
-/// Upstream `checkVolumeSatisfyClaim`, for a claim that names its volume.
-fn check_volume_satisfies_claim(
-    v: &PersistentVolume,
-    c: &PersistentVolumeClaim,
-) -> Result<(), String> {
-    if v.metadata.deletion_timestamp.is_some() {
-        return Err(format!(
-            "the volume is marked for deletion {:?}",
-            v.name_any()
-        ));
-    }
-    if volume_storage(v) < requested_storage(c) {
-        return Err("requested PV is too small".into());
-    }
-    if volume_class(v) != claim_class(c) {
-        return Err("storageClassName does not match".into());
-    }
-    if volume_mode_mismatch(c, v) {
-        return Err("incompatible volumeMode".into());
-    }
-    if !access_modes_fit(c, v) {
-        return Err("incompatible accessMode".into());
-    }
-    Ok(())
-}
-
-/// Upstream `findBestMatchForClaim`: volumes grouped by their set of access modes, the groups
-/// that include the claim's modes tried from the fewest modes up; in a group, a volume
-/// pre-bound to the claim wins, else the smallest that fits (`FindMatchingVolume`).
-pub fn find_best_match(
-    c: &PersistentVolumeClaim,
-    volumes: &[Arc<PersistentVolume>],
-    delay_binding: bool,
-) -> Option<Arc<PersistentVolume>> {
-    let wanted = claim_modes(c);
-    let mut groups: BTreeMap<Vec<String>, Vec<Arc<PersistentVolume>>> = BTreeMap::new();
-    for v in volumes {
-        let mut modes = volume_modes(v);
-        modes.sort();
-        modes.dedup();
-        groups.entry(modes).or_default().push(v.clone());
-    }
-    let mut keys: Vec<&Vec<String>> = groups
-        .keys()
-        .filter(|modes| !modes.is_empty() && wanted.iter().all(|m| modes.contains(m)))
-        .collect();
-    keys.sort_by_key(|m| m.len());
-    for key in keys {
-        let mut group = groups[key].clone();
-        group.sort_by_key(|v| v.name_any());
-        if let Some(v) = find_matching_volume(c, &group, delay_binding) {
-            return Some(v);
-        }
-    }
-    None
-}
-
-fn find_matching_volume(
-    c: &PersistentVolumeClaim,
-    volumes: &[Arc<PersistentVolume>],
-    delay_binding: bool,
-) -> Option<Arc<PersistentVolume>> {
-    let requested = requested_storage(c);
-    let class = claim_class(c);
-    let mut smallest: Option<(i128, Arc<PersistentVolume>)> = None;
-    for v in volumes {
-        if claim_ref(v).is_some() && !is_bound_to(v, c) {
-            continue;
-        }
-        let size = volume_storage(v);
-        if size < requested || volume_mode_mismatch(c, v) || v.metadata.deletion_timestamp.is_some()
-        {
-            continue;
-        }
-        if is_bound_to(v, c) {
-            return Some(v.clone());
-        }
-        if delay_binding
-            || volume_phase(v) != "Available"
-            || !selector_matches(c, v)
-            || volume_class(v) != class
-        {
-            continue;
-        }
-        if smallest.as_ref().is_none_or(|(s, _)| *s > size) {
-            smallest = Some((size, v.clone()));
-        }
-    }
-    smallest.map(|(_, v)| v)
 }
 
 async fn stores_ready(ctx: &Ctx) -> bool {
@@ -850,8 +613,8 @@ async fn update_claim_status(
                     .capacity
                     .as_ref()
                     .and_then(|c| c.get("storage"))
-                    .and_then(|q| quantity(&q.0));
-                if current != quantity(&storage.0) {
+                    .and_then(|q| kaji_api::quantity::nanos(&q.0));
+                if current != kaji_api::quantity::nanos(&storage.0) {
                     status.capacity = cap;
                     dirty = true;
                 }
@@ -1171,12 +934,8 @@ fn delete_storage(v: &PersistentVolume) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{
-        HostPathVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeSpec,
-        VolumeResourceRequirements,
-    };
+    use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolumeSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     fn pv(name: &str, size: &str, modes: &[&str], class: &str) -> Arc<PersistentVolume> {
         Arc::new(PersistentVolume {
@@ -1199,135 +958,6 @@ mod tests {
                 ..Default::default()
             }),
         })
-    }
-
-    fn pvc(size: &str, modes: &[&str], class: Option<&str>) -> PersistentVolumeClaim {
-        PersistentVolumeClaim {
-            metadata: kube::api::ObjectMeta {
-                name: Some("c".into()),
-                namespace: Some("default".into()),
-                uid: Some("u1".into()),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(modes.iter().map(|m| m.to_string()).collect()),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some([("storage".to_string(), Quantity(size.into()))].into()),
-                    ..Default::default()
-                }),
-                storage_class_name: class.map(str::to_string),
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-
-    fn best(c: &PersistentVolumeClaim, vs: &[Arc<PersistentVolume>]) -> Option<String> {
-        find_best_match(c, vs, false).map(|v| v.name_any())
-    }
-
-    #[test]
-    fn quantities_compare_exactly() {
-        assert_eq!(quantity("1Gi"), Some(1_073_741_824_000));
-        assert_eq!(quantity("1G"), Some(1_000_000_000_000));
-        assert_eq!(quantity("500Mi"), Some(524_288_000_000));
-        assert_eq!(quantity("1.5Gi"), Some(1_610_612_736_000));
-        assert_eq!(quantity("100m"), Some(100));
-        assert!(quantity("1Gi") > quantity("1G"));
-    }
-
-    #[test]
-    fn smallest_fitting_volume_with_the_same_class() {
-        let vs = vec![
-            pv("big", "10Gi", &["ReadWriteOnce"], ""),
-            pv("small", "1Gi", &["ReadWriteOnce"], ""),
-            pv("tiny", "100Mi", &["ReadWriteOnce"], ""),
-            pv("classy", "1Gi", &["ReadWriteOnce"], "fast"),
-        ];
-        assert_eq!(
-            best(&pvc("500Mi", &["ReadWriteOnce"], None), &vs).as_deref(),
-            Some("small")
-        );
-        assert_eq!(
-            best(&pvc("2Gi", &["ReadWriteOnce"], None), &vs).as_deref(),
-            Some("big")
-        );
-        assert_eq!(best(&pvc("20Gi", &["ReadWriteOnce"], None), &vs), None);
-        assert_eq!(
-            best(&pvc("500Mi", &["ReadWriteOnce"], Some("fast")), &vs).as_deref(),
-            Some("classy")
-        );
-        assert_eq!(
-            best(&pvc("500Mi", &["ReadWriteOnce"], Some("slow")), &vs),
-            None
-        );
-    }
-
-    #[test]
-    fn access_modes_fewest_first_and_superset() {
-        let vs = vec![
-            pv("rwo-rox", "1Gi", &["ReadWriteOnce", "ReadOnlyMany"], ""),
-            pv("rwo-big", "5Gi", &["ReadWriteOnce"], ""),
-            pv("rwx", "1Gi", &["ReadWriteMany"], ""),
-        ];
-        // The exact set wins over a smaller volume with more modes.
-        assert_eq!(
-            best(&pvc("1Gi", &["ReadWriteOnce"], None), &vs).as_deref(),
-            Some("rwo-big")
-        );
-        assert_eq!(
-            best(&pvc("1Gi", &["ReadOnlyMany"], None), &vs).as_deref(),
-            Some("rwo-rox")
-        );
-        assert_eq!(
-            best(&pvc("1Gi", &["ReadWriteMany", "ReadWriteOnce"], None), &vs),
-            None
-        );
-    }
-
-    #[test]
-    fn pre_bound_volume_wins_and_selector_filters() {
-        let mut prebound = (*pv("pre", "5Gi", &["ReadWriteOnce"], "other")).clone();
-        prebound.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
-            name: Some("c".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        });
-        let mut labelled = (*pv("labelled", "2Gi", &["ReadWriteOnce"], "")).clone();
-        labelled.metadata.labels = Some([("tier".to_string(), "gold".to_string())].into());
-        let mut taken = (*pv("taken", "1Gi", &["ReadWriteOnce"], "")).clone();
-        taken.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
-            name: Some("someone-else".into()),
-            namespace: Some("default".into()),
-            uid: Some("u2".into()),
-            ..Default::default()
-        });
-        let vs = vec![
-            Arc::new(prebound),
-            Arc::new(labelled.clone()),
-            pv("plain", "1Gi", &["ReadWriteOnce"], ""),
-            Arc::new(taken),
-        ];
-        // Pre-binding skips the class check, as upstream's controller path.
-        assert_eq!(
-            best(&pvc("1Gi", &["ReadWriteOnce"], None), &vs).as_deref(),
-            Some("pre")
-        );
-        let vs = &vs[1..];
-        assert_eq!(
-            best(&pvc("1Gi", &["ReadWriteOnce"], None), vs).as_deref(),
-            Some("plain")
-        );
-        let mut c = pvc("1Gi", &["ReadWriteOnce"], None);
-        c.spec.as_mut().unwrap().selector = Some(LabelSelector {
-            match_labels: Some([("tier".to_string(), "gold".to_string())].into()),
-            ..Default::default()
-        });
-        assert_eq!(best(&c, vs).as_deref(), Some("labelled"));
-        // Only Available volumes are matched (the volume loop makes new ones Available).
-        let mut pending = labelled;
-        pending.status = None;
-        assert_eq!(best(&c, &[Arc::new(pending)]), None);
     }
 
     #[test]
