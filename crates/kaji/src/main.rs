@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod killall;
+
 #[derive(Parser)]
 #[command(name = "kaji", version, about = "Kaji: a small Kubernetes in one binary")]
 struct Cli {
@@ -27,6 +29,9 @@ enum Command {
     Agent(AgentArgs),
     /// Run the service proxy alone against an API server (nftables; root).
     Proxy(ProxyArgs),
+    /// Stop everything of a data dir (k3s-killall.sh): kaji, containerd, shims and containers,
+    /// mounts, the CNI bridge, the proxy's nftables table, the DNS address. State stays.
+    Killall(killall::KillallArgs),
 }
 
 /// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
@@ -276,6 +281,7 @@ fn main() -> Result<()> {
             let node = args.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
             kaji_proxy::run(client, proxy_options(&node, &args.network)?).await
         }),
+        Command::Killall(args) => rt.block_on(killall::run(args)),
     }
 }
 
@@ -325,6 +331,13 @@ fn spawn_node(
 ) -> Result<()> {
     let opts = agent_options(data_dir, node);
     let net = &node.network;
+    // The machine-wide names this node uses, for `kaji killall`.
+    killall::NodeSettings {
+        cni_bridge_name: node.container_runtime_endpoint.is_none().then(|| node.cni_bridge_name.clone()),
+        proxy_table: net.proxy_table.clone(),
+        cluster_dns: net.cluster_dns(),
+    }
+    .write(data_dir)?;
     spokes.spawn(kaji_proxy::run(client.clone(), proxy_options(&opts.node_name, net)?));
     let dns = kaji_dns::DnsOptions {
         listen_ip: std::net::IpAddr::V4(net.cluster_dns()),
