@@ -1,18 +1,28 @@
 //! Pods on this node: one watch on pods with `spec.nodeName=<node>`, and one worker task per pod
 //! (upstream's pod workers) that drives the runtime towards the pod's spec and reports status.
-//! - `worker`: the sync loop (sandbox, init containers in order, app containers, restarts with
-//!   back-off, termination and deletion), `container`: CRI configs from a pod spec,
+//! - `worker`: the sync loop (observe, decide, act, report); `actions`: the decision, a pure
+//!   function (upstream's computePodActions: sandbox, init containers in order, app containers,
+//!   restarts with back-off, probe and spec-change kills); `sandbox`, `start`, `kill` and `gc`:
+//!   the runtime side of it (sandboxes, starting containers, stopping containers and
+//!   terminating pods, garbage); `backoff`: crash-loop and image-pull back-off;
+//!   `container`: CRI configs from a pod spec,
 //!   `pull`: images and pull policies, `probe`: liveness/readiness/startup probes and hooks,
 //!   `env` and `resources`: environment and cgroup settings, `service_env`: the docker-links
 //!   service variables, `events`: the event recorder.
 
+pub mod actions;
+pub mod backoff;
 pub mod container;
 pub mod env;
 pub mod events;
+mod gc;
+mod kill;
 pub mod probe;
 pub mod pull;
 pub mod resources;
+mod sandbox;
 pub mod service_env;
+mod start;
 pub mod worker;
 
 use crate::cri::Cri;
@@ -42,7 +52,7 @@ pub struct Shared {
     pub node_cpu: String,
     pub node_memory: String,
     /// Image pull back-off, shared by the pods of the node as upstream (key: image).
-    pub image_backoff: Mutex<HashMap<String, worker::Backoff>>,
+    pub image_backoff: Mutex<HashMap<String, backoff::Backoff>>,
 }
 
 impl Shared {
