@@ -9,6 +9,7 @@
 // by value rather than boxed everywhere.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod allocator;
 mod bootstrap;
 pub mod discovery;

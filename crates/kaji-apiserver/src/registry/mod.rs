@@ -1,6 +1,7 @@
 //! One strategy per kind (as upstream's `pkg/registry/<group>/<kind>/strategy.go`): what is special
-//! about a kind lives in its file here; the generic REST handler in `crate::rest` does the verbs
-//! for all of them and knows nothing of Deployments.
+//! about a kind lives in its file here; the generic store (`store`, upstream's
+//! `genericregistry.Store`) does create, update and delete for all of them and knows nothing of
+//! Deployments (nor of HTTP: `crate::rest` decodes requests into its calls).
 
 pub mod apiextensions;
 pub mod apps;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod rbac;
 pub mod scheduling;
 pub mod storage;
+pub mod store;
 
 use crate::allocator::Allocators;
 use kaji_api::{ApiError, FieldError, ResourceInfo};
@@ -61,9 +63,15 @@ pub trait Strategy: Send + Sync + 'static {
         false
     }
 
-    /// `metadata.generation` starts at 1 and grows when the spec changes.
+    /// `metadata.generation` starts at 1 and grows when `bumps_generation` says so.
     fn tracks_generation(&self) -> bool {
         false
+    }
+
+    /// Whether an update (not a status update) bumps `metadata.generation` (when
+    /// `tracks_generation`): upstream's PrepareForUpdate bumps it when the spec changes.
+    fn bumps_generation(&self, new: &Value, old: &Value) -> bool {
+        new.get("spec") != old.get("spec")
     }
 
     /// Which name rule applies (most kinds: RFC 1123 subdomain).
@@ -83,6 +91,20 @@ pub trait Strategy: Send + Sync + 'static {
     /// Called on update; the generic part already kept status (if `has_status`) and metadata.
     fn prepare_for_update(&self, _new: &mut Value, _old: &Value) {}
 
+    /// The status strategy's PrepareForUpdate (the status subresource): only status changes,
+    /// the rest of `new` (spec, metadata) is reset to `old`'s.
+    fn prepare_for_status_update(&self, new: &mut Value, old: &Value) {
+        let status = new.get("status").cloned();
+        let mut merged = old.clone();
+        match status {
+            Some(s) => merged["status"] = s,
+            None => {
+                merged.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+        *new = merged;
+    }
+
     fn validate(&self, _obj: &Value) -> Vec<FieldError> {
         Vec::new()
     }
@@ -90,6 +112,12 @@ pub trait Strategy: Send + Sync + 'static {
     /// Update validation: by default the create validation plus nothing else.
     fn validate_update(&self, new: &Value, _old: &Value) -> Vec<FieldError> {
         self.validate(new)
+    }
+
+    /// The status strategy's validation (upstream ValidateUpdate of the status strategy): by
+    /// default the update validation of the whole object, whose spec is the stored one.
+    fn validate_status_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        self.validate_update(new, old)
     }
 
     /// Fields a field selector may name beyond metadata.name / metadata.namespace, and how to read them.

@@ -1,8 +1,8 @@
 //! Server-side apply (`application/apply-patch+yaml`): merges the applied configuration into the
 //! live object by field ownership, creating the object when it does not exist.
 
-use super::write::{Part, create_object, guaranteed_update};
 use super::{Call, Reply};
+use crate::registry::store::{Part, WriteOptions};
 use crate::objects::{self, meta_mut};
 use kaji_api::{ApiError, FieldError};
 use kaji_patch::apply::ApplyError;
@@ -45,7 +45,10 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
     let def = kaji_openapi::definition_name(info.group, info.version, info.kind).unwrap_or_default();
     let defs = kaji_openapi::definitions();
     let now = objects::now_rfc3339();
-    match super::read::fetch(&call).await {
+    let store = call.store();
+    // managedFields are the apply's own: the store records none.
+    let opts = WriteOptions { dry_run: call.dry_run(), field_manager: None };
+    match store.get(call.namespace(), &name).await {
         Err(e) if e.code == 404 && part == Part::Main => {
             let mut obj = kaji_patch::apply::server_side_apply(None, &applied, &manager, force, defs, def, &now)
                 .map_err(|e| to_api_error(e, info.group, info.kind, &name))?;
@@ -54,11 +57,12 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
             if let Some(ns) = call.namespace() {
                 meta.insert("namespace".into(), json!(ns));
             }
-            create_object(&call, obj, Vec::new(), false).await
+            let obj = store.create(call.namespace(), obj, &opts).await?;
+            Ok(Reply::Json { code: 201, body: call.output.object(call.strategy.as_ref(), obj), warnings: Vec::new() })
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let (obj, _) = guaranteed_update(&call, part, false, |cur| {
+            let (obj, _) = store.guaranteed_update(call.namespace(), &name, part, &opts, |cur| {
                 kaji_patch::apply::server_side_apply(Some(cur), &applied, &manager, force, defs, def, &now)
                     .map_err(|e| to_api_error(e, info.group, info.kind, &name))
             })

@@ -71,6 +71,21 @@ impl Call<'_> {
     pub fn namespace(&self) -> Option<&str> {
         if self.strategy.info().namespaced { self.req.namespace.as_deref() } else { None }
     }
+
+    /// The generic store of the kind the URL names.
+    pub fn store(&self) -> crate::registry::store::Store<'_> {
+        crate::registry::store::Store::of(self.server, self.strategy)
+    }
+
+    /// dryRun and the field manager of a create, update or patch.
+    pub fn write_options(&self) -> crate::registry::store::WriteOptions {
+        crate::registry::store::WriteOptions { dry_run: self.dry_run(), field_manager: Some(self.field_manager()) }
+    }
+
+    /// dryRun of a change the server computes (binding, scale, finalize): no managedFields entry.
+    pub fn system_write_options(&self) -> crate::registry::store::WriteOptions {
+        crate::registry::store::WriteOptions { dry_run: self.dry_run(), field_manager: None }
+    }
 }
 
 pub async fn dispatch(call: Call<'_>, method: &Method) -> Result<Reply, ApiError> {

@@ -2,7 +2,8 @@
 //! namespaces/finalize. The streaming ones (log, exec, attach, portforward, proxy) need a node.
 
 use super::read::fetch;
-use super::write::{Part, guaranteed_update, patch_part, update_part};
+use super::write::{patch_part, update_part};
+use crate::registry::store::Part;
 use super::{Call, Reply};
 use crate::objects::meta_str;
 use http::Method;
@@ -75,7 +76,8 @@ async fn scale_write(call: Call<'_>, method: &Method) -> Result<Reply, ApiError>
         None
     };
     let scale_defs = kaji_openapi::definitions();
-    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+    let name = call.req.name.clone().unwrap_or_default();
+    let (obj, _) = call.store().guaranteed_update(call.namespace(), &name, Part::System, &call.system_write_options(), |cur| {
         let scale = scale_of(&call, cur);
         let new_scale = match patch_kind {
             None => body.clone(),
@@ -117,7 +119,7 @@ async fn binding(call: Call<'_>) -> Result<Reply, ApiError> {
     if node.is_empty() {
         return Err(ApiError::invalid("", "Binding", &name, vec![kaji_api::FieldError::required("target.name", "")]));
     }
-    guaranteed_update(&call, Part::System, false, |cur| {
+    call.store().guaranteed_update(call.namespace(), &name, Part::System, &call.system_write_options(), |cur| {
         if crate::objects::is_deleting(cur) {
             return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
         }
@@ -142,23 +144,13 @@ async fn binding(call: Call<'_>) -> Result<Reply, ApiError> {
 async fn eviction(call: Call<'_>) -> Result<Reply, ApiError> {
     let body = super::write::decode_body(&call)?;
     let opts = body.get("deleteOptions").cloned().unwrap_or(json!({}));
-    let req = call.req.clone();
-    let mut plain = req.clone();
-    plain.subresource = None;
-    let inner = Call {
-        server: call.server,
-        strategy: call.strategy,
-        req: &plain,
-        params: call.params,
-        output: &super::Output::plain(),
-        content_type: "application/json",
-        user_agent: call.user_agent,
-        body: bytes::Bytes::from(serde_json::to_vec(&opts).unwrap_or_default()),
-    };
-    let obj = fetch(&inner).await?;
-    super::delete::delete(inner).await?;
+    let opts = super::delete::options_from(&call, &opts)?;
+    let name = call.req.name.clone().unwrap_or_default();
+    let store = call.store();
+    let obj = store.get(call.namespace(), &name).await?;
+    store.delete(call.namespace(), &name, &opts.store).await?;
     let info = call.strategy.info();
-    let mut st = success_status(info.group, info.plural, req.name.as_deref().unwrap_or_default(), meta_str(&obj, "uid").unwrap_or_default());
+    let mut st = success_status(info.group, info.plural, &name, meta_str(&obj, "uid").unwrap_or_default());
     st["code"] = json!(201);
     Ok(Reply::Json { code: 201, body: st, warnings: Vec::new() })
 }
@@ -167,7 +159,8 @@ async fn eviction(call: Call<'_>) -> Result<Reply, ApiError> {
 async fn finalize(call: Call<'_>) -> Result<Reply, ApiError> {
     let body = super::write::decode_body(&call)?;
     let finalizers = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
-    let (obj, _) = guaranteed_update(&call, Part::System, false, |cur| {
+    let name = call.req.name.clone().unwrap_or_default();
+    let (obj, _) = call.store().guaranteed_update(call.namespace(), &name, Part::System, &call.system_write_options(), |cur| {
         let mut next = cur.clone();
         next["spec"]["finalizers"] = finalizers.clone();
         Ok(next)

@@ -2,7 +2,7 @@
 //! current objects come first as ADDED; bookmarks when asked; a compacted resourceVersion ends
 //! the stream with a 410 Expired ERROR event, as kube-apiserver does.
 
-use super::read::Filter;
+use super::read::filter;
 use super::{Call, Output, Reply};
 use crate::registry::Strategy;
 use bytes::Bytes;
@@ -36,7 +36,7 @@ fn bookmark(strategy: &dyn Strategy, rv: i64, initial_end: bool) -> Bytes {
 }
 
 pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
-    let filter = Filter::from_call(&call)?;
+    let filter = filter(&call)?;
     let prefix = call.strategy.prefix(call.namespace());
     let store = call.server.store.clone();
     let strategy: Arc<dyn Strategy> = call.strategy.clone();

@@ -50,7 +50,7 @@ impl Strategy for PodStrategy {
         let sa = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
         spec.insert("serviceAccountName".into(), json!(sa));
         spec.insert("serviceAccount".into(), json!(sa));
-        // Priority admission needs the PriorityClasses: `rest::write::admit_priority`.
+        // Priority admission needs the PriorityClasses: `crate::admission::priority`.
         let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
         let Some(list) = tolerations.as_array_mut() else { return };
         for (key, secs) in [
