@@ -272,7 +272,7 @@ async fn sync_unbound_claim(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<
     let volume_name = claim_volume_name(claim).to_string();
     if volume_name.is_empty() {
         let class = claim_class(claim);
-        let (delay, sc) = delay_binding(ctx, &class).await?;
+        let (delay, sc) = delay_binding(ctx, class).await?;
         let volumes = ctx.volumes.state();
         match find_best_match(claim, &volumes, delay) {
             Some(v) => return bind(ctx, &v, claim).await,
@@ -295,7 +295,7 @@ async fn sync_unbound_claim(ctx: &Ctx, claim: &PersistentVolumeClaim) -> Result<
                 ctx.recorder.normal(&claim_ref, reason, &message).await;
             }
             None if !class.is_empty() => {
-                provision_claim(ctx, claim, &class, sc).await?;
+                provision_claim(ctx, claim, class, sc).await?;
                 return Ok(());
             }
             None => {
