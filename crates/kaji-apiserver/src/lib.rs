@@ -15,6 +15,7 @@ mod bootstrap;
 pub mod discovery;
 pub mod objects;
 pub mod pki;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 pub mod rest;

@@ -327,7 +327,7 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
     // exec, attach and portforward keep the connection: the request itself goes to the proxy.
     if rr.group.is_empty() && rr.plural == "pods" && matches!(rr.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
         let call = Call { server, strategy: &strategy, req: &rr, params: &params, output: &output, content_type: &content_type, user_agent: &user_agent, body: Bytes::new() };
-        return rest::streaming::upgrade(call, req).await.unwrap_or_else(|e| error_response(&e));
+        return rest::connect(call, req).await.unwrap_or_else(|e| error_response(&e));
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

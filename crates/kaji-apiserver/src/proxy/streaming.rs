@@ -20,10 +20,9 @@
 mod spdy;
 mod translator;
 
-use super::{Call, wstunnel};
-use super::read::fetch;
-use super::subresource::{kubelet_address, kubelet_connect, pod_container};
-use crate::objects::meta_str;
+use super::wstunnel;
+use crate::ApiServer;
+use crate::registry::core::pod::location::{self, StreamOptions};
 use crate::server::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -31,17 +30,12 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kaji_api::ApiError;
-use serde_json::Value;
 
 /// Headers that describe the client's hop to the API server, not the kubelet's.
 const NOT_FORWARDED: [&str; 4] = ["host", "authorization", "content-length", "transfer-encoding"];
 
-/// Serves an exec, attach or portforward request on a pod (`call.req.subresource`).
-pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let sub = call.req.subresource.clone().unwrap_or_default();
-    let pod = fetch(&call).await?;
-    let name = meta_str(&pod, "name").unwrap_or_default().to_string();
-    let ns = call.namespace().unwrap_or("default").to_string();
+/// Serves an exec, attach or portforward request (`sub`) on `pod`.
+pub async fn upgrade(server: &ApiServer, pod: &serde_json::Value, sub: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(req.uri().query());
     let values = |k: &str| pairs.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
     let flag = |k: &str| values(k).last().is_some_and(|v| v == "true" || v == "1");
@@ -50,43 +44,24 @@ pub async fn upgrade(call: Call<'_>, req: Request<Incoming>) -> Result<Response<
         if offers_websocket(&req, wstunnel::TUNNEL_PROTOCOL) {
             relay = Relay::Tunnel;
         }
-        let mut q: Vec<String> = Vec::new();
-        for p in values("ports") {
-            q.push(format!("port={}", encode(&p)));
-        }
-        format!("/portForward/{ns}/{name}?{}", q.join("&"))
+        location::port_forward_path(pod, &values("ports"))
     } else {
-        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            return Err(ApiError::bad_request(format!("cannot {sub} into a container in a completed pod; current phase is {phase}")));
-        }
-        let (stdin, stdout, stderr, tty) = (flag("stdin"), flag("stdout"), flag("stderr"), flag("tty"));
-        if !stdin && !stdout && !stderr {
-            return Err(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
-        }
-        let container = pod_container(&pod, values("container").last().map(String::as_str), true)?;
-        let mut q: Vec<String> = Vec::new();
-        if sub == "exec" {
-            let command = values("command");
-            if command.is_empty() {
-                return Err(ApiError::bad_request("you must specify at least one command for the container"));
-            }
-            q.extend(command.iter().map(|c| format!("command={}", encode(c))));
-        }
-        // The kubelet's parameter names (upstream's api.ExecStdinParam and friends).
-        for (on, key) in [(stdin, "input"), (stdout, "output"), (stderr && !tty, "error"), (tty, "tty")] {
-            if on {
-                q.push(format!("{key}=1"));
-            }
-        }
+        let opts = StreamOptions {
+            stdin: flag("stdin"),
+            stdout: flag("stdout"),
+            stderr: flag("stderr"),
+            tty: flag("tty"),
+            container: values("container").last().cloned(),
+            command: if sub == "exec" { values("command") } else { Vec::new() },
+        };
+        let path = location::exec_path(pod, sub, &opts)?;
         if offers_websocket(&req, translator::PROTOCOL) {
-            relay = Relay::Translate(translator::Streams { stdin, stdout, stderr, tty });
+            relay = Relay::Translate(translator::Streams { stdin: opts.stdin, stdout: opts.stdout, stderr: opts.stderr, tty: opts.tty });
         }
-        let kubelet_sub = if sub == "exec" { "exec" } else { "attach" };
-        format!("/{kubelet_sub}/{ns}/{name}/{container}?{}", q.join("&"))
+        path
     };
-    let (ip, port) = kubelet_address(&call, &pod).await?;
-    proxy_upgrade(call.server, req, &ip, port, &path, relay).await
+    let (ip, port) = location::kubelet_address(&*server.store, pod).await?;
+    proxy_upgrade(server, req, &ip, port, &path, relay).await
 }
 
 /// How the client's upgraded connection and the kubelet's are joined.
@@ -120,12 +95,12 @@ fn offers_websocket<B>(req: &Request<B>, protocol: &str) -> bool {
 /// Sends the upgrade request to the kubelet; on 101 answers the client and joins the two
 /// upgraded connections as `relay` says until the session ends. When the client's WebSocket
 /// ends here (tunnel, translation) the kubelet is asked for SPDY instead.
-async fn proxy_upgrade(server: &crate::ApiServer, mut req: Request<Incoming>, ip: &str, port: u16, path: &str, relay: Relay) -> Result<Response<Body>, ApiError> {
+async fn proxy_upgrade(server: &ApiServer, mut req: Request<Incoming>, ip: &str, port: u16, path: &str, relay: Relay) -> Result<Response<Body>, ApiError> {
     if !is_upgrade(&req) {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let failed = |e: String| ApiError::new(503, "ServiceUnavailable", format!("proxying to the kubelet at {ip}:{port}: {e}"));
-    let tls = kubelet_connect(server, ip, port).await?;
+    let tls = super::kubelet::connect(server, ip, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| failed(e.to_string()))?;
     tokio::spawn(conn.with_upgrades());
     let mut out = Request::builder().method(req.method().clone()).uri(path);
@@ -212,9 +187,6 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 #[cfg(test)]
 mod tests {

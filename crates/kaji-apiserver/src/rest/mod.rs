@@ -1,20 +1,20 @@
-//! The generic REST handler: every verb for every kind, driven by the kind's strategy.
+//! The generic REST handler: every verb for every kind. It decodes a request (body, query,
+//! content type) into calls of the generic store (`registry::store`) and encodes what comes
+//! back (`output`: objects, tables, partial metadata; `watch`: event streams).
 //! Reading order: `dispatch` picks the verb; `read` (get, list), `write` (create, update, patch),
-//! `delete`, `watch`, `subresource` (status, scale, binding, eviction, log), `streaming` (exec,
-//! attach, portforward: upgrades proxied to the kubelet) and `output` (tables,
-//! partial metadata) do the work.
+//! `apply`, `delete`, `watch` and `subresource` (status, scale, binding, eviction, finalize, log;
+//! `connect` hands exec, attach and portforward to `crate::proxy`).
 
 mod apply;
 mod delete;
 mod output;
 mod read;
-pub mod streaming;
 mod subresource;
 mod watch;
 mod write;
-mod wstunnel;
 
 pub use output::Output;
+pub use subresource::connect;
 pub use watch::WatchBody;
 
 use crate::ApiServer;

@@ -15,7 +15,7 @@
 //! 1000, which client-go's readers take as the end of every stream.
 
 use super::spdy::{self, Frame};
-use crate::rest::wstunnel::{frame, read_frame};
+use crate::proxy::wstunnel::{frame, read_frame};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -1,9 +1,9 @@
 //! The core ("legacy") group, served under `/api/v1`.
 
 mod event;
-mod namespace;
+pub mod namespace;
 mod node;
-mod pod;
+pub mod pod;
 mod replicationcontroller;
 mod secret;
 mod service;

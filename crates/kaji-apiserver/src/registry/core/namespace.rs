@@ -1,8 +1,9 @@
 //! Namespaces: RFC 1123 label names, phase Active, the `kubernetes` finalizer, the
-//! `kubernetes.io/metadata.name` label upstream adds.
+//! `kubernetes.io/metadata.name` label upstream adds; the `finalize` subresource.
 
+use crate::registry::store::{Part, Store, WriteOptions};
 use crate::registry::{Strategy, child, info, str_at};
-use kaji_api::{ResourceInfo, validation};
+use kaji_api::{ApiError, ResourceInfo, validation};
 use serde_json::{Value, json};
 
 pub struct NamespaceStrategy;
@@ -51,4 +52,18 @@ impl Strategy for NamespaceStrategy {
             _ => None,
         }
     }
+}
+
+/// namespaces/finalize (upstream's FinalizeREST): the namespace controller's way to set
+/// `spec.finalizers` (to clear them once the namespace is empty); takes them from `namespace`.
+pub async fn finalize(store: &Store<'_>, name: &str, namespace: &Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    let finalizers = namespace.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+    let (obj, _) = store
+        .guaranteed_update(None, name, Part::System, opts, |cur| {
+            let mut next = cur.clone();
+            next["spec"]["finalizers"] = finalizers.clone();
+            Ok(next)
+        })
+        .await?;
+    Ok(obj)
 }

@@ -1,5 +1,11 @@
 //! Pods: spec defaults and validation, the spec is immutable but for images and a few fields,
-//! graceful deletion once bound, field selectors on spec.nodeName and status.phase.
+//! graceful deletion once bound, field selectors on spec.nodeName and status.phase; the
+//! subresources `binding`, `eviction`, and `location` (where log, exec, attach and portforward
+//! are served; `crate::proxy` relays them).
+
+pub mod binding;
+pub mod eviction;
+pub mod location;
 
 use crate::registry::{Ctx, Strategy, info, podspec, str_at};
 use kaji_api::{FieldError, ResourceInfo};
