@@ -74,6 +74,16 @@ pub fn nanos(s: &str) -> Option<i128> {
     scaled(s, 1_000_000_000)
 }
 
+/// A quantity in thousandths, rounded up (upstream's `MilliValue`: millicores of a cpu amount).
+pub fn milli_value(s: &str) -> Option<i128> {
+    scaled(s, 1000)
+}
+
+/// A quantity in whole units, rounded up (upstream's `Value`: bytes of a memory amount).
+pub fn value(s: &str) -> Option<i128> {
+    scaled(s, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +102,17 @@ mod tests {
         assert_eq!(scaled("x", 1), None);
         assert_eq!(ceil_div(7, 2), 4);
         assert_eq!(ceil_div(-7, 2), -3);
+    }
+
+    #[test]
+    fn milli_values_and_values() {
+        assert_eq!(milli_value("100m"), Some(100));
+        assert_eq!(milli_value("1.5"), Some(1500));
+        assert_eq!(milli_value("0.0001"), Some(1), "rounded up");
+        assert_eq!(value("64Mi"), Some(64 << 20));
+        assert_eq!(value("1G"), Some(1_000_000_000));
+        assert_eq!(value("1m"), Some(1), "rounded up");
+        assert_eq!(value("x"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod cri;
 pub mod node;
 pub mod pods;
+pub mod resources;
 pub mod server;
 pub mod status;
 pub mod streaming;

@@ -1,146 +1,87 @@
-//! Requests and limits: quantities, and their translation to Linux cgroup settings as upstream's
-//! `generateLinuxContainerResources` (cpu shares from the request, CFS quota from the limit,
-//! memory limit in bytes), and the pod's QoS class.
+//! A pod's containers and their requests and limits, in upstream's exact units (millicores and
+//! bytes, as `kaji_api::quantity` computes them), shared by `pods/` and `volumes/`: the
+//! translation to Linux cgroup settings as upstream's `generateLinuxContainerResources` (cpu
+//! shares from the request, CFS quota from the limit, memory limit in bytes), and the pod's QoS
+//! class (`kaji_api::qos`, the one the API server uses).
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kaji_api::quantity::{milli_value, value};
+use std::collections::BTreeMap;
 
-/// Parses a Kubernetes quantity ("100m", "1.5", "64Mi", "1G", "1e3") to base units.
-pub fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let idx = s
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(idx);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    };
-    Some(n * mult)
+/// A container of the pod (app, init or ephemeral) by name.
+pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
 }
 
-#[derive(Default, Debug, Clone, Copy)]
+/// Amounts of the resources the kubelet reads: cpu in millicores, the others in bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Amounts {
-    pub cpu: Option<f64>,
-    pub memory: Option<f64>,
-    pub ephemeral_storage: Option<f64>,
+    pub cpu_milli: Option<i128>,
+    pub memory: Option<i128>,
+    pub ephemeral_storage: Option<i128>,
 }
 
-/// (limits, requests) of a container; a request defaults to the limit, as API defaulting does.
-pub fn resource_limits(c: &Container) -> (Amounts, Amounts) {
-    let get =
-        |m: Option<
-            &std::collections::BTreeMap<
-                String,
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-            >,
-        >,
-         k: &str| { m.and_then(|m| m.get(k)).and_then(|q| parse_quantity(&q.0)) };
+impl Amounts {
+    /// The amounts in a requests or limits map.
+    pub fn of(m: Option<&BTreeMap<String, Quantity>>) -> Amounts {
+        let get = |k: &str| m.and_then(|m| m.get(k)).map(|q| q.0.as_str());
+        Amounts {
+            cpu_milli: get("cpu").and_then(milli_value),
+            memory: get("memory").and_then(value),
+            ephemeral_storage: get("ephemeral-storage").and_then(value),
+        }
+    }
+}
+
+/// (limits, requests) of a container; a request not given defaults to the limit, as the API's
+/// defaulting does.
+pub fn amounts(c: &Container) -> (Amounts, Amounts) {
     let r = c.resources.as_ref();
-    let limits = r.and_then(|r| r.limits.as_ref());
-    let requests = r.and_then(|r| r.requests.as_ref());
-    let l = Amounts {
-        cpu: get(limits, "cpu"),
-        memory: get(limits, "memory"),
-        ephemeral_storage: get(limits, "ephemeral-storage"),
+    let limits = Amounts::of(r.and_then(|r| r.limits.as_ref()));
+    let q = Amounts::of(r.and_then(|r| r.requests.as_ref()));
+    let requests = Amounts {
+        cpu_milli: q.cpu_milli.or(limits.cpu_milli),
+        memory: q.memory.or(limits.memory),
+        ephemeral_storage: q.ephemeral_storage.or(limits.ephemeral_storage),
     };
-    let q = Amounts {
-        cpu: get(requests, "cpu").or(l.cpu),
-        memory: get(requests, "memory").or(l.memory),
-        ephemeral_storage: get(requests, "ephemeral-storage").or(l.ephemeral_storage),
-    };
-    (l, q)
+    (limits, requests)
 }
 
 /// CRI Linux resources for a container.
 pub fn linux_resources(c: &Container) -> k8s_cri::v1::LinuxContainerResources {
-    let (limits, requests) = resource_limits(c);
+    let (limits, requests) = amounts(c);
     const PERIOD: i64 = 100_000;
+    let as_i64 = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
     // Upstream: shares = milliCPU * 1024 / 1000, at least 2 (the kernel's minimum).
-    let shares = requests.cpu.map_or(2, |cpu| {
-        ((cpu * 1000.0).round() as i64 * 1024 / 1000).max(2)
-    });
-    let quota = limits.cpu.map_or(0, |cpu| {
-        ((cpu * 1000.0).round() as i64 * PERIOD / 1000).max(1000)
-    });
+    let shares = requests
+        .cpu_milli
+        .map_or(2, |m| (as_i64(m).saturating_mul(1024) / 1000).max(2));
+    let quota = limits
+        .cpu_milli
+        .map_or(0, |m| (as_i64(m).saturating_mul(PERIOD) / 1000).max(1000));
     k8s_cri::v1::LinuxContainerResources {
         cpu_period: if quota > 0 { PERIOD } else { 0 },
         cpu_quota: quota,
         cpu_shares: shares,
-        memory_limit_in_bytes: limits.memory.map_or(0, |m| m as i64),
+        memory_limit_in_bytes: limits.memory.map_or(0, as_i64),
         ..Default::default()
     }
 }
 
-/// The pod's QoS class (Guaranteed, Burstable, BestEffort), as upstream's GetPodQOS: only
-/// positive CPU and memory amounts count; Guaranteed needs CPU and memory limits on every
-/// container (init containers included) and the pod's summed requests equal to its limits.
+/// The pod's QoS class (Guaranteed, Burstable, BestEffort), as upstream's GetPodQOS.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let containers = pod.spec.iter().flat_map(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-    });
-    let positive = |v: Option<f64>| v.filter(|v| *v > 0.0);
-    let add = |sum: &mut Option<f64>, v: Option<f64>| {
-        if let Some(v) = positive(v) {
-            *sum = Some(sum.unwrap_or(0.0) + v);
-        }
-    };
-    let (mut requests, mut limits) = (Amounts::default(), Amounts::default());
-    let mut guaranteed = true;
-    for c in containers {
-        let (l, r) = resource_limits(c);
-        add(&mut requests.cpu, r.cpu);
-        add(&mut requests.memory, r.memory);
-        add(&mut limits.cpu, l.cpu);
-        add(&mut limits.memory, l.memory);
-        if positive(l.cpu).is_none() || positive(l.memory).is_none() {
-            guaranteed = false;
-        }
-    }
-    let none = |a: &Amounts| a.cpu.is_none() && a.memory.is_none();
-    // Sums of decimal quantities in floating point: equal up to rounding.
-    let same = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
-        (None, None) => true,
-        _ => false,
-    };
-    if none(&requests) && none(&limits) {
-        "BestEffort"
-    } else if guaranteed && same(requests.cpu, limits.cpu) && same(requests.memory, limits.memory) {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
+    let spec = pod.spec.as_ref().and_then(|s| serde_json::to_value(s).ok());
+    kaji_api::qos::qos_class(spec.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-    }
 
     fn pod(resources: &[serde_json::Value]) -> Pod {
         let containers: Vec<serde_json::Value> = resources
@@ -177,6 +118,53 @@ mod tests {
         assert_eq!(
             qos_class(&pod(&[json!({"requests": {"cpu": "0"}})])),
             "BestEffort"
+        );
+    }
+
+    fn container(resources: serde_json::Value) -> Container {
+        serde_json::from_value(serde_json::json!({"name": "c", "resources": resources})).unwrap()
+    }
+
+    /// The cgroup values upstream's generateLinuxContainerResources gives.
+    #[test]
+    fn cgroup_settings_from_requests_and_limits() {
+        use serde_json::json;
+        let r = linux_resources(&container(json!({
+            "requests": {"cpu": "100m"}, "limits": {"cpu": "250m", "memory": "64Mi"}})));
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period),
+            (102, 25_000, 100_000)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+        // A limit alone is also the request; tiny limits get the minimum quota.
+        let r = linux_resources(&container(json!({"limits": {"cpu": "1m", "memory": "1G"}})));
+        assert_eq!((r.cpu_shares, r.cpu_quota), (2, 1000));
+        assert_eq!(r.memory_limit_in_bytes, 1_000_000_000);
+        let r = linux_resources(&container(json!({"requests": {"cpu": "1.5"}})));
+        assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period), (1536, 0, 0));
+        let r = linux_resources(&container(json!({})));
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (2, 0, 0)
+        );
+        let (limits, requests) = amounts(&container(json!({
+            "requests": {"memory": "32Mi"}, "limits": {"cpu": "1250m", "memory": "64Mi",
+            "ephemeral-storage": "1Gi"}})));
+        assert_eq!(
+            limits,
+            Amounts {
+                cpu_milli: Some(1250),
+                memory: Some(64 << 20),
+                ephemeral_storage: Some(1 << 30)
+            }
+        );
+        assert_eq!(
+            requests,
+            Amounts {
+                cpu_milli: Some(1250),
+                memory: Some(32 << 20),
+                ephemeral_storage: Some(1 << 30)
+            }
         );
     }
 }

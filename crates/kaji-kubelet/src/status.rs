@@ -326,7 +326,7 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
         "hostIPs": [{"ip": input.host_ip}],
         "startTime": start_time,
         "containerStatuses": statuses,
-        "qosClass": crate::pods::resources::qos_class(pod),
+        "qosClass": crate::resources::qos_class(pod),
     });
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);

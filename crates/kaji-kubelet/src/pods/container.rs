@@ -3,9 +3,9 @@
 //! DNS, log paths, port mappings, cgroup parent, mounts, environment and resources.
 
 use super::Shared;
-use super::resources::{linux_resources, qos_class};
 use crate::cri::{self, api};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use crate::resources::{linux_resources, qos_class};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -99,13 +99,6 @@ pub fn sandbox_config(shared: &Shared, pod: &Pod, attempt: u32) -> api::PodSandb
             host_ip: p.host_ip.clone().unwrap_or_default(),
         })
         .collect();
-    let mode = |host: bool| {
-        if host {
-            api::NamespaceMode::Node as i32
-        } else {
-            api::NamespaceMode::Pod as i32
-        }
-    };
     api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
             name,
@@ -129,23 +122,37 @@ pub fn sandbox_config(shared: &Shared, pod: &Pod, attempt: u32) -> api::PodSandb
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent(pod),
             security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: mode(host_network),
-                    pid: if spec.host_pid == Some(true) {
-                        api::NamespaceMode::Node as i32
-                    } else if spec.share_process_namespace == Some(true) {
-                        api::NamespaceMode::Pod as i32
-                    } else {
-                        api::NamespaceMode::Container as i32
-                    },
-                    ipc: mode(spec.host_ipc == Some(true)),
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespace_options(&spec)),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         windows: None,
+    }
+}
+
+/// The namespaces of the pod's sandbox and containers (upstream's namespacesForPod): the node's
+/// network and IPC with hostNetwork/hostIPC, else the pod's; the node's PID namespace with
+/// hostPID, the pod's with shareProcessNamespace, else each container its own.
+fn namespace_options(spec: &PodSpec) -> api::NamespaceOption {
+    let mode = |host: Option<bool>| {
+        if host == Some(true) {
+            api::NamespaceMode::Node as i32
+        } else {
+            api::NamespaceMode::Pod as i32
+        }
+    };
+    api::NamespaceOption {
+        network: mode(spec.host_network),
+        pid: if spec.host_pid == Some(true) {
+            api::NamespaceMode::Node as i32
+        } else if spec.share_process_namespace == Some(true) {
+            api::NamespaceMode::Pod as i32
+        } else {
+            api::NamespaceMode::Container as i32
+        },
+        ipc: mode(spec.host_ipc),
+        ..Default::default()
     }
 }
 
@@ -252,14 +259,20 @@ pub struct ContainerInputs<'a> {
 
 /// Volumes that are always mounted read-only, as upstream does since CVE-2017-1002102:
 /// configMap, secret, downwardAPI and projected; and claims or hostPaths the pod marks read-only.
-fn read_only_volume(spec: &k8s_openapi::api::core::v1::PodSpec, name: &str) -> bool {
-    spec.volumes.iter().flatten().find(|v| v.name == name).is_some_and(|v| {
-        v.config_map.is_some()
-            || v.secret.is_some()
-            || v.downward_api.is_some()
-            || v.projected.is_some()
-            || v.persistent_volume_claim.as_ref().is_some_and(|c| c.read_only == Some(true))
-    })
+fn read_only_volume(spec: &PodSpec, name: &str) -> bool {
+    spec.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .is_some_and(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+                || v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true))
+        })
 }
 
 pub fn container_config(
@@ -338,14 +351,6 @@ pub fn container_config(
     let psc = spec.security_context.clone().unwrap_or_default();
     let run_as_user = sc.run_as_user.or(psc.run_as_user);
     let run_as_group = sc.run_as_group.or(psc.run_as_group);
-    let host_network = spec.host_network == Some(true);
-    let ns_mode = |host: bool| {
-        if host {
-            api::NamespaceMode::Node as i32
-        } else {
-            api::NamespaceMode::Pod as i32
-        }
-    };
     let capabilities = sc.capabilities.as_ref().map(|caps| api::Capability {
         add_capabilities: caps.add.clone().unwrap_or_default(),
         drop_capabilities: caps.drop.clone().unwrap_or_default(),
@@ -384,18 +389,7 @@ pub fn container_config(
             security_context: Some(api::LinuxContainerSecurityContext {
                 capabilities,
                 privileged: sc.privileged == Some(true),
-                namespace_options: Some(api::NamespaceOption {
-                    network: ns_mode(host_network),
-                    pid: if spec.host_pid == Some(true) {
-                        api::NamespaceMode::Node as i32
-                    } else if spec.share_process_namespace == Some(true) {
-                        api::NamespaceMode::Pod as i32
-                    } else {
-                        api::NamespaceMode::Container as i32
-                    },
-                    ipc: ns_mode(spec.host_ipc == Some(true)),
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespace_options(&spec)),
                 run_as_user: run_as_user.map(|value| api::Int64Value { value }),
                 run_as_group: run_as_group.map(|value| api::Int64Value { value }),
                 readonly_rootfs: sc.read_only_root_filesystem == Some(true),

@@ -11,13 +11,7 @@ use kube::Api;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Node facts the downward API exposes.
-pub struct PodFacts<'a> {
-    pub pod_ip: &'a str,
-    pub host_ip: &'a str,
-    pub node_cpu: &'a str,
-    pub node_memory: &'a str,
-}
+pub use crate::volumes::downward_api::PodFacts;
 
 /// The value of a downward API `fieldRef` path: the metadata paths as the downwardAPI volume
 /// has them (Go quoting of label and annotation maps), plus the ones only env offers.
@@ -208,7 +202,7 @@ pub async fn make_env(
                 field_value(pod, &r.field_path, facts)?
             } else if let Some(r) = &from.resource_field_ref {
                 let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
-                    Some(n) => super::find_container(pod, n).unwrap_or(container),
+                    Some(n) => crate::resources::find_container(pod, n).unwrap_or(container),
                     None => container,
                 };
                 // Limits not set are the node's allocatable, as for the downwardAPI volume.

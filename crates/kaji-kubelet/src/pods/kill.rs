@@ -88,7 +88,7 @@ impl PodWorker {
             .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
             .filter_map(|rc| {
                 let name = rc.metadata.as_ref()?.name.clone();
-                let spec = super::find_container(pod, &name)
+                let spec = crate::resources::find_container(pod, &name)
                     .cloned()
                     .unwrap_or(Container {
                         name,

@@ -7,7 +7,8 @@
 //!   terminating pods, garbage); `backoff`: crash-loop and image-pull back-off;
 //!   `container`: CRI configs from a pod spec,
 //!   `pull`: images and pull policies, `probe`: liveness/readiness/startup probes and hooks,
-//!   `env` and `resources`: environment and cgroup settings, `service_env`: the docker-links
+//!   `env`: the environment (requests, limits and cgroup settings are in `crate::resources`),
+//!   `service_env`: the docker-links
 //!   service variables, `events`: the event recorder.
 
 pub mod actions;
@@ -19,7 +20,6 @@ mod gc;
 mod kill;
 pub mod probe;
 pub mod pull;
-pub mod resources;
 mod sandbox;
 pub mod service_env;
 mod start;
@@ -27,7 +27,7 @@ pub mod worker;
 
 use crate::cri::Cri;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -62,15 +62,6 @@ impl Shared {
             .join("pods")
             .join(format!("{ns}_{name}_{uid}"))
     }
-}
-
-/// A container of the pod (app, init or ephemeral) by name.
-pub fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
-    let spec = pod.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == name)
 }
 
 type Workers = Arc<Mutex<HashMap<String, watch::Sender<Option<Pod>>>>>;

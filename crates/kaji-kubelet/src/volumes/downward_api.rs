@@ -6,20 +6,25 @@
 //! Every item is tried; the errors are reported together, as upstream's aggregate error.
 
 use super::atomic_writer::Payload;
-use crate::pods::env::PodFacts;
+use crate::resources::{Amounts, amounts, find_container};
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kaji_api::quantity::{ceil_div, milli_value, value};
 use std::collections::BTreeMap;
 
-/// The node's allocatable resources, in upstream's units: millicores and bytes.
-#[derive(Clone, Debug, Default)]
-pub struct Allocatable {
-    pub cpu_milli: Option<i128>,
-    pub memory: Option<i128>,
-    pub ephemeral_storage: Option<i128>,
+/// The pod's and node's facts the downward API exposes besides the pod object (its IPs, and the
+/// node's capacity for when the API does not answer).
+pub struct PodFacts<'a> {
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    pub node_cpu: &'a str,
+    pub node_memory: &'a str,
 }
 
-impl Allocatable {
+/// The node's allocatable resources, in upstream's units: millicores and bytes.
+pub type Allocatable = Amounts;
+
+impl Amounts {
     /// From the node's status as upstream's `GetNodeAllocatable` (the Node object), falling back
     /// to what the agent measured when the API does not answer.
     pub async fn read(client: &kube::Client, pod: &Pod, facts: &PodFacts<'_>) -> Allocatable {
@@ -34,16 +39,11 @@ impl Allocatable {
                 .and_then(|s| s.allocatable),
             None => None,
         };
-        let get = |k: &str, scale: i128| {
-            from_api
-                .as_ref()
-                .and_then(|a| a.get(k))
-                .and_then(|q| scaled(&q.0, scale))
-        };
+        let a = Amounts::of(from_api.as_ref());
         Allocatable {
-            cpu_milli: get("cpu", 1000).or_else(|| scaled(facts.node_cpu, 1000)),
-            memory: get("memory", 1).or_else(|| scaled(facts.node_memory, 1)),
-            ephemeral_storage: get("ephemeral-storage", 1),
+            cpu_milli: a.cpu_milli.or_else(|| milli_value(facts.node_cpu)),
+            memory: a.memory.or_else(|| value(facts.node_memory)),
+            ephemeral_storage: a.ephemeral_storage,
         }
     }
 }
@@ -68,7 +68,7 @@ pub fn collect(
             field_value(pod, &f.field_path)
         } else if let Some(r) = &it.resource_field_ref {
             let name = r.container_name.clone().unwrap_or_default();
-            match crate::pods::find_container(pod, &name) {
+            match find_container(pod, &name) {
                 Some(c) => resource_value(
                     c,
                     &r.resource,
@@ -183,14 +183,14 @@ pub fn resource_value(
     divisor: Option<&str>,
     allocatable: &Allocatable,
 ) -> Result<String, String> {
-    let divisor = divisor.filter(|d| scaled(d, 1000).is_some_and(|v| v != 0));
+    let divisor = divisor.filter(|d| milli_value(d).is_some_and(|v| v != 0));
     let (limits, requests) = amounts(c);
     let cpu = |v: Option<i128>| {
-        let d = divisor.and_then(|d| scaled(d, 1000)).unwrap_or(1000);
+        let d = divisor.and_then(milli_value).unwrap_or(1000);
         ceil_div(v.unwrap_or(0), d)
     };
     let bytes = |v: Option<i128>| {
-        let d = divisor.and_then(|d| scaled(d, 1)).unwrap_or(1);
+        let d = divisor.and_then(value).unwrap_or(1);
         ceil_div(v.unwrap_or(0), d.max(1))
     };
     // A missing (or zero) limit is the node's allocatable amount.
@@ -209,7 +209,7 @@ pub fn resource_value(
             // Huge pages: `requests.hugepages-2Mi`, `limits.hugepages-1Gi`.
             let r = c.resources.as_ref();
             let get = |m: Option<&BTreeMap<String, Quantity>>, k: &str| {
-                m.and_then(|m| m.get(k)).and_then(|q| scaled(&q.0, 1))
+                m.and_then(|m| m.get(k)).and_then(|q| value(&q.0))
             };
             let limits = r.and_then(|r| r.limits.as_ref());
             let requests = r.and_then(|r| r.requests.as_ref());
@@ -225,47 +225,10 @@ pub fn resource_value(
     Ok(value.to_string())
 }
 
-/// (limits, requests) of a container; a request not given defaults to the limit, as the API's
-/// defaulting does.
-fn amounts(c: &Container) -> (Allocatable, Allocatable) {
-    let r = c.resources.as_ref();
-    let get = |m: Option<&BTreeMap<String, Quantity>>, k: &str, scale: i128| {
-        m.and_then(|m| m.get(k)).and_then(|q| scaled(&q.0, scale))
-    };
-    let l = r.and_then(|r| r.limits.as_ref());
-    let q = r.and_then(|r| r.requests.as_ref());
-    let limits = Allocatable {
-        cpu_milli: get(l, "cpu", 1000),
-        memory: get(l, "memory", 1),
-        ephemeral_storage: get(l, "ephemeral-storage", 1),
-    };
-    let requests = Allocatable {
-        cpu_milli: get(q, "cpu", 1000).or(limits.cpu_milli),
-        memory: get(q, "memory", 1).or(limits.memory),
-        ephemeral_storage: get(q, "ephemeral-storage", 1).or(limits.ephemeral_storage),
-    };
-    (limits, requests)
-}
-
-pub use kaji_api::quantity::scaled;
-use kaji_api::quantity::ceil_div;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ResourceRequirements;
-
-    #[test]
-    fn quantities_are_exact() {
-        assert_eq!(scaled("250m", 1000), Some(250));
-        assert_eq!(scaled("0.1", 1000), Some(100));
-        assert_eq!(scaled("64Mi", 1), Some(64 << 20));
-        assert_eq!(scaled("1.5Gi", 1), Some(3 << 29));
-        assert_eq!(scaled("1e3", 1), Some(1000));
-        assert_eq!(scaled("1m", 1), Some(1));
-        assert_eq!(scaled("1500Ki", 1), Some(1_536_000));
-        assert_eq!(scaled("x", 1), None);
-    }
 
     #[test]
     fn labels_are_quoted_as_go_does() {

@@ -5,9 +5,9 @@
 //! memory, lowered to the pod's memory limit when every container has one, lowered to
 //! `sizeLimit` when that is smaller still.
 
-use super::downward_api::scaled;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Pod};
+use kaji_api::quantity::value;
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,14 +47,14 @@ fn set_up_dir(dir: &Path) -> Result<()> {
 
 /// The tmpfs size in bytes (None: the kernel's default, half the RAM).
 pub fn memory_size(pod: &Pod, src: &EmptyDirVolumeSource, node_memory: &str) -> Option<i128> {
-    let mut size = scaled(node_memory, 1).filter(|s| *s > 0);
+    let mut size = value(node_memory).filter(|s| *s > 0);
     if let Some(limit) = pod_memory_limit(pod)
         && limit > 0
         && size.is_none_or(|s| limit <= s)
     {
         size = Some(limit);
     }
-    if let Some(v) = src.size_limit.as_ref().and_then(|q| scaled(&q.0, 1))
+    if let Some(v) = src.size_limit.as_ref().and_then(|q| value(&q.0))
         && v > 0
         && size.is_none_or(|s| v <= s)
     {
@@ -73,7 +73,7 @@ fn pod_memory_limit(pod: &Pod) -> Option<i128> {
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
-            .and_then(|q| scaled(&q.0, 1))
+            .and_then(|q| value(&q.0))
             .filter(|v| *v > 0)
     };
     let mut sum = 0i128;

@@ -10,7 +10,7 @@ pub mod empty_dir;
 pub mod host_path;
 pub mod projection;
 
-use crate::pods::env::PodFacts;
+use downward_api::PodFacts;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

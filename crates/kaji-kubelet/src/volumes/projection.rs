@@ -6,8 +6,8 @@
 //! `collectData`.
 
 use super::atomic_writer::{self, Payload};
+use super::downward_api::PodFacts;
 use super::downward_api::{self, Allocatable};
-use crate::pods::env::PodFacts;
 use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::Api;
 use std::collections::BTreeMap;
