@@ -48,6 +48,11 @@ pub fn group(registry: &Registry, name: &str) -> Option<Value> {
     Some(obj)
 }
 
+/// The subresources the API server serves (`rest::subresource`, `rest::connect`); a kind
+/// advertises only these (upstream serves `proxy`, `ephemeralcontainers` and `resize` too; Kaji
+/// does not, so neither discovery nor OpenAPI names them).
+pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward", "finalize"];
+
 /// (verbs, response kind as (group, version, kind)) of a subresource.
 fn subresource_shape(info: &ResourceInfo, sub: &str) -> (Vec<&'static str>, (String, String, String)) {
     let own = (info.group.to_string(), info.version.to_string(), info.kind.to_string());
@@ -61,9 +66,7 @@ fn subresource_shape(info: &ResourceInfo, sub: &str) -> (Vec<&'static str>, (Str
         "exec" => (vec!["create", "get"], gvk("", "v1", "PodExecOptions")),
         "attach" => (vec!["create", "get"], gvk("", "v1", "PodAttachOptions")),
         "portforward" => (vec!["create", "get"], gvk("", "v1", "PodPortForwardOptions")),
-        "proxy" => (vec!["create", "delete", "get", "patch", "update"], gvk("", "v1", &format!("{}ProxyOptions", info.kind))),
         "finalize" => (vec!["update"], own),
-        "ephemeralcontainers" | "resize" => (vec!["get", "patch", "update"], own),
         _ => (vec!["get"], own),
     }
 }
@@ -155,4 +158,26 @@ pub fn aggregated(registry: &Registry, core: bool, api_version: &str) -> Value {
         items.push(json!({"metadata": meta, "versions": vs}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertises_only_served_subresources() {
+        let registry = Registry::builtin();
+        for i in registry.infos() {
+            for sub in i.subresources {
+                assert!(SERVED_SUBRESOURCES.contains(sub), "{}/{sub} is advertised but not served", i.plural);
+            }
+        }
+        let core = resource_list(&registry, "", "v1").unwrap();
+        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+        assert!(names.contains(&"pods/exec") && names.contains(&"namespaces/finalize"));
+        assert!(!names.iter().any(|n| n.ends_with("/proxy") || n.ends_with("/ephemeralcontainers") || n.ends_with("/resize")), "{names:?}");
+        let aggregated = aggregated(&registry, true, "apidiscovery.k8s.io/v2").to_string();
+        assert!(aggregated.contains("\"subresource\":\"portforward\""));
+        assert!(!aggregated.contains("\"subresource\":\"proxy\""));
+    }
 }

@@ -31,7 +31,7 @@ pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Repl
         ("binding", "POST") => binding(call).await,
         ("eviction", "POST") => eviction(call).await,
         ("log", "GET") => pod_log(call).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::new(
+        ("log" | "exec" | "attach" | "portforward", _) => Err(ApiError::new(
             503,
             "ServiceUnavailable",
             format!("{}/{sub} needs a node agent; no kubelet serves this pod yet", info.plural),
