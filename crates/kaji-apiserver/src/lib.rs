@@ -1,9 +1,14 @@
 //! The hub of Kaji: the Kubernetes API server. Every other component is its client.
 //!
-//! Where to start: [`run`] opens the store, makes the certificates and serves HTTPS;
-//! `server` routes a request; `rest` is the generic REST handler that does every verb for every
-//! kind; `registry` holds one strategy per kind (what is special about Pods, Services, ...);
-//! `discovery` and `kaji-openapi` describe the API to kubectl.
+//! Where to start: [`start`] opens the store, makes the certificates and serves HTTPS;
+//! `server` authenticates and routes a request; `rest` decodes it (body, query, content type)
+//! and encodes the answer (objects, tables, watch streams); `registry::store` is the generic
+//! store (upstream's `genericregistry.Store`: create, update, guaranteed update, delete,
+//! delete-collection over `kaji_store::Store`, no HTTP) driven by one strategy per kind in
+//! `registry` (what is special about Pods, Services, ...; pod subresources in
+//! `registry::core::pod`); `admission` holds the admission plug-ins the store runs on create;
+//! `proxy` relays pods/log, exec, attach and portforward to the node's kubelet; `discovery` and
+//! `kaji-openapi` describe the API to kubectl.
 
 // ApiError carries a Status's details (152 bytes); errors are the slow path, so it is returned
 // by value rather than boxed everywhere.

@@ -20,6 +20,10 @@ impl Strategy for DeploymentStrategy {
     fn tracks_generation(&self) -> bool {
         true
     }
+    // Generation: spec changes bump it (the default `bumps_generation`). Upstream's
+    // PrepareForUpdate also bumps it on annotation changes; not here yet, because Kaji's
+    // deployment controller writes `deployment.kubernetes.io/revision` through the main resource
+    // (upstream's writes it with UpdateStatus), so every rollout would bump the generation.
     fn scale(&self) -> Option<ScaleSpec> {
         Some(ScaleSpec { selector_is_label_selector: true })
     }
