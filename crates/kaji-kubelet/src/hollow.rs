@@ -14,7 +14,6 @@
 //!   brings it back). Killing a `kaji agent --hollow` process does the same for all its nodes.
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -28,7 +27,6 @@ use std::time::Duration;
 pub const HOLLOW_LABEL: &str = "kaji.io/hollow";
 /// The annotation that makes a hollow node stop heartbeating (simulated node failure).
 pub const STOP_HEARTBEAT_ANNOTATION: &str = "kaji.io/hollow-stop-heartbeat";
-const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// Upstream's NodeStatusReportFrequency (kubelet posts status at least this often).
 const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(60);
 
@@ -117,10 +115,6 @@ fn node_ip(index: usize) -> String {
 
 fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-fn now_micro() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
 }
 
 /// Runs the hollow nodes until the process ends.
@@ -234,24 +228,7 @@ impl Hollow {
     }
 
     async fn renew_lease(&self, name: &str) -> anyhow::Result<()> {
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
-        let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": self.lease_duration_seconds(), "renewTime": now_micro()}});
-        match leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                let nodes: Api<Node> = Api::all(self.client.clone());
-                let uid = nodes.get(name).await?.metadata.uid.unwrap_or_default();
-                let lease = json!({
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
-                        "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]},
-                    "spec": patch["spec"],
-                });
-                leases.create(&PostParams::default(), &serde_json::from_value(lease)?).await?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        crate::node::renew_lease(&self.client, name, self.lease_duration_seconds(), None).await
     }
 
     /// Renews every live node's Lease each interval (spread over the interval), and posts node
@@ -276,7 +253,7 @@ impl Hollow {
                     let this = this.clone();
                     async move {
                         if let Err(e) = this.renew_lease(&name).await {
-                            tracing::warn!(node = %name, error = %e, "renewing hollow node lease");
+                            tracing::warn!(node = %name, error = %format!("{e:#}"), "renewing hollow node lease");
                         }
                         if post_status && let Err(e) = this.post_status(&name, index).await {
                             tracing::warn!(node = %name, error = %e, "posting hollow node status");
@@ -327,7 +304,7 @@ impl Hollow {
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.renew_lease(&name).await {
-                        tracing::warn!(node = %name, error = %e, "renewing hollow node lease");
+                        tracing::warn!(node = %name, error = %format!("{e:#}"), "renewing hollow node lease");
                     }
                     if let Err(e) = this.post_status(&name, index).await {
                         tracing::warn!(node = %name, error = %e, "posting hollow node status");

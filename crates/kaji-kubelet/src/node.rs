@@ -271,21 +271,37 @@ pub async fn post_status(client: &Client, name: &str, status: &Value) -> Result<
     Ok(())
 }
 
-/// Creates or renews the node's Lease.
-pub async fn renew_lease(client: &Client, name: &str, node_uid: Option<&str>) -> Result<()> {
+/// Creates or renews the node's Lease in `kube-node-lease` (upstream's nodelease controller):
+/// held by the node, `duration_seconds` long, renewed now. A new Lease is owned by its Node: the
+/// UID is `node_uid`, or read from the API when not given (without an owner when that fails, as
+/// upstream). The agent and the hollow nodes both heartbeat with it.
+pub async fn renew_lease(
+    client: &Client,
+    name: &str,
+    duration_seconds: i32,
+    node_uid: Option<&str>,
+) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let renew = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
         .to_string();
-    let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": renew}});
+    let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": duration_seconds, "renewTime": renew}});
     match api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
+            let uid = match node_uid {
+                Some(uid) => Some(uid.to_string()),
+                None => Api::<Node>::all(client.clone())
+                    .get(name)
+                    .await
+                    .ok()
+                    .and_then(|n| n.metadata.uid),
+            };
             let mut lease = json!({"metadata": {"name": name, "namespace": LEASE_NAMESPACE}, "spec": patch["spec"]});
-            if let Some(uid) = node_uid {
+            if let Some(uid) = uid {
                 lease["metadata"]["ownerReferences"] =
                     json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
             }
@@ -305,7 +321,9 @@ pub async fn heartbeat(client: Client, mut cri: Cri, facts: NodeFacts, runtime_v
     loop {
         let node = api.get(&facts.name).await.ok();
         let uid = node.as_ref().and_then(|n| n.metadata.uid.clone());
-        if let Err(e) = renew_lease(&client, &facts.name, uid.as_deref()).await {
+        if let Err(e) =
+            renew_lease(&client, &facts.name, LEASE_DURATION_SECONDS, uid.as_deref()).await
+        {
             tracing::warn!(error = %format!("{e:#}"), "node lease");
         }
         let imgs = images(&mut cri).await;
