@@ -205,10 +205,10 @@ spec:
     let first = now.lines().next().and_then(line_number).expect("a numbered line");
     assert!(first > 0, "the live log still starts at line 0");
     // The follower saw every line, in order, across the rotations.
-    let upto = now.lines().filter_map(line_number).last().expect("lines");
+    let upto = now.lines().filter_map(line_number).next_back().expect("lines");
     wait_for("the follower to catch up", Duration::from_secs(30), || {
         let seen = seen.lock().unwrap();
-        (seen.iter().filter_map(|l| line_number(l)).last()? >= upto).then_some(())
+        (seen.iter().filter_map(|l| line_number(l)).next_back()? >= upto).then_some(())
     });
     let _ = follow.kill();
     let _ = follow.wait();
