@@ -1,7 +1,8 @@
 //! `kaji killall` end to end: a real node with a running pod, its server crashed (SIGKILL), then
 //! `kaji killall --data-dir D` leaves no process, shim, container, mount, bridge, nftables table
 //! or DNS address of that node, leaves another cluster on the machine running, has nothing to do
-//! the second time, and `kaji server` starts again from the same data dir and re-runs the pod.
+//! the second time, and `kaji server` starts again from the same data dir and re-runs the pod;
+//! killall of a live server stops the server as well.
 
 mod support;
 
@@ -103,6 +104,22 @@ fn on_lo(ip: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
 }
 
+/// Waits until the pod runs in a container other than `old`; returns its ID.
+fn new_container(node: &Node, old: &str) -> String {
+    wait_for(
+        "the pod in a new container",
+        Duration::from_secs(90),
+        || {
+            let s = node.jsonpath(
+                "sleeper",
+                "{.status.phase} {.status.containerStatuses[0].containerID}",
+            );
+            let (phase, id) = s.split_once(' ').unwrap_or((&s, ""));
+            (phase == "Running" && !id.is_empty() && id != old).then(|| id.to_string())
+        },
+    )
+}
+
 const POD: &str = r#"apiVersion: v1
 kind: Pod
 metadata:
@@ -185,7 +202,7 @@ fn killall_stops_one_node_and_nothing_else() {
     println!("kaji killall:\n{said}");
     for what in [
         "containerd",
-        "shims",
+        "containerd shim",
         "unmount",
         &format!("bridge {bridge}"),
         &node.proxy_table,
@@ -242,16 +259,34 @@ fn killall_stops_one_node_and_nothing_else() {
 
     // The state stays: the server starts again and runs the pod in a new container.
     node.cluster.spawn();
-    wait_for(
-        "the pod in a new container",
-        Duration::from_secs(90),
-        || {
-            let s = node.jsonpath(
-                "sleeper",
-                "{.status.phase} {.status.containerStatuses[0].containerID}",
-            );
-            let (phase, id) = s.split_once(' ').unwrap_or((&s, ""));
-            (phase == "Running" && !id.is_empty() && id != container_id).then_some(())
-        },
+    let container_id = new_container(&node, &container_id);
+
+    // killall of a running server stops it too (SIGTERM), and the rest as before.
+    let said = killall(&dir);
+    println!("kaji killall of a live server:\n{said}");
+    assert!(
+        said.contains("stopping kaji server (pid"),
+        "killall of a live server:\n{said}"
     );
+    assert!(
+        said.contains("containerd shim"),
+        "killall of a live server:\n{said}"
+    );
+    let left = processes_of(&dir);
+    assert!(
+        left.is_empty(),
+        "processes left after killall of a live server: {left:?}"
+    );
+    assert_eq!(
+        mounts_under(&dir),
+        Vec::<String>::new(),
+        "mounts left under {}",
+        dir.display()
+    );
+    other.ok(&["get", "namespaces"]);
+
+    // Up again for the harness, which deletes the pod and cleans up on drop.
+    node.cluster.kill();
+    node.cluster.spawn();
+    new_container(&node, &container_id);
 }

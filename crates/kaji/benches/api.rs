@@ -1,6 +1,8 @@
 //! API server benchmark: starts a real `kaji server` (release build when run by `cargo bench`)
 //! on a temporary data dir and measures, through the kube-rs client over HTTPS:
-//! creates, gets, lists and watch delivery (throughput, p50/p99), plus the server's idle RSS.
+//! creates, gets, lists and watch delivery (throughput, p50/p99), plus the server's idle RSS and
+//! the server's CPU time per 1,000 requests of each verb (utime + stime from /proc, so the figure
+//! does not depend on the client's own cost).
 //! Numbers are printed, not asserted: performance targets live here, not in tests.
 
 use futures::{StreamExt, TryStreamExt};
@@ -18,6 +20,20 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After the comm field: state, ppid, ... utime and stime are the 12th and 13th.
+            let rest: Vec<u64> = s.rsplit_once(')')?.1.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+            (rest.len() == 2).then(|| (rest[0] + rest[1]) as f64 / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -25,11 +41,17 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(name: &str, total: Duration, mut lat: Vec<Duration>) {
+/// Prints a run's figures; `server_cpu` is the server's CPU seconds during the run (None: the
+/// line shares another line's run).
+fn report(name: &str, total: Duration, mut lat: Vec<Duration>, server_cpu: Option<f64>) {
     lat.sort();
     let n = lat.len();
+    let cpu = match server_cpu {
+        Some(c) if n > 0 => format!("  server CPU {:>6.3} s / 1000 req", c * 1000.0 / n as f64),
+        _ => String::new(),
+    };
     println!(
-        "{name:<40} {n:>6} ops  {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms",
+        "{name:<40} {n:>6} ops  {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms{cpu}",
         n as f64 / total.as_secs_f64(),
         pct(&lat, 0.50).as_secs_f64() * 1e3,
         pct(&lat, 0.99).as_secs_f64() * 1e3
@@ -137,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
 
     for conc in [1usize, 32] {
         let a = api.clone();
+        let cpu0 = cpu_secs(pid);
         let (t, lat) = run(n, conc, move |i| {
             let a = a.clone();
             async move {
@@ -144,10 +167,11 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
-        report(&format!("create configmap (concurrency {conc})"), t, lat);
+        report(&format!("create configmap (concurrency {conc})"), t, lat, Some(cpu_secs(pid) - cpu0));
     }
     for conc in [1usize, 32] {
         let a = api.clone();
+        let cpu0 = cpu_secs(pid);
         let (t, lat) = run(n, conc, move |i| {
             let a = a.clone();
             async move {
@@ -155,10 +179,11 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
-        report(&format!("get configmap (concurrency {conc})"), t, lat);
+        report(&format!("get configmap (concurrency {conc})"), t, lat, Some(cpu_secs(pid) - cpu0));
     }
     let total = 2 * n;
     let a = api.clone();
+    let cpu0 = cpu_secs(pid);
     let (t, lat) = run(20, 1, move |_| {
         let a = a.clone();
         async move {
@@ -167,8 +192,9 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
-    report(&format!("list {total} configmaps"), t, lat);
+    report(&format!("list {total} configmaps"), t, lat, Some(cpu_secs(pid) - cpu0));
     let a = api.clone();
+    let cpu0 = cpu_secs(pid);
     let (t, lat) = run(20, 1, move |_| {
         let a = a.clone();
         async move {
@@ -176,10 +202,11 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
-    report("list page of 500", t, lat);
+    report("list page of 500", t, lat, Some(cpu_secs(pid) - cpu0));
 
     let a = api.clone();
     let s = sent.clone();
+    let cpu0 = cpu_secs(pid);
     let (t, lat) = run(watch_n, 8, move |i| {
         let a = a.clone();
         let s = s.clone();
@@ -192,9 +219,9 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
-    report("create (concurrency 8) while watched", t, lat);
+    report("create (concurrency 8) while watched", t, lat, Some(cpu_secs(pid) - cpu0));
     let wl = tokio::time::timeout(Duration::from_secs(60), watcher).await??;
-    report("watch delivery (create start -> event)", t, wl);
+    report("watch delivery (create start -> event)", t, wl, None);
     println!("RSS after the run: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
     let _ = child.kill();
     let _ = child.wait();

@@ -173,21 +173,21 @@ pub async fn run(args: KillallArgs) -> Result<()> {
         }
         if !found.shims.is_empty() || !found.containers.is_empty() {
             report(format!(
-                "killing {} containerd shims and {} container processes",
-                found.shims.len(),
-                found.containers.len()
+                "killing {} and {}",
+                count(found.shims.len(), "containerd shim"),
+                count(found.containers.len(), "container process")
             ));
         }
         if found.pod_ips > 0 {
             report(format!(
-                "releasing {} pod IPs and their veths (CNI DEL)",
-                found.pod_ips
+                "releasing {} and veths (CNI DEL)",
+                count(found.pod_ips, "pod IP")
             ));
         }
         if !found.mounts.is_empty() {
             report(format!(
-                "unmounting {} mounts under {}",
-                found.mounts.len(),
+                "unmounting {} under {}",
+                count(found.mounts.len(), "mount"),
                 opts.state_dir.display()
             ));
         }
@@ -208,8 +208,8 @@ pub async fn run(args: KillallArgs) -> Result<()> {
     let agent_dir = data_dir.join("agent");
     match kaji_kubelet::containerd::unmount_under(&agent_dir) {
         Ok(m) if !m.is_empty() => report(format!(
-            "unmounted {} mounts under {}",
-            m.len(),
+            "unmounted {} under {}",
+            count(m.len(), "mount"),
             agent_dir.display()
         )),
         Ok(_) => {}
@@ -244,6 +244,15 @@ pub async fn run(args: KillallArgs) -> Result<()> {
         println!("nothing to stop or remove for {}", data_dir.display());
     }
     Ok(())
+}
+
+/// `1 mount`, `2 mounts`, `3 container processes`.
+fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ if what.ends_with('s') => format!("{n} {what}es"),
+        _ => format!("{n} {what}s"),
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {
