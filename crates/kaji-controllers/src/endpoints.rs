@@ -9,16 +9,18 @@
 //! The pod-to-service mapping and port resolution are shared with `endpointslice`.
 
 use crate::Options;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
     ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kaji_runtime::controller;
+use kaji_runtime::informer::{Change, Factory, Informer};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -71,15 +73,15 @@ pub(crate) fn selector(svc: &Service) -> Option<&BTreeMap<String, String>> {
     spec.selector.as_ref().filter(|s| !s.is_empty())
 }
 
-pub(crate) fn selected_pods(pods: &Store<Pod>, svc: &Service) -> Vec<Arc<Pod>> {
+pub(crate) fn selected_pods(pods: &Informer<Pod>, svc: &Service) -> Vec<Arc<Pod>> {
     let Some(sel) = selector(svc) else {
         return Vec::new();
     };
-    let ns = svc.namespace();
+    let ns = svc.namespace().unwrap_or_default();
     let mut out: Vec<Arc<Pod>> = pods
-        .state()
+        .in_namespace(&ns)
         .into_iter()
-        .filter(|p| p.namespace() == ns && sel.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .filter(|p| sel.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
         .collect();
     out.sort_by_key(|p| p.name_any());
     out
@@ -238,66 +240,46 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     endpoints: Store<Endpoints>,
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (Services, pods, Endpoints) and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let services: Api<Service> = Api::all(client.clone());
-    let (pods, pod_writer) = reflector::store();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (endpoints, ep_writer) = reflector::store();
-    let ep_stream = watcher(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(ep_writer)
-    .touched_objects();
-    let controller = Controller::new(services.clone(), watcher::Config::default());
-    let svc_store = controller.store();
+    let services = f.informer::<Service>();
+    let pods = f.informer::<Pod>();
+    let endpoints = f.informer::<Endpoints>();
+    let svc_store = services.store();
     let pod_services = Arc::new(PodServices::default());
-    tokio::spawn(delete_orphaned_endpoints(client.clone(), services));
-    let ctx = Arc::new(Ctx {
-        client,
-        pods,
-        endpoints,
+    let pod_triggers = pods
+        .objects()
+        .flat_map(move |pod| futures::stream::iter(pod_services.map(&svc_store, &pod)));
+    let ep_triggers = endpoints.objects().map(|ep| {
+        ObjectRef::<Service>::new(&ep.name_any()).within(&ep.namespace().unwrap_or_default())
     });
-    controller
-        .watches_stream(pod_stream, move |pod: Pod| {
-            pod_services.map(&svc_store, &pod)
-        })
-        .watches_stream(ep_stream, |ep: Endpoints| {
-            Some(
-                ObjectRef::<Service>::new(&ep.name_any())
-                    .within(&ep.namespace().unwrap_or_default()),
-            )
-        })
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(1)),
-            ctx,
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpoints controller");
-            }
-        })
-        .await;
-    Ok(())
+    let orphans = delete_orphaned_endpoints(f.client(), services.subscribe());
+    let controller = controller::for_informer(&services)
+        .reconcile_on(pod_triggers)
+        .reconcile_on(ep_triggers);
+    let ctx = Arc::new(Ctx {
+        client: f.client(),
+        pods,
+        endpoints: endpoints.store(),
+    });
+    let factory = f.clone();
+    Box::pin(async move {
+        tokio::spawn(orphans);
+        controller::run("endpoint-controller", &factory, controller, reconcile, ctx).await;
+        Ok(())
+    })
 }
 
 /// A deleted Service's Endpoints go with it.
-async fn delete_orphaned_endpoints(client: Client, services: Api<Service>) {
-    let mut stream = watcher(services, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(ev) = stream.next().await {
-        if let Ok(watcher::Event::Delete(svc)) = ev {
+async fn delete_orphaned_endpoints(client: Client, services: impl Stream<Item = Change<Service>>) {
+    let mut services = std::pin::pin!(services);
+    while let Some(change) = services.next().await {
+        if let Change::Deleted(svc) = change {
             let api: Api<Endpoints> =
                 Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
             match api.delete(&svc.name_any(), &DeleteParams::default()).await {
@@ -313,8 +295,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Err
         // Hand-made Endpoints (a Service without a selector) are the user's.
         return Ok(Action::await_change());
     }
-    if ctx.pods.wait_until_ready().await.is_err() || ctx.endpoints.wait_until_ready().await.is_err()
-    {
+    ctx.pods.ready().await;
+    if ctx.endpoints.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let ns = svc.namespace().unwrap_or_default();

@@ -12,13 +12,15 @@ use crate::endpoints::{
     service_labels, should_include, target_ref,
 };
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kaji_runtime::controller;
+use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -33,7 +35,7 @@ const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     slices: Store<EndpointSlice>,
     /// Slices created but not yet seen in the store, by service (upstream's endpointSliceTracker):
     /// reconciling before they show up would create them twice.
@@ -43,50 +45,51 @@ struct Ctx {
 /// A service's (namespace, name).
 type ServiceKey = (String, String);
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (Services, pods, EndpointSlices) and returns the loop. Slices are
+/// read from the process's one EndpointSlice cache; only those labelled as ours are acted on.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let services: Api<Service> = Api::all(client.clone());
-    let (pods, pod_writer) = reflector::store();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (slices, slice_writer) = reflector::store();
-    let slice_cfg =
-        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={CONTROLLER_NAME}"));
-    let slice_stream = watcher(Api::<EndpointSlice>::all(client.clone()), slice_cfg)
-        .default_backoff()
-        .reflect(slice_writer)
-        .touched_objects();
-    let controller = Controller::new(services, watcher::Config::default());
-    let svc_store = controller.store();
+    let services = f.informer::<Service>();
+    let pods = f.informer::<Pod>();
+    let slices = f.informer::<EndpointSlice>();
+    let svc_store = services.store();
     let pod_services = Arc::new(PodServices::default());
+    let pod_triggers = pods
+        .objects()
+        .flat_map(move |pod| futures::stream::iter(pod_services.map(&svc_store, &pod)));
+    let slice_triggers = slices.objects().filter_map(|s| async move {
+        if !ours(&s) {
+            return None;
+        }
+        let svc = s.labels().get(LABEL_SERVICE_NAME).cloned()?;
+        Some(ObjectRef::<Service>::new(&svc).within(&s.namespace().unwrap_or_default()))
+    });
+    let controller = controller::for_informer(&services)
+        .reconcile_on(pod_triggers)
+        .reconcile_on(slice_triggers);
     let ctx = Arc::new(Ctx {
-        client,
+        client: f.client(),
         pods,
-        slices,
+        slices: slices.store(),
         unseen: Mutex::new(HashMap::new()),
     });
-    controller
-        .watches_stream(pod_stream, move |pod: Pod| {
-            pod_services.map(&svc_store, &pod)
-        })
-        .watches_stream(slice_stream, |s: EndpointSlice| {
-            let svc = s.labels().get(LABEL_SERVICE_NAME).cloned()?;
-            Some(ObjectRef::<Service>::new(&svc).within(&s.namespace().unwrap_or_default()))
-        })
-        .run(
+    let factory = f.clone();
+    Box::pin(async move {
+        controller::run(
+            "endpointslice-controller",
+            &factory,
+            controller,
             reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(1)),
             ctx,
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpointslice controller");
-            }
-        })
         .await;
-    Ok(())
+        Ok(())
+    })
+}
+
+/// Managed by this controller (upstream's managed-by label).
+fn ours(s: &EndpointSlice) -> bool {
+    s.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(CONTROLLER_NAME)
 }
 
 /// Desired slices' content: (ports, endpoints) per group of equal ports, endpoints sorted.
@@ -166,7 +169,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Err
     if selector(&svc).is_none() {
         return Ok(Action::await_change());
     }
-    if ctx.pods.wait_until_ready().await.is_err() || ctx.slices.wait_until_ready().await.is_err() {
+    ctx.pods.ready().await;
+    if ctx.slices.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let ns = svc.namespace().unwrap_or_default();
@@ -202,6 +206,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Err
         .into_iter()
         .filter(|s| {
             s.namespace().as_deref() == Some(ns.as_str())
+                && ours(s)
                 && s.labels().get(LABEL_SERVICE_NAME) == Some(&name)
                 && s.metadata.deletion_timestamp.is_none()
         })

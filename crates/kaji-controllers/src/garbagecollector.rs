@@ -11,7 +11,9 @@
 
 use crate::Options;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kaji_runtime::informer::{Change, Factory};
 use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, PartialObjectMeta, PostParams, Preconditions,
@@ -19,7 +21,6 @@ use kube::api::{
 };
 use kube::core::ObjectMeta;
 use kube::discovery::{ApiResource, Discovery, Scope};
-use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +99,7 @@ struct QueueState {
 
 struct Collector {
     client: Client,
+    factory: Factory,
     graph: Mutex<Graph>,
     queue: Mutex<QueueState>,
     tx: tokio::sync::mpsc::UnboundedSender<String>,
@@ -108,48 +110,55 @@ struct Collector {
 /// (group, kind), as an ownerReference names its owner (modulo version).
 type GroupKind = (String, String);
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// The collector's loop; its watches come from `f` (typed informers already registered there
+/// are shared, other resources get metadata-only informers).
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let gc = Arc::new(Collector {
-        client,
-        graph: Mutex::new(Graph::default()),
-        queue: Mutex::new(QueueState::default()),
-        tx,
-        kinds: Mutex::new(HashMap::new()),
-    });
-    tokio::spawn(gc.clone().discovery_loop());
-    let workers = Arc::new(tokio::sync::Semaphore::new(WORKERS));
-    while let Some(uid) = rx.recv().await {
-        let permit = workers.clone().acquire_owned().await?;
-        {
-            let mut q = gc.queue.lock().expect("gc queue");
-            q.pending.remove(&uid);
-            q.active.insert(uid.clone());
-        }
-        let gc = gc.clone();
-        tokio::spawn(async move {
-            if let Err(e) = gc.attempt(&uid).await {
-                tracing::debug!(uid, error = %e, "garbage collector: will retry");
-                let gc2 = gc.clone();
-                let uid2 = uid.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    gc2.enqueue(&uid2);
-                });
-            }
-            let again = {
-                let mut q = gc.queue.lock().expect("gc queue");
-                q.active.remove(&uid);
-                q.dirty.remove(&uid)
-            };
-            if again {
-                gc.enqueue(&uid);
-            }
-            drop(permit);
+    let factory = f.clone();
+    Box::pin(async move {
+        let client = factory.client();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let gc = Arc::new(Collector {
+            client,
+            factory,
+            graph: Mutex::new(Graph::default()),
+            queue: Mutex::new(QueueState::default()),
+            tx,
+            kinds: Mutex::new(HashMap::new()),
         });
-    }
-    Ok(())
+        tokio::spawn(gc.clone().discovery_loop());
+        let workers = Arc::new(tokio::sync::Semaphore::new(WORKERS));
+        while let Some(uid) = rx.recv().await {
+            let permit = workers.clone().acquire_owned().await?;
+            {
+                let mut q = gc.queue.lock().expect("gc queue");
+                q.pending.remove(&uid);
+                q.active.insert(uid.clone());
+            }
+            let gc = gc.clone();
+            tokio::spawn(async move {
+                if let Err(e) = gc.attempt(&uid).await {
+                    tracing::debug!(uid, error = %e, "garbage collector: will retry");
+                    let gc2 = gc.clone();
+                    let uid2 = uid.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        gc2.enqueue(&uid2);
+                    });
+                }
+                let again = {
+                    let mut q = gc.queue.lock().expect("gc queue");
+                    q.active.remove(&uid);
+                    q.dirty.remove(&uid)
+                };
+                if again {
+                    gc.enqueue(&uid);
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    })
 }
 
 fn has_owner_changes(old: Option<&GraphNode>, new: &GraphNode) -> bool {
@@ -210,47 +219,17 @@ impl Collector {
         }
     }
 
+    /// Follows one resource's objects through the process's informer of it (shared with the
+    /// controllers that cache that kind), metadata only.
     async fn watch_resource(self: Arc<Self>, ar: Arc<ApiResource>) {
-        let api: Api<PartialObjectMeta<DynamicObject>> =
-            Api::all_with(self.client.clone(), ar.as_ref());
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut seen: Option<HashSet<String>> = None;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => seen = Some(HashSet::new()),
-                Ok(watcher::Event::InitApply(o)) => {
-                    if let Some(uid) = o.metadata.uid.clone() {
-                        seen.get_or_insert_default().insert(uid);
-                    }
-                    self.observe(&ar, &o.metadata);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    // Objects that went away while we were not watching.
-                    let seen = seen.take().unwrap_or_default();
-                    let gone: Vec<String> = {
-                        let g = self.graph.lock().expect("gc graph");
-                        g.nodes
-                            .iter()
-                            .filter(|(uid, n)| {
-                                Arc::ptr_eq(&n.resource, &ar) && !seen.contains(*uid)
-                            })
-                            .map(|(uid, _)| uid.clone())
-                            .collect()
-                    };
-                    for uid in gone {
-                        self.forget(&uid);
-                    }
-                }
-                Ok(watcher::Event::Apply(o)) => self.observe(&ar, &o.metadata),
-                Ok(watcher::Event::Delete(o)) => {
-                    if let Some(uid) = o.metadata.uid.as_deref() {
+        let mut changes = std::pin::pin!(self.factory.meta_informer(&ar));
+        while let Some(change) = changes.next().await {
+            match change {
+                Change::Applied(meta) => self.observe(&ar, &meta),
+                Change::Deleted(meta) => {
+                    if let Some(uid) = meta.uid.as_deref() {
                         self.forget(uid);
                     }
-                }
-                Err(e) => {
-                    tracing::debug!(resource = %ar.plural, error = %e, "garbage collector: watch")
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The controller manager: reconciliation loops that make the declared state so, each a client
 //! of the API server (kube-runtime watchers and controllers), one file per controller.
 //! Where to start: [`run`] starts them all; each controller's file opens with what it does.
-//! `events` records core/v1 Events with upstream's reasons.
+//! Controllers are built on kaji-runtime: one informer factory per controller manager (one watch
+//! per kind), the controller harness (per-key back-off) and the one event recorder.
 
 pub mod deployment;
 pub mod endpoints;
@@ -16,6 +17,7 @@ pub mod replicaset;
 pub mod serviceaccount;
 pub mod servicelb;
 
+use kaji_runtime::informer::Factory;
 use kube::Client;
 use std::time::Duration;
 
@@ -40,24 +42,44 @@ impl Default for Options {
     }
 }
 
-/// Runs every controller until one of them fails.
+/// Runs every controller until one of them fails. Each controller registers the informers it
+/// needs with one factory first, then the factory starts them, one watch per kind for the whole
+/// controller manager.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let mut set = tokio::task::JoinSet::new();
-    set.spawn(replicaset::run(client.clone(), opts.clone()));
-    set.spawn(deployment::run(client.clone(), opts.clone()));
-    set.spawn(garbagecollector::run(client.clone(), opts.clone()));
-    set.spawn(namespace::run(client.clone(), opts.clone()));
-    set.spawn(serviceaccount::run(client.clone(), opts.clone()));
-    set.spawn(endpoints::run(client.clone(), opts.clone()));
-    set.spawn(endpointslice::run(client.clone(), opts.clone()));
-    set.spawn(nodelifecycle::run(client.clone(), opts.clone()));
-    set.spawn(nodeipam::run(client.clone(), opts.clone()));
-    set.spawn(persistentvolume::run(client.clone(), opts.clone()));
+    let f = Factory::new(client.clone());
+    let mut loops = vec![
+        ("replicaset", replicaset::run(&f, opts.clone())),
+        (
+            "deployment",
+            Box::pin(deployment::run(client.clone(), opts.clone())),
+        ),
+        ("namespace", namespace::run(&f, opts.clone())),
+        ("serviceaccount", serviceaccount::run(&f, opts.clone())),
+        ("endpoints", endpoints::run(&f, opts.clone())),
+        ("endpointslice", endpointslice::run(&f, opts.clone())),
+        ("nodelifecycle", nodelifecycle::run(&f, opts.clone())),
+        ("nodeipam", nodeipam::run(&f, opts.clone())),
+        (
+            "persistentvolume",
+            Box::pin(persistentvolume::run(client.clone(), opts.clone())),
+        ),
+    ];
     if opts.servicelb {
-        set.spawn(servicelb::run(client.clone(), opts.clone()));
+        loops.push(("servicelb", servicelb::run(&f, opts.clone())));
+    }
+    // Last: the garbage collector shares the typed informers registered above.
+    loops.push(("garbagecollector", garbagecollector::run(&f, opts.clone())));
+    f.start();
+    let mut set = tokio::task::JoinSet::new();
+    for (name, l) in loops {
+        set.spawn(async move { (name, l.await) });
     }
     match set.join_next().await {
-        Some(r) => r?,
+        Some(Ok((name, r))) => {
+            tracing::error!(controller = name, result = ?r, "a controller stopped; stopping the controller manager");
+            r
+        }
+        Some(Err(e)) => Err(e.into()),
         None => Ok(()),
     }
 }

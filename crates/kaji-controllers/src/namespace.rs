@@ -6,15 +6,16 @@
 //! NamespaceContentRemaining, NamespaceFinalizersRemaining).
 
 use crate::Options;
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
+use kaji_runtime::controller;
+use kaji_runtime::informer::Factory;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, PartialObjectMeta, Patch, PatchParams,
     PostParams, PropagationPolicy,
 };
 use kube::discovery::{Discovery, Scope};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -24,22 +25,23 @@ use std::time::Duration;
 /// The finalizer the namespace controller owns (spec.finalizers).
 const FINALIZER_KUBERNETES: &str = "kubernetes";
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the namespace informer and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    Controller::new(namespaces, watcher::Config::default())
-        .run(
+    let controller = controller::for_informer(&f.informer::<Namespace>());
+    let client = Arc::new(f.client());
+    let factory = f.clone();
+    Box::pin(async move {
+        controller::run(
+            "namespace-controller",
+            &factory,
+            controller,
             reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(2)),
-            Arc::new(client),
+            client,
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "namespace controller");
-            }
-        })
         .await;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

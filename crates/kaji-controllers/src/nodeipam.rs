@@ -5,14 +5,15 @@
 //! ranges are never handed out twice.
 
 use crate::Options;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
-use kube::Client;
+use kaji_runtime::informer::Factory;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The default cluster CIDR the ranges come from, and the size of each node's range.
 pub const CLUSTER_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 42, 0, 0), 16);
@@ -22,7 +23,9 @@ pub const NODE_MASK: u8 = 24;
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let kaji_api::cidr::Cidr(ip, len) = s.parse()?;
     if !(8..=NODE_MASK).contains(&len) {
-        return Err(format!("{s:?}: the prefix must be between /8 and /{NODE_MASK} (nodes get /{NODE_MASK}s)"));
+        return Err(format!(
+            "{s:?}: the prefix must be between /8 and /{NODE_MASK} (nodes get /{NODE_MASK}s)"
+        ));
     }
     Ok((ip, len))
 }
@@ -39,70 +42,72 @@ pub fn range(cidr: (Ipv4Addr, u8), index: u32) -> String {
 /// The first range not in `used`, if any is left.
 pub fn next_free(cidr: (Ipv4Addr, u8), used: &HashSet<String>) -> Option<String> {
     let count = 1u32 << (NODE_MASK - cidr.1);
-    (0..count).map(|i| range(cidr, i)).find(|r| !used.contains(r))
+    (0..count)
+        .map(|i| range(cidr, i))
+        .find(|r| !used.contains(r))
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let api: Api<Node> = Api::all(client);
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    let mut init: BTreeMap<String, Node> = BTreeMap::new();
-    let mut stream = watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(ev) = stream.next().await {
-        match ev {
-            Ok(watcher::Event::Init) => init.clear(),
-            Ok(watcher::Event::InitApply(n)) => {
-                init.insert(n.metadata.name.clone().unwrap_or_default(), n);
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => nodes = std::mem::take(&mut init),
-            Ok(watcher::Event::Apply(n)) => {
-                nodes.insert(n.metadata.name.clone().unwrap_or_default(), n);
-            }
-            Ok(watcher::Event::Delete(n)) => {
-                nodes.remove(n.metadata.name.as_deref().unwrap_or_default());
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "node IPAM watch");
-                continue;
-            }
-        }
-        let mut used: HashSet<String> = nodes
-            .values()
-            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
-            .collect();
-        let missing: Vec<String> = nodes
-            .values()
-            .filter(|n| {
+/// Registers the node informer and returns the loop: after every change, each node without a
+/// podCIDR gets the first free /24.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
+    let nodes = f.informer::<Node>();
+    let api: Api<Node> = Api::all(f.client());
+    Box::pin(async move {
+        let mut changes = std::pin::pin!(nodes.subscribe());
+        // Ranges given but not yet seen in the cache: (node uid, range) by node name.
+        let mut given: HashMap<String, (String, String)> = HashMap::new();
+        nodes.ready().await;
+        loop {
+            let state = nodes.state();
+            let cidr_of = |n: &Node| {
                 n.spec
                     .as_ref()
-                    .and_then(|s| s.pod_cidr.as_deref())
-                    .is_none_or(str::is_empty)
-            })
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        for name in missing {
-            let Some(cidr) = next_free(opts.cluster_cidr, &used) else {
-                tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
-                break;
+                    .and_then(|s| s.pod_cidr.clone())
+                    .filter(|c| !c.is_empty())
             };
-            let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(n) => {
-                    tracing::info!(node = %name, pod_cidr = %cidr, "allocated the node's pod CIDR");
-                    used.insert(cidr);
-                    nodes.insert(name, n);
+            given.retain(|name, (uid, _)| {
+                state.iter().any(|n| {
+                    n.metadata.name.as_deref() == Some(name.as_str())
+                        && n.metadata.uid.as_deref() == Some(uid.as_str())
+                        && cidr_of(n).is_none()
+                })
+            });
+            let mut used: HashSet<String> = state.iter().filter_map(|n| cidr_of(n)).collect();
+            used.extend(given.values().map(|(_, c)| c.clone()));
+            let mut missing: Vec<&Arc<Node>> = state
+                .iter()
+                .filter(|n| cidr_of(n).is_none())
+                .filter(|n| !given.contains_key(n.metadata.name.as_deref().unwrap_or_default()))
+                .collect();
+            missing.sort_by_key(|n| n.metadata.name.clone());
+            for node in missing {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let Some(cidr) = next_free(opts.cluster_cidr, &used) else {
+                    tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
+                    break;
+                };
+                let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(node = %name, pod_cidr = %cidr, "allocated the node's pod CIDR");
+                        used.insert(cidr.clone());
+                        given.insert(name, (node.metadata.uid.clone().unwrap_or_default(), cidr));
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %e, "setting the node's pod CIDR")
+                    }
                 }
-                Err(e) => tracing::warn!(node = %name, error = %e, "setting the node's pod CIDR"),
             }
+            // Wait for a change, then take every change already queued.
+            if changes.next().await.is_none() {
+                return Ok(());
+            }
+            while let Some(Some(_)) = changes.next().now_or_never() {}
         }
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -114,16 +119,26 @@ mod tests {
         assert_eq!(range(CLUSTER_CIDR, 0), "10.42.0.0/24");
         assert_eq!(range(CLUSTER_CIDR, 3), "10.42.3.0/24");
         let used: HashSet<String> = ["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()].into();
-        assert_eq!(next_free(CLUSTER_CIDR, &used).as_deref(), Some("10.42.2.0/24"));
+        assert_eq!(
+            next_free(CLUSTER_CIDR, &used).as_deref(),
+            Some("10.42.2.0/24")
+        );
         let small = parse_cidr("10.99.7.0/24").unwrap();
-        assert_eq!(next_free(small, &HashSet::new()).as_deref(), Some("10.99.7.0/24"));
+        assert_eq!(
+            next_free(small, &HashSet::new()).as_deref(),
+            Some("10.99.7.0/24")
+        );
         assert_eq!(next_free(small, &["10.99.7.0/24".to_string()].into()), None);
     }
 
     #[test]
     fn cluster_cidrs_parse() {
         assert_eq!(parse_cidr("10.42.0.0/16"), Ok(CLUSTER_CIDR));
-        assert_eq!(parse_cidr("10.42.1.2/16"), Ok(CLUSTER_CIDR), "host bits are masked off");
+        assert_eq!(
+            parse_cidr("10.42.1.2/16"),
+            Ok(CLUSTER_CIDR),
+            "host bits are masked off"
+        );
         assert!(parse_cidr("10.42.0.0/25").is_err());
         assert!(parse_cidr("10.42.0.0").is_err());
     }

@@ -11,16 +11,17 @@
 
 use crate::Options;
 use crate::events::{EventRecorder, reference};
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -35,54 +36,40 @@ struct Health {
     observed: Instant,
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
-    let (nodes, w) = reflector::store::<Node>();
-    tokio::spawn(
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(w)
-            .for_each(|_| async {}),
-    );
-    let (leases, w) = reflector::store::<Lease>();
-    let lease_api = Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE);
-    tokio::spawn(
-        watcher(lease_api, watcher::Config::default())
-            .default_backoff()
-            .reflect(w)
-            .for_each(|_| async {}),
-    );
-    let (pods, w) = reflector::store::<Pod>();
-    tokio::spawn(
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(w)
-            .for_each(|_| async {}),
-    );
-    nodes.wait_until_ready().await?;
-    leases.wait_until_ready().await?;
-    pods.wait_until_ready().await?;
-    let mut controller = NodeLifecycle {
-        client: client.clone(),
-        grace: opts.node_monitor_grace_period,
-        nodes,
-        leases,
-        pods,
-        health: HashMap::new(),
-        evicted: HashSet::new(),
-        was_ready: HashMap::new(),
-        events: EventRecorder::new(client.clone(), "node-controller"),
-        taint_events: EventRecorder::new(client.clone(), "taint-eviction-controller"),
-    };
-    // Upstream monitors every 5 s against a 40 s grace; keep that proportion for short test graces.
-    let period = (opts.node_monitor_grace_period / 8)
-        .clamp(Duration::from_millis(200), Duration::from_secs(5));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        controller.monitor_node_health().await;
-        controller.evict_by_taints().await;
-    }
+/// Registers the informers (nodes, leases, pods) and returns the monitoring loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
+    let nodes = f.informer::<Node>();
+    let leases = f.informer::<Lease>();
+    let pods = f.informer::<Pod>();
+    let client = f.client();
+    Box::pin(async move {
+        nodes.ready().await;
+        leases.ready().await;
+        pods.ready().await;
+        let (nodes, leases) = (nodes.store(), leases.store());
+        let mut controller = NodeLifecycle {
+            client: client.clone(),
+            grace: opts.node_monitor_grace_period,
+            nodes,
+            leases,
+            pods,
+            health: HashMap::new(),
+            evicted: HashSet::new(),
+            was_ready: HashMap::new(),
+            events: EventRecorder::new(client.clone(), "node-controller"),
+            taint_events: EventRecorder::new(client.clone(), "taint-eviction-controller"),
+        };
+        // Upstream monitors every 5 s against a 40 s grace; keep that proportion for short test graces.
+        let period = (opts.node_monitor_grace_period / 8)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            controller.monitor_node_health().await;
+            controller.evict_by_taints().await;
+        }
+    })
 }
 
 struct NodeLifecycle {
@@ -90,7 +77,7 @@ struct NodeLifecycle {
     grace: Duration,
     nodes: Store<Node>,
     leases: Store<Lease>,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     health: HashMap<String, Health>,
     /// Pods whose eviction was requested (by uid), so that each is deleted once.
     evicted: HashSet<String>,
@@ -330,7 +317,8 @@ impl NodeLifecycle {
             return;
         }
         let now = jiff::Timestamp::now();
-        for pod in self.pods.state() {
+        let candidates: Vec<Arc<Pod>> = tainted.keys().flat_map(|n| self.pods.on_node(n)).collect();
+        for pod in candidates {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
             };

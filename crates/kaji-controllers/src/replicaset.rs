@@ -16,23 +16,25 @@ pub mod ownership;
 pub mod pods;
 
 use crate::Options;
-use crate::events::{EventRecorder, reference};
 use futures::StreamExt;
-use informer::Informer;
+use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use kaji_api::selector::LabelSelector as Selector;
+use kaji_runtime::controller;
+use kaji_runtime::events::{EventRecorder, reference};
+use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use ownership::Claim;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,7 +153,7 @@ struct Pending {
 
 struct Context<K: Resource<DynamicType = ()> + 'static> {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     owners: Store<K>,
     recorder: EventRecorder,
     expectations: Mutex<HashMap<ObjectRef<K>, Pending>>,
@@ -172,41 +174,44 @@ impl From<kube::Error> for ReconcileError {
     }
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (pods, ReplicaSets, ReplicationControllers) and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let pods = Arc::new(Informer::spawn(Api::<Pod>::all(client.clone())));
-    let rs = run_for::<ReplicaSet>(client.clone(), pods.clone());
-    let rc = run_for::<ReplicationController>(client, pods);
-    tokio::join!(rs, rc);
-    Ok(())
+    let pods = f.informer::<Pod>();
+    let rs = run_for::<ReplicaSet>(f, pods.clone());
+    let rc = run_for::<ReplicationController>(f, pods);
+    Box::pin(async move {
+        tokio::join!(rs, rc);
+        Ok(())
+    })
 }
 
-/// Runs the controller for one kind (ReplicaSet or ReplicationController).
-async fn run_for<K: ReplicaOwner>(client: Client, pods: Arc<Informer<Pod>>) {
-    let controller = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+/// The controller for one kind (ReplicaSet or ReplicationController).
+fn run_for<K: ReplicaOwner>(
+    f: &Factory,
+    pods: Arc<Informer<Pod>>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let owners_informer = f.informer::<K>();
+    let controller = controller::for_informer(&owners_informer)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
-    let owners = controller.store();
+    let owners = owners_informer.store();
     let triggers = {
         let owners = owners.clone();
-        pods.subscribe()
+        pods.objects()
             .flat_map(move |pod| futures::stream::iter(owners_of::<K>(&owners, &pod)))
     };
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        pods: pods.store.clone(),
-        owners: owners.clone(),
-        recorder: EventRecorder::new(client, K::COMPONENT),
+        client: f.client(),
+        pods,
+        owners,
+        recorder: EventRecorder::new(f.client(), K::COMPONENT),
         expectations: Mutex::new(HashMap::new()),
     });
-    controller
-        .reconcile_on(triggers)
-        .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replica sync failed");
-            }
-        })
-        .await;
+    let factory = f.clone();
+    async move {
+        let controller = controller.reconcile_on(triggers);
+        controller::run(K::COMPONENT, &factory, controller, reconcile::<K>, ctx).await
+    }
 }
 
 /// The controllers a pod change concerns: its controller, or every matching one for an orphan.
@@ -229,15 +234,6 @@ fn owners_of<K: ReplicaOwner>(owners: &Store<K>, pod: &Pod) -> Vec<ObjectRef<K>>
         })
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
-}
-
-fn error_policy<K: ReplicaOwner>(
-    obj: Arc<K>,
-    err: &ReconcileError,
-    _ctx: Arc<Context<K>>,
-) -> Action {
-    tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), error = %err, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(1))
 }
 
 impl<K: ReplicaOwner> Context<K> {
@@ -286,7 +282,7 @@ async fn reconcile<K: ReplicaOwner>(
     let Some(owner) = ctx.owners.get(&key) else {
         return Ok(Action::await_change());
     };
-    let _ = ctx.pods.wait_until_ready().await;
+    ctx.pods.ready().await;
     let ns = owner.namespace().unwrap_or_default();
     let uid = owner.uid().unwrap_or_default();
     let deleting = owner.meta().deletion_timestamp.is_some();
@@ -299,9 +295,9 @@ async fn reconcile<K: ReplicaOwner>(
     // Claim the active pods of the namespace.
     let candidates: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
+        .in_namespace(&ns)
         .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && pods::is_active(p))
+        .filter(|p| pods::is_active(p))
         .collect();
     let owner_ref = ownership::controller_ref(&K::api_version(&()), &K::kind(&()), owner.meta());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -310,7 +306,8 @@ async fn reconcile<K: ReplicaOwner>(
         match ownership::claim(&uid, deleting, &sel, &pod.metadata) {
             Claim::Keep => claimed.push(pod),
             claim => {
-                if let Some(p) = ownership::settle(&pod_api, pod.as_ref(), claim, &owner_ref).await {
+                if let Some(p) = ownership::settle(&pod_api, pod.as_ref(), claim, &owner_ref).await
+                {
                     claimed.push(Arc::new(p));
                 }
             }

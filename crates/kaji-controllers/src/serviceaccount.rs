@@ -3,45 +3,45 @@
 
 use crate::Options;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kaji_runtime::controller;
+use kaji_runtime::informer::Factory;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The service accounts every namespace gets.
 const DEFAULT_SERVICE_ACCOUNTS: &[&str] = &["default"];
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (namespaces, service accounts) and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let accounts: Api<ServiceAccount> = Api::all(client.clone());
-    Controller::new(namespaces, watcher::Config::default())
-        .watches(
-            accounts,
-            watcher::Config::default(),
-            |sa: ServiceAccount| {
-                let ns = sa
-                    .namespace()
-                    .filter(|_| DEFAULT_SERVICE_ACCOUNTS.contains(&sa.name_any().as_str()));
-                ns.map(|ns| ObjectRef::<Namespace>::new(&ns))
-            },
-        )
-        .run(
+    let accounts = f
+        .informer::<ServiceAccount>()
+        .objects()
+        .filter_map(|sa| async move {
+            let ns = sa
+                .namespace()
+                .filter(|_| DEFAULT_SERVICE_ACCOUNTS.contains(&sa.name_any().as_str()));
+            ns.map(|ns| ObjectRef::<Namespace>::new(&ns))
+        });
+    let controller = controller::for_informer(&f.informer::<Namespace>()).reconcile_on(accounts);
+    let client = Arc::new(f.client());
+    let factory = f.clone();
+    Box::pin(async move {
+        controller::run(
+            "serviceaccount-controller",
+            &factory,
+            controller,
             reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(2)),
-            Arc::new(client),
+            client,
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "serviceaccount controller");
-            }
-        })
         .await;
-    Ok(())
+        Ok(())
+    })
 }
 
 async fn reconcile(ns: Arc<Namespace>, client: Arc<Client>) -> Result<Action, kube::Error> {

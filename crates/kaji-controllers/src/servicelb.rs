@@ -24,13 +24,15 @@
 
 use crate::Options;
 use crate::events::{EventRecorder, reference};
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kaji_runtime::controller;
+use kaji_runtime::informer::{Change, Factory};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::hash_map::DefaultHasher;
@@ -333,28 +335,26 @@ struct Ctx {
 /// Yields `()` when an object's `relevant` part changes (or it goes), so that node heartbeats
 /// and unrelated edits do not wake every LoadBalancer Service.
 fn changes<K, F>(
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    stream: impl Stream<Item = Change<K>> + Send + 'static,
     relevant: F,
 ) -> impl Stream<Item = ()> + Send + 'static
 where
-    K: kube::Resource + Send + 'static,
+    K: kube::Resource + Send + Sync + 'static,
     F: Fn(&K) -> u64 + Send + 'static,
 {
     let mut seen: HashMap<String, u64> = HashMap::new();
-    stream.filter_map(move |ev| {
-        let fire = match ev {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+    stream.filter_map(move |change| {
+        let fire = match change {
+            Change::Applied(o) => {
                 let k = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
                 let h = relevant(&o);
                 seen.insert(k, h) != Some(h)
             }
-            Ok(watcher::Event::Delete(o)) => {
+            Change::Deleted(o) => {
                 let k = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
                 seen.remove(&k);
                 true
             }
-            Ok(watcher::Event::InitDone) => true,
-            Ok(watcher::Event::Init) | Err(_) => false,
         };
         futures::future::ready(fire.then_some(()))
     })
@@ -407,66 +407,46 @@ fn service_relevance(s: &Service) -> u64 {
     ))
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (Services, nodes, EndpointSlices) and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let (nodes, node_writer) = reflector::store();
-    let node_changes = changes(
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(node_writer),
-        node_relevance,
-    );
-    let (slices, slice_writer) = reflector::store();
-    let slice_stream = watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(slice_writer)
-    .touched_objects();
-    // A second watch on Services: a change to one LoadBalancer can free or take another's ports.
-    let service_changes = changes(
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-        service_relevance,
-    );
-    let controller = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let ctx = Arc::new(Ctx {
-        services: controller.store(),
-        nodes,
-        slices,
-        recorder: EventRecorder::new(client.clone(), "service-lb-controller"),
-        warned: Mutex::new(HashMap::new()),
-        client,
+    let services = f.informer::<Service>();
+    let nodes = f.informer::<Node>();
+    let slices = f.informer::<EndpointSlice>();
+    let node_changes = changes(nodes.subscribe(), node_relevance);
+    // A change to one LoadBalancer can free or take another's ports.
+    let service_changes = changes(services.subscribe(), service_relevance);
+    let slice_triggers = slices.objects().filter_map(|slice| async move {
+        let ns = slice.namespace().unwrap_or_default();
+        slice
+            .labels()
+            .get(crate::endpointslice::LABEL_SERVICE_NAME)
+            .map(|name| ObjectRef::<Service>::new(name).within(&ns))
     });
-    controller
+    let controller = controller::for_informer(&services)
         .reconcile_all_on(node_changes)
         .reconcile_all_on(service_changes)
-        .watches_stream(slice_stream, |slice: EndpointSlice| {
-            let ns = slice.namespace().unwrap_or_default();
-            slice
-                .labels()
-                .get(crate::endpointslice::LABEL_SERVICE_NAME)
-                .map(|name| ObjectRef::<Service>::new(name).within(&ns))
-        })
-        .run(
+        .reconcile_on(slice_triggers);
+    let ctx = Arc::new(Ctx {
+        services: services.store(),
+        nodes: nodes.store(),
+        slices: slices.store(),
+        recorder: EventRecorder::new(f.client(), "service-lb-controller"),
+        warned: Mutex::new(HashMap::new()),
+        client: f.client(),
+    });
+    let factory = f.clone();
+    Box::pin(async move {
+        controller::run(
+            "service-lb-controller",
+            &factory,
+            controller,
             reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(2)),
             ctx,
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "servicelb controller");
-            }
-        })
         .await;
-    Ok(())
+        Ok(())
+    })
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {

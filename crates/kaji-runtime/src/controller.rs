@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::informer::Informer;
+use crate::informer::{Factory, Informer};
 
 /// client-go's `ItemExponentialFailureRateLimiter(5ms, 1000s)`.
 pub struct Backoff {
@@ -30,12 +30,19 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, failures: Mutex::new(HashMap::new()) }
+        Backoff {
+            base,
+            max,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The delay before the next try of `key`, which just failed: base * 2^(failures so far).
     pub fn next(&self, key: &str) -> Duration {
-        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = f.entry(key.to_string()).or_insert(0);
         let exp = (*n).min(30);
         *n += 1;
@@ -64,17 +71,28 @@ where
     Controller::for_shared_stream(informer.objects(), informer.store())
 }
 
-/// Runs `controller` with `reconcile` until its triggers end: a failed reconcile is retried
-/// after the key's back-off and logged at `warn`; a success forgets the key's failures.
-pub async fn run<K, C, E, F, Fut>(name: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<C>)
-where
+/// Runs `controller` with `reconcile` once the factory's informers have their first lists
+/// (client-go's `WaitForCacheSync`), until its triggers end: a failed reconcile is retried after
+/// the key's back-off and logged at `warn`; a success forgets the key's failures.
+pub async fn run<K, C, E, F, Fut>(
+    name: &'static str,
+    factory: &Factory,
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: Arc<C>,
+) where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     C: Send + Sync + 'static,
     E: std::error::Error + Send + 'static,
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
-    let harness = Arc::new(Harness { name, ctx, backoff: Backoff::default() });
+    factory.synced().await;
+    let harness = Arc::new(Harness {
+        name,
+        ctx,
+        backoff: Backoff::default(),
+    });
     let reconcile = Arc::new(reconcile);
     controller
         .run(

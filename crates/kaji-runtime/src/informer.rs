@@ -106,8 +106,11 @@ where
     }
 }
 
-fn unindex<K: Resource>(map: &mut HashMap<String, HashSet<ObjectRef<K>>>, key: &str, r: &ObjectRef<K>)
-where
+fn unindex<K: Resource>(
+    map: &mut HashMap<String, HashSet<ObjectRef<K>>>,
+    key: &str,
+    r: &ObjectRef<K>,
+) where
     K::DynamicType: Eq + Hash,
 {
     if let Some(set) = map.get_mut(key) {
@@ -153,9 +156,15 @@ where
     fn insert(&mut self, r: ObjectRef<K>, obj: &K) {
         self.remove(&r);
         let k = Self::keys_of(obj);
-        self.by_namespace.entry(k.namespace.clone()).or_default().insert(r.clone());
+        self.by_namespace
+            .entry(k.namespace.clone())
+            .or_default()
+            .insert(r.clone());
         for o in &k.owners {
-            self.by_owner.entry(o.clone()).or_default().insert(r.clone());
+            self.by_owner
+                .entry(o.clone())
+                .or_default()
+                .insert(r.clone());
         }
         if let Some(n) = &k.node {
             self.by_node.entry(n.clone()).or_default().insert(r.clone());
@@ -163,6 +172,9 @@ where
         self.keys.insert(r, k);
     }
 }
+
+/// What an informer's watch needs, kept until the factory starts it.
+type Unstarted<K> = (Api<K>, watcher::Config, Writer<K>);
 
 /// One kind's cache, its indexes and its subscribers.
 pub struct Informer<K: Cached>
@@ -173,8 +185,10 @@ where
     dyntype: K::DynamicType,
     tx: broadcast::Sender<Change<K>>,
     indexes: Arc<RwLock<Indexes<K>>>,
+    /// Whether the first list is in the cache.
+    synced: Arc<tokio::sync::watch::Sender<bool>>,
     /// The watch, until it is started.
-    pending: Mutex<Option<(Api<K>, watcher::Config, Writer<K>)>>,
+    pending: Mutex<Option<Unstarted<K>>>,
 }
 
 impl<K: Cached> Informer<K>
@@ -189,18 +203,21 @@ where
             dyntype,
             tx,
             indexes: Arc::default(),
+            synced: Arc::new(tokio::sync::watch::channel(false).0),
             pending: Mutex::new(Some((api, cfg, writer))),
         }
     }
 
     /// Starts the watch (once; later calls do nothing).
     fn start(&self) {
-        let Some((api, cfg, mut writer)) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
+        let Some((api, cfg, mut writer)) = self.pending.lock().ok().and_then(|mut p| p.take())
+        else {
             return;
         };
         let tx = self.tx.clone();
         let reader = self.store.clone();
         let indexes = self.indexes.clone();
+        let synced = self.synced.clone();
         let dyntype = self.dyntype.clone();
         let kind = K::kind(&dyntype).to_string();
         tokio::spawn(async move {
@@ -235,8 +252,12 @@ where
                         let before = reader.state();
                         writer.apply_watcher_event(&event);
                         let after = reader.state();
-                        let now: HashSet<ObjectRef<K>> =
-                            after.iter().map(|o| o.to_object_ref(dyntype.clone())).collect();
+                        tracing::debug!(%kind, objects = after.len(), "informer synced");
+                        synced.send_replace(true);
+                        let now: HashSet<ObjectRef<K>> = after
+                            .iter()
+                            .map(|o| o.to_object_ref(dyntype.clone()))
+                            .collect();
                         {
                             let mut ix = write(&indexes);
                             *ix = Indexes::default();
@@ -266,9 +287,11 @@ where
         self.store.clone()
     }
 
-    /// Waits until the first list is in the cache.
+    /// Waits until the first list is in the cache. (Not kube-runtime's
+    /// `Store::wait_until_ready`: it wakes only the last of several tasks waiting at once.)
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     pub fn get(&self, r: &ObjectRef<K>) -> Option<Arc<K>> {
@@ -282,7 +305,9 @@ where
     fn lookup(&self, pick: impl Fn(&Indexes<K>) -> Option<&HashSet<ObjectRef<K>>>) -> Vec<Arc<K>> {
         let refs: Vec<ObjectRef<K>> = {
             let ix = read(&self.indexes);
-            pick(&ix).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+            pick(&ix)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default()
         };
         refs.iter().filter_map(|r| self.store.get(r)).collect()
     }
@@ -305,7 +330,7 @@ where
     /// Every change from now on, starting with the whole cache when it is already filled (so a
     /// late subscriber misses nothing); a subscriber that falls behind gets the whole cache
     /// again.
-    pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
+    pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + 'static + use<K> {
         let rx = self.tx.subscribe();
         let store = self.store.clone();
         let replay: Vec<Change<K>> = if self.pending.lock().map(|p| p.is_none()).unwrap_or(true) {
@@ -318,16 +343,14 @@ where
             let store = store.clone();
             let kind = kind.clone();
             async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(c) => return Some((vec![c], rx)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(%kind, missed = n, "a subscriber fell behind its informer; resending the cache");
-                            let all = store.state().into_iter().map(Change::Applied).collect();
-                            return Some((all, rx));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
+                match rx.recv().await {
+                    Ok(c) => Some((vec![c], rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(%kind, missed = n, "a subscriber fell behind its informer; resending the cache");
+                        let all = store.state().into_iter().map(Change::Applied).collect();
+                        Some((all, rx))
                     }
+                    Err(broadcast::error::RecvError::Closed) => None,
                 }
             }
         })
@@ -337,7 +360,7 @@ where
 
     /// The objects that changed (applied or deleted), for kube-runtime's
     /// `Controller::for_shared_stream` and `reconcile_on`.
-    pub fn objects(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub fn objects(&self) -> impl Stream<Item = Arc<K>> + Send + 'static + use<K> {
         self.subscribe().map(Change::into_object)
     }
 }
@@ -357,6 +380,7 @@ pub type MetaChange = Change<ObjectMeta>;
 trait Shared: Send + Sync {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn start(&self);
+    fn ready(&self) -> futures::future::BoxFuture<'static, ()>;
     fn meta(&self) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>>;
 }
 
@@ -369,6 +393,12 @@ where
     }
     fn start(&self) {
         Informer::start(self)
+    }
+    fn ready(&self) -> futures::future::BoxFuture<'static, ()> {
+        let mut rx = self.synced.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
     }
     fn meta(&self) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>> {
         self.subscribe()
@@ -430,11 +460,15 @@ impl Factory {
         K: Cached + Resource<DynamicType = ()>,
     {
         let k = key(&K::group(&()), &K::version(&()), &K::plural(&()), &cfg);
-        let mut map = self.inner.informers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(found) = map.get(&k) {
-            if let Ok(inf) = found.clone().into_any().downcast::<Informer<K>>() {
-                return inf;
-            }
+        let mut map = self
+            .inner
+            .informers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = map.get(&k)
+            && let Ok(inf) = found.clone().into_any().downcast::<Informer<K>>()
+        {
+            return inf;
         }
         let inf = Arc::new(Informer::new(Api::<K>::all(self.client()), cfg, ()));
         map.insert(k, inf.clone());
@@ -446,16 +480,32 @@ impl Factory {
 
     /// The metadata of every object of `resource`: from the process's typed informer of that
     /// resource when there is one, else from a metadata-only watch shared the same way.
-    pub fn meta_informer(&self, resource: &ApiResource) -> impl Stream<Item = MetaChange> + Send + 'static {
-        let k = key(&resource.group, &resource.version, &resource.plural, &watcher::Config::default());
+    pub fn meta_informer(
+        &self,
+        resource: &ApiResource,
+    ) -> impl Stream<Item = MetaChange> + Send + 'static + use<> {
+        let k = key(
+            &resource.group,
+            &resource.version,
+            &resource.plural,
+            &watcher::Config::default(),
+        );
         let shared = {
-            let mut map = self.inner.informers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self
+                .inner
+                .informers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match map.get(&k) {
                 Some(s) => s.clone(),
                 None => {
-                    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client(), resource);
-                    let inf: Arc<dyn Shared> =
-                        Arc::new(Informer::new(api, watcher::Config::default(), resource.clone()));
+                    let api: Api<PartialObjectMeta<DynamicObject>> =
+                        Api::all_with(self.client(), resource);
+                    let inf: Arc<dyn Shared> = Arc::new(Informer::new(
+                        api,
+                        watcher::Config::default(),
+                        resource.clone(),
+                    ));
                     map.insert(k, inf.clone());
                     if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
                         inf.start();
@@ -467,10 +517,26 @@ impl Factory {
         shared.meta()
     }
 
+    /// Waits until every informer registered so far has its first list (client-go's
+    /// `WaitForCacheSync`); controllers call it before they start.
+    pub async fn synced(&self) {
+        let all: Vec<Arc<dyn Shared>> = self
+            .inner
+            .informers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        futures::future::join_all(all.iter().map(|i| i.ready())).await;
+    }
+
     /// Starts every registered informer's watch (once); informers registered later start at
     /// once.
     pub fn start(&self) {
-        self.inner.started.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let all: Vec<Arc<dyn Shared>> = self
             .inner
             .informers
@@ -482,5 +548,31 @@ impl Factory {
         for i in all {
             i.start();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Node;
+
+    fn client() -> Client {
+        Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_informer_per_kind_and_selector() {
+        let f = Factory::new(client());
+        let a = f.informer::<Pod>();
+        let b = f.informer::<Pod>();
+        assert!(Arc::ptr_eq(&a, &b), "the same kind gives the same informer");
+        let _n = f.informer::<Node>();
+        assert!(Arc::ptr_eq(&a, &f.informer::<Pod>()));
+        let sel = f.informer_with::<Pod>(watcher::Config::default().labels("app=x"));
+        assert!(
+            !Arc::ptr_eq(&a, &sel),
+            "another selector is another informer"
+        );
+        assert_eq!(f.inner.informers.lock().unwrap().len(), 3);
     }
 }

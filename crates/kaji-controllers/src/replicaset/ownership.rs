@@ -118,7 +118,14 @@ where
         Claim::Adopt => adopt_patch(obj.meta(), ours.clone()),
         Claim::Release => release_patch(obj.meta(), &ours.uid),
     };
-    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(patched) => matches!(claim, Claim::Adopt).then_some(patched),
         Err(e) => {
             tracing::info!(kind = %K::kind(&()), name = %obj.name_any(), ?claim, error = %e, "could not update the controller reference");
@@ -179,4 +186,3 @@ mod tests {
         );
     }
 }
-
