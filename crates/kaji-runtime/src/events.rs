@@ -106,7 +106,12 @@ impl Recorder {
     }
 
     /// A recorder with a host (the kubelet's node name) and a reporting instance.
-    pub fn with_source(client: Client, component: &str, host: Option<String>, instance: &str) -> Self {
+    pub fn with_source(
+        client: Client,
+        component: &str,
+        host: Option<String>,
+        instance: &str,
+    ) -> Self {
         let shared = Arc::new(Shared {
             client,
             component: component.to_string(),
@@ -127,7 +132,9 @@ impl Recorder {
                 tx
             })
             .collect();
-        Recorder { writers: Arc::new(writers) }
+        Recorder {
+            writers: Arc::new(writers),
+        }
     }
 
     pub async fn normal(&self, obj: &ObjectReference, reason: &str, message: &str) {
@@ -138,12 +145,25 @@ impl Recorder {
         self.event(obj, WARNING, reason, None, message);
     }
 
-    pub async fn record(&self, obj: &ObjectReference, event_type: &str, reason: &str, message: &str) {
+    pub async fn record(
+        &self,
+        obj: &ObjectReference,
+        event_type: &str,
+        reason: &str,
+        message: &str,
+    ) {
         self.event(obj, event_type, reason, None, message);
     }
 
     /// Queues an event (never blocks; dropped when the queue is full).
-    pub fn event(&self, obj: &ObjectReference, event_type: &str, reason: &str, action: Option<&str>, message: &str) {
+    pub fn event(
+        &self,
+        obj: &ObjectReference,
+        event_type: &str,
+        reason: &str,
+        action: Option<&str>,
+        message: &str,
+    ) {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         obj.uid.hash(&mut h);
         obj.name.hash(&mut h);
@@ -172,8 +192,13 @@ impl Shared {
         }
         let s = similar.entry(key.clone()).or_default();
         let now = Instant::now();
-        if s.since.is_none_or(|t| now.duration_since(t) > AGGREGATE_INTERVAL) {
-            *s = Similar { messages: HashSet::new(), since: Some(now) };
+        if s.since
+            .is_none_or(|t| now.duration_since(t) > AGGREGATE_INTERVAL)
+        {
+            *s = Similar {
+                messages: HashSet::new(),
+                since: Some(now),
+            };
         }
         s.messages.insert(message.to_string());
         if s.messages.len() >= AGGREGATE_MAX_EVENTS {
@@ -185,7 +210,11 @@ impl Shared {
 
     async fn write(&self, p: Pending) {
         let obj = &p.object;
-        let namespace = obj.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+        let namespace = obj
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let key = SimilarKey {
             uid: obj.uid.clone().unwrap_or_default(),
             kind: obj.kind.clone().unwrap_or_default(),
@@ -197,23 +226,46 @@ impl Shared {
         };
         let message = self.correlate(&key, &p.message);
         // Aggregated events are one event per similar key, whatever the message.
-        let dedup = if message.starts_with(AGGREGATE_PREFIX) { String::new() } else { message.clone() };
+        let dedup = if message.starts_with(AGGREGATE_PREFIX) {
+            String::new()
+        } else {
+            message.clone()
+        };
         let seen_key = (key.clone(), dedup);
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let previous = self.seen.lock().ok().and_then(|m| m.get(&seen_key).cloned());
+        let previous = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&seen_key).cloned());
         if let Some(prev) = previous {
             let count = prev.count + 1;
             let patch = json!({"count": count, "lastTimestamp": now, "message": message});
-            match api.patch(&prev.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(&prev.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {
-                    self.remember(seen_key, Seen { name: prev.name, count });
+                    self.remember(
+                        seen_key,
+                        Seen {
+                            name: prev.name,
+                            count,
+                        },
+                    );
                     return;
                 }
-                Err(e) => tracing::debug!(event = %prev.name, error = %e, "event gone; writing a new one"),
+                Err(e) => {
+                    tracing::debug!(event = %prev.name, error = %e, "event gone; writing a new one")
+                }
             }
         }
-        let name = format!("{}.{:x}", key.name, k8s_openapi::jiff::Timestamp::now().as_nanosecond());
+        let name = format!(
+            "{}.{:x}",
+            key.name,
+            k8s_openapi::jiff::Timestamp::now().as_nanosecond()
+        );
         let event = Event {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.clone()),
@@ -285,8 +337,14 @@ mod tests {
         }
         // The same message again does not count twice.
         assert_eq!(shared.correlate(&key(), "m0"), "m0");
-        assert_eq!(shared.correlate(&key(), "m9"), "(combined from similar events): m9");
-        assert_eq!(shared.correlate(&key(), "m10"), "(combined from similar events): m10");
+        assert_eq!(
+            shared.correlate(&key(), "m9"),
+            "(combined from similar events): m9"
+        );
+        assert_eq!(
+            shared.correlate(&key(), "m10"),
+            "(combined from similar events): m10"
+        );
         // Another reason is another group.
         let mut other = key();
         other.reason = "BackOff".into();
