@@ -368,10 +368,42 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
 /// (verb, resource, code) -> (count, seconds).
 type RequestStats = std::collections::BTreeMap<(String, String, u16), (u64, f64)>;
 
-/// Prometheus request counters and latency sums.
+/// Labels of upstream's `apiserver_longrunning_requests` gauge: verb, group, version, resource,
+/// subresource, scope (the component is always `apiserver`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LongRunning {
+    pub verb: &'static str,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub subresource: String,
+    /// `resource` (one named object), `namespace` or `cluster`, as upstream's CleanScope.
+    pub scope: &'static str,
+}
+
+type LongRunningGauges = std::sync::Mutex<std::collections::BTreeMap<LongRunning, i64>>;
+
+/// Counts one long-running request (an open watch) for as long as it lives: the gauge goes up
+/// when it is made and down when it is dropped, however the request ends.
+pub struct LongRunningGuard {
+    gauges: Arc<LongRunningGauges>,
+    key: LongRunning,
+}
+
+impl Drop for LongRunningGuard {
+    fn drop(&mut self) {
+        let mut g = self.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = g.get_mut(&self.key) {
+            *n -= 1;
+        }
+    }
+}
+
+/// Prometheus request counters and latency sums, and the gauge of open long-running requests.
 #[derive(Default)]
 pub struct Metrics {
     inner: std::sync::Mutex<RequestStats>,
+    longrunning: Arc<LongRunningGauges>,
 }
 
 impl Metrics {
@@ -386,7 +418,31 @@ impl Metrics {
         e.1 += elapsed.as_secs_f64();
     }
 
+    /// Starts counting one long-running request; it stops counting when the guard is dropped.
+    pub fn long_running(&self, key: LongRunning) -> LongRunningGuard {
+        *self.longrunning.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key.clone()).or_insert(0) += 1;
+        LongRunningGuard { gauges: self.longrunning.clone(), key }
+    }
+
+    /// How many long-running requests with these labels are open now.
+    pub fn long_running_count(&self, key: &LongRunning) -> i64 {
+        self.longrunning.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied().unwrap_or(0)
+    }
+
     pub fn render(&self) -> String {
+        let mut out = self.render_requests();
+        let g = self.longrunning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.push_str("# HELP apiserver_longrunning_requests Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way.\n# TYPE apiserver_longrunning_requests gauge\n");
+        for (k, n) in g.iter() {
+            out.push_str(&format!(
+                "apiserver_longrunning_requests{{component=\"apiserver\",group=\"{}\",resource=\"{}\",scope=\"{}\",subresource=\"{}\",verb=\"{}\",version=\"{}\"}} {n}\n",
+                k.group, k.resource, k.scope, k.subresource, k.verb, k.version
+            ));
+        }
+        out
+    }
+
+    fn render_requests(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::from("# HELP apiserver_request_total Requests by verb, resource and HTTP code.\n# TYPE apiserver_request_total counter\n");
         for ((verb, res, code), (n, _)) in m.iter() {
@@ -400,3 +456,23 @@ impl Metrics {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longrunning_gauge_follows_guards() {
+        let m = Metrics::default();
+        let key = LongRunning { verb: "WATCH", group: String::new(), version: "v1".into(), resource: "pods".into(), subresource: String::new(), scope: "namespace" };
+        let a = m.long_running(key.clone());
+        let b = m.long_running(key.clone());
+        assert_eq!(m.long_running_count(&key), 2);
+        let line = r#"apiserver_longrunning_requests{component="apiserver",group="",resource="pods",scope="namespace",subresource="",verb="WATCH",version="v1"} 2"#;
+        assert!(m.render().lines().any(|l| l == line), "{}", m.render());
+        drop(a);
+        drop(b);
+        assert_eq!(m.long_running_count(&key), 0);
+        assert!(m.render().contains("verb=\"WATCH\",version=\"v1\"} 0\n"));
+    }
+}

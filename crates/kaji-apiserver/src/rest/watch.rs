@@ -5,6 +5,7 @@
 use super::read::filter;
 use super::{Call, Output, Reply};
 use crate::registry::Strategy;
+use crate::server::LongRunning;
 use bytes::Bytes;
 use futures::StreamExt;
 use kaji_api::ApiError;
@@ -33,6 +34,29 @@ fn bookmark(strategy: &dyn Strategy, rv: i64, initial_end: bool) -> Bytes {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     line("BOOKMARK", json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta}))
+}
+
+/// This watch's labels in `apiserver_longrunning_requests`. As upstream's RequestInfoFactory, a
+/// `metadata.name=` field selector names one object, and CleanScope makes that `resource`.
+fn long_running_labels(call: &Call<'_>) -> LongRunning {
+    let named = call.req.name.is_some()
+        || kaji_api::selector::FieldSelector::parse(call.param("fieldSelector").unwrap_or_default())
+            .is_ok_and(|f| f.requirements.iter().any(|r| r.field == "metadata.name" && !r.negated));
+    let scope = if named {
+        "resource"
+    } else if call.namespace().is_some() {
+        "namespace"
+    } else {
+        "cluster"
+    };
+    LongRunning {
+        verb: "WATCH",
+        group: call.req.group.clone(),
+        version: call.req.version.clone(),
+        resource: call.req.plural.clone(),
+        subresource: call.req.subresource.clone().unwrap_or_default(),
+        scope,
+    }
 }
 
 pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
@@ -84,7 +108,10 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
         }
         Err(e) => return Err(crate::store_error(e)),
     };
+    let gauge = call.server.metrics.long_running(long_running_labels(&call));
     tokio::spawn(async move {
+        // Counted in apiserver_longrunning_requests while this task streams, whatever ends it.
+        let _gauge = gauge;
         for obj in initial {
             if tx.send(line("ADDED", output.object(strategy.as_ref(), obj))).await.is_err() {
                 return;
