@@ -4,12 +4,11 @@
 //!   function (upstream's computePodActions: sandbox, init containers in order, app containers,
 //!   restarts with back-off, probe and spec-change kills); `sandbox`, `start`, `kill` and `gc`:
 //!   the runtime side of it (sandboxes, starting containers, stopping containers and
-//!   terminating pods, garbage); `backoff`: crash-loop and image-pull back-off;
-//!   `container`: CRI configs from a pod spec,
-//!   `pull`: images and pull policies, `probe`: liveness/readiness/startup probes and hooks,
-//!   `env`: the environment (requests, limits and cgroup settings are in `crate::resources`),
-//!   `service_env`: the docker-links
-//!   service variables, `events`: the event recorder.
+//!   terminating pods, garbage); `backoff`: crash-loop and image-pull back-off.
+//! - `container`: CRI configs from a pod spec, `pull`: images and pull policies, `probe`:
+//!   liveness/readiness/startup probes and hooks, `env`: the environment, `service_env`: the
+//!   docker-links service variables, `events`: the event recorder. Requests, limits, cgroup
+//!   settings and the QoS class are in `crate::resources`.
 
 pub mod actions;
 pub mod backoff;
