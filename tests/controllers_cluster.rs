@@ -478,3 +478,53 @@ fn deployment_pods_move_off_a_failed_node() {
     let evicted = placement(&c).iter().filter(|(n, terminating)| *n == victim && *terminating).count();
     assert_eq!(evicted, on_victim, "the dead node's pods were evicted");
 }
+
+/// Open watches by `group/resource`, from the API server's own gauge
+/// (`apiserver_longrunning_requests{verb="WATCH"}`).
+fn open_watches(c: &Cluster) -> std::collections::BTreeMap<String, u64> {
+    let metrics = c.ok(&["get", "--raw", "/metrics"]);
+    let label = |line: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        line.split(&key).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("apiserver_longrunning_requests{") && l.contains("verb=\"WATCH\"")) {
+        let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+        let key = format!("{}/{}", label(line, "group"), label(line, "resource"));
+        *out.entry(key).or_insert(0) += n;
+    }
+    out
+}
+
+/// The controller manager opens one watch per kind, whatever number of its controllers read that
+/// kind (they share one informer per kind, the garbage collector included), as the API server
+/// counts them.
+#[test]
+fn controller_manager_opens_one_watch_per_kind() {
+    let c = Cluster::start_with("cm-watches", &["--disable-controllers", "--disable-scheduler"]);
+    let before = open_watches(&c);
+    assert!(before.values().all(|n| *n == 0), "nothing watches before the controller manager starts: {before:?}");
+    let log = std::fs::File::create(c.data_dir().join("controller-manager.log")).expect("log");
+    let _cm = Agent(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .arg("controller-manager")
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting kaji controller-manager"),
+    );
+    // What the controllers read, and (through the garbage collector) every other listable kind.
+    let expected = [
+        "/pods", "/services", "/endpoints", "/nodes", "/namespaces", "/serviceaccounts", "/replicationcontrollers",
+        "/persistentvolumes", "/persistentvolumeclaims", "/configmaps", "/secrets", "apps/replicasets", "apps/deployments",
+        "discovery.k8s.io/endpointslices", "coordination.k8s.io/leases",
+    ];
+    let watches = wait_for("the controller manager's watches", WAIT, || {
+        let w = open_watches(&c);
+        expected.iter().all(|r| w.get(*r).copied().unwrap_or(0) >= 1).then_some(w)
+    });
+    let doubled: Vec<(&String, &u64)> = watches.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "more than one watch on {doubled:?}; all: {watches:?}");
+}

@@ -49,20 +49,14 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let f = Factory::new(client.clone());
     let mut loops = vec![
         ("replicaset", replicaset::run(&f, opts.clone())),
-        (
-            "deployment",
-            Box::pin(deployment::run(client.clone(), opts.clone())),
-        ),
+        ("deployment", deployment::run(&f, opts.clone())),
         ("namespace", namespace::run(&f, opts.clone())),
         ("serviceaccount", serviceaccount::run(&f, opts.clone())),
         ("endpoints", endpoints::run(&f, opts.clone())),
         ("endpointslice", endpointslice::run(&f, opts.clone())),
         ("nodelifecycle", nodelifecycle::run(&f, opts.clone())),
         ("nodeipam", nodeipam::run(&f, opts.clone())),
-        (
-            "persistentvolume",
-            Box::pin(persistentvolume::run(client.clone(), opts.clone())),
-        ),
+        ("persistentvolume", persistentvolume::run(&f, opts.clone())),
     ];
     if opts.servicelb {
         loops.push(("servicelb", servicelb::run(&f, opts.clone())));

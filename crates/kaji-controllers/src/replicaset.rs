@@ -11,7 +11,6 @@
 //! ReplicaSet does not manage its pods again until the pod cache has seen those changes, so a
 //! slow watch never leads to double creates.
 
-pub mod informer;
 pub mod ownership;
 pub mod pods;
 

@@ -19,7 +19,7 @@ use kube::core::ObjectMeta;
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -223,7 +223,7 @@ where
         tokio::spawn(async move {
             let mut events = watcher(api, cfg)
                 .default_backoff()
-                .modify(|o: &mut K| o.managed_fields_mut().clear())
+                .modify(|o: &mut K| o.meta_mut().managed_fields = None)
                 .boxed();
             while let Some(event) = events.next().await {
                 let event = match event {

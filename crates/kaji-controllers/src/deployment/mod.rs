@@ -24,14 +24,15 @@ pub mod util;
 
 use crate::Options;
 use crate::events::{EventRecorder, reference};
-use crate::replicaset::informer::Informer;
 use crate::replicaset::ownership;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
+use kaji_runtime::controller;
+use kaji_runtime::informer::Factory;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,37 +63,39 @@ impl From<kube::Error> for ReconcileError {
     }
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (Deployments, ReplicaSets) and returns the loop.
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let replica_sets = Informer::spawn(Api::<ReplicaSet>::all(client.clone()));
-    let controller = Controller::new(
-        Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
-    let deployments = controller.store();
+    let replica_sets = f.informer::<ReplicaSet>();
+    let deployments_informer = f.informer::<Deployment>();
+    let controller = controller::for_informer(&deployments_informer)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
+    let deployments = deployments_informer.store();
     let triggers = {
         let deployments = deployments.clone();
         replica_sets
-            .subscribe()
+            .objects()
             .flat_map(move |rs| futures::stream::iter(deployments_of(&deployments, &rs)))
     };
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        replica_sets: replica_sets.store.clone(),
+        client: f.client(),
+        replica_sets: replica_sets.store(),
         deployments,
-        recorder: EventRecorder::new(client, "deployment-controller"),
+        recorder: EventRecorder::new(f.client(), "deployment-controller"),
     });
-    controller
-        .reconcile_on(triggers)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment sync failed");
-            }
-        })
+    let factory = f.clone();
+    Box::pin(async move {
+        let controller = controller.reconcile_on(triggers);
+        controller::run(
+            "deployment-controller",
+            &factory,
+            controller,
+            reconcile,
+            ctx,
+        )
         .await;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The Deployments a ReplicaSet change concerns: its controller, or every matching one for an orphan.
@@ -119,11 +122,6 @@ fn deployments_of(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<Objec
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
-}
-
-fn error_policy(d: Arc<Deployment>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %d.name_any(), error = %err, "deployment sync failed; retrying");
-    Action::requeue(Duration::from_secs(1))
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

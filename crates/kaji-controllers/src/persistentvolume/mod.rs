@@ -31,13 +31,14 @@ mod reclaim;
 
 use crate::Options;
 use crate::events::EventRecorder;
-use crate::replicaset::informer::Informer;
 use binder::{sync_claim, sync_volume};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use kaji_runtime::controller;
+use kaji_runtime::informer::Factory;
 use kaji_runtime::volume::ANN_BIND_COMPLETED;
-use kube::api::Api;
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::Config;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
@@ -87,57 +88,56 @@ impl From<kube::Error> for SyncError {
     }
 }
 
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+/// Registers the informers (volumes, claims) and returns the two loops (claims and volumes,
+/// one worker each, as upstream's single-threaded binder).
+pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
     let _ = opts;
-    let volumes = Informer::spawn(Api::<PersistentVolume>::all(client.clone()));
-    let claims = Informer::spawn(Api::<PersistentVolumeClaim>::all(client.clone()));
+    let volumes = f.informer::<PersistentVolume>();
+    let claims = f.informer::<PersistentVolumeClaim>();
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        volumes: volumes.store.clone(),
-        claims: claims.store.clone(),
-        recorder: EventRecorder::new(client, COMPONENT),
+        client: f.client(),
+        volumes: volumes.store(),
+        claims: claims.store(),
+        recorder: EventRecorder::new(f.client(), COMPONENT),
     });
     let claim_triggers = {
-        let claims = claims.store.clone();
+        let claims = claims.store();
         volumes
-            .subscribe()
+            .objects()
             .flat_map(move |pv| futures::stream::iter(claims_for_volume(&claims, &pv)))
     };
     let volume_triggers = {
-        let volumes = volumes.store.clone();
+        let volumes = volumes.store();
         claims
-            .subscribe()
+            .objects()
             .flat_map(move |pvc| futures::stream::iter(volumes_for_claim(&volumes, &pvc)))
     };
-    let claim_loop = Controller::for_shared_stream(claims.subscribe(), claims.store.clone())
+    let claim_controller = controller::for_informer(&claims)
         .with_config(Config::default().concurrency(1))
-        .reconcile_on(claim_triggers)
-        .run(sync_claim, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "claim sync");
-            }
-        });
-    let volume_loop = Controller::for_shared_stream(volumes.subscribe(), volumes.store.clone())
+        .reconcile_on(claim_triggers);
+    let volume_controller = controller::for_informer(&volumes)
         .with_config(Config::default().concurrency(1))
-        .reconcile_on(volume_triggers)
-        .run(sync_volume, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "volume sync");
-            }
-        });
-    tokio::join!(claim_loop, volume_loop);
-    Ok(())
-}
-
-fn error_policy<K>(_obj: Arc<K>, err: &SyncError, _ctx: Arc<Ctx>) -> Action {
-    if err.conflict {
-        // The store is behind our own write; the watch event brings it up to date.
-        return Action::requeue(Duration::from_millis(200));
-    }
-    tracing::warn!(error = %err, "persistentvolume sync failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+        .reconcile_on(volume_triggers);
+    let factory = f.clone();
+    Box::pin(async move {
+        tokio::join!(
+            controller::run(
+                "persistentvolume-binder-claims",
+                &factory,
+                claim_controller,
+                sync_claim,
+                ctx.clone()
+            ),
+            controller::run(
+                "persistentvolume-binder-volumes",
+                &factory,
+                volume_controller,
+                sync_volume,
+                ctx
+            ),
+        );
+        Ok(())
+    })
 }
 
 /// The claims a volume change concerns: the claim it names, and when it is Available, every
