@@ -1,24 +1,27 @@
-//! Watches that keep the cache and the queue current (upstream `eventhandlers.go`): bound pods
-//! go to the cache, pending pods of `default-scheduler` to the queue, and each change moves the
-//! unschedulable pods it could help. Services, ReplicaSets and StatefulSets are mirrored for
-//! default spreading, PriorityClasses for pods whose priority admission did not fill in, and
+//! The event handlers that keep the cache and the queue current (upstream `eventhandlers.go`),
+//! on the process's shared informers (`kaji_runtime::informer`): bound pods go to the cache,
+//! pending pods of `default-scheduler` to the queue, and each change moves the unschedulable pods
+//! it could help. Services, ReplicaSets and StatefulSets are read for default spreading,
+//! PriorityClasses for pods whose priority admission did not fill in, and
 //! PersistentVolumeClaims, PersistentVolumes and StorageClasses for VolumeBinding (any of them
 //! added or changed retries the pods it rejected).
+//!
+//! As upstream, the informers are started once for the process, before leader election, so a
+//! standby scheduler's caches are warm; each term of leadership builds its cache and queue from
+//! them ([`Informers::handle`]).
 
 use crate::cache::{Cache, PodInfo};
 use crate::plugins::volume_binding::{self, VolumeStores};
 use crate::queue::SchedulingQueue;
 use crate::selector::Selector;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kaji_runtime::informer::{Change, Factory, Informer};
+use kube::runtime::reflector::ObjectRef;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -34,34 +37,108 @@ const ON_POD_ADD: &[&str] = &["InterPodAffinity", "PodTopologySpread"];
 /// Plugins whose rejections a claim, volume or class added or changed could undo.
 const ON_VOLUME_CHANGE: &[&str] = &[volume_binding::NAME];
 
-/// Mirrors of the objects plugins look up besides nodes and pods.
+/// The scheduler's informers, one per kind, registered on the process's factory.
+#[derive(Clone)]
+pub struct Informers {
+    pub pods: Arc<Informer<Pod>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub listers: Listers,
+}
+
+/// The informers plugins look up besides nodes and pods.
 #[derive(Clone)]
 pub struct Listers {
-    pub services: Store<Service>,
-    pub replicasets: Store<ReplicaSet>,
-    pub statefulsets: Store<StatefulSet>,
-    pub priority_classes: Store<PriorityClass>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-    pub pvs: Store<PersistentVolume>,
-    pub storage_classes: Store<StorageClass>,
+    pub services: Arc<Informer<Service>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    pub priority_classes: Arc<Informer<PriorityClass>>,
+    pub pvcs: Arc<Informer<PersistentVolumeClaim>>,
+    pub pvs: Arc<Informer<PersistentVolume>>,
+    pub storage_classes: Arc<Informer<StorageClass>>,
+}
+
+impl Informers {
+    /// Registers every informer the scheduler reads (no I/O; the caller starts the factory).
+    pub fn register(factory: &Factory) -> Informers {
+        Informers {
+            pods: factory.informer(),
+            nodes: factory.informer(),
+            listers: Listers {
+                services: factory.informer(),
+                replicasets: factory.informer(),
+                statefulsets: factory.informer(),
+                priority_classes: factory.informer(),
+                pvcs: factory.informer(),
+                pvs: factory.informer(),
+                storage_classes: factory.informer(),
+            },
+        }
+    }
+
+    /// Feeds `cache` and `queue` from the informers: spawns the event handlers into `tasks`,
+    /// waits until every informer has its first list, then applies the whole cache once more
+    /// (the handlers may still be working through the first list; applying an object twice does
+    /// nothing), so that scheduling starts from a complete cache (upstream `WaitForCacheSync`).
+    pub async fn handle(
+        &self,
+        factory: &Factory,
+        cache: &Arc<Mutex<Cache>>,
+        queue: &Arc<SchedulingQueue>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        let (c, q, l) = (cache.clone(), queue.clone(), self.listers.clone());
+        tasks.spawn(each(self.pods.subscribe(), move |change| match change {
+            Change::Applied(p) => on_pod(p, &l, &c, &q),
+            Change::Deleted(p) => on_pod_delete(&p, &c, &q),
+        }));
+        let (c, q) = (cache.clone(), queue.clone());
+        tasks.spawn(each(self.nodes.subscribe(), move |change| match change {
+            Change::Applied(n) => on_node(n, &c, &q),
+            Change::Deleted(n) => {
+                lock(&c).remove_node(n.metadata.name.as_deref().unwrap_or_default())
+            }
+        }));
+        let l = &self.listers;
+        tasks.spawn(each(l.pvcs.subscribe(), on_volume_change(queue.clone())));
+        tasks.spawn(each(l.pvs.subscribe(), on_volume_change(queue.clone())));
+        tasks.spawn(each(
+            l.storage_classes.subscribe(),
+            on_volume_change(queue.clone()),
+        ));
+        factory.synced().await;
+        for n in self.nodes.state() {
+            on_node(n, cache, queue);
+        }
+        for p in self.pods.state() {
+            on_pod(p, &self.listers, cache, queue);
+        }
+    }
+}
+
+/// A claim, volume or class added or changed retries the pods VolumeBinding rejected.
+fn on_volume_change<K>(queue: Arc<SchedulingQueue>) -> impl FnMut(Change<K>) {
+    move |change| {
+        if matches!(change, Change::Applied(_)) {
+            queue.move_all(Some(ON_VOLUME_CHANGE));
+        }
+    }
+}
+
+/// Runs `f` on every change of a subscription.
+async fn each<K>(changes: impl Stream<Item = Change<K>>, mut f: impl FnMut(Change<K>)) {
+    let mut changes = std::pin::pin!(changes);
+    while let Some(c) = changes.next().await {
+        f(c);
+    }
 }
 
 impl Listers {
     pub fn volume_stores(&self) -> VolumeStores {
         VolumeStores {
-            claims: self.pvcs.clone(),
-            volumes: self.pvs.clone(),
-            classes: self.storage_classes.clone(),
+            claims: self.pvcs.store(),
+            volumes: self.pvs.store(),
+            classes: self.storage_classes.store(),
         }
-    }
-
-    /// Waits until the volume mirrors have listed everything, so that VolumeBinding never
-    /// takes a claim for missing because its watch is late.
-    pub async fn volumes_synced(&self) -> anyhow::Result<()> {
-        self.pvcs.wait_until_ready().await?;
-        self.pvs.wait_until_ready().await?;
-        self.storage_classes.wait_until_ready().await?;
-        Ok(())
     }
 
     /// The selector of the pod's "group" for default spreading: its Services' selectors and its
@@ -72,10 +149,7 @@ impl Listers {
             Some(cur) => cur.merge(&s),
             None => sel = Some(s),
         };
-        for svc in self.services.state() {
-            if svc.metadata.namespace.as_deref() != Some(&pod.namespace) {
-                continue;
-            }
+        for svc in self.services.in_namespace(&pod.namespace) {
             if let Some(m) = svc
                 .spec
                 .as_ref()
@@ -88,27 +162,18 @@ impl Listers {
                 }
             }
         }
-        for (ns, s) in self
-            .replicasets
-            .state()
+        let replicasets = self.replicasets.in_namespace(&pod.namespace);
+        let statefulsets = self.statefulsets.in_namespace(&pod.namespace);
+        for s in replicasets
             .iter()
-            .map(|r| {
-                (
-                    r.metadata.namespace.clone(),
-                    r.spec.as_ref().map(|s| s.selector.clone()),
-                )
-            })
-            .chain(self.statefulsets.state().iter().map(|r| {
-                (
-                    r.metadata.namespace.clone(),
-                    r.spec.as_ref().map(|s| s.selector.clone()),
-                )
-            }))
+            .map(|r| r.spec.as_ref().map(|s| &s.selector))
+            .chain(
+                statefulsets
+                    .iter()
+                    .map(|r| r.spec.as_ref().map(|s| &s.selector)),
+            )
         {
-            if ns.as_deref() != Some(&pod.namespace) {
-                continue;
-            }
-            let s = Selector::new(s.as_ref());
+            let s = Selector::new(s);
             if s.matches(&pod.labels) {
                 add(s);
             }
@@ -125,76 +190,8 @@ impl Listers {
             .and_then(|s| s.priority_class_name.as_deref())
             .unwrap_or("");
         self.priority_classes
-            .state()
-            .iter()
-            .find(|pc| pc.metadata.name.as_deref() == Some(class))
+            .get(&ObjectRef::new(class))
             .map_or(0, |pc| pc.value)
-    }
-}
-
-fn mirror<K>(api: Api<K>, tasks: &mut tokio::task::JoinSet<()>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    mirror_then(api, tasks, || {})
-}
-
-/// A mirror that calls `changed` once an object is added or updated (or the list is done),
-/// after the store has it.
-fn mirror_then<K>(
-    api: Api<K>,
-    tasks: &mut tokio::task::JoinSet<()>,
-    changed: impl Fn() + Send + Sync + 'static,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    tasks.spawn(async move {
-        stream
-            .for_each(|ev| {
-                if matches!(ev, Ok(watcher::Event::Apply(_) | watcher::Event::InitDone)) {
-                    changed();
-                }
-                async {}
-            })
-            .await;
-    });
-    reader
-}
-
-pub fn start_listers(
-    client: &kube::Client,
-    queue: &Arc<SchedulingQueue>,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> Listers {
-    let on_volumes = || {
-        let q = queue.clone();
-        move || q.move_all(Some(ON_VOLUME_CHANGE))
-    };
-    Listers {
-        services: mirror(Api::all(client.clone()), tasks),
-        replicasets: mirror(Api::all(client.clone()), tasks),
-        statefulsets: mirror(Api::all(client.clone()), tasks),
-        priority_classes: mirror(Api::all(client.clone()), tasks),
-        pvcs: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
-        pvs: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
-        storage_classes: mirror_then(Api::all(client.clone()), tasks, on_volumes()),
     }
 }
 
@@ -215,7 +212,7 @@ fn node_changed(old: &Node, new: &Node) -> bool {
 }
 
 /// Applies one pod as the API server reports it.
-pub fn on_pod(pod: Pod, listers: &Listers, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
+pub fn on_pod(pod: Arc<Pod>, listers: &Listers, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let terminal = matches!(phase, Some("Succeeded" | "Failed"));
@@ -233,7 +230,7 @@ pub fn on_pod(pod: Pod, listers: &Listers, cache: &Mutex<Cache>, queue: &Schedul
                     queue.move_all(Some(ON_POD_DELETE));
                 }
             } else {
-                let info = Arc::new(PodInfo::new(Arc::new(pod), priority));
+                let info = Arc::new(PodInfo::new(pod, priority));
                 let mut c = lock(cache);
                 let fresh = !c.contains_pod(&uid) || c.is_assumed(&uid);
                 c.add_bound_pod(info, &node);
@@ -252,7 +249,7 @@ pub fn on_pod(pod: Pod, listers: &Listers, cache: &Mutex<Cache>, queue: &Schedul
             if !ours || terminal || pod.metadata.deletion_timestamp.is_some() {
                 queue.delete(&uid);
             } else if !lock(cache).is_assumed(&uid) {
-                queue.add(Arc::new(PodInfo::new(Arc::new(pod), priority)));
+                queue.add(Arc::new(PodInfo::new(pod, priority)));
             }
         }
     }
@@ -266,66 +263,9 @@ pub fn on_pod_delete(pod: &Pod, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
     }
 }
 
-pub fn on_node(node: Node, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
-    let new = Arc::new(node);
+pub fn on_node(new: Arc<Node>, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
     let old = lock(cache).set_node(new.clone());
     if old.is_none_or(|o| node_changed(&o, &new)) {
         queue.move_all(None);
     }
-}
-
-/// Runs the pod and node watches; `synced` turns true once both have listed everything.
-pub fn start_watches(
-    client: &kube::Client,
-    listers: Listers,
-    cache: Arc<Mutex<Cache>>,
-    queue: Arc<SchedulingQueue>,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> watch::Receiver<u8> {
-    let (synced_tx, synced_rx) = watch::channel(0u8);
-    let synced_tx = Arc::new(synced_tx);
-    let pods =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let (c, q, s) = (cache.clone(), queue.clone(), synced_tx.clone());
-    tasks.spawn(async move {
-        let mut pods = std::pin::pin!(pods);
-        let mut first = true;
-        while let Some(ev) = pods.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                    on_pod(p, &listers, &c, &q)
-                }
-                Ok(watcher::Event::Delete(p)) => on_pod_delete(&p, &c, &q),
-                Ok(watcher::Event::InitDone) if first => {
-                    first = false;
-                    s.send_modify(|n| *n += 1);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("watching pods: {e}"),
-            }
-        }
-    });
-    let nodes =
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(async move {
-        let mut nodes = std::pin::pin!(nodes);
-        let mut first = true;
-        while let Some(ev) = nodes.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                    on_node(n, &cache, &queue)
-                }
-                Ok(watcher::Event::Delete(n)) => {
-                    lock(&cache).remove_node(n.metadata.name.as_deref().unwrap_or_default())
-                }
-                Ok(watcher::Event::InitDone) if first => {
-                    first = false;
-                    synced_tx.send_modify(|n| *n += 1);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("watching nodes: {e}"),
-            }
-        }
-    });
-    synced_rx
 }

@@ -4,10 +4,10 @@
 //! Where to start: [`run`] elects a leader ([`leader`]) and runs [`scheduler::Scheduler`], whose
 //! loop pops pods from the [`queue`], runs one cycle of [`schedule_one`] over the in-memory
 //! [`cache`] with the [`plugins`] of the [`framework`], tries [`preemption`] when nothing fits,
-//! and records [`events`]. The cache and queue are fed by [`informers`].
+//! and records events (kaji-runtime's recorder). The cache and queue are fed by [`informers`]
+//! (handlers on kaji-runtime's shared informers).
 
 pub mod cache;
-pub mod events;
 pub mod framework;
 pub mod informers;
 pub mod leader;
@@ -45,8 +45,12 @@ impl Default for Options {
 /// Runs the scheduler until the process ends: while this process holds the lease it
 /// schedules; if it loses the lease it stops and campaigns again.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    // As upstream, the informers start before leader election: a standby's caches are warm.
+    let factory = kaji_runtime::informer::Factory::new(client.clone());
+    let informers = informers::Informers::register(&factory);
+    factory.start();
     if !opts.leader_elect {
-        return scheduler::Scheduler::run(client, opts).await;
+        return scheduler::Scheduler::run(client, opts, &factory, &informers).await;
     }
     let mut elector = leader::LeaderElector::new(
         client.clone(),
@@ -55,7 +59,17 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     loop {
         elector.acquire().await;
         tracing::info!(identity = %elector.identity(), "successfully acquired lease kube-system/kube-scheduler");
-        let mut sched = tokio::spawn(scheduler::Scheduler::run(client.clone(), opts.clone()));
+        let mut sched = {
+            let (client, opts, factory, informers) = (
+                client.clone(),
+                opts.clone(),
+                factory.clone(),
+                informers.clone(),
+            );
+            tokio::spawn(async move {
+                scheduler::Scheduler::run(client, opts, &factory, &informers).await
+            })
+        };
         tokio::select! {
             () = elector.keep_renewing() => tracing::warn!("leader election lost"),
             r = &mut sched => match r {

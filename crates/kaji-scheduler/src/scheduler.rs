@@ -6,14 +6,15 @@
 //! before the pod is bound.
 
 use crate::cache::{Cache, PodInfo};
-use crate::events::Recorder;
 use crate::framework::fit_error_message;
-use crate::informers::{self, Listers};
+use crate::informers::{Informers, Listers};
 use crate::plugins::volume_binding::{self, PodVolumes, VolumeBinding};
 use crate::preemption::{Candidate, preempt};
 use crate::queue::{QueuedPod, SchedulingQueue};
 use crate::schedule_one::{Algorithm, ScheduleError};
 use k8s_openapi::api::core::v1::Pod;
+use kaji_runtime::events::{Recorder, reference};
+use kaji_runtime::informer::Factory;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -52,23 +53,26 @@ fn lock(cache: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
 }
 
 impl Scheduler {
-    /// Watches the cluster and schedules until dropped.
-    pub async fn run(client: kube::Client, opts: crate::Options) -> anyhow::Result<()> {
+    /// Schedules from the process's informers (registered and started by the caller) until
+    /// dropped: builds a fresh cache and queue from them, then runs the loop.
+    pub async fn run(
+        client: kube::Client,
+        opts: crate::Options,
+        factory: &Factory,
+        informers: &Informers,
+    ) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         let cache = Arc::new(Mutex::new(Cache::default()));
         let queue = Arc::new(SchedulingQueue::default());
-        let listers = informers::start_listers(&client, &queue, &mut tasks);
-        let mut synced = informers::start_watches(
-            &client,
-            listers.clone(),
-            cache.clone(),
-            queue.clone(),
-            &mut tasks,
-        );
-        synced.wait_for(|n| *n >= 2).await?;
-        listers.volumes_synced().await?;
+        informers.handle(factory, &cache, &queue, &mut tasks).await;
         tracing::info!("scheduler caches synced");
-        let (recorder, events) = Recorder::start(client.clone(), &opts.identity);
+        let listers = informers.listers.clone();
+        let recorder = Recorder::with_source(
+            client.clone(),
+            crate::informers::SCHEDULER_NAME,
+            None,
+            &opts.identity,
+        );
         let volume_binding = Arc::new(VolumeBinding::new(listers.volume_stores()));
         let mut algorithm = Algorithm::new(crate::plugins::framework_with(volume_binding.clone()));
         algorithm.percentage_of_nodes_to_score = opts.percentage_of_nodes_to_score;
@@ -85,8 +89,8 @@ impl Scheduler {
         loop {
             let p = s.queue.pop().await;
             s.schedule_one(p).await;
-            if tasks.try_join_next().is_some() || events.is_finished() {
-                anyhow::bail!("a scheduler watch ended");
+            if tasks.try_join_next().is_some() {
+                anyhow::bail!("a scheduler event handler ended");
             }
         }
     }
@@ -209,7 +213,8 @@ impl Binder {
             }
             lock(&self.cache).forget_pod(&p.info.uid);
             self.queue.add_after_error(p.info.clone(), p.attempts);
-            self.recorder.pod_event(
+            pod_event(
+                &self.recorder,
                 &p.info.pod,
                 "Warning",
                 "FailedScheduling",
@@ -228,6 +233,18 @@ impl Binder {
         )
         .await;
     }
+}
+
+/// Records an event about a pod (never blocks: the recorder writes in the background).
+fn pod_event(
+    recorder: &Recorder,
+    pod: &Pod,
+    event_type: &str,
+    reason: &str,
+    action: &str,
+    message: String,
+) {
+    recorder.event(&reference(pod), event_type, reason, Some(action), &message);
 }
 
 /// POSTs pods/binding; if it fails the assumed pod is forgotten and retried after backoff.
@@ -255,7 +272,8 @@ async fn bind(
         )
         .await
     {
-        Ok(_) => recorder.pod_event(
+        Ok(_) => pod_event(
+            recorder,
             pod,
             "Normal",
             "Scheduled",
@@ -271,7 +289,8 @@ async fn bind(
             tracing::warn!(pod = %p.info.key(), "binding to {node} failed: {e}");
             if !gone {
                 queue.add_after_error(p.info.clone(), p.attempts);
-                recorder.pod_event(
+                pod_event(
+                    recorder,
                     pod,
                     "Warning",
                     "FailedScheduling",
@@ -326,7 +345,8 @@ async fn record_failure(
     {
         tracing::debug!(pod = %info.key(), "updating PodScheduled condition: {e}");
     }
-    recorder.pod_event(
+    pod_event(
+        recorder,
         pod,
         "Warning",
         "FailedScheduling",
@@ -336,7 +356,8 @@ async fn record_failure(
     if let Some(c) = nominate {
         for v in &c.victims {
             let vapi: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
-            recorder.pod_event(
+            pod_event(
+                recorder,
                 &v.pod,
                 "Normal",
                 "Preempted",
