@@ -50,7 +50,7 @@ pub struct DnsOptions {
 }
 
 /// Serves cluster DNS until the process ends.
-pub async fn run(client: kube::Client, opts: DnsOptions) -> anyhow::Result<()> {
+pub async fn run(factory: kaji_runtime::informer::Factory, opts: DnsOptions) -> anyhow::Result<()> {
     ensure_local_address(opts.listen_ip)?;
     let addr = SocketAddr::new(opts.listen_ip, opts.port);
     let udp = UdpSocket::bind(addr)
@@ -80,7 +80,7 @@ pub async fn run(client: kube::Client, opts: DnsOptions) -> anyhow::Result<()> {
 
     let index = SharedIndex::default();
     let (synced_tx, synced) = tokio::sync::oneshot::channel();
-    watch::spawn(client, index.clone(), synced_tx);
+    watch::spawn(&factory, index.clone(), synced_tx);
     if tokio::time::timeout(INITIAL_SYNC_TIMEOUT, synced)
         .await
         .is_err()

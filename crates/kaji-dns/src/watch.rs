@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kaji_runtime::informer::Factory;
 use kaji_runtime::watch::reflect;
-use kube::Api;
 use kube::runtime::watcher;
 use tokio::sync::{Notify, oneshot};
 
@@ -20,22 +20,16 @@ use crate::index::{Index, SharedIndex};
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Starts the reflectors and the builder; `synced` fires once the first full index is in place.
-pub fn spawn(client: kube::Client, index: SharedIndex, synced: oneshot::Sender<()>) {
+pub fn spawn(factory: &Factory, index: SharedIndex, synced: oneshot::Sender<()>) {
     let changed = Arc::new(Notify::new());
     let all = watcher::Config::default;
-    let services = reflect::<Service>(Api::all(client.clone()), all(), changed.clone());
-    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), all(), changed.clone());
-    let namespaces = reflect::<Namespace>(Api::all(client), all(), changed.clone());
+    let services = reflect::<Service>(factory, all(), changed.clone());
+    let slices = reflect::<EndpointSlice>(factory, all(), changed.clone());
+    let namespaces = reflect::<Namespace>(factory, all(), changed.clone());
     tokio::spawn(async move {
-        let ready = async {
-            services.wait_until_ready().await.is_ok()
-                && slices.wait_until_ready().await.is_ok()
-                && namespaces.wait_until_ready().await.is_ok()
-        };
-        if !ready.await {
-            tracing::warn!("DNS: a reflector stopped before its first list");
-            return;
-        }
+        services.ready().await;
+        slices.ready().await;
+        namespaces.ready().await;
         let mut synced = Some(synced);
         loop {
             let built = Index::build(

@@ -5,12 +5,11 @@
 use crate::class;
 use crate::events::{self, Problem};
 use crate::snapshot::{ClusterState, Snapshot, SnapshotHandle};
-use anyhow::Context;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerIngress};
+use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,15 +21,15 @@ use tokio::sync::{Notify, watch};
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
 struct Stores {
-    ingresses: Store<Ingress>,
-    classes: Store<IngressClass>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    secrets: Store<Secret>,
+    ingresses: Arc<Informer<Ingress>>,
+    classes: Arc<Informer<IngressClass>>,
+    services: Arc<Informer<Service>>,
+    slices: Arc<Informer<EndpointSlice>>,
+    secrets: Arc<Informer<Secret>>,
 }
 
 /// A cache of every `K` (all namespaces) whose changes poke `changed`.
-fn reflect<K>(client: &kube::Client, changed: Arc<Notify>) -> Store<K>
+fn reflect<K>(factory: &Factory, changed: Arc<Notify>) -> Arc<Informer<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -40,54 +39,31 @@ where
         + Sync
         + 'static,
 {
-    kaji_runtime::watch::reflect(
-        Api::<K>::all(client.clone()),
-        watcher::Config::default(),
-        changed,
-    )
+    kaji_runtime::watch::reflect(factory, watcher::Config::default(), changed)
 }
 
 /// Runs the control loop until the process ends.
 pub async fn run(
-    client: kube::Client,
+    factory: &Factory,
     class_name: String,
     node_ips: Vec<IpAddr>,
     snapshot: SnapshotHandle,
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
     let stores = Stores {
-        ingresses: reflect(&client, changed.clone()),
-        classes: reflect(&client, changed.clone()),
-        services: reflect(&client, changed.clone()),
-        slices: reflect(&client, changed.clone()),
-        secrets: reflect(&client, changed.clone()),
+        ingresses: reflect(factory, changed.clone()),
+        classes: reflect(factory, changed.clone()),
+        services: reflect(factory, changed.clone()),
+        slices: reflect(factory, changed.clone()),
+        secrets: reflect(factory, changed.clone()),
     };
+    let client = factory.client();
     // Serving 404s from half-listed caches at start would be wrong; wait for every list.
-    stores
-        .ingresses
-        .wait_until_ready()
-        .await
-        .context("ingress cache")?;
-    stores
-        .classes
-        .wait_until_ready()
-        .await
-        .context("ingressclass cache")?;
-    stores
-        .services
-        .wait_until_ready()
-        .await
-        .context("service cache")?;
-    stores
-        .slices
-        .wait_until_ready()
-        .await
-        .context("endpointslice cache")?;
-    stores
-        .secrets
-        .wait_until_ready()
-        .await
-        .context("secret cache")?;
+    stores.ingresses.ready().await;
+    stores.classes.ready().await;
+    stores.services.ready().await;
+    stores.slices.ready().await;
+    stores.secrets.ready().await;
     tracing::info!(class = class_name, "ingress caches synced");
 
     let (served_tx, served_rx) = watch::channel(Vec::<Arc<Ingress>>::new());

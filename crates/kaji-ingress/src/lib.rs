@@ -37,7 +37,8 @@ pub struct IngressOptions {
 }
 
 /// Serves Ingresses until the process ends.
-pub async fn run(client: kube::Client, opts: IngressOptions) -> anyhow::Result<()> {
+pub async fn run(factory: kaji_runtime::informer::Factory, opts: IngressOptions) -> anyhow::Result<()> {
+    let client = factory.client();
     let snapshot = snapshot::SnapshotHandle::default();
     let default_cert = tls::default_certificate()?;
     let resolver = Arc::new(tls::CertResolver::new(snapshot.clone(), default_cert));
@@ -66,6 +67,6 @@ pub async fn run(client: kube::Client, opts: IngressOptions) -> anyhow::Result<(
     tokio::select! {
         r = proxy.clone().serve_http(http) => r.context("ingress HTTP server"),
         r = proxy.serve_https(https, tls_config) => r.context("ingress HTTPS server"),
-        r = controller::run(client, opts.class_name, opts.node_ips, snapshot) => r.context("ingress controller"),
+        r = controller::run(&factory, opts.class_name, opts.node_ips, snapshot) => r.context("ingress controller"),
     }
 }

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kaji_runtime::watch::reflect;
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kaji_runtime::informer::Factory;
 use ruleset::{Cidr, NodeFacts};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -70,7 +70,7 @@ fn set_sysctls() {
 }
 
 /// Runs the proxy until the process ends.
-pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
+pub async fn run(factory: Factory, opts: ProxyOptions) -> Result<()> {
     set_sysctls();
     let metrics = Arc::new(metrics::Metrics::default());
     if let Some(addr) = opts.metrics_addr {
@@ -91,14 +91,10 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<()> {
     }
     let notify = Arc::new(Notify::new());
     let all = watcher::Config::default;
-    let services = reflect(Api::<Service>::all(client.clone()), all(), notify.clone());
-    let slices = reflect(
-        Api::<EndpointSlice>::all(client.clone()),
-        all(),
-        notify.clone(),
-    );
+    let services = reflect::<Service>(&factory, all(), notify.clone());
+    let slices = reflect::<EndpointSlice>(&factory, all(), notify.clone());
     let node_cfg = all().fields(&format!("metadata.name={}", opts.node_name));
-    let nodes = reflect(Api::<Node>::all(client.clone()), node_cfg, notify.clone());
+    let nodes = reflect::<Node>(&factory, node_cfg, notify.clone());
     let health = healthcheck::Servers::default();
 
     let mut applier = nft::Applier::default();

@@ -1,17 +1,16 @@
-//! Cached watches for spokes that recompute a whole picture when anything changes.
+//! Cached watches for spokes that recompute a whole picture when anything changes (the proxy's
+//! rules, the DNS index, the ingress routes), on the process's shared informers.
 
+use crate::informer::{Factory, Informer};
 use futures::StreamExt;
-use kube::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Starts a reflector for `api` (with `cfg`'s selectors) and returns its cache. Every change
-/// (applied or deleted object, and the end of each full list) pokes `changed`, after the cache
-/// has it; the objects of a list are reported once, at its end. Watch errors are retried with
-/// back-off and logged at `warn`.
-pub fn reflect<K>(api: Api<K>, cfg: watcher::Config, changed: Arc<Notify>) -> Store<K>
+/// The shared informer of the `K`s that `cfg` selects, with a task that pokes `changed` after
+/// every change the cache takes (the objects of a list count once each; `Notify` keeps one
+/// wake-up, so a burst wakes the waiter once).
+pub fn reflect<K>(factory: &Factory, cfg: watcher::Config, changed: Arc<Notify>) -> Arc<Informer<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -21,18 +20,13 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().reflect(writer);
-    let kind = K::kind(&()).to_string();
+    let informer = factory.informer_with::<K>(cfg);
+    let changes = informer.subscribe();
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
-            }
+        let mut changes = std::pin::pin!(changes);
+        while changes.next().await.is_some() {
+            changed.notify_one();
         }
     });
-    store
+    informer
 }

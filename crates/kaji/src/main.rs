@@ -279,7 +279,9 @@ fn main() -> Result<()> {
         Command::Proxy(args) => rt.block_on(async move {
             let client = client_from_kubeconfig(&args.kubeconfig).await?;
             let node = args.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
-            kaji_proxy::run(client, proxy_options(&node, &args.network)?).await
+            let factory = kaji_runtime::informer::Factory::new(client);
+            factory.start();
+            kaji_proxy::run(factory, proxy_options(&node, &args.network)?).await
         }),
         Command::Killall(args) => rt.block_on(killall::run(args)),
     }
@@ -338,7 +340,11 @@ fn spawn_node(
         cluster_dns: net.cluster_dns(),
     }
     .write(data_dir)?;
-    spokes.spawn(kaji_proxy::run(client.clone(), proxy_options(&opts.node_name, net)?));
+    // One informer per kind for the node's spokes (the proxy, DNS and ingress all read Services
+    // and EndpointSlices); informers they register after this start at once.
+    let factory = kaji_runtime::informer::Factory::new(client.clone());
+    factory.start();
+    spokes.spawn(kaji_proxy::run(factory.clone(), proxy_options(&opts.node_name, net)?));
     let dns = kaji_dns::DnsOptions {
         listen_ip: std::net::IpAddr::V4(net.cluster_dns()),
         port: 53,
@@ -346,7 +352,7 @@ fn spawn_node(
         upstreams: net.dns_upstreams.clone(),
         metrics_addr: optional_addr(&net.dns_metrics_bind_address)?,
     };
-    spokes.spawn(keep_running("the cluster DNS", kaji_dns::run(client.clone(), dns)));
+    spokes.spawn(keep_running("the cluster DNS", kaji_dns::run(factory.clone(), dns)));
     if !disable.iter().any(|d| d == "ingress" || d == "traefik") {
         let node_ips = kaji_kubelet::node::internal_ip().and_then(|ip| ip.parse().ok()).into_iter().collect();
         let ingress = kaji_ingress::IngressOptions {
@@ -355,7 +361,7 @@ fn spawn_node(
             class_name: "kaji".into(),
             node_ips,
         };
-        spokes.spawn(keep_running("the ingress controller", kaji_ingress::run(client.clone(), ingress)));
+        spokes.spawn(keep_running("the ingress controller", kaji_ingress::run(factory.clone(), ingress)));
     }
     spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
     Ok(())
