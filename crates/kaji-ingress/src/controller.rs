@@ -58,6 +58,7 @@ pub async fn run(
         secrets: reflect(factory, changed.clone()),
     };
     let client = factory.client();
+    let recorder = kaji_runtime::events::Recorder::new(client.clone(), events::COMPONENT);
     // Serving 404s from half-listed caches at start would be wrong; wait for every list.
     stores.ingresses.ready().await;
     stores.classes.ready().await;
@@ -99,9 +100,8 @@ pub async fn run(
                     i.metadata.namespace.as_deref() == Some(p.namespace.as_str())
                         && i.metadata.name.as_deref() == Some(p.ingress.as_str())
                 });
-                if let Some(ing) = ing.cloned() {
-                    let (client, p) = (client.clone(), p.clone());
-                    tokio::spawn(async move { events::record(client, &ing, &p).await });
+                if let Some(ing) = ing {
+                    events::record(&recorder, ing, p);
                 }
             }
             last_problems = problems;
