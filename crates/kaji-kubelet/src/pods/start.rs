@@ -130,20 +130,7 @@ impl PodWorker {
                     + 1
             });
         let config_error = |me: &mut Self, message: String| {
-            me.shared.recorder.pod(
-                pod,
-                Some(fp.clone()),
-                WARNING,
-                "Failed",
-                format!("Error: {message}"),
-            );
-            me.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message,
-                },
-            );
+            me.failed(pod, c, &fp, "CreateContainerConfigError", message);
             Duration::from_secs(2)
         };
         let facts = self.facts(pod_ip);
@@ -195,21 +182,7 @@ impl PodWorker {
         {
             Ok(id) => id,
             Err(e) => {
-                let message = format!("{e:#}");
-                self.shared.recorder.pod(
-                    pod,
-                    Some(fp.clone()),
-                    WARNING,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CreateContainerError".into(),
-                        message,
-                    },
-                );
+                self.failed(pod, c, &fp, "CreateContainerError", format!("{e:#}"));
                 return Duration::from_secs(2);
             }
         };
@@ -221,21 +194,7 @@ impl PodWorker {
             format!("Created container: {}", c.name),
         );
         if let Err(e) = cri.start_container(&id).await {
-            let message = format!("{e:#}");
-            self.shared.recorder.pod(
-                pod,
-                Some(fp.clone()),
-                WARNING,
-                "Failed",
-                format!("Error: {message}"),
-            );
-            self.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "RunContainerError".into(),
-                    message,
-                },
-            );
+            self.failed(pod, c, &fp, "RunContainerError", format!("{e:#}"));
             // The runtime keeps it as exited (reason StartError, with its finishedAt), as
             // upstream: the next sync restarts it under the crash-loop back-off.
             return Duration::from_millis(100);
@@ -319,6 +278,25 @@ impl PodWorker {
             out.push(k);
         }
         out
+    }
+
+    /// A failed step of a start: a Failed event (`Error: <message>`) and the container waiting
+    /// with `reason`.
+    fn failed(&mut self, pod: &Pod, c: &Container, fp: &str, reason: &str, message: String) {
+        self.shared.recorder.pod(
+            pod,
+            Some(fp.to_string()),
+            WARNING,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        self.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: reason.into(),
+                message,
+            },
+        );
     }
 
     pub(super) fn start_probes(&mut self, pod: &Pod, c: &Container, id: &str, pod_ip: &str) {
