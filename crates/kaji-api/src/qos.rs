@@ -30,7 +30,9 @@ pub fn qos_class(spec: Option<&Value>) -> &'static str {
         let lim = c.pointer("/resources/limits").and_then(Value::as_object);
         for (i, r) in ["cpu", "memory"].into_iter().enumerate() {
             let l = amount(lim, r);
-            let q = amount(req, r).or(l);
+            // A request not given is its limit (defaulting); one given as zero counts as none.
+            let given = req.is_some_and(|m| m.contains_key(r));
+            let q = if given { amount(req, r) } else { l };
             any |= l.is_some() || q.is_some();
             requests[i] += q.unwrap_or(0);
             match l {
@@ -74,6 +76,9 @@ mod tests {
         // Limits alone: requests default to them.
         let l = res(json!({"limits": {"cpu": "1", "memory": "1Gi"}}));
         assert_eq!(qos_class(Some(&spec(json!([l.clone()])))), "Guaranteed");
+        // An explicit zero request is not replaced by the limit: Burstable, as upstream.
+        let z = res(json!({"requests": {"cpu": "0"}, "limits": {"cpu": "1", "memory": "1Gi"}}));
+        assert_eq!(qos_class(Some(&spec(json!([z])))), "Burstable");
         // One container without a memory limit makes the pod Burstable.
         let b = res(json!({"limits": {"cpu": "1"}}));
         assert_eq!(qos_class(Some(&spec(json!([l, b])))), "Burstable");
