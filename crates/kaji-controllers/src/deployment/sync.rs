@@ -68,10 +68,12 @@ impl Sync<'_> {
                 .unwrap_or_default()
                 .to_string();
             if annotation(&self.d.metadata, REVISION) != Some(rev.as_str()) {
+                // Through the status subresource, as upstream's UpdateStatus: the Deployment's
+                // status strategy lets annotations through, and the generation stays put.
                 let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
                 self.d = self
                     .deploy_api
-                    .patch(
+                    .patch_status(
                         &self.d.name_any(),
                         &PatchParams::default(),
                         &Patch::Merge(&patch),

@@ -20,10 +20,30 @@ impl Strategy for DeploymentStrategy {
     fn tracks_generation(&self) -> bool {
         true
     }
-    // Generation: spec changes bump it (the default `bumps_generation`). Upstream's
-    // PrepareForUpdate also bumps it on annotation changes; not here yet, because Kaji's
-    // deployment controller writes `deployment.kubernetes.io/revision` through the main resource
-    // (upstream's writes it with UpdateStatus), so every rollout would bump the generation.
+    /// Upstream's PrepareForUpdate: spec changes bump the generation, and so do annotation
+    /// changes, because annotations are copied from a Deployment to its ReplicaSets. (The
+    /// deployment controller writes its revision annotation through the status subresource.)
+    fn bumps_generation(&self, new: &Value, old: &Value) -> bool {
+        new.get("spec") != old.get("spec") || new.pointer("/metadata/annotations") != old.pointer("/metadata/annotations")
+    }
+    /// Upstream's deploymentStatusStrategy: a status update keeps the stored spec and labels but
+    /// takes the new annotations (how the deployment controller records revisions).
+    fn prepare_for_status_update(&self, new: &mut Value, old: &Value) {
+        let mut merged = old.clone();
+        match new.get("status") {
+            Some(s) => merged["status"] = s.clone(),
+            None => {
+                merged.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+        match new.pointer("/metadata/annotations") {
+            Some(a) => merged["metadata"]["annotations"] = a.clone(),
+            None => {
+                merged.get_mut("metadata").and_then(Value::as_object_mut).map(|m| m.remove("annotations"));
+            }
+        }
+        *new = merged;
+    }
     fn scale(&self) -> Option<ScaleSpec> {
         Some(ScaleSpec { selector_is_label_selector: true })
     }
