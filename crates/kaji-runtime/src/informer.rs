@@ -26,10 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::broadcast;
-
-/// How many changes a slow subscriber may fall behind before it is given the whole cache again.
-const BUFFER: usize = 16 * 1024;
+use tokio::sync::mpsc;
 
 /// One change of the cache, sent after the cache holds it.
 #[derive(Debug)]
@@ -173,6 +170,39 @@ where
     }
 }
 
+/// The subscribers of one informer.
+struct Subscribers<K>(Arc<Mutex<Vec<mpsc::UnboundedSender<Change<K>>>>>);
+
+impl<K> Default for Subscribers<K> {
+    fn default() -> Self {
+        Subscribers(Arc::default())
+    }
+}
+
+impl<K> Clone for Subscribers<K> {
+    fn clone(&self) -> Self {
+        Subscribers(self.0.clone())
+    }
+}
+
+impl<K> Subscribers<K> {
+    fn add(&self, tx: mpsc::UnboundedSender<Change<K>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+    }
+
+    /// Sends `change` to every subscriber still listening (and forgets the others).
+    fn send(&self, change: Change<K>) {
+        let mut subs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subs.retain(|tx| tx.send(change.clone()).is_ok());
+    }
+}
+
 /// What an informer's watch needs, kept until the factory starts it.
 type Unstarted<K> = (Api<K>, watcher::Config, Writer<K>);
 
@@ -183,7 +213,9 @@ where
 {
     store: Store<K>,
     dyntype: K::DynamicType,
-    tx: broadcast::Sender<Change<K>>,
+    /// One unbounded channel per subscriber: a slow subscriber costs memory while it catches
+    /// up, never a lost change (a deletion included).
+    subscribers: Subscribers<K>,
     indexes: Arc<RwLock<Indexes<K>>>,
     /// Whether the first list is in the cache.
     synced: Arc<tokio::sync::watch::Sender<bool>>,
@@ -197,11 +229,10 @@ where
 {
     fn new(api: Api<K>, cfg: watcher::Config, dyntype: K::DynamicType) -> Self {
         let writer = Writer::new(dyntype.clone());
-        let (tx, _) = broadcast::channel(BUFFER);
         Informer {
             store: writer.as_reader(),
             dyntype,
-            tx,
+            subscribers: Subscribers::default(),
             indexes: Arc::default(),
             synced: Arc::new(tokio::sync::watch::channel(false).0),
             pending: Mutex::new(Some((api, cfg, writer))),
@@ -214,7 +245,7 @@ where
         else {
             return;
         };
-        let tx = self.tx.clone();
+        let tx = self.subscribers.clone();
         let reader = self.store.clone();
         let indexes = self.indexes.clone();
         let synced = self.synced.clone();
@@ -239,14 +270,14 @@ where
                         let r = obj.to_object_ref(dyntype.clone());
                         if let Some(cached) = reader.get(&r) {
                             write(&indexes).insert(r, &cached);
-                            let _ = tx.send(Change::Applied(cached));
+                            tx.send(Change::Applied(cached));
                         }
                     }
                     watcher::Event::Delete(obj) => {
                         writer.apply_watcher_event(&event);
                         let r = obj.to_object_ref(dyntype.clone());
                         write(&indexes).remove(&r);
-                        let _ = tx.send(Change::Deleted(Arc::new(obj.clone())));
+                        tx.send(Change::Deleted(Arc::new(obj.clone())));
                     }
                     watcher::Event::InitDone => {
                         let before = reader.state();
@@ -267,11 +298,11 @@ where
                         }
                         for o in before {
                             if !now.contains(&o.to_object_ref(dyntype.clone())) {
-                                let _ = tx.send(Change::Deleted(o));
+                                tx.send(Change::Deleted(o));
                             }
                         }
                         for o in after {
-                            let _ = tx.send(Change::Applied(o));
+                            tx.send(Change::Applied(o));
                         }
                     }
                     watcher::Event::Init | watcher::Event::InitApply(_) => {
@@ -328,33 +359,23 @@ where
     }
 
     /// Every change from now on, starting with the whole cache when it is already filled (so a
-    /// late subscriber misses nothing); a subscriber that falls behind gets the whole cache
-    /// again.
+    /// late subscriber misses nothing).
     pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + 'static + use<K> {
-        let rx = self.tx.subscribe();
-        let store = self.store.clone();
+        // Registered before the cache is read: a change in between comes twice, never not at
+        // all, and the live changes (in order) come last.
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers.add(tx);
         let replay: Vec<Change<K>> = if self.pending.lock().map(|p| p.is_none()).unwrap_or(true) {
-            store.state().into_iter().map(Change::Applied).collect()
+            self.store
+                .state()
+                .into_iter()
+                .map(Change::Applied)
+                .collect()
         } else {
             Vec::new()
         };
-        let kind = K::kind(&self.dyntype).to_string();
-        let live = futures::stream::unfold(rx, move |mut rx| {
-            let store = store.clone();
-            let kind = kind.clone();
-            async move {
-                match rx.recv().await {
-                    Ok(c) => Some((vec![c], rx)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(%kind, missed = n, "a subscriber fell behind its informer; resending the cache");
-                        let all = store.state().into_iter().map(Change::Applied).collect();
-                        Some((all, rx))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => None,
-                }
-            }
-        })
-        .flat_map(futures::stream::iter);
+        let live =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         futures::stream::iter(replay).chain(live)
     }
 
