@@ -31,6 +31,163 @@ pub fn decode(kv: &KeyValue) -> Value {
     v
 }
 
+/// Appends a stored object (JSON as `encode` wrote it, without resourceVersion) to `out` with
+/// `metadata.resourceVersion` set to `rv`, without parsing it into a `Value`: the member is
+/// spliced in before the closing brace of the top-level `metadata` object, where `set_rv`'s
+/// insert would put it, so the bytes are those `serde_json::to_vec(&decode(kv))` gives for what
+/// `encode` stores. Only the members before and inside `metadata` are scanned (stored objects
+/// come from serde_json: their keys are unique). Answers false, leaving `out` as it was, for
+/// anything unexpected (not an object, an escaped key, a resourceVersion already there, bytes
+/// that do not scan): the caller then decodes.
+pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
+    match metadata_close(raw) {
+        Some(Splice::Nothing) => {
+            out.extend_from_slice(raw);
+            true
+        }
+        Some(Splice::At { close, empty }) => {
+            out.reserve(raw.len() + 40);
+            out.extend_from_slice(&raw[..close]);
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"resourceVersion\":\"");
+            out.extend_from_slice(rv.to_string().as_bytes());
+            out.push(b'"');
+            out.extend_from_slice(&raw[close..]);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Where `write_stamped` puts the resourceVersion.
+#[derive(Debug, PartialEq, Eq)]
+enum Splice {
+    /// No `metadata` object: `set_rv` would leave the object as it is.
+    Nothing,
+    /// Before the `}` at `close` that ends `metadata`; `empty` when it has no members.
+    At { close: usize, empty: bool },
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\n' | b'\r' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// The string starting at `b[i]` (a quote): the index after its closing quote, and whether it
+/// holds escapes.
+fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut escaped = false;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'"' {
+            return Some((j + 1, escaped));
+        }
+        escaped = true;
+        j += 2;
+    }
+}
+
+/// The index after the JSON value starting at `b[i]`.
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i).map(|(e, _)| e),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?.0;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        b'}' | b']' | b',' | b':' => None,
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// The key starting at `b[i]` and the index of its value; None for an escaped key.
+fn member(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    let (end, escaped) = string_end(b, i)?;
+    if escaped {
+        return None;
+    }
+    let colon = skip_ws(b, end);
+    if b.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((&b[i + 1..end - 1], skip_ws(b, colon + 1)))
+}
+
+fn metadata_close(b: &[u8]) -> Option<Splice> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(Splice::Nothing);
+    }
+    loop {
+        let (key, at) = member(b, i)?;
+        if key == b"metadata" {
+            if b.get(at) != Some(&b'{') {
+                // null or not an object: set_rv leaves it alone.
+                value_end(b, at)?;
+                return Some(Splice::Nothing);
+            }
+            let mut j = skip_ws(b, at + 1);
+            if b.get(j) == Some(&b'}') {
+                return Some(Splice::At { close: j, empty: true });
+            }
+            loop {
+                let (key, at) = member(b, j)?;
+                if key == b"resourceVersion" {
+                    return None;
+                }
+                j = skip_ws(b, value_end(b, at)?);
+                match b.get(j)? {
+                    b',' => j = skip_ws(b, j + 1),
+                    b'}' => return Some(Splice::At { close: j, empty: false }),
+                    _ => return None,
+                }
+            }
+        }
+        i = skip_ws(b, value_end(b, at)?);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return Some(Splice::Nothing),
+            _ => return None,
+        }
+    }
+}
+
 pub fn set_rv(v: &mut Value, rv: i64) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
@@ -100,4 +257,72 @@ pub fn finalizers(v: &Value) -> Vec<String> {
 
 pub fn is_deleting(v: &Value) -> bool {
     meta(v).and_then(|m| m.get("deletionTimestamp")).is_some_and(|t| !t.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `write_stamped` must equal: the stored object decoded, stamped and serialised.
+    fn reference(raw: &[u8], rv: i64) -> Vec<u8> {
+        let kv = KeyValue { key: "/k".into(), value: raw.to_vec(), create_revision: rv, mod_revision: rv };
+        serde_json::to_vec(&decode(&kv)).unwrap()
+    }
+
+    fn stamped(raw: &[u8], rv: i64) -> Option<Vec<u8>> {
+        let mut out = b"[".to_vec();
+        write_stamped(&mut out, raw, rv).then(|| out[1..].to_vec())
+    }
+
+    #[test]
+    fn splices_resource_version_like_decode_and_serialise() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}, "data": {"k": "v"}}),
+            json!({"kind": "X", "metadata": {}}),
+            json!({"metadata": {}, "spec": {"metadata": {"name": "inner"}}}),
+            json!({"kind": "NoMeta", "spec": {"metadata": {"name": "inner"}}}),
+            json!({}),
+            json!({"metadata": null, "kind": "Null"}),
+            json!({"metadata": "text"}),
+            json!({"spec": {"a": [1, 2.5, -3e-7, true, false, null, {"b": "}]{["}]}, "metadata": {"name": "late"}, "status": {}}),
+            json!({"metadata": {"name": "ünïcødé-名前", "annotations": {"q": "say \"hi\" \\ \n\t\u{1} }{", "emoji": "🦀"}, "labels": {"a": "b"}}}),
+            json!({"metadata": {"managedFields": [{"fieldsV1": {"f:metadata": {"f:labels": {".": {}, "k:{\"name\":\"web\"}": {}}}}}], "uid": "u"}, "data": {"resourceVersion": "not meta"}}),
+            json!({"data": {"x": "\"metadata\":{"}, "metadata": {"generation": 3, "deletionGracePeriodSeconds": 0, "finalizers": ["a/b"]}}),
+        ];
+        for obj in objects {
+            let raw = encode(&obj);
+            for rv in [2, 1234567890123] {
+                let got = stamped(&raw, rv).unwrap_or_else(|| panic!("no splice for {obj}"));
+                assert_eq!(String::from_utf8(got.clone()).unwrap(), String::from_utf8(reference(&raw, rv)).unwrap(), "{obj}");
+                let back: Value = serde_json::from_slice(&got).unwrap();
+                let mut want = obj.clone();
+                set_rv(&mut want, rv);
+                assert_eq!(back, want);
+            }
+        }
+    }
+
+    #[test]
+    fn other_stored_forms_keep_their_meaning_or_fall_back() {
+        // Whitespace (not what encode writes) is kept; the meaning is the same.
+        let raw = br#" { "kind" : "X" , "metadata" : { "name" : "a" } , "n" : 1 } "#;
+        let got: Value = serde_json::from_slice(&stamped(raw, 7).unwrap()).unwrap();
+        assert_eq!(got, json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "7"}, "n": 1}));
+        // Escaped keys, a resourceVersion already stored, and bytes that are not an object fall
+        // back to decoding.
+        for raw in [
+            &br#"{"metad\u0061ta":{"name":"a"}}"#[..],
+            br#"{"metadata":{"n\"ame":"a"}}"#,
+            br#"{"metadata":{"name":"a","resourceVersion":"3"}}"#,
+            b"[1,2]",
+            b"",
+            b"{\"metadata\":{\"name\":\"a\"",
+            b"{\"metadata\" {}}",
+            b"not json",
+        ] {
+            let mut out = b"keep".to_vec();
+            assert!(!write_stamped(&mut out, raw, 7), "{}", String::from_utf8_lossy(raw));
+            assert_eq!(out, b"keep");
+        }
+    }
 }

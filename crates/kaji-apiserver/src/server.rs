@@ -350,6 +350,13 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
     };
     match rest::dispatch(call, &method).await {
         Ok(Reply::Json { code, body, warnings }) => json_response(code, &body, output.yaml, &warnings),
+        Ok(Reply::Chunks { code, body }) => {
+            let stream = futures::stream::iter(body.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         Ok(Reply::Watch(rx)) => {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
             let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));

@@ -2,12 +2,14 @@
 //! on a temporary data dir and measures, through the kube-rs client over HTTPS:
 //! creates, gets, lists and watch delivery (throughput, p50/p99), plus the server's idle RSS and
 //! the server's CPU time per 1,000 requests of each verb (utime + stime from /proc, so the figure
-//! does not depend on the client's own cost).
+//! does not depend on the client's own cost). Then pods: creates, a list of all of them
+//! (`KAJI_BENCH_PODS`, default 10,000; target p99 under 100 ms), deletes, and the server's RSS
+//! before the burst, after it and some seconds after the deletes (memory given back).
 //! Numbers are printed, not asserted: performance targets live here, not in tests.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -65,6 +67,19 @@ fn cm(name: &str) -> ConfigMap {
         "data": {"payload": "x".repeat(512)},
     }))
     .expect("configmap")
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "true", "app": "web"}},
+        "spec": {"containers": [{
+            "name": "web", "image": "nginx:1.27",
+            "ports": [{"containerPort": 80}],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        }]},
+    }))
+    .expect("pod")
 }
 
 /// Runs `n` operations with `conc` concurrent workers; returns wall time and per-op latencies.
@@ -223,6 +238,58 @@ async fn main() -> anyhow::Result<()> {
     let wl = tokio::time::timeout(Duration::from_secs(60), watcher).await??;
     report("watch delivery (create start -> event)", t, wl, None);
     println!("RSS after the run: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+
+    // Pods: creates (all defaulting, admission and validation of the biggest built-in kind), a
+    // list of all of them, then deletes and the memory the server gives back afterwards.
+    let pods_n: usize = std::env::var("KAJI_BENCH_PODS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rss_before = rss_kib(pid);
+    let first = (n / 4).min(pods_n);
+    for (conc, range) in [(1usize, 0..first), (32, first..pods_n)] {
+        let a = pods.clone();
+        let cpu0 = cpu_secs(pid);
+        let base = range.start;
+        let (t, lat) = run(range.len(), conc, move |i| {
+            let a = a.clone();
+            async move {
+                a.create(&PostParams::default(), &pod(&format!("p-{}", base + i))).await.expect("create pod");
+            }
+        })
+        .await;
+        report(&format!("create pod (concurrency {conc})"), t, lat, Some(cpu_secs(pid) - cpu0));
+    }
+    let a = pods.clone();
+    let cpu0 = cpu_secs(pid);
+    let (t, lat) = run(20, 1, move |_| {
+        let a = a.clone();
+        async move {
+            let l = a.list(&ListParams::default()).await.expect("list pods");
+            assert!(l.items.len() >= pods_n);
+        }
+    })
+    .await;
+    report(&format!("list {pods_n} pods"), t, lat, Some(cpu_secs(pid) - cpu0));
+    let rss_burst = rss_kib(pid);
+    let a = pods.clone();
+    let cpu0 = cpu_secs(pid);
+    let (t, lat) = run(pods_n, 32, move |i| {
+        let a = a.clone();
+        async move {
+            a.delete(&format!("p-{i}"), &DeleteParams::default()).await.expect("delete pod");
+        }
+    })
+    .await;
+    report("delete pod (concurrency 32)", t, lat, Some(cpu_secs(pid) - cpu0));
+    let rss_deleted = rss_kib(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "RSS around the pod burst: {:.1} MiB before, {:.1} MiB after {pods_n} creates and lists, {:.1} MiB right after the deletes, {:.1} MiB 10 s later",
+        mib(rss_before),
+        mib(rss_burst),
+        mib(rss_deleted),
+        mib(rss_kib(pid))
+    );
     let _ = child.kill();
     let _ = child.wait();
     Ok(())

@@ -330,6 +330,17 @@ impl dyn Strategy {
         if self.storage_info().is_some() { self.convert_from_storage(obj) } else { obj }
     }
 
+    /// Appends the object `kv` holds to `out` as JSON, exactly as `serde_json::to_vec` of
+    /// `decode(kv)` would: spliced from the stored bytes when the kind is stored as served, else
+    /// decoded and serialised.
+    pub fn write_json(&self, kv: &kaji_store::KeyValue, out: &mut Vec<u8>) {
+        if self.storage_info().is_none() && crate::objects::write_stamped(out, &kv.value, kv.mod_revision) {
+            return;
+        }
+        // serde_json cannot fail to write a Value into a Vec.
+        let _ = serde_json::to_writer(&mut *out, &self.decode(kv));
+    }
+
     pub fn encode(&self, obj: &Value) -> Vec<u8> {
         if self.storage_info().is_some() {
             crate::objects::encode(&self.convert_to_storage(obj.clone()))

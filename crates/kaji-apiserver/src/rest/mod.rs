@@ -31,6 +31,8 @@ use std::sync::Arc;
 pub enum Reply {
     Json { code: u16, body: Value, warnings: Vec<String> },
     Watch(WatchBody),
+    /// A JSON body made piece by piece while it is sent (a list, from the stored bytes).
+    Chunks { code: u16, body: Box<dyn Iterator<Item = Bytes> + Send + Sync> },
 }
 
 impl Reply {

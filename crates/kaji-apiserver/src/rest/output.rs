@@ -3,6 +3,9 @@
 
 use crate::registry::Strategy;
 use crate::request::parse_accept;
+use bytes::Bytes;
+use kaji_store::KeyValue;
+use std::sync::Arc;
 use kaji_api::ApiError;
 use serde_json::{Value, json};
 
@@ -87,6 +90,38 @@ impl Output {
     }
 }
 
+/// Bytes per chunk of a streamed list.
+const CHUNK: usize = 64 * 1024;
+
+/// A list as JSON, in chunks of about 64 KiB made as they are sent: `envelope` (kind,
+/// apiVersion, metadata and an empty `items`, the last member) with the stored objects spliced
+/// into `items`, each stamped with its resourceVersion (`Strategy::write_json`). The bytes are
+/// those of serialising the envelope with the decoded objects as items.
+pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<KeyValue>) -> impl Iterator<Item = Bytes> + Send + Sync + use<> {
+    let mut head = serde_json::to_vec(envelope).unwrap_or_default();
+    debug_assert!(head.ends_with(b"[]}"), "items must be the envelope's last member");
+    head.truncate(head.len().saturating_sub(2));
+    let mut items = items.into_iter();
+    let mut next = Some(head);
+    let mut first = true;
+    std::iter::from_fn(move || {
+        let mut out = next.take()?;
+        while out.len() < CHUNK {
+            let Some(kv) = items.next() else {
+                out.extend_from_slice(b"]}");
+                return Some(Bytes::from(out));
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            strategy.write_json(&kv, &mut out);
+        }
+        next = Some(Vec::with_capacity(CHUNK + CHUNK / 4));
+        Some(Bytes::from(out))
+    })
+}
+
 fn partial(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
 }
@@ -112,4 +147,32 @@ pub fn table(strategy: &dyn Strategy, meta: Value, items: &[Value], include: Inc
         })
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_chunks_are_the_serialised_list() {
+        let registry = crate::registry::Registry::builtin();
+        let strategy = registry.get("", "v1", "configmaps").unwrap().clone();
+        for n in [0usize, 1, 2, 300] {
+            let items: Vec<KeyValue> = (0..n)
+                .map(|i| {
+                    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
+                    KeyValue { key: format!("/registry/core/v1/configmaps/default/c{i}"), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
+                })
+                .collect();
+            let meta = json!({"resourceVersion": "400", "continue": "abc"});
+            let envelope = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta.clone(), "items": []});
+            let chunks: Vec<Bytes> = list_chunks(strategy.clone(), &envelope, items.clone()).collect();
+            assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK));
+            assert_eq!(chunks.len() > 1, n == 300);
+            let body: Vec<u8> = chunks.concat();
+            let decoded: Vec<Value> = items.iter().map(|kv| strategy.decode(kv)).collect();
+            let want = serde_json::to_vec(&json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta, "items": decoded})).unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(want).unwrap());
+        }
+    }
 }

@@ -1,10 +1,11 @@
 //! get and list: selectors and paging (limit/continue at one revision) from the query; the
 //! reading is the generic store's (`registry::store`).
 
+use super::output::{self, Shape};
 use super::{Call, Reply};
-use crate::registry::store::{Filter, ListOptions};
+use crate::registry::store::{Filter, ListOptions, Page};
 use kaji_api::ApiError;
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub async fn get(call: Call<'_>) -> Result<Reply, ApiError> {
     let obj = fetch(&call).await?;
@@ -31,10 +32,7 @@ pub fn list_options(call: &Call<'_>) -> ListOptions {
     }
 }
 
-pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
-    let filter = filter(&call)?;
-    let page = call.store().list(call.namespace(), &filter, &list_options(&call)).await?;
-    let info = call.strategy.info();
+fn list_meta<T>(page: &Page<T>) -> Value {
     let mut meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
@@ -42,5 +40,19 @@ pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
     if let Some(r) = page.remaining {
         meta["remainingItemCount"] = json!(r);
     }
+    meta
+}
+
+pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
+    let filter = filter(&call)?;
+    let info = call.strategy.info();
+    if call.output.shape == Shape::Object && !call.output.yaml {
+        // Plain JSON: the stored objects go out as they are, stamped, without a parse.
+        let page = call.store().list_stored(call.namespace(), &filter, &list_options(&call)).await?;
+        let envelope = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": list_meta(&page), "items": []});
+        return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), &envelope, page.items)) });
+    }
+    let page = call.store().list(call.namespace(), &filter, &list_options(&call)).await?;
+    let meta = list_meta(&page);
     Ok(Reply::ok(call.output.list(call.strategy.as_ref(), &info.list_kind(), &info.api_version(), meta, page.items)))
 }

@@ -3,13 +3,14 @@
 //! the stream with a 410 Expired ERROR event, as kube-apiserver does.
 
 use super::read::filter;
+use super::output::Shape;
 use super::{Call, Output, Reply};
 use crate::registry::Strategy;
 use crate::server::LongRunning;
 use bytes::Bytes;
 use futures::StreamExt;
 use kaji_api::ApiError;
-use kaji_store::{EventType, ListOptions, StoreError};
+use kaji_store::{EventType, KeyValue, ListOptions, StoreError};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,31 @@ pub type WatchBody = mpsc::Receiver<Bytes>;
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// `{"type": kind, "object": object}` and a newline.
 fn line(kind: &str, object: Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    v.push(b'\n');
+    line_with(kind, |out| {
+        let _ = serde_json::to_writer(out, &object);
+    })
+}
+
+/// An event line whose object `write` appends (serialising a `json!` of it would copy it first).
+fn line_with(kind: &str, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut v = Vec::with_capacity(1024);
+    v.extend_from_slice(b"{\"type\":");
+    let _ = serde_json::to_writer(&mut v, kind);
+    v.extend_from_slice(b",\"object\":");
+    write(&mut v);
+    v.extend_from_slice(b"}\n");
     Bytes::from(v)
+}
+
+/// An event line of a stored object in `output`'s shape; a plain object is spliced from the
+/// stored bytes (`Strategy::write_json`), others are decoded.
+fn stored_line(kind: &str, output: &Output, strategy: &dyn Strategy, kv: &KeyValue, decoded: Option<Value>) -> Bytes {
+    match (output.shape, decoded) {
+        (Shape::Object, None) => line_with(kind, |out| strategy.write_json(kv, out)),
+        (_, decoded) => line(kind, output.object(strategy, decoded.unwrap_or_else(|| strategy.decode(kv)))),
+    }
 }
 
 fn bookmark(strategy: &dyn Strategy, rv: i64, initial_end: bool) -> Bytes {
@@ -73,6 +95,8 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let rv_param = call.param("resourceVersion").unwrap_or_default().to_string();
 
+    // Without selectors nothing needs decoding: every event is the watcher's.
+    let everything = filter.is_everything();
     // Initial state: for no resourceVersion or "0" (or sendInitialEvents), as upstream.
     let mut initial = Vec::new();
     let mut from: i64 = match rv_param.parse::<i64>() {
@@ -84,13 +108,12 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                     .list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None })
                     .await
                     .map_err(crate::store_error)?;
-                for kv in &res.items {
-                    let obj = strategy.decode(kv);
-                    if filter.matches(strategy.as_ref(), &obj) {
-                        initial.push(obj);
+                start_after = res.items.last().map(|kv| kv.key.clone());
+                for kv in res.items {
+                    if everything || filter.matches(strategy.as_ref(), &strategy.decode(&kv)) {
+                        initial.push(kv);
                     }
                 }
-                start_after = res.items.last().map(|kv| kv.key.clone());
                 if !res.more {
                     break res.revision;
                 }
@@ -112,8 +135,8 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
     tokio::spawn(async move {
         // Counted in apiserver_longrunning_requests while this task streams, whatever ends it.
         let _gauge = gauge;
-        for obj in initial {
-            if tx.send(line("ADDED", output.object(strategy.as_ref(), obj))).await.is_err() {
+        for kv in initial {
+            if tx.send(stored_line("ADDED", &output, strategy.as_ref(), &kv, None)).await.is_err() {
                 return;
             }
         }
@@ -150,9 +173,14 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                 }
             };
             from = ev.kv.mod_revision;
-            let obj = strategy.decode(&ev.kv);
-            let now_matches = filter.matches(strategy.as_ref(), &obj);
-            let was = ev.prev.as_ref().map(|p| filter.matches(strategy.as_ref(), &strategy.decode(p)));
+            let (obj, now_matches, was) = if everything {
+                (None, true, ev.prev.as_ref().map(|_| true))
+            } else {
+                let obj = strategy.decode(&ev.kv);
+                let now_matches = filter.matches(strategy.as_ref(), &obj);
+                let was = ev.prev.as_ref().map(|p| filter.matches(strategy.as_ref(), &strategy.decode(p)));
+                (Some(obj), now_matches, was)
+            };
             let kind = match ev.event_type {
                 EventType::Delete if now_matches => "DELETED",
                 EventType::Delete => continue,
@@ -163,7 +191,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                     (_, false) => continue,
                 },
             };
-            if tx.send(line(kind, output.object(strategy.as_ref(), obj))).await.is_err() {
+            if tx.send(stored_line(kind, &output, strategy.as_ref(), &ev.kv, obj)).await.is_err() {
                 return;
             }
         }

@@ -276,16 +276,15 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
     let mut live = kv
         .range::<&str>((lower, Bound::Unbounded))
         .map_err(backend("read kv"))?;
-    let mut next_live = move || -> Result<Option<(String, Vec<u8>)>> {
+    // Values are copied out only for keys that make the page (the guard borrows the page).
+    type Live<'a> = Option<(String, ::redb::AccessGuard<'a, &'static [u8]>)>;
+    let mut next_live = move || -> Result<Live<'_>> {
         match live.next() {
             None => Ok(None),
             Some(entry) => {
                 let (key, raw) = entry.map_err(backend("read kv"))?;
                 let key = key.value();
-                // Values are decoded only for keys that make the page.
-                Ok(key
-                    .starts_with(prefix)
-                    .then(|| (key.to_owned(), raw.value().to_vec())))
+                Ok(key.starts_with(prefix).then(|| (key.to_owned(), raw)))
             }
         }
     };
@@ -316,7 +315,7 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
         };
         if take_live {
             if let Some((key, raw)) = live_head.take() {
-                emit(None, &key, Some(&raw))?;
+                emit(None, &key, Some(raw.value()))?;
             }
             live_head = next_live()?;
         } else if let Some((key, at_value)) = undo.next() {

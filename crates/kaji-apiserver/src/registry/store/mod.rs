@@ -122,9 +122,9 @@ pub struct ListOptions {
     pub exact_revision: Option<i64>,
 }
 
-/// One page of matching objects at one revision.
-pub struct Page {
-    pub items: Vec<Value>,
+/// One page of matching objects at one revision (decoded, or as stored: `Page<KeyValue>`).
+pub struct Page<T = Value> {
+    pub items: Vec<T>,
     pub revision: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<u64>,
@@ -192,6 +192,24 @@ impl<'a> Store<'a> {
 
     /// One page of the objects (in `namespace`, or all) that `filter` selects, at one revision.
     pub async fn list(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page, ApiError> {
+        let strategy = self.strategy.as_ref();
+        self.list_with(namespace, filter, opts, |kv| {
+            let obj = strategy.decode(&kv);
+            filter.matches(strategy, &obj).then_some(obj)
+        })
+        .await
+    }
+
+    /// `list`, with the objects as stored (`Strategy::write_json` encodes them): nothing is
+    /// decoded unless a selector needs it.
+    pub async fn list_stored(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page<kaji_store::KeyValue>, ApiError> {
+        let strategy = self.strategy.as_ref();
+        let everything = filter.is_everything();
+        self.list_with(namespace, filter, opts, |kv| (everything || filter.matches(strategy, &strategy.decode(&kv))).then_some(kv)).await
+    }
+
+    /// The paging loop of `list`: `keep` turns a stored object into an item, or drops it.
+    async fn list_with<T>(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions, mut keep: impl FnMut(kaji_store::KeyValue) -> Option<T>) -> Result<Page<T>, ApiError> {
         let prefix = self.strategy.prefix(self.ns(namespace));
         let limit = opts.limit.filter(|l| *l > 0);
         let continuing = opts.continue_token.as_deref().filter(|c| !c.is_empty());
@@ -215,12 +233,7 @@ impl<'a> Store<'a> {
             })?;
             revision = Some(res.revision);
             let last_key = res.items.last().map(|kv| kv.key.clone());
-            for kv in &res.items {
-                let obj = self.strategy.decode(kv);
-                if filter.matches(self.strategy.as_ref(), &obj) {
-                    items.push(obj);
-                }
-            }
+            items.extend(res.items.into_iter().filter_map(&mut keep));
             let full = limit.is_some_and(|l| items.len() >= l);
             if !res.more {
                 return Ok(Page { items, revision: res.revision, continue_token: None, remaining: None });
