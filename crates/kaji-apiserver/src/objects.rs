@@ -195,12 +195,67 @@ pub fn set_rv(v: &mut Value, rv: i64) {
 }
 
 /// The bytes to store: the object without its resourceVersion (the store's revision is the truth).
+/// Serialised as it is, leaving that one member out, rather than from a copy without it.
 pub fn encode(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+    serde_json::to_vec(&Skipping { v, skip: &["resourceVersion"] }).unwrap_or_default()
+}
+
+/// Whether two objects are equal but for `metadata.resourceVersion` and `metadata.managedFields`
+/// (an update that changes nothing else is no update), without copying them.
+pub fn same_but_bookkeeping(a: &Value, b: &Value) -> bool {
+    const BOOKKEEPING: [&str; 2] = ["resourceVersion", "managedFields"];
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let meta_eq = |x: Option<&Value>, y: Option<&Value>| match (x.and_then(Value::as_object), y.and_then(Value::as_object)) {
+        (Some(x), Some(y)) => {
+            let kept = |m: &'_ Map<String, Value>| m.iter().filter(|(k, _)| !BOOKKEEPING.contains(&k.as_str())).count();
+            kept(x) == kept(y) && x.iter().filter(|(k, _)| !BOOKKEEPING.contains(&k.as_str())).all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => x == y,
+    };
+    a.len() == b.len() && a.iter().all(|(k, v)| if k == "metadata" { b.contains_key(k) && meta_eq(Some(v), b.get(k)) } else { b.get(k) == Some(v) })
+}
+
+/// Serialises an object with the `skip` members of its top-level `metadata` left out.
+struct Skipping<'a> {
+    v: &'a Value,
+    skip: &'a [&'a str],
+}
+
+impl serde::Serialize for Skipping<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(obj) = self.v.as_object() else {
+            return self.v.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(obj.len()))?;
+        for (k, v) in obj {
+            match v.as_object() {
+                Some(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &MetaSkipping { meta, skip: self.skip })?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
     }
-    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+struct MetaSkipping<'a> {
+    meta: &'a Map<String, Value>,
+    skip: &'a [&'a str],
+}
+
+impl serde::Serialize for MetaSkipping<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.meta.iter().filter(|(k, _)| !self.skip.contains(&k.as_str())) {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 pub fn meta(v: &Value) -> Option<&Map<String, Value>> {
@@ -298,6 +353,47 @@ mod tests {
                 let mut want = obj.clone();
                 set_rv(&mut want, rv);
                 assert_eq!(back, want);
+            }
+        }
+    }
+
+    #[test]
+    fn encode_and_compare_leave_out_bookkeeping() {
+        let obj = json!({"kind": "X", "metadata": {"name": "a", "resourceVersion": "5", "labels": {"resourceVersion": "x"}}, "spec": {"metadata": {"resourceVersion": "in spec"}}});
+        let mut want = obj.clone();
+        want["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert_eq!(encode(&obj), serde_json::to_vec(&want).unwrap());
+        for odd in [json!({"metadata": null}), json!({"metadata": "x"}), json!([1]), json!({})] {
+            assert_eq!(encode(&odd), serde_json::to_vec(&odd).unwrap());
+        }
+        let reference = |a: &Value, b: &Value| {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                    m.remove("managedFields");
+                }
+                v
+            };
+            strip(a) == strip(b)
+        };
+        let base = json!({"metadata": {"name": "a", "resourceVersion": "1", "managedFields": [1]}, "spec": {"x": 1}});
+        let variants = [
+            json!({"metadata": {"name": "a", "resourceVersion": "2", "managedFields": [2]}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "a"}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "b", "resourceVersion": "1"}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "a", "uid": "u"}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "a"}, "spec": {"x": 2}}),
+            json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {}}),
+            json!({"metadata": null, "spec": {"x": 1}}),
+            json!({"spec": {"x": 1}}),
+            json!({"metadata": {}, "spec": {"x": 1}}),
+            json!({"metadata": {"resourceVersion": "3"}, "spec": {"x": 1}}),
+            json!([1]),
+        ];
+        for a in variants.iter().chain([&base]) {
+            for b in variants.iter().chain([&base]) {
+                assert_eq!(same_but_bookkeeping(a, b), reference(a, b), "{a} vs {b}");
             }
         }
     }

@@ -425,15 +425,7 @@ impl<'a> Store<'a> {
             }
         }
         // The resourceVersion is the store's; compare without it and without managedFields.
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-                m.remove("managedFields");
-            }
-            v
-        };
-        if strip(&new) == strip(old) {
+        if objects::same_but_bookkeeping(&new, old) {
             return Ok(None);
         }
         self.validate(&new, Some((old, part)))?;
