@@ -51,6 +51,10 @@ pub struct RedbOptions {
     pub watch_buffer: usize,
     /// Most write requests committed in one transaction.
     pub max_batch: usize,
+    /// Bytes of pages redb keeps in its own (heap) cache. redb's default is 1 GiB, which a busy
+    /// store fills with history pages and never gives back; beyond this, pages are read through
+    /// the OS page cache, which the kernel reclaims (as etcd's bbolt mmap).
+    pub cache_bytes: usize,
 }
 
 impl Default for RedbOptions {
@@ -60,6 +64,7 @@ impl Default for RedbOptions {
             history_duration: Some(Duration::from_secs(5 * 60)),
             watch_buffer: 4096,
             max_batch: 1024,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -84,6 +89,7 @@ impl RedbStore {
     /// Opens the store at `path`, creating it if needed.
     pub fn open(path: &Path, opts: RedbOptions) -> Result<RedbStore> {
         let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
             .create(path)
             .map_err(backend(&format!("open {}", path.display())))?;
         let (revision, compacted) = init_tables(&db)?;
