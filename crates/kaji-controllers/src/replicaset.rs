@@ -294,7 +294,7 @@ async fn reconcile<K: ReplicaOwner>(
     // Claim the active pods of the namespace.
     let candidates: Vec<Arc<Pod>> = ctx
         .pods
-        .in_namespace(&ns)
+        .claimable(&ns, &uid)
         .into_iter()
         .filter(|p| pods::is_active(p))
         .collect();

@@ -125,13 +125,14 @@ where
     fn keys_of(obj: &K) -> Keys {
         Keys {
             namespace: obj.meta().namespace.clone().unwrap_or_default(),
-            owners: obj
-                .meta()
-                .owner_references
-                .iter()
-                .flatten()
-                .map(|o| o.uid.clone())
-                .collect(),
+            owners: {
+                let refs = obj.meta().owner_references.iter().flatten();
+                let mut owners: Vec<String> = refs.clone().map(|o| o.uid.clone()).collect();
+                if !refs.clone().any(|o| o.controller == Some(true)) {
+                    owners.push(String::new());
+                }
+                owners
+            },
             node: (obj as &dyn Any)
                 .downcast_ref::<Pod>()
                 .and_then(|p| p.spec.as_ref()?.node_name.clone())
@@ -351,6 +352,24 @@ where
     /// The cached objects with an ownerReference to `uid`.
     pub fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
         self.lookup(|ix| ix.by_owner.get(uid))
+    }
+
+    /// The cached objects of a namespace that a controller may claim with the UID `uid`: those
+    /// it controls or names as an owner, and those no controller controls (orphans it may
+    /// adopt). What another controller controls is left out: a claim ignores it anyway. This
+    /// is what upstream's ReplicaSet and Deployment controllers look at, without scanning the
+    /// namespace.
+    pub fn claimable(&self, namespace: &str, uid: &str) -> Vec<Arc<K>> {
+        let mut out = self.owned_by(uid);
+        if !uid.is_empty() {
+            out.extend(self.owned_by(""));
+        }
+        let mut seen = HashSet::new();
+        out.retain(|o| {
+            o.meta().namespace.as_deref().unwrap_or_default() == namespace
+                && seen.insert(o.meta().uid.clone())
+        });
+        out
     }
 
     /// The cached pods bound to `node`.

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
 use kaji_runtime::controller;
-use kaji_runtime::informer::Factory;
+use kaji_runtime::informer::{Factory, Informer};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -43,7 +43,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 struct Context {
     client: Client,
-    replica_sets: Store<ReplicaSet>,
+    replica_sets: Arc<Informer<ReplicaSet>>,
     deployments: Store<Deployment>,
     recorder: EventRecorder,
 }
@@ -79,7 +79,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
     };
     let ctx = Arc::new(Context {
         client: f.client(),
-        replica_sets: replica_sets.store(),
+        replica_sets: replica_sets.clone(),
         deployments,
         recorder: EventRecorder::new(f.client(), "deployment-controller"),
     });
@@ -129,7 +129,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Reco
     let Some(d) = ctx.deployments.get(&key) else {
         return Ok(Action::await_change());
     };
-    let _ = ctx.replica_sets.wait_until_ready().await;
+    ctx.replica_sets.ready().await;
     let d = (*d).clone();
     let ns = d.namespace().unwrap_or_default();
     let Some(sel) = d
@@ -191,12 +191,8 @@ async fn claim_replica_sets(
     let deleting = d.metadata.deletion_timestamp.is_some();
     let ours = ownership::controller_ref("apps/v1", "Deployment", &d.metadata);
     let mut out = Vec::new();
-    for rs in ctx
-        .replica_sets
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace() == ns)
-    {
+    let ns = ns.unwrap_or_default();
+    for rs in ctx.replica_sets.claimable(&ns, &uid) {
         let claim = ownership::claim(&uid, deleting, sel, &rs.metadata);
         if let Some(r) = ownership::settle(rs_api, rs.as_ref(), claim, &ours).await {
             out.push(r);
