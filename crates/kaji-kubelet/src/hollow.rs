@@ -14,6 +14,7 @@
 //!   brings it back). Killing a `kaji agent --hollow` process does the same for all its nodes.
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -27,8 +28,14 @@ use std::time::Duration;
 pub const HOLLOW_LABEL: &str = "kaji.io/hollow";
 /// The annotation that makes a hollow node stop heartbeating (simulated node failure).
 pub const STOP_HEARTBEAT_ANNOTATION: &str = "kaji.io/hollow-stop-heartbeat";
-/// Upstream's NodeStatusReportFrequency (kubelet posts status at least this often).
-const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(60);
+/// Where node Leases live.
+const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Upstream's NodeStatusReportFrequency default (with node leases, an unchanged status is posted
+/// this often).
+const STATUS_REPORT_FREQUENCY: Duration = Duration::from_secs(300);
+/// Nodes registered at once, and Leases renewed at once (each node is a few writes; one at a
+/// time, 5,000 nodes took 49 s).
+const CONCURRENT_NODE_WRITES: usize = 64;
 
 /// How hollow nodes look and behave.
 #[derive(Clone, Debug)]
@@ -82,7 +89,11 @@ impl HollowNode {
         let used: HashSet<&String> = self.ips.values().collect();
         let mut ip = String::new();
         for _ in 0..254 {
-            self.next_ip = if self.next_ip >= 254 { 2 } else { self.next_ip.max(1) + 1 };
+            self.next_ip = if self.next_ip >= 254 {
+                2
+            } else {
+                self.next_ip.max(1) + 1
+            };
             ip = format!("{}.{}", self.cidr_prefix(), self.next_ip);
             if !used.contains(&ip) {
                 break;
@@ -114,25 +125,52 @@ fn node_ip(index: usize) -> String {
 }
 
 fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Runs the hollow nodes until the process ends.
 pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
-    let nodes = (0..opts.nodes).map(|i| (node_name(&opts, i), HollowNode { index: i, stopped: false, ips: HashMap::new(), next_ip: 1 })).collect();
-    let hollow =
-        Arc::new(Hollow { client, opts, nodes: Mutex::new(nodes), in_flight: Mutex::new(HashSet::new()), writes: tokio::sync::Semaphore::new(32) });
-    for i in 0..hollow.opts.nodes {
-        let name = node_name(&hollow.opts, i);
-        // Registration retries: the API server may still be starting.
-        let mut delay = Duration::from_millis(200);
-        while let Err(e) = hollow.register(&name, i).await {
-            tracing::warn!(node = %name, error = %e, "registering hollow node");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-    tracing::info!(nodes = hollow.opts.nodes, "hollow nodes registered (simulation: no containers run)");
+    let nodes = (0..opts.nodes)
+        .map(|i| {
+            (
+                node_name(&opts, i),
+                HollowNode {
+                    index: i,
+                    stopped: false,
+                    ips: HashMap::new(),
+                    next_ip: 1,
+                },
+            )
+        })
+        .collect();
+    let hollow = Arc::new(Hollow {
+        client,
+        opts,
+        nodes: Mutex::new(nodes),
+        in_flight: Mutex::new(HashSet::new()),
+        writes: tokio::sync::Semaphore::new(32),
+    });
+    futures::stream::iter(0..hollow.opts.nodes)
+        .for_each_concurrent(CONCURRENT_NODE_WRITES, |i| {
+            let hollow = hollow.clone();
+            async move {
+                let name = node_name(&hollow.opts, i);
+                // Registration retries: the API server may still be starting.
+                let mut delay = Duration::from_millis(200);
+                while let Err(e) = hollow.register(&name, i).await {
+                    tracing::warn!(node = %name, error = %e, "registering hollow node");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        })
+        .await;
+    tracing::info!(
+        nodes = hollow.opts.nodes,
+        "hollow nodes registered (simulation: no containers run)"
+    );
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(hollow.clone().heartbeat_loop());
     tasks.spawn(hollow.clone().watch_nodes());
@@ -146,7 +184,9 @@ pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
 impl Hollow {
     /// Upstream kubelets renew every quarter of the lease duration (40 s lease, 10 s renewals).
     fn lease_duration_seconds(&self) -> i32 {
-        i32::try_from((self.opts.heartbeat * 4).as_secs()).unwrap_or(i32::MAX).max(1)
+        i32::try_from((self.opts.heartbeat * 4).as_secs())
+            .unwrap_or(i32::MAX)
+            .max(1)
     }
 
     fn node_status(&self, name: &str, index: usize) -> Value {
@@ -191,7 +231,15 @@ impl Hollow {
 
     async fn register(&self, name: &str, index: usize) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let cidr = format!("{}.0/24", self.nodes.lock().expect("hollow state").get(name).map(HollowNode::cidr_prefix).unwrap_or_default());
+        let cidr = format!(
+            "{}.0/24",
+            self.nodes
+                .lock()
+                .expect("hollow state")
+                .get(name)
+                .map(HollowNode::cidr_prefix)
+                .unwrap_or_default()
+        );
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {
@@ -204,26 +252,65 @@ impl Hollow {
             }},
             "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
         });
-        match nodes.create(&PostParams::default(), &serde_json::from_value(node)?).await {
-            Ok(_) => {}
+        let uid = match nodes
+            .create(&PostParams::default(), &serde_json::from_value(node)?)
+            .await
+        {
+            Ok(created) => created.metadata.uid,
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // A restart: the node exists; the annotation decides whether it is still "failed".
                 let existing = nodes.get(name).await?;
-                let stopped = existing.metadata.annotations.as_ref().and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION)).is_some_and(|v| v == "true");
+                let stopped = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION))
+                    .is_some_and(|v| v == "true");
                 if let Some(n) = self.nodes.lock().expect("hollow state").get_mut(name) {
                     n.stopped = stopped;
                 }
+                existing.metadata.uid
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        // The API server drops a Node's status on create, so it is posted next.
         self.post_status(name, index).await?;
-        self.renew_lease(name).await
+        self.create_lease(name, uid.as_deref()).await
+    }
+
+    /// A new node's Lease, written at once (one request); an existing one is renewed.
+    async fn create_lease(&self, name: &str, uid: Option<&str>) -> anyhow::Result<()> {
+        let renew = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+            .to_string();
+        let mut lease = json!({
+            "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": self.lease_duration_seconds(), "renewTime": renew},
+        });
+        if let Some(uid) = uid {
+            lease["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        match api
+            .create(&PostParams::default(), &serde_json::from_value(lease)?)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                crate::node::renew_lease(&self.client, name, self.lease_duration_seconds(), uid)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn post_status(&self, name: &str, index: usize) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let patch = json!({"status": self.node_status(name, index)});
-        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 
@@ -231,27 +318,39 @@ impl Hollow {
         crate::node::renew_lease(&self.client, name, self.lease_duration_seconds(), None).await
     }
 
-    /// Renews every live node's Lease each interval (spread over the interval), and posts node
-    /// status at upstream's report frequency.
+    /// Renews every live node's Lease each interval, spread evenly over the interval (a burst
+    /// of 5,000 writes every 10 s would stall everything else), and posts node status at
+    /// upstream's report frequency. Registration has just renewed every Lease, so the first
+    /// round is one interval later.
     async fn heartbeat_loop(self: Arc<Self>) -> anyhow::Result<()> {
-        let mut tick = tokio::time::interval(self.opts.heartbeat);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.opts.heartbeat,
+            self.opts.heartbeat,
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = std::time::Instant::now();
         loop {
             tick.tick().await;
             let live: Vec<(String, usize)> = {
                 let nodes = self.nodes.lock().expect("hollow state");
-                nodes.iter().filter(|(_, n)| !n.stopped).map(|(k, n)| (k.clone(), n.index)).collect()
+                nodes
+                    .iter()
+                    .filter(|(_, n)| !n.stopped)
+                    .map(|(k, n)| (k.clone(), n.index))
+                    .collect()
             };
             let post_status = last_status.elapsed() >= STATUS_REPORT_FREQUENCY;
             if post_status {
                 last_status = std::time::Instant::now();
             }
             let this = self.clone();
-            futures::stream::iter(live)
-                .for_each_concurrent(16, |(name, index)| {
+            let start = tokio::time::Instant::now();
+            let (n, period) = (live.len().max(1) as u32, self.opts.heartbeat.mul_f64(0.9));
+            futures::stream::iter(live.into_iter().enumerate())
+                .for_each_concurrent(CONCURRENT_NODE_WRITES, |(i, (name, index))| {
                     let this = this.clone();
                     async move {
+                        tokio::time::sleep_until(start + period * (i as u32) / n).await;
                         if let Err(e) = this.renew_lease(&name).await {
                             tracing::warn!(node = %name, error = %format!("{e:#}"), "renewing hollow node lease");
                         }
@@ -279,11 +378,20 @@ impl Hollow {
                     continue;
                 }
             };
-            let Some(name) = node.metadata.name.clone() else { continue };
-            let stop = node.metadata.annotations.as_ref().and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION)).is_some_and(|v| v == "true");
+            let Some(name) = node.metadata.name.clone() else {
+                continue;
+            };
+            let stop = node
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(STOP_HEARTBEAT_ANNOTATION))
+                .is_some_and(|v| v == "true");
             let (index, resumed) = {
                 let mut all = self.nodes.lock().expect("hollow state");
-                let Some(n) = all.get_mut(&name) else { continue };
+                let Some(n) = all.get_mut(&name) else {
+                    continue;
+                };
                 let resumed = n.stopped && !stop;
                 if n.stopped != stop {
                     tracing::info!(node = %name, stopped = stop, "hollow node heartbeat switch");
@@ -312,7 +420,8 @@ impl Hollow {
                 });
                 if resumed {
                     // Pods deleted or bound while the node was "down" are handled now.
-                    self.resync_pods(&node.metadata.name.unwrap_or_default()).await;
+                    self.resync_pods(&node.metadata.name.unwrap_or_default())
+                        .await;
                 }
             }
         }
@@ -332,15 +441,24 @@ impl Hollow {
         }
     }
 
-    /// One watch over all pods; those bound to our live nodes are tended.
+    /// One watch over all bound pods (kubelets watch `spec.nodeName=<node>`; one watch of
+    /// `spec.nodeName!=` serves every hollow node, and pending pods are never sent to it);
+    /// those bound to our live nodes are tended.
     async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
         let pods: Api<Pod> = Api::all(self.client.clone());
-        let mut stream = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
+        let cfg = watcher::Config::default().fields("spec.nodeName!=");
+        let mut stream = watcher::watcher(pods, cfg).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => self.clone().handle_pod(p),
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    self.clone().handle_pod(p)
+                }
                 Ok(watcher::Event::Delete(p)) => {
-                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    let node = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
                     let uid = p.metadata.uid.clone().unwrap_or_default();
                     if let Some(n) = self.nodes.lock().expect("hollow state").get_mut(&node) {
                         n.ips.remove(&uid);
@@ -354,11 +472,15 @@ impl Hollow {
     }
 
     fn handle_pod(self: Arc<Self>, pod: Pod) {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { return };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            return;
+        };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         {
             let mut nodes = self.nodes.lock().expect("hollow state");
-            let Some(n) = nodes.get_mut(&node) else { return };
+            let Some(n) = nodes.get_mut(&node) else {
+                return;
+            };
             if n.stopped {
                 return;
             }
@@ -368,13 +490,27 @@ impl Hollow {
             }
         }
         let deleting = pod.metadata.deletion_timestamp.is_some();
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        let reported = phase == "Running" && pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let reported = phase == "Running"
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some();
         if !deleting && (reported || phase == "Succeeded" || phase == "Failed") {
             return;
         }
         let key = format!("{uid}/{deleting}");
-        if !self.in_flight.lock().expect("hollow state").insert(key.clone()) {
+        if !self
+            .in_flight
+            .lock()
+            .expect("hollow state")
+            .insert(key.clone())
+        {
             return;
         }
         tokio::spawn(async move {
@@ -383,7 +519,11 @@ impl Hollow {
             }
             let result = {
                 let _permit = self.writes.acquire().await;
-                if deleting { self.remove_pod(&pod).await } else { self.report_running(&pod, &node).await }
+                if deleting {
+                    self.remove_pod(&pod).await
+                } else {
+                    self.report_running(&pod, &node).await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(pod = ?pod.metadata.name, error = %e, "hollow pod update");
@@ -399,7 +539,10 @@ impl Hollow {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match pods.delete(&name, &dp).await {
@@ -413,7 +556,9 @@ impl Hollow {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let (ip, host_ip) = {
             let mut nodes = self.nodes.lock().expect("hollow state");
-            let Some(n) = nodes.get_mut(node) else { return Ok(()) };
+            let Some(n) = nodes.get_mut(node) else {
+                return Ok(());
+            };
             if n.stopped {
                 return Ok(());
             }
@@ -464,9 +609,19 @@ impl Hollow {
         if !init.is_empty() {
             status["initContainerStatuses"] = json!(init);
         }
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default());
+        let pods: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
         let patch = json!({"status": status});
-        match pods.patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match pods
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(e.into()),

@@ -283,6 +283,10 @@ pub struct Cache {
     pods: HashMap<String, PodState>,
     /// Image -> how many nodes have it (for ImageLocality's spread factor).
     image_nodes: HashMap<String, usize>,
+    /// Placed pods with required anti-affinity terms, over all nodes (upstream's
+    /// `HavePodsWithRequiredAntiAffinityList`): while there is none, a pod without affinity
+    /// terms need not look at any node in InterPodAffinity's PreFilter.
+    pods_with_required_anti_affinity: usize,
 }
 
 impl Cache {
@@ -301,6 +305,11 @@ impl Cache {
     /// Every existing node, in the stable order.
     pub fn node_infos(&self) -> impl Iterator<Item = &NodeInfo> {
         self.order.iter().filter_map(|n| self.nodes.get(n))
+    }
+
+    /// Whether any placed pod has required anti-affinity terms.
+    pub fn has_pods_with_required_anti_affinity(&self) -> bool {
+        self.pods_with_required_anti_affinity > 0
     }
 
     pub fn image_node_count(&self, image: &str) -> usize {
@@ -354,6 +363,9 @@ impl Cache {
     fn place(&mut self, p: Arc<PodInfo>, node: &str, assumed: bool) {
         let uid = p.uid.clone();
         self.remove_pod(&uid);
+        if !p.required_anti_affinity.is_empty() {
+            self.pods_with_required_anti_affinity += 1;
+        }
         self.nodes
             .entry(node.to_string())
             .or_insert_with(|| NodeInfo {
@@ -391,6 +403,11 @@ impl Cache {
         let st = self.pods.remove(uid)?;
         let info = self.nodes.get_mut(&st.node)?;
         let p = info.remove_pod(uid);
+        if p.as_ref()
+            .is_some_and(|p| !p.required_anti_affinity.is_empty())
+        {
+            self.pods_with_required_anti_affinity -= 1;
+        }
         if info.node.is_none() && info.pods.is_empty() {
             self.nodes.remove(&st.node);
         }

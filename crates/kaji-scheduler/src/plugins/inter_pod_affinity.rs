@@ -42,6 +42,9 @@ impl FilterPlugin for InterPodAffinity {
     fn pre_filter(&self, pod: &PodInfo, snap: &Snapshot<'_>, state: &mut CycleState) -> Status {
         let mut st = FilterState::default();
         let incoming = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        if !incoming && !snap.cache.has_pods_with_required_anti_affinity() {
+            return Status::success(); // nothing to count on any node
+        }
         for node in snap.cache.node_infos() {
             if node.pods_with_required_anti_affinity > 0 {
                 for existing in node
