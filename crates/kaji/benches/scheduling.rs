@@ -6,7 +6,8 @@
 //! `spec.nodeName`. The anchor is kube-scheduler's scheduler_perf floor of 680-810 pods/s at
 //! 5,000 nodes, which measures the scheduler alone; here a real API server shares the machine.
 //! Sizes: KAJI_BENCH_NODES (comma list, "1000,5000"), KAJI_BENCH_PODS (10000),
-//! KAJI_BENCH_CREATORS (16 concurrent creating tasks).
+//! KAJI_BENCH_CREATORS (16 concurrent creating tasks); KAJI_BENCH_LOG sets the server's KAJI_LOG
+//! (`warn`) and KAJI_BENCH_SERVER_LOG names a file for its log (none).
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -102,9 +103,15 @@ async fn start(dir: &std::path::Path, nodes: usize) -> anyhow::Result<(Proc, kub
             .arg("--data-dir")
             .arg(dir)
             .args(["--hollow-nodes", &nodes.to_string()])
-            .env("KAJI_LOG", "warn")
+            .env(
+                "KAJI_LOG",
+                std::env::var("KAJI_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("KAJI_BENCH_SERVER_LOG") {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            })
             .spawn()?,
     );
     let kubeconfig = dir.join("kubeconfig.yaml");
