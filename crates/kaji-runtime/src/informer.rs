@@ -285,7 +285,6 @@ where
                         writer.apply_watcher_event(&event);
                         let after = reader.state();
                         tracing::debug!(%kind, objects = after.len(), "informer synced");
-                        synced.send_replace(true);
                         let now: HashSet<ObjectRef<K>> = after
                             .iter()
                             .map(|o| o.to_object_ref(dyntype.clone()))
@@ -305,6 +304,9 @@ where
                         for o in after {
                             tx.send(Change::Applied(o));
                         }
+                        // Ready only once the cache, its indexes and every subscriber's
+                        // queue have the list.
+                        synced.send_replace(true);
                     }
                     watcher::Event::Init | watcher::Event::InitApply(_) => {
                         writer.apply_watcher_event(&event);
