@@ -1,11 +1,13 @@
 //! Admission plug-ins (upstream's `plugin/pkg/admission`), one file per plug-in. The generic
 //! store (`registry::store`) runs them on create: the mutating ones after the kind's own
-//! `Strategy::admit` (DefaultTolerationSeconds and ServiceAccount, in the pod strategy), the
+//! `Strategy::admit` (the pod strategy's calls ServiceAccount and DefaultTolerationSeconds, here), the
 //! validating ones after the kind's validation. They read other objects straight from the store
 //! and know nothing of HTTP.
 
+pub mod default_toleration_seconds;
 pub mod namespace_lifecycle;
 pub mod priority;
+pub mod service_account;
 
 use crate::registry::Registry;
 use kaji_api::{ApiError, ResourceInfo};

@@ -47,32 +47,12 @@ impl Strategy for PodStrategy {
         // Upstream sets phase Pending and QoS class at create.
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj.get("spec"))});
     }
+    /// The mutating admission plug-ins for pods, in upstream's order: ServiceAccount, then
+    /// DefaultTolerationSeconds (Priority needs the PriorityClasses: `crate::admission::priority`).
     fn admit(&self, ctx: &Ctx<'_>, obj: &mut Value) {
-        // DefaultTolerationSeconds: pods ride out a NotReady/unreachable node for a while before
-        // the node lifecycle controller evicts them, unless they say otherwise.
         let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
-        // ServiceAccount admission: every pod runs as a service account, `default` unless named.
-        // (The projected token volume arrives with service-account tokens.)
-        let sa = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
-        spec.insert("serviceAccountName".into(), json!(sa));
-        spec.insert("serviceAccount".into(), json!(sa));
-        // Priority admission needs the PriorityClasses: `crate::admission::priority`.
-        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
-        let Some(list) = tolerations.as_array_mut() else { return };
-        for (key, secs) in [
-            ("node.kubernetes.io/not-ready", ctx.admission.default_not_ready_toleration_seconds),
-            ("node.kubernetes.io/unreachable", ctx.admission.default_unreachable_toleration_seconds),
-        ] {
-            let tolerated = list.iter().any(|t| {
-                let k = t.get("key").and_then(Value::as_str);
-                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-                (k == Some(key) || (k.is_none_or(str::is_empty) && t.get("operator").and_then(Value::as_str) == Some("Exists")))
-                    && (effect.is_empty() || effect == "NoExecute")
-            });
-            if !tolerated {
-                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
-            }
-        }
+        crate::admission::service_account::admit(spec);
+        crate::admission::default_toleration_seconds::admit(spec, ctx.admission);
     }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         podspec::validate_pod_spec(obj.get("spec"), "spec")
