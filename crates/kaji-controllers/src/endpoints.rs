@@ -267,11 +267,10 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         pods,
         endpoints: endpoints.store(),
     });
-    let factory = f.clone();
+    let run = controller::run("endpoint-controller", f, controller, reconcile, ctx);
     Box::pin(async move {
         tokio::spawn(orphans);
-        controller::run("endpoint-controller", &factory, controller, reconcile, ctx).await;
-        Ok(())
+        run.await
     })
 }
 

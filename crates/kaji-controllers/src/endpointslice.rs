@@ -73,18 +73,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         slices: slices.store(),
         unseen: Mutex::new(HashMap::new()),
     });
-    let factory = f.clone();
-    Box::pin(async move {
-        controller::run(
-            "endpointslice-controller",
-            &factory,
-            controller,
-            reconcile,
-            ctx,
-        )
-        .await;
-        Ok(())
-    })
+    controller::run("endpointslice-controller", f, controller, reconcile, ctx)
 }
 
 /// Managed by this controller (upstream's managed-by label).

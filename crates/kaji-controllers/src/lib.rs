@@ -7,7 +7,6 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
-pub mod events;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;

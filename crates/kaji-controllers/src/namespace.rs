@@ -30,18 +30,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
     let _ = opts;
     let controller = controller::for_informer(&f.informer::<Namespace>());
     let client = Arc::new(f.client());
-    let factory = f.clone();
-    Box::pin(async move {
-        controller::run(
-            "namespace-controller",
-            &factory,
-            controller,
-            reconcile,
-            client,
-        )
-        .await;
-        Ok(())
-    })
+    controller::run("namespace-controller", f, controller, reconcile, client)
 }
 
 #[derive(Debug, thiserror::Error)]

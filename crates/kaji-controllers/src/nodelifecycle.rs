@@ -10,11 +10,11 @@
 //!   `tolerationSeconds` has passed since the taint was added.
 
 use crate::Options;
-use crate::events::{EventRecorder, reference};
 use futures::future::BoxFuture;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kaji_runtime::events::{Recorder, reference};
 use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
@@ -56,8 +56,8 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
             health: HashMap::new(),
             evicted: HashSet::new(),
             was_ready: HashMap::new(),
-            events: EventRecorder::new(client.clone(), "node-controller"),
-            taint_events: EventRecorder::new(client.clone(), "taint-eviction-controller"),
+            events: Recorder::new(client.clone(), "node-controller"),
+            taint_events: Recorder::new(client.clone(), "taint-eviction-controller"),
         };
         // Upstream monitors every 5 s against a 40 s grace; keep that proportion for short test graces.
         let period = (opts.node_monitor_grace_period / 8)
@@ -83,8 +83,8 @@ struct NodeLifecycle {
     evicted: HashSet<String>,
     /// Nodes last seen Ready, for the NodeReady / NodeNotReady events on a change.
     was_ready: HashMap<String, bool>,
-    events: EventRecorder,
-    taint_events: EventRecorder,
+    events: Recorder,
+    taint_events: Recorder,
 }
 
 fn ready_status(node: &Node) -> Option<String> {

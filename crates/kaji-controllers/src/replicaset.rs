@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use kaji_api::selector::LabelSelector as Selector;
 use kaji_runtime::controller;
-use kaji_runtime::events::{EventRecorder, reference};
+use kaji_runtime::events::{Recorder, reference};
 use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -33,7 +33,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,24 +153,12 @@ struct Context<K: Resource<DynamicType = ()> + 'static> {
     client: Client,
     pods: Arc<Informer<Pod>>,
     owners: Store<K>,
-    recorder: EventRecorder,
+    recorder: Recorder,
     expectations: Mutex<HashMap<ObjectRef<K>, Pending>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ReconcileError(anyhow::Error);
-
-impl From<anyhow::Error> for ReconcileError {
-    fn from(e: anyhow::Error) -> Self {
-        ReconcileError(e)
-    }
-}
-impl From<kube::Error> for ReconcileError {
-    fn from(e: kube::Error) -> Self {
-        ReconcileError(e.into())
-    }
-}
+/// A failed sync.
+pub type ReconcileError = controller::Error;
 
 /// Registers the informers (pods, ReplicaSets, ReplicationControllers) and returns the loop.
 pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
@@ -180,8 +167,8 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
     let rs = run_for::<ReplicaSet>(f, pods.clone());
     let rc = run_for::<ReplicationController>(f, pods);
     Box::pin(async move {
-        tokio::join!(rs, rc);
-        Ok(())
+        let (rs, rc) = tokio::join!(rs, rc);
+        rs.and(rc)
     })
 }
 
@@ -189,7 +176,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
 fn run_for<K: ReplicaOwner>(
     f: &Factory,
     pods: Arc<Informer<Pod>>,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> BoxFuture<'static, anyhow::Result<()>> {
     let owners_informer = f.informer::<K>();
     let controller = controller::for_informer(&owners_informer)
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
@@ -203,14 +190,16 @@ fn run_for<K: ReplicaOwner>(
         client: f.client(),
         pods,
         owners,
-        recorder: EventRecorder::new(f.client(), K::COMPONENT),
+        recorder: Recorder::new(f.client(), K::COMPONENT),
         expectations: Mutex::new(HashMap::new()),
     });
-    let factory = f.clone();
-    async move {
-        let controller = controller.reconcile_on(triggers);
-        controller::run(K::COMPONENT, &factory, controller, reconcile::<K>, ctx).await
-    }
+    controller::run(
+        K::COMPONENT,
+        f,
+        controller.reconcile_on(triggers),
+        reconcile::<K>,
+        ctx,
+    )
 }
 
 /// The controllers a pod change concerns: its controller, or every matching one for an orphan.

@@ -30,18 +30,13 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         });
     let controller = controller::for_informer(&f.informer::<Namespace>()).reconcile_on(accounts);
     let client = Arc::new(f.client());
-    let factory = f.clone();
-    Box::pin(async move {
-        controller::run(
-            "serviceaccount-controller",
-            &factory,
-            controller,
-            reconcile,
-            client,
-        )
-        .await;
-        Ok(())
-    })
+    controller::run(
+        "serviceaccount-controller",
+        f,
+        controller,
+        reconcile,
+        client,
+    )
 }
 
 async fn reconcile(ns: Arc<Namespace>, client: Arc<Client>) -> Result<Action, kube::Error> {

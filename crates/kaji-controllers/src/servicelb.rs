@@ -23,12 +23,12 @@
 //! LoadBalancer loses its ingress.
 
 use crate::Options;
-use crate::events::{EventRecorder, reference};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kaji_runtime::controller;
+use kaji_runtime::events::{Recorder, reference};
 use kaji_runtime::informer::{Change, Factory};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -327,7 +327,7 @@ struct Ctx {
     services: Store<Service>,
     nodes: Store<Node>,
     slices: Store<EndpointSlice>,
-    recorder: EventRecorder,
+    recorder: Recorder,
     /// The port-conflict warning last recorded per Service uid, so that it is written once.
     warned: Mutex<HashMap<String, String>>,
 }
@@ -431,22 +431,11 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         services: services.store(),
         nodes: nodes.store(),
         slices: slices.store(),
-        recorder: EventRecorder::new(f.client(), "service-lb-controller"),
+        recorder: Recorder::new(f.client(), "service-lb-controller"),
         warned: Mutex::new(HashMap::new()),
         client: f.client(),
     });
-    let factory = f.clone();
-    Box::pin(async move {
-        controller::run(
-            "service-lb-controller",
-            &factory,
-            controller,
-            reconcile,
-            ctx,
-        )
-        .await;
-        Ok(())
-    })
+    controller::run("service-lb-controller", f, controller, reconcile, ctx)
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressLoadBalancerIngress};
 use kaji_runtime::informer::{Factory, Informer};
+use kaji_runtime::watch::reflect;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use std::collections::HashMap;
@@ -28,20 +29,6 @@ struct Stores {
     secrets: Arc<Informer<Secret>>,
 }
 
-/// A cache of every `K` (all namespaces) whose changes poke `changed`.
-fn reflect<K>(factory: &Factory, changed: Arc<Notify>) -> Arc<Informer<K>>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    kaji_runtime::watch::reflect(factory, watcher::Config::default(), changed)
-}
-
 /// Runs the control loop until the process ends.
 pub async fn run(
     factory: &Factory,
@@ -50,12 +37,13 @@ pub async fn run(
     snapshot: SnapshotHandle,
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
+    let all = watcher::Config::default;
     let stores = Stores {
-        ingresses: reflect(factory, changed.clone()),
-        classes: reflect(factory, changed.clone()),
-        services: reflect(factory, changed.clone()),
-        slices: reflect(factory, changed.clone()),
-        secrets: reflect(factory, changed.clone()),
+        ingresses: reflect(factory, all(), changed.clone()),
+        classes: reflect(factory, all(), changed.clone()),
+        services: reflect(factory, all(), changed.clone()),
+        slices: reflect(factory, all(), changed.clone()),
+        secrets: reflect(factory, all(), changed.clone()),
     };
     let client = factory.client();
     let recorder = kaji_runtime::events::Recorder::new(client.clone(), events::COMPONENT);

@@ -3,6 +3,7 @@
 //! forgotten after a success) and failures logged at `warn` with the object's key.
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use kube::Resource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -71,30 +72,33 @@ where
     Controller::for_shared_stream(informer.objects(), informer.store())
 }
 
-/// Runs `controller` with `reconcile` once the factory's informers have their first lists
-/// (client-go's `WaitForCacheSync`), until its triggers end: a failed reconcile is retried after
-/// the key's back-off and logged at `warn`; a success forgets the key's failures.
-pub async fn run<K, C, E, F, Fut>(
+/// The loop that runs `controller` with `reconcile` once the factory's informers have their
+/// first lists (client-go's `WaitForCacheSync`), until its triggers end: a failed reconcile is
+/// retried after the key's back-off and logged at `warn`; a success forgets the key's failures.
+pub fn run<K, C, E, F, Fut>(
     name: &'static str,
     factory: &Factory,
     controller: Controller<K>,
     reconcile: F,
     ctx: Arc<C>,
-) where
+) -> BoxFuture<'static, anyhow::Result<()>>
+where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     C: Send + Sync + 'static,
     E: std::error::Error + Send + 'static,
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
-    factory.synced().await;
-    let harness = Arc::new(Harness {
-        name,
-        ctx,
-        backoff: Backoff::default(),
-    });
-    let reconcile = Arc::new(reconcile);
-    controller
+    let factory = factory.clone();
+    Box::pin(async move {
+        factory.synced().await;
+        let harness = Arc::new(Harness {
+            name,
+            ctx,
+            backoff: Backoff::default(),
+        });
+        let reconcile = Arc::new(reconcile);
+        controller
         .run(
             move |obj: Arc<K>, h: Arc<Harness<C>>| {
                 let key = ObjectRef::from_obj(obj.as_ref()).to_string();
@@ -121,6 +125,26 @@ pub async fn run<K, C, E, F, Fut>(
             }
         })
         .await;
+        Ok(())
+    })
+}
+
+/// A reconcile error of any cause (the API, or the controller's own checks), shown with its
+/// chain of causes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Error(anyhow::Error);
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Error(e)
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error(e.into())
+    }
 }
 
 #[cfg(test)]

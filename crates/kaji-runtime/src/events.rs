@@ -96,9 +96,6 @@ pub struct Recorder {
     writers: Arc<Vec<mpsc::Sender<Pending>>>,
 }
 
-/// What `EventRecorder` was called before the kubelet and scheduler shared it.
-pub type EventRecorder = Recorder;
-
 impl Recorder {
     /// A recorder for `component` (also the reporting instance).
     pub fn new(client: Client, component: &str) -> Self {

@@ -559,18 +559,20 @@ impl Factory {
         shared.meta()
     }
 
-    /// Waits until every informer registered so far has its first list (client-go's
-    /// `WaitForCacheSync`); controllers call it before they start.
-    pub async fn synced(&self) {
-        let all: Vec<Arc<dyn Shared>> = self
+    /// Every informer registered so far.
+    fn all(&self) -> Vec<Arc<dyn Shared>> {
+        let map = self
             .inner
             .informers
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        futures::future::join_all(all.iter().map(|i| i.ready())).await;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+
+    /// Waits until every informer registered so far has its first list (client-go's
+    /// `WaitForCacheSync`); controllers call it before they start.
+    pub async fn synced(&self) {
+        futures::future::join_all(self.all().iter().map(|i| i.ready())).await;
     }
 
     /// Starts every registered informer's watch (once); informers registered later start at
@@ -579,15 +581,7 @@ impl Factory {
         self.inner
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let all: Vec<Arc<dyn Shared>> = self
-            .inner
-            .informers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for i in all {
+        for i in self.all() {
             i.start();
         }
     }

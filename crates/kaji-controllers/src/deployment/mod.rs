@@ -23,12 +23,12 @@ mod sync;
 pub mod util;
 
 use crate::Options;
-use crate::events::{EventRecorder, reference};
 use crate::replicaset::ownership;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
 use kaji_runtime::controller;
+use kaji_runtime::events::{Recorder, reference};
 use kaji_runtime::informer::{Factory, Informer};
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -45,23 +45,11 @@ struct Context {
     client: Client,
     replica_sets: Arc<Informer<ReplicaSet>>,
     deployments: Store<Deployment>,
-    recorder: EventRecorder,
+    recorder: Recorder,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ReconcileError(anyhow::Error);
-
-impl From<anyhow::Error> for ReconcileError {
-    fn from(e: anyhow::Error) -> Self {
-        ReconcileError(e)
-    }
-}
-impl From<kube::Error> for ReconcileError {
-    fn from(e: kube::Error) -> Self {
-        ReconcileError(e.into())
-    }
-}
+/// A failed sync.
+pub type ReconcileError = controller::Error;
 
 /// Registers the informers (Deployments, ReplicaSets) and returns the loop.
 pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>> {
@@ -81,21 +69,15 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         client: f.client(),
         replica_sets: replica_sets.clone(),
         deployments,
-        recorder: EventRecorder::new(f.client(), "deployment-controller"),
+        recorder: Recorder::new(f.client(), "deployment-controller"),
     });
-    let factory = f.clone();
-    Box::pin(async move {
-        let controller = controller.reconcile_on(triggers);
-        controller::run(
-            "deployment-controller",
-            &factory,
-            controller,
-            reconcile,
-            ctx,
-        )
-        .await;
-        Ok(())
-    })
+    controller::run(
+        "deployment-controller",
+        f,
+        controller.reconcile_on(triggers),
+        reconcile,
+        ctx,
+    )
 }
 
 /// The Deployments a ReplicaSet change concerns: its controller, or every matching one for an orphan.

@@ -8,9 +8,9 @@ use super::util::{
 };
 use super::util::{DESIRED_REPLICAS, MAX_REPLICAS, POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY};
 use super::{RESYNC, Sync, created};
-use crate::events::reference;
 use crate::replicaset::ownership;
 use k8s_openapi::api::apps::v1::{DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use kaji_runtime::events::reference;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;

@@ -8,12 +8,12 @@ use super::{
     RESYNC, SyncError, claim_key, claim_phase, claim_ref, claim_volume_name, has_annotation,
     set_annotation, stores_ready, volume_phase,
 };
-use crate::events::reference;
 use k8s_openapi::api::core::v1::{
     ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus,
     PersistentVolumeStatus, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
+use kaji_runtime::events::reference;
 use kaji_runtime::volume::{
     ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_SELECTED_NODE, check_volume_satisfies_claim,
     claim_class, find_best_match, is_bound_to, volume_mode_mismatch,

@@ -30,12 +30,12 @@ mod binder;
 mod reclaim;
 
 use crate::Options;
-use crate::events::EventRecorder;
 use binder::{sync_claim, sync_volume};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use kaji_runtime::controller;
+use kaji_runtime::events::Recorder;
 use kaji_runtime::informer::Factory;
 use kaji_runtime::volume::ANN_BIND_COMPLETED;
 use kube::runtime::controller::Config;
@@ -59,7 +59,7 @@ struct Ctx {
     client: Client,
     volumes: Store<PersistentVolume>,
     claims: Store<PersistentVolumeClaim>,
-    recorder: EventRecorder,
+    recorder: Recorder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         client: f.client(),
         volumes: volumes.store(),
         claims: claims.store(),
-        recorder: EventRecorder::new(f.client(), COMPONENT),
+        recorder: Recorder::new(f.client(), COMPONENT),
     });
     let claim_triggers = {
         let claims = claims.store();
@@ -118,25 +118,23 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
     let volume_controller = controller::for_informer(&volumes)
         .with_config(Config::default().concurrency(1))
         .reconcile_on(volume_triggers);
-    let factory = f.clone();
+    let claims_loop = controller::run(
+        "persistentvolume-binder-claims",
+        f,
+        claim_controller,
+        sync_claim,
+        ctx.clone(),
+    );
+    let volumes_loop = controller::run(
+        "persistentvolume-binder-volumes",
+        f,
+        volume_controller,
+        sync_volume,
+        ctx,
+    );
     Box::pin(async move {
-        tokio::join!(
-            controller::run(
-                "persistentvolume-binder-claims",
-                &factory,
-                claim_controller,
-                sync_claim,
-                ctx.clone()
-            ),
-            controller::run(
-                "persistentvolume-binder-volumes",
-                &factory,
-                volume_controller,
-                sync_volume,
-                ctx
-            ),
-        );
-        Ok(())
+        let (claims, volumes) = tokio::join!(claims_loop, volumes_loop);
+        claims.and(volumes)
     })
 }
 
