@@ -603,16 +603,34 @@ fn conflicts_auth_and_version() {
     api.put(&format!("{CMS}/twice"), &cm("other", json!({})))
         .status(400, "BadRequest");
 
-    // Anonymous requests: 401 Unauthorized Status, except the health and version endpoints.
+    // The version is public.
+    let v = api.get("/version").ok(200);
+    let git = v["gitVersion"].as_str().unwrap_or_default();
+    assert!(git.starts_with("v1.33"), "gitVersion {git}");
+}
+
+/// Anonymous requests under `--authorization-mode=Node,RBAC`, as upstream with anonymous auth
+/// on: `system:anonymous` in `system:unauthenticated` reaches what the bootstrap policy's
+/// `system:public-info-viewer` allows (health and version) and gets 403 elsewhere; with
+/// `--anonymous-auth=false` every request without credentials is 401.
+#[test]
+fn anonymous_requests_reach_only_public_info() {
+    let c = Cluster::start_with("api-anonymous", &["--authorization-mode=Node,RBAC"]);
+    let api = Api::new(&c);
     let anon = Api {
         cluster: &c,
         anonymous: true,
     };
-    let s = anon.get(CMS).status(401, "Unauthorized");
-    assert_eq!(s["message"], "Unauthorized");
-    anon.get("/api").status(401, "Unauthorized");
+    let s = anon.get(CMS).status(403, "Forbidden");
+    assert_eq!(
+        s["message"],
+        r#"configmaps is forbidden: User "system:anonymous" cannot list resource "configmaps" in API group "" in the namespace "default""#
+    );
+    let s = anon.get("/api").status(403, "Forbidden");
+    assert_eq!(s["message"], r#"forbidden: User "system:anonymous" cannot get path "/api""#);
+    anon.get("/metrics").status(403, "Forbidden");
     anon.post(CMS, &cm("anon", json!({})))
-        .status(401, "Unauthorized");
+        .status(403, "Forbidden");
     api.get(&format!("{CMS}/anon")).status(404, "NotFound");
     for p in ["/healthz", "/livez", "/readyz"] {
         let r = anon.get(p);
@@ -626,6 +644,22 @@ fn conflicts_auth_and_version() {
         v["minor"].as_str().is_some_and(|m| m.starts_with("33")),
         "{v}"
     );
+    drop(c);
+
+    let c = Cluster::start_with(
+        "api-no-anonymous",
+        &["--authorization-mode=Node,RBAC", "--anonymous-auth=false"],
+    );
+    let anon = Api {
+        cluster: &c,
+        anonymous: true,
+    };
+    let s = anon.get(CMS).status(401, "Unauthorized");
+    assert_eq!(s["message"], "Unauthorized");
+    anon.get("/api").status(401, "Unauthorized");
+    anon.get("/healthz").status(401, "Unauthorized");
+    anon.get("/version").status(401, "Unauthorized");
+    Api::new(&c).get("/version").ok(200);
 }
 
 #[test]

@@ -269,16 +269,9 @@ fn endpoints_follow_pods_on_hollow_nodes() {
     assert_eq!(s(&slices[0], "/addressType"), "IPv4");
 
     // A pod turning not ready moves to notReadyAddresses (but stays ready where not-ready
-    // addresses are published).
-    c.ok(&[
-        "patch",
-        "pod",
-        "web-2",
-        "--subresource=status",
-        "--type=strategic",
-        "-p",
-        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
-    ]);
+    // addresses are published). Its hollow kubelet reports it not Ready as for a failing
+    // readiness probe (a status patched by hand would be overwritten by the kubelet's view).
+    c.ok(&["annotate", "pod", "web-2", "kaji.io/hollow-ready=false"]);
     wait_for("web-2 not ready in the endpoints", WAIT, || {
         let ep = get(&c, &["get", "endpoints", "web"])?;
         (addresses(&ep, "addresses") == vec![ip1.clone()] && addresses(&ep, "notReadyAddresses") == vec![ip2.clone()]).then_some(())
@@ -527,4 +520,43 @@ fn controller_manager_opens_one_watch_per_kind() {
     });
     let doubled: Vec<(&String, &u64)> = watches.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "more than one watch on {doubled:?}; all: {watches:?}");
+}
+
+/// The pod garbage collector (upstream podgc): terminated pods beyond
+/// `--terminated-pod-gc-threshold` go, oldest first; a pod bound to a node that is deleted goes
+/// once the node has been missing for the 40 s quarantine (and the next 20 s pass).
+#[test]
+fn pod_gc_deletes_terminated_pods_beyond_the_threshold_and_orphans_of_deleted_nodes() {
+    let c = Cluster::start_with("podgc", &["--disable-scheduler", "--hollow-nodes", "2", "--terminated-pod-gc-threshold", "2"]);
+    wait_for("hollow nodes registered", WAIT, || get(&c, &["get", "node", "hollow-node-1"]));
+    // A running pod whose node is deleted (its quarantine runs while the rest of the test does).
+    web_pod(&c, "orphan", "hollow-node-1");
+    running_ip(&c, "orphan");
+    c.ok(&["delete", "node", "hollow-node-1"]);
+    // Four pods whose (simulated) containers exit 0 at once, created in name order.
+    for name in ["done-1", "done-2", "done-3", "done-4"] {
+        apply(
+            &c,
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": {"kaji.io/hollow-exit-code": "0"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}),
+        );
+        bind(&c, "default", name, "hollow-node-0");
+    }
+    let names = |c: &Cluster| -> Option<Vec<String>> {
+        let l = get(c, &["get", "pods"])?;
+        Some(l["items"].as_array()?.iter().map(|p| s(p, "/metadata/name").to_string()).collect())
+    };
+    wait_for("the two oldest terminated pods collected", Duration::from_secs(60), || {
+        names(&c).filter(|n| !n.iter().any(|n| n == "done-1" || n == "done-2"))
+    });
+    for name in ["done-3", "done-4"] {
+        let p = get(&c, &["get", "pod", name]).expect("kept pod");
+        assert_eq!(s(&p, "/status/phase"), "Succeeded");
+    }
+    wait_for("the orphaned pod deleted", Duration::from_secs(90), || {
+        get(&c, &["get", "pod", "orphan"]).is_none().then_some(())
+    });
+    assert_eq!(names(&c).expect("pods"), ["done-3", "done-4"], "pods on existing nodes stay");
+    let log = c.log();
+    assert!(log.contains("found an orphaned pod assigned to a deleted node"), "{}", support::tail(&log, 30));
 }

@@ -296,6 +296,21 @@ fn seed_000_replicaset_adopts_replaces_scales_and_deletes() {
             && s["observedGeneration"] == rs["metadata"]["generation"])
             .then_some(())
     });
+    // The controller's writes are recorded under its name, as upstream's User-Agent gives it.
+    let rs = c.json(&["get", "rs", "nginx-replicaset", "--show-managed-fields"]);
+    let managers: Vec<(String, String)> = rs["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("manager"), s("subresource"))
+        })
+        .collect();
+    assert!(
+        managers.contains(&("kube-controller-manager".to_string(), "status".to_string())),
+        "{managers:?}"
+    );
     let events = c.ok(&[
         "get",
         "events",

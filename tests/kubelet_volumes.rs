@@ -551,8 +551,9 @@ fn persistent_volumes_bind_and_keep_data() {
     std::fs::create_dir_all(data.join("local")).unwrap();
     std::fs::create_dir_all(data.join("delete-me")).unwrap();
     std::fs::write(data.join("delete-me/old"), "old").unwrap();
-    // A claim with nothing to bind to waits, Pending, with upstream's event.
-    n.apply(&pvc("waiting", "3Gi", ""));
+    // A claim with nothing to bind to waits, Pending, with upstream's event. (`storageClassName:
+    // ""`: without it the claim would get the default class, local-path, as on k3s.)
+    n.apply(&pvc("waiting", "3Gi", "  storageClassName: \"\"\n"));
     wait_event(
         &n,
         "waiting",
@@ -625,7 +626,7 @@ fn persistent_volumes_bind_and_keep_data() {
     }
     n.apply(
         &[
-            pvc("data", "500Mi", ""),
+            pvc("data", "500Mi", "  storageClassName: \"\"\n"),
             pvc("quick", "1Gi", "  storageClassName: fast\n"),
             pvc(
                 "gold",
@@ -644,7 +645,7 @@ fn persistent_volumes_bind_and_keep_data() {
             pvc(
                 "prebound",
                 "1Gi",
-                "  selector: {matchLabels: {never: matches}}\n",
+                "  storageClassName: \"\"\n  selector: {matchLabels: {never: matches}}\n",
             ),
         ]
         .concat(),

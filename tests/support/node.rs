@@ -116,7 +116,10 @@ impl Node {
         let proxy_table = format!("kaji-proxy-{bridge}");
         let ingress_http_port = super::free_port();
         let ingress_https_port = super::free_port();
-        let (http, https) = (ingress_http_port.to_string(), ingress_https_port.to_string());
+        let (http, https) = (
+            ingress_http_port.to_string(),
+            ingress_https_port.to_string(),
+        );
         let reg = registries.to_string_lossy().into_owned();
         // A test may bring its own registries.yaml (`--registries` in `extra`).
         let own_registries = extra.contains(&"--registries");

@@ -2,7 +2,9 @@
 //! kind (routing, discovery and OpenAPI share it); [`status::ApiError`] is every error the API
 //! answers with; [`selector`] holds label and field selectors; [`validation`] upstream's name rules.
 pub mod cidr;
+pub mod jwt;
 pub mod qos;
+pub mod quota;
 pub mod quantity;
 pub mod resource;
 pub mod selector;

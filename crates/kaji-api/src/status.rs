@@ -124,7 +124,7 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
+    pub fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
         self.group = Some(group.to_string());
         self.kind = Some(kind.to_string());
         self.name = Some(name.to_string());
@@ -232,7 +232,7 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.name.is_some() || !self.causes.is_empty() || self.retry_after_seconds.is_some() {
+        if self.name.is_some() || self.kind.is_some() || !self.causes.is_empty() || self.retry_after_seconds.is_some() {
             let mut details = serde_json::Map::new();
             if let Some(name) = &self.name {
                 details.insert("name".into(), json!(name));

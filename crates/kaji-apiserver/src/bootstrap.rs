@@ -1,6 +1,7 @@
 //! What a new cluster has before anyone writes: the namespaces default, kube-system, kube-public
-//! and kube-node-lease, the `kubernetes` Service (10.43.0.1:443) with its Endpoints, and the
-//! `kube-dns` Service at the cluster DNS address (10.43.0.10), as k3s has it. Also
+//! and kube-node-lease, the `kubernetes` Service (10.43.0.1:443) with its Endpoints and EndpointSlice, and the
+//! `kube-dns` Service at the cluster DNS address (10.43.0.10), and the default StorageClass
+//! `local-path` with its ConfigMap, as k3s has them. Also
 //! rebuilds the Service IP and NodePort allocations from the stored Services at start.
 
 use crate::ApiServer;
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Creates an object through the REST machinery (so defaults and validation apply), unless it exists.
-async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: Option<&str>, obj: Value) -> Result<()> {
+pub(crate) async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: Option<&str>, obj: Value) -> Result<()> {
     let strategy = server.registry.get(group, "v1", plural).cloned().ok_or_else(|| anyhow!("no {plural}"))?;
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     if server.store.get(&crate::objects::key(strategy.info(), namespace, name)).await?.is_some() {
@@ -44,7 +45,7 @@ async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: O
     match rest::dispatch(call, &Method::POST).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(anyhow!("creating {plural}: {e}")),
+        Err(e) => Err(anyhow!("creating {plural} {name}: {e}")),
     }
 }
 
@@ -58,16 +59,23 @@ pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr, config: 
         "spec": {"clusterIP": config.kubernetes_service_ip().to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
     });
     ensure(server, "", "services", Some("default"), svc).await?;
-    let ip = crate::pki::host_addresses()
-        .into_iter()
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+    let ip = crate::pki::advertise_ip().to_string();
     let ep = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}],
     });
     ensure(server, "", "endpoints", Some("default"), ep).await?;
+    // Its EndpointSlice, as upstream's endpoints reconciler writes it beside the Endpoints (which
+    // are not mirrored): the service proxy reads slices, so pods reach the API server this way.
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}],
+    });
+    ensure(server, "discovery.k8s.io", "endpointslices", Some("default"), slice).await?;
     // The cluster DNS is served by every node's agent itself (kaji-dns, on the node's copy of this
     // address), so the Service has no selector and no endpoints: the proxy lets its ports through
     // to the node's own server. Labels and ports as k3s's CoreDNS Service.
@@ -95,7 +103,27 @@ pub async fn ensure_defaults(server: &Arc<ApiServer>, addr: SocketAddr, config: 
         });
         ensure(server, "scheduling.k8s.io", "priorityclasses", None, class).await?;
     }
-    Ok(())
+    ensure_local_storage(server, config).await
+}
+
+/// k3s's local-storage add-on: the default StorageClass `local-path` (served in-process by the
+/// controller manager's local-path provisioner) and its `local-path-config` ConfigMap, whose
+/// nodePathMap puts volumes under `<data-dir>/storage` on every node.
+async fn ensure_local_storage(server: &Arc<ApiServer>, config: &crate::Config) -> Result<()> {
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
+    });
+    ensure(server, "storage.k8s.io", "storageclasses", None, class).await?;
+    let data_dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let paths = json!({"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": [data_dir.join("storage")]}]});
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "local-path-config", "namespace": "kube-system"},
+        "data": {"config.json": serde_json::to_string_pretty(&paths)?},
+    });
+    ensure(server, "", "configmaps", Some("kube-system"), cm).await
 }
 
 pub async fn restore_allocations(server: &Arc<ApiServer>) -> Result<()> {

@@ -48,17 +48,17 @@ pub fn group(registry: &Registry, name: &str) -> Option<Value> {
     Some(obj)
 }
 
-/// The subresources the API server serves (`rest::subresource`, `rest::connect`); a kind
-/// advertises only these (upstream serves `proxy`, `ephemeralcontainers` and `resize` too; Kaji
-/// does not, so neither discovery nor OpenAPI names them).
-pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward", "finalize"];
+/// The subresources the API server serves (`rest::subresource`, `rest::connect`,
+/// `proxy::subresources`); a kind advertises only these (upstream serves `ephemeralcontainers`
+/// and `resize` too; Kaji does not, so neither discovery nor OpenAPI names them).
+pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "finalize", "approval", "token"];
 
 /// (verbs, response kind as (group, version, kind)) of a subresource.
 fn subresource_shape(info: &ResourceInfo, sub: &str) -> (Vec<&'static str>, (String, String, String)) {
     let own = (info.group.to_string(), info.version.to_string(), info.kind.to_string());
     let gvk = |g: &str, v: &str, k: &str| (g.to_string(), v.to_string(), k.to_string());
     match sub {
-        "status" => (vec!["get", "patch", "update"], own),
+        "status" | "approval" => (vec!["get", "patch", "update"], own),
         "scale" => (vec!["get", "patch", "update"], gvk("autoscaling", "v1", "Scale")),
         "binding" => (vec!["create"], gvk("", "v1", "Binding")),
         "eviction" => (vec!["create"], gvk("policy", "v1", "Eviction")),
@@ -66,7 +66,10 @@ fn subresource_shape(info: &ResourceInfo, sub: &str) -> (Vec<&'static str>, (Str
         "exec" => (vec!["create", "get"], gvk("", "v1", "PodExecOptions")),
         "attach" => (vec!["create", "get"], gvk("", "v1", "PodAttachOptions")),
         "portforward" => (vec!["create", "get"], gvk("", "v1", "PodPortForwardOptions")),
+        // Any method is proxied; upstream names the verbs of GET, POST, PUT, PATCH and DELETE.
+        "proxy" => (vec!["create", "delete", "get", "patch", "update"], gvk("", "v1", &format!("{}ProxyOptions", info.kind))),
         "finalize" => (vec!["update"], own),
+        "token" => (vec!["create"], gvk("authentication.k8s.io", "v1", "TokenRequest")),
         _ => (vec!["get"], own),
     }
 }
@@ -175,9 +178,10 @@ mod tests {
         let core = resource_list(&registry, "", "v1").unwrap();
         let names: Vec<&str> = core["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
         assert!(names.contains(&"pods/exec") && names.contains(&"namespaces/finalize"));
-        assert!(!names.iter().any(|n| n.ends_with("/proxy") || n.ends_with("/ephemeralcontainers") || n.ends_with("/resize")), "{names:?}");
+        assert!(names.contains(&"pods/proxy") && names.contains(&"services/proxy") && names.contains(&"nodes/proxy"), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with("/ephemeralcontainers") || n.ends_with("/resize")), "{names:?}");
         let aggregated = aggregated(&registry, true, "apidiscovery.k8s.io/v2").to_string();
         assert!(aggregated.contains("\"subresource\":\"portforward\""));
-        assert!(!aggregated.contains("\"subresource\":\"proxy\""));
+        assert!(aggregated.contains(r#"{"subresource":"proxy","responseKind":{"group":"","version":"v1","kind":"ServiceProxyOptions"},"verbs":["create","delete","get","patch","update"]}"#), "{aggregated}");
     }
 }

@@ -15,9 +15,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admission;
+pub mod aggregator;
 pub mod allocator;
+pub mod auth;
 mod bootstrap;
 pub mod discovery;
+pub mod metrics;
 pub mod objects;
 pub mod pki;
 pub mod proxy;
@@ -49,6 +52,10 @@ pub fn version_info() -> Value {
         "goVersion": "n/a (rust)",
         "compiler": "rustc",
         "platform": format!("linux/{}", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
     })
 }
 
@@ -80,6 +87,11 @@ pub struct Config {
     /// The cluster DNS address (`--cluster-dns`, default 10.43.0.10): the `kube-dns` Service's
     /// clusterIP.
     pub cluster_dns: std::net::Ipv4Addr,
+    /// How often the metrics provider scrapes kubelets (metrics-server's `--metric-resolution`,
+    /// 15 s).
+    pub metric_resolution: std::time::Duration,
+    /// `--anonymous-auth`, `--authorization-mode`, `--audit-log-path`.
+    pub auth: auth::Options,
 }
 
 impl Config {
@@ -101,6 +113,12 @@ pub struct ApiServer {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// `host:port` clients are told to use.
     pub advertise: String,
+    /// metrics.k8s.io's provider (`metrics`).
+    pub resource_metrics: metrics::Provider,
+    /// Authentication, authorization and audit (`auth`).
+    pub auth: auth::Auth,
+    /// API aggregation: APIServices proxied to extension servers (`aggregator`).
+    pub aggregator: aggregator::Aggregator,
     openapi_v2: OnceLock<(Bytes, Bytes)>,
     openapi_v3: OnceLock<Value>,
 }
@@ -140,6 +158,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let pki = pki::Pki::load_or_create(&config.data_dir, config.kubernetes_service_ip())?;
     let kubelet_tls = server::kubelet_client_config(&pki)?;
+    let aggregator = aggregator::Aggregator::new(&pki)?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.bind_address, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind_address, config.port))?;
@@ -155,11 +174,17 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         pki,
         kubelet_tls,
         advertise: advertise.clone(),
+        resource_metrics: metrics::Provider::new(config.metric_resolution),
+        auth: auth::Auth::new(config.auth.clone(), &config.data_dir)?,
+        aggregator,
         openapi_v2: OnceLock::new(),
         openapi_v3: OnceLock::new(),
     });
     bootstrap::restore_allocations(&server).await?;
     bootstrap::ensure_defaults(&server, addr, &config).await?;
+    auth::rbac::Rbac::load(&server).await?;
+    auth::Auth::start(&server);
+    aggregator::start(&server).await?;
     let kubeconfig = config.kubeconfig.clone().unwrap_or_else(|| config.data_dir.join("kubeconfig.yaml"));
     server.pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
     let serve = tokio::spawn(server::serve(server.clone(), listener));

@@ -83,6 +83,23 @@ pub fn host_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// The address the API server advertises to pods (the `kubernetes` Service's endpoint), as
+/// kube-apiserver's default `--advertise-address`: the source address of the default route, which
+/// a UDP `connect` reveals without sending anything; else the first non-loopback IPv4 address.
+/// Not simply the first local address: that may be a CNI bridge of another cluster on the same
+/// machine (tests run several), which goes away with it.
+pub fn advertise_ip() -> IpAddr {
+    let by_route = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback());
+    by_route
+        .or_else(|| host_addresses().into_iter().find(|ip| ip.is_ipv4() && !ip.is_loopback()))
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
@@ -205,6 +222,45 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A client certificate and key (PEM) from the cluster CA for user `cn` in groups `orgs`
+    /// (what k3s keeps as `client-*.crt`, and `/v1-kaji/client-kubelet.crt` hands to agents).
+    pub fn issue_client(&self, cn: &str, orgs: &[&str]) -> Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, ca_key).context("parsing the cluster CA")?;
+        let key = KeyPair::generate()?;
+        let mut p = params(cn, None);
+        let mut dn = DistinguishedName::new();
+        for o in orgs {
+            dn.push(DnType::OrganizationName, *o);
+        }
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A spoke's kubeconfig: its client certificate under `<dir>/client-<name>.crt|key` (made
+    /// once, kept) for user `cn` in `orgs`, written with the CA and `server` to `kubeconfig`.
+    pub fn write_client_kubeconfig(&self, name: &str, cn: &str, orgs: &[&str], server: &str, kubeconfig: &Path) -> Result<()> {
+        let base = self.dir.join(format!("client-{name}"));
+        let (crt, key) = (base.with_extension("crt"), base.with_extension("key"));
+        let wanted = format!("{cn}/{}", orgs.join(","));
+        let subject = base.with_extension("subject");
+        let current = std::fs::read_to_string(&subject).unwrap_or_default();
+        if !crt.exists() || !key.exists() || current != wanted {
+            let (c, k) = self.issue_client(cn, orgs)?;
+            write_private(&key, &k)?;
+            write_private(&crt, &c)?;
+            write_private(&subject, &wanted)?;
+        }
+        if let Some(parent) = kubeconfig.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write_private(kubeconfig, &kubeconfig_for(server, &self.ca_cert_pem, &read(&crt)?, &read(&key)?))
+    }
+
     /// An admin kubeconfig for `server` (e.g. `https://127.0.0.1:6443`), with the certificates embedded.
     pub fn admin_kubeconfig(&self, server: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -220,6 +276,17 @@ impl Pki {
     pub fn write_admin_kubeconfig(&self, path: &Path, server: &str) -> Result<()> {
         write_private(path, &self.admin_kubeconfig(server))
     }
+}
+
+/// A kubeconfig for `server` with the CA and a client certificate embedded.
+pub fn kubeconfig_for(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
+        ca = b64(ca_pem),
+        cert = b64(cert_pem),
+        key = b64(key_pem),
+    )
 }
 
 /// Hex sha256 of the CA certificate PEM, as k3s puts it in join tokens so an agent can check the

@@ -70,7 +70,8 @@ pub fn route(path: &str) -> Route {
         subresource: rest.get(2).map(|s| (*s).to_string()),
         watch_path,
     };
-    if rest.len() > 3 {
+    // Only `proxy` takes a path after the subresource (`pods/NAME/proxy/PATH`).
+    if rest.len() > 3 && rest[2] != "proxy" {
         return Route::Other;
     }
     Route::Resource(req)

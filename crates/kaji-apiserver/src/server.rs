@@ -25,12 +25,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Largest request body accepted (upstream's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// Who is asking, from the client certificate: CN is the user, O the groups.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
+pub use crate::auth::User;
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
@@ -118,12 +113,55 @@ async fn kubelet_serving_cert(server: &ApiServer, user: &User, req: Request<Inco
     }
 }
 
-fn user_from_cert(der: &[u8]) -> Option<User> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
-    Some(User { name, groups })
+/// Where a node agent, having joined with the token, gets its client certificate
+/// (`system:node:<node>` in `system:nodes`; as k3s's `/v1-k3s/client-kubelet.crt`).
+pub const KUBELET_CLIENT_CERT_PATH: &str = "/v1-kaji/client-kubelet.crt";
+
+/// The other identities an agent may ask for: the node's proxy, DNS and ingress (as k3s's
+/// `client-kube-proxy.crt`) and the hollow nodes' shared reader (simulation).
+pub const KUBE_PROXY: &str = "system:kube-proxy";
+pub const HOLLOW_READER: &str = "kaji:hollow-nodes";
+
+/// `POST /v1-kaji/client-kubelet.crt` with `{"nodeName": ..}` (or `{"user": ..}`, one of the two above):
+/// a client certificate for the node, for the join token's user, admins, and a node renewing its
+/// own. Answers `{"cert", "key", "ca"}` in PEM.
+async fn kubelet_client_cert(server: &ApiServer, user: &User, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST {
+        drain(req.into_body()).await;
+        return error_response(&ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+    }
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error_response(&ApiError::bad_request(format!("reading the request: {e}"))),
+    };
+    let want: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(&ApiError::bad_request(format!("the request is not JSON: {e}"))),
+    };
+    let (cn, orgs): (String, &[&str]) = match (want["nodeName"].as_str(), want["user"].as_str()) {
+        (Some(node), None) => {
+            let problems = kaji_api::validation::dns1123_subdomain(node);
+            if !problems.is_empty() {
+                return error_response(&ApiError::bad_request(format!("nodeName {node:?}: {}", problems.join(", "))));
+            }
+            (format!("system:node:{node}"), &["system:nodes"])
+        }
+        (None, Some(u @ (HOLLOW_READER | KUBE_PROXY))) => (u.to_string(), &[]),
+        _ => return error_response(&ApiError::bad_request("give nodeName, or user system:kube-proxy or kaji:hollow-nodes")),
+    };
+    // The join token authenticates as system:node:kaji-agent (auth::authn); a node with its own
+    // certificate may only renew that one.
+    let allowed = user.in_group("system:masters") || (user.in_group("system:nodes") && (user.name == "system:node:kaji-agent" || user.name == cn));
+    if !allowed {
+        return error_response(&ApiError::new(403, "Forbidden", format!("user \"{}\" cannot get a client certificate for \"{cn}\"", user.name)));
+    }
+    match server.pki.issue_client(&cn, orgs) {
+        Ok((cert, key)) => {
+            tracing::info!(user = %user.name, client = %cn, "issued a client certificate");
+            json_response(200, &serde_json::json!({"cert": cert, "key": key, "ca": server.pki.ca_cert_pem}), false, &[])
+        }
+        Err(e) => error_response(&ApiError::bad_request(format!("{e:#}"))),
+    }
 }
 
 /// Accepts connections until the listener fails.
@@ -142,11 +180,11 @@ pub async fn serve(server: Arc<ApiServer>, listener: TcpListener) -> Result<()> 
                     return;
                 }
             };
-            let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c));
+            let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::auth::authn::user_from_cert(c));
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 let user = user.clone();
-                async move { Ok::<_, Infallible>(handle(server, user, req).await) }
+                async move { Ok::<_, Infallible>(handle(server, user, peer, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
@@ -184,17 +222,10 @@ fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     resp
 }
 
-fn is_public(path: &str) -> bool {
-    ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) || matches!(path, "/version" | "/version/") || path == "/cacerts"
-}
-
-/// A bearer token equal to the join token (or its `node:<secret>` part) authenticates a node agent.
-fn user_from_token(server: &ApiServer, req: &Request<Incoming>) -> Option<User> {
-    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = auth.strip_prefix("Bearer ")?.trim();
-    let secret = server.pki.token_secret();
-    let ok = !secret.is_empty() && (token == secret || token == server.pki.token);
-    ok.then(|| User { name: "system:node:kaji-agent".to_string(), groups: vec!["system:nodes".to_string(), "system:authenticated".to_string()] })
+/// Paths served before authorization: `/cacerts` (an agent fetches the CA before it can trust
+/// the server, as k3s's) and the kubelet serving certificate, which checks its caller itself.
+fn skips_authorization(path: &str) -> bool {
+    path == "/cacerts" || path == KUBELET_SERVING_CERT_PATH || path == KUBELET_CLIENT_CERT_PATH
 }
 
 /// Reads and drops a request body that will not be used, so that an HTTP/2 client gets the
@@ -203,29 +234,84 @@ async fn drain(body: Incoming) {
     let _ = Limited::new(body, MAX_BODY).collect().await;
 }
 
-async fn handle(server: Arc<ApiServer>, user: Option<User>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net::SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    let received = std::time::SystemTime::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let user = user.or_else(|| user_from_token(&server, &req));
-    let resp = if user.is_none() && !is_public(&path) {
-        drain(req.into_body()).await;
-        error_response(&ApiError::unauthorized())
-    } else if path == KUBELET_SERVING_CERT_PATH
-        && let Some(user) = &user
-    {
-        kubelet_serving_cert(&server, user, req).await
+    let uri = req.uri().clone();
+    let path = uri.path().to_string();
+    let audit_id = crate::auth::audit::request_id(req.headers());
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    // Authentication, impersonation and authorization, in upstream's filter order.
+    let user = match crate::auth::authn::authenticate(&server, cert_user, req.headers()).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(ApiError::unauthorized()),
+        Err(e) => Err(e),
+    };
+    let requestor = user.as_ref().ok().cloned();
+    let user = match user {
+        Ok(user) => crate::auth::impersonation::impersonate(&server, user, req.headers_mut()).await,
+        Err(e) => Err(e),
+    };
+    let audit = |attributes: &crate::auth::authz::Attributes, user: &User, code: u16, decision: Option<(bool, &str)>, error: Option<&ApiError>, resp: Response<Body>| {
+        let impersonated = (attributes.user != *user).then_some(&attributes.user);
+        let r = crate::auth::audit::Record { attributes, user, impersonated, method: &method, uri: &uri, source_ip: peer.ip(), user_agent: &user_agent, code, received, audit_id: &audit_id, decision, error };
+        server.auth.audit.finish(&r, resp)
+    };
+    let user = match user {
+        Ok(user) => user,
+        Err(e) => {
+            drain(req.into_body()).await;
+            let resp = error_response(&e);
+            server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
+            // Failed impersonation is audited as the authenticated user (upstream's audit filter
+            // runs before impersonation); a failed authentication as nobody.
+            let who = requestor.unwrap_or_default();
+            let attributes = crate::auth::authz::attributes(&who, &method, &path, uri.query());
+            return audit(&attributes, &who, resp.status().as_u16(), None, Some(&e), resp);
+        }
+    };
+    let requestor = requestor.unwrap_or_else(|| user.clone());
+    let attributes = crate::auth::authz::attributes(&user, &method, &path, uri.query());
+    if !skips_authorization(&path) {
+        server.auth.node.catch_up(&server, &attributes).await;
+    }
+    let mut decision = None;
+    let allowed = skips_authorization(&path) || {
+        let (d, reason) = crate::auth::authz::authorize(&server.auth, &attributes);
+        if d != crate::auth::authz::Decision::Allow {
+            tracing::debug!(user = %user.name, verb = %attributes.verb, %path, %reason, "forbidden");
+            drain(req.into_body()).await;
+            let e = crate::auth::authz::forbidden(&attributes, &reason);
+            let resp = error_response(&e);
+            server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
+            return audit(&attributes, &requestor, resp.status().as_u16(), Some((false, &reason)), Some(&e), resp);
+        }
+        decision = Some(reason);
+        true
+    };
+    debug_assert!(allowed);
+    let resp = if path == KUBELET_SERVING_CERT_PATH {
+        kubelet_serving_cert(&server, &user, req).await
+    } else if path == KUBELET_CLIENT_CERT_PATH {
+        kubelet_client_cert(&server, &user, req).await
     } else {
-        route_request(&server, req).await
+        crate::registry::certificates::with_user(Some(user.clone()), crate::registry::rbac::with_requester(server.clone(), user.clone(), route_request(&server, req))).await
     };
     server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), user = user.as_ref().map(|u| u.name.as_str()).unwrap_or("anonymous"), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    resp
+    let code = resp.status().as_u16();
+    tracing::debug!(%method, %path, status = code, user = %user.name, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    audit(&attributes, &requestor, code, decision.as_deref().map(|r| (true, r)), None, resp)
 }
 
 async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    // Group/versions of non-local APIServices (and their OpenAPI) go to their extension servers.
+    let req = match crate::aggregator::intercept(server, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
         p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => return text(StatusCode::OK, "ok"),
@@ -234,12 +320,29 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
         // The cluster CA, for agents that join with a token (they check it against the token's hash).
         "/cacerts" => return text(StatusCode::OK, server.pki.ca_cert_pem.clone()),
         "/metrics" => {
-            let mut resp = Response::new(full(server.metrics.render()));
+            let mut resp = Response::new(full(server.metrics.render() + &server.aggregator.render_metrics()));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             return resp;
         }
+        // Service-account issuer discovery (upstream's openidmetadata.go).
+        "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+            let tokens = &server.auth.service_accounts;
+            let (body, ct) = if path == "/openid/v1/jwks" {
+                (tokens.jwks(), "application/jwk-set+json")
+            } else {
+                (tokens.openid_configuration(&server.advertise), "application/json")
+            };
+            let mut resp = json_response(200, &body, false, &[]);
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+            return resp;
+        }
         "/openapi/v2" => return openapi_v2(server, &accept),
-        "/openapi/v3" => return json_response(200, server.openapi_v3_index(), false, &[]),
+        "/openapi/v3" => {
+            let mut index = server.openapi_v3_index().clone();
+            crate::aggregator::discovery::merge_openapi_v3_index(&server.aggregator, &mut index);
+            return json_response(200, &index, false, &[]);
+        }
         p if p.starts_with("/openapi/v3/") => {
             let doc_path = p.trim_start_matches("/openapi/v3/");
             return match kaji_openapi::v3_document(&server.registry.infos(), doc_path) {
@@ -251,14 +354,23 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
     }
     let r = route(&path);
     let aggregated = aggregated_version(&accept);
+    let agg = &server.aggregator;
     match r {
         Route::CoreVersions => match aggregated {
             Some(v) => discovery_response(&discovery::aggregated(&server.registry, true, &v), &v),
             None => json_response(200, &discovery::core_versions(&server.advertise), false, &[]),
         },
         Route::Groups => match aggregated {
-            Some(v) => discovery_response(&discovery::aggregated(&server.registry, false, &v), &v),
-            None => json_response(200, &discovery::group_list(&server.registry), false, &[]),
+            Some(v) => {
+                let mut doc = discovery::aggregated(&server.registry, false, &v);
+                crate::aggregator::discovery::merge_aggregated(agg, &mut doc);
+                discovery_response(&doc, &v)
+            }
+            None => {
+                let mut list = discovery::group_list(&server.registry);
+                crate::aggregator::discovery::merge_group_list(agg, &mut list);
+                json_response(200, &list, false, &[])
+            }
         },
         Route::Group(g) => match discovery::group(&server.registry, &g) {
             Some(v) => json_response(200, &v, false, &[]),
@@ -268,7 +380,16 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
             Some(v) => json_response(200, &v, false, &[]),
             None => error_response(&ApiError::no_route(&path)),
         },
-        Route::Resource(rr) => resource(server, req, rr, &accept).await,
+        Route::Resource(rr) => {
+            let deprecated = server.registry.get(&rr.group, &rr.version, &rr.plural).and_then(|s| s.deprecation_warning());
+            let mut resp = resource(server, req, rr, &accept).await;
+            if let Some(w) = deprecated
+                && let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}"))
+            {
+                resp.headers_mut().append("warning", v);
+            }
+            resp
+        }
         Route::Other => error_response(&ApiError::no_route(&path)),
     }
 }
@@ -300,12 +421,14 @@ fn discovery_response(doc: &Value, api_version: &str) -> Response<Body> {
 
 fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
     let wants_proto = parse_accept(accept).first().is_some_and(|m| m.essence.contains("protobuf"));
+    // The server's own document with the aggregated group/versions'.
+    let (json, proto) = crate::aggregator::discovery::openapi_v2(server);
     if wants_proto {
-        let mut resp = Response::new(full(server.openapi_v2_protobuf().clone()));
+        let mut resp = Response::new(full(proto));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
         return resp;
     }
-    let mut resp = Response::new(full(server.openapi_v2_json().clone()));
+    let mut resp = Response::new(full(json));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
@@ -316,6 +439,10 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
         drain(req.into_body()).await;
         return error_response(&e);
     };
+    // The proxy subresources stream any method, body and answer to their backend.
+    if crate::proxy::subresources::is_proxy(&rr) {
+        return crate::proxy::subresources::serve(server, &rr, req).await;
+    }
     let params = query_params(req.uri().query());
     let output = match Output::negotiate(accept, params.get("includeObject").map(String::as_str)) {
         Ok(o) => o,
@@ -325,7 +452,7 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     // exec, attach and portforward keep the connection: the request itself goes to the proxy.
-    if rr.group.is_empty() && rr.plural == "pods" && matches!(rr.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+    if rr.group.is_empty() && rr.plural == "pods" && (matches!(rr.subresource.as_deref(), Some("exec" | "attach" | "portforward")) || (rr.subresource.as_deref() == Some("log") && crate::proxy::log_ws::is_websocket(&req))) {
         let call = Call { server, strategy: &strategy, req: &rr, params: &params, output: &output, content_type: &content_type, user_agent: &user_agent, body: Bytes::new() };
         return rest::connect(call, req).await.unwrap_or_else(|e| error_response(&e));
     }

@@ -169,12 +169,15 @@ pub(crate) fn target_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
-/// The pod's hostname within the service's DNS subdomain, when it declares one.
+/// The pod's hostname within the service's DNS subdomain, when it declares one (upstream
+/// `ShouldSetHostname`: a non-empty hostname, the subdomain naming the service, same namespace).
 pub(crate) fn hostname(pod: &Pod, svc: &Service) -> Option<String> {
     let spec = pod.spec.as_ref()?;
-    (spec.subdomain.as_deref() == Some(svc.name_any().as_str()))
-        .then(|| spec.hostname.clone())
-        .flatten()
+    (spec.subdomain.as_deref() == Some(svc.name_any().as_str())
+        && pod.namespace() == svc.namespace())
+    .then(|| spec.hostname.clone())
+    .flatten()
+    .filter(|h| !h.is_empty())
 }
 
 /// The subsets the service's Endpoints should have.

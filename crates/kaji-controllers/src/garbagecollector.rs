@@ -249,7 +249,8 @@ impl Collector {
             let mut g = self.graph.lock().expect("gc graph");
             let changed = has_owner_changes(g.nodes.get(&uid), &node);
             // A dependent now being deleted may unblock an owner deleting in the foreground.
-            let owners_waiting: Vec<String> = if node.deleting {
+            // So may a dependent whose references stopped blocking (a cycle broken).
+            let owners_waiting: Vec<String> = if node.deleting || changed {
                 node.owners
                     .iter()
                     .filter(|o| {
@@ -345,6 +346,28 @@ impl Collector {
                     }
                 })
                 .await;
+        }
+        // An owner waits for this object, and a dependent of this object waits for it too: an
+        // ownership cycle under foreground deletion. As upstream, this object's references stop
+        // blocking their owners before it goes in the foreground, so the cycle unwinds.
+        let in_cycle = !waiting.is_empty() && {
+            let g = self.graph.lock().expect("gc graph");
+            g.dependents_of(uid).iter().any(|d| {
+                g.nodes
+                    .get(d)
+                    .is_some_and(|n| n.deleting && n.has_finalizer(FINALIZER_FOREGROUND))
+            })
+        };
+        if in_cycle {
+            tracing::info!(object = %node.name, kind = %node.resource.kind, "garbage collector: an owner and a dependent both wait for this object; making its owner references non-blocking to break the cycle");
+            self.update_meta(&node, uid, |m| {
+                for r in m.owner_references.iter_mut().flatten() {
+                    if r.block_owner_deletion == Some(true) {
+                        r.block_owner_deletion = Some(false);
+                    }
+                }
+            })
+            .await?;
         }
         // No owner lives: the object goes, in the foreground when an owner waits for it.
         let policy = if !waiting.is_empty()
@@ -483,7 +506,20 @@ impl Collector {
                 .remove_finalizer(owner, uid, FINALIZER_FOREGROUND)
                 .await;
         }
-        for d in dependents {
+        // Dependents deleting in the foreground themselves are not pushed (upstream); a cycle
+        // among them is broken in `attempt`.
+        let deps_to_push: Vec<String> = {
+            let g = self.graph.lock().expect("gc graph");
+            dependents
+                .into_iter()
+                .filter(|d| {
+                    !g.nodes
+                        .get(d)
+                        .is_some_and(|n| n.deleting && n.has_finalizer(FINALIZER_FOREGROUND))
+                })
+                .collect()
+        };
+        for d in deps_to_push {
             self.enqueue(&d);
         }
         Ok(())

@@ -4,17 +4,32 @@
 //! Controllers are built on kaji-runtime: one informer factory per controller manager (one watch
 //! per kind), the controller harness (per-key back-off) and the one event recorder.
 
+pub mod certificates;
+pub mod clusterroleaggregation;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod job;
+pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
+pub mod podautoscaler;
+pub mod pod_control;
+pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
+pub mod rootcacertpublisher;
 pub mod serviceaccount;
+pub mod serviceaccount_tokens;
 pub mod servicelb;
+pub mod ttlafterfinished;
+pub mod statefulset;
 
 use kaji_runtime::informer::Factory;
 use kube::Client;
@@ -29,6 +44,15 @@ pub struct Options {
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// Run ServiceLB, k3s's built-in LoadBalancer (`--disable servicelb` turns it off).
     pub servicelb: bool,
+    /// The HPA controller's `--horizontal-pod-autoscaler-*` settings.
+    pub horizontal_pod_autoscaler: podautoscaler::Settings,
+    /// The pod garbage collector's settings (`--terminated-pod-gc-threshold`).
+    pub pod_gc: podgc::Settings,
+    /// The CSR signer's CA (`--cluster-signing-cert-file`/`--cluster-signing-key-file`); None: off.
+    pub cluster_signing: Option<certificates::Signing>,
+    /// The tokens controller's key and CA (`--service-account-private-key-file`,
+    /// `--root-ca-file`); None: off.
+    pub service_account_tokens: Option<serviceaccount_tokens::Settings>,
 }
 
 impl Default for Options {
@@ -37,6 +61,10 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(40),
             cluster_cidr: nodeipam::CLUSTER_CIDR,
             servicelb: true,
+            horizontal_pod_autoscaler: podautoscaler::Settings::default(),
+            pod_gc: podgc::Settings::default(),
+            cluster_signing: None,
+            service_account_tokens: None,
         }
     }
 }
@@ -49,13 +77,26 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     let mut loops = vec![
         ("replicaset", replicaset::run(&f, opts.clone())),
         ("deployment", deployment::run(&f, opts.clone())),
+        ("daemonset", daemonset::run(&f, opts.clone())),
+        ("disruption", disruption::run(&f, opts.clone())),
+        ("job", job::run(&f, opts.clone())),
+        ("cronjob", cronjob::run(&f, opts.clone())),
+        ("ttlafterfinished", ttlafterfinished::run(&f, opts.clone())),
         ("namespace", namespace::run(&f, opts.clone())),
         ("serviceaccount", serviceaccount::run(&f, opts.clone())),
+        ("serviceaccount-token", serviceaccount_tokens::run(&f, opts.clone())),
         ("endpoints", endpoints::run(&f, opts.clone())),
         ("endpointslice", endpointslice::run(&f, opts.clone())),
         ("nodelifecycle", nodelifecycle::run(&f, opts.clone())),
         ("nodeipam", nodeipam::run(&f, opts.clone())),
         ("persistentvolume", persistentvolume::run(&f, opts.clone())),
+        ("horizontalpodautoscaler", podautoscaler::run(&f, opts.clone())),
+        ("statefulset", statefulset::run(&f, opts.clone())),
+        ("podgc", podgc::run(&f, opts.clone())),
+        ("resourcequota", resourcequota::run(&f, opts.clone())),
+        ("csrsigning", certificates::run(&f, opts.clone())),
+        ("root-ca-cert-publisher", rootcacertpublisher::run(&f, opts.clone())),
+        ("clusterrole-aggregation", clusterroleaggregation::run(&f, opts.clone())),
     ];
     if opts.servicelb {
         loops.push(("servicelb", servicelb::run(&f, opts.clone())));

@@ -327,9 +327,13 @@ async fn reconcile<K: ReplicaOwner>(
         available_replicas: count(&claimed, |p| pods::is_available(p, min_ready, now)),
         observed_generation: owner.meta().generation.unwrap_or(0),
     };
-    if status != owner.current_status() {
+    let conditions = failure_condition(owner.as_ref(), &result, claimed.len());
+    if status != owner.current_status() || conditions.is_some() {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": status });
+        let mut patch = serde_json::json!({ "status": status });
+        if let Some(c) = conditions {
+            patch["status"]["conditions"] = serde_json::Value::Array(c);
+        }
         api.patch_status(
             &owner.name_any(),
             &PatchParams::default(),
@@ -347,6 +351,53 @@ async fn reconcile<K: ReplicaOwner>(
         Some(s) => Action::requeue(Duration::from_secs(u64::try_from(s).unwrap_or(1).max(1))),
         None => Action::requeue(RESYNC),
     })
+}
+
+/// The conditions with `ReplicaFailure` set or removed, when that changes them (upstream
+/// calculateStatus): set (reason FailedCreate or FailedDelete, the API's message) when managing
+/// the replicas failed and it is not there yet, removed once managing them succeeds.
+fn failure_condition<K: ReplicaOwner>(
+    owner: &K,
+    result: &anyhow::Result<()>,
+    have: usize,
+) -> Option<Vec<serde_json::Value>> {
+    let obj = serde_json::to_value(owner).ok()?;
+    let mut conditions = obj
+        .pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let present = conditions
+        .iter()
+        .any(|c| c.get("type").and_then(serde_json::Value::as_str) == Some("ReplicaFailure"));
+    match result {
+        Err(e) if !present => {
+            let message = match e.downcast_ref::<kube::Error>() {
+                Some(kube::Error::Api(s)) => s.message.clone(),
+                _ => format!("{e:#}"),
+            };
+            let reason = if usize::try_from(owner.replicas()).unwrap_or(0) > have {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
+            conditions.push(serde_json::json!({
+                "type": "ReplicaFailure",
+                "status": "True",
+                "lastTransitionTime": jiff::Timestamp::now().round(jiff::Unit::Second).ok()?.to_string(),
+                "reason": reason,
+                "message": message,
+            }));
+            Some(conditions)
+        }
+        Ok(()) if present => {
+            conditions.retain(|c| {
+                c.get("type").and_then(serde_json::Value::as_str) != Some("ReplicaFailure")
+            });
+            Some(conditions)
+        }
+        _ => None,
+    }
 }
 
 fn count(pods: &[Arc<Pod>], f: impl Fn(&Pod) -> bool) -> i32 {
@@ -395,8 +446,12 @@ async fn manage_replicas<K: ReplicaOwner>(
                         created.insert(name);
                     }
                     Err(e) => {
+                        let msg = match &e {
+                            kube::Error::Api(s) => s.message.clone(),
+                            other => other.to_string(),
+                        };
                         ctx.recorder
-                            .warning(&obj_ref, "FailedCreate", &format!("Error creating: {e}"))
+                            .warning(&obj_ref, "FailedCreate", &format!("Error creating: {msg}"))
                             .await;
                         failure = Some(e);
                     }
@@ -414,37 +469,15 @@ async fn manage_replicas<K: ReplicaOwner>(
         let mut victims: Vec<&Arc<Pod>> = claimed.iter().collect();
         victims.sort_by(|a, b| pods::deletion_order(a, b));
         victims.truncate(diff);
-        let mut deleted = HashSet::new();
-        let mut failure = None;
-        let results = futures::future::join_all(victims.iter().map(|p| async move {
-            let name = p.name_any();
-            (
-                name.clone(),
-                pod_api.delete(&name, &DeleteParams::default()).await,
-            )
-        }))
+        let (deleted, failure) = crate::pod_control::delete_pods(
+            pod_api,
+            &ctx.recorder,
+            &obj_ref,
+            victims
+                .iter()
+                .map(|p| (p.name_any(), DeleteParams::default())),
+        )
         .await;
-        for (name, r) in results {
-            match r {
-                Ok(_) => {
-                    ctx.recorder
-                        .normal(
-                            &obj_ref,
-                            "SuccessfulDelete",
-                            &format!("Deleted pod: {name}"),
-                        )
-                        .await;
-                    deleted.insert(name);
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => {
-                    ctx.recorder
-                        .warning(&obj_ref, "FailedDelete", &format!("Error deleting: {e}"))
-                        .await;
-                    failure = Some(e);
-                }
-            }
-        }
         ctx.expect(key.clone(), HashSet::new(), deleted);
         if let Some(e) = failure {
             return Err(anyhow::Error::new(e).context("deleting pods"));

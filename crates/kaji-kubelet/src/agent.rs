@@ -130,9 +130,11 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         node_cpu: facts.cpu.clone(),
         node_memory: facts.memory.clone(),
         image_backoff: Default::default(),
+        tokens: Default::default(),
     });
     let mut set = tokio::task::JoinSet::new();
     set.spawn(crate::logs::run(cri.clone(), opts.log_rotation));
+    set.spawn(crate::volumes::local_path::run(client.clone(), facts.name.clone()));
     set.spawn(async move {
         node::heartbeat(client, cri, facts, runtime_version).await;
         Ok(())

@@ -12,6 +12,13 @@
 //! - simulates node failure: a node annotated `kaji.io/hollow-stop-heartbeat=true` stops
 //!   heartbeating and stops tending its pods, as if its kubelet had died (removing the annotation
 //!   brings it back). Killing a `kaji agent --hollow` process does the same for all its nodes.
+//! - reports synthetic resource usage (simulation) for the metrics API: a running pod uses what
+//!   its annotations `kaji.io/hollow-cpu-millicores` and `kaji.io/hollow-memory-bytes` say
+//!   (`stats::Synthetic`), served as `/metrics/resource` and `/stats/summary` by one small HTTPS
+//!   kubelet endpoint on 127.0.0.1 for all the agent's nodes, which each node names in its
+//!   annotation `kaji.io/hollow-kubelet-endpoint` (`server::bind_hollow`);
+//! - simulates containers that exit (for Job tests): see [`EXIT_CODE_ANNOTATION`];
+//! - simulates a failing readiness probe: see [`READY_ANNOTATION`].
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,6 +35,30 @@ use std::time::Duration;
 pub const HOLLOW_LABEL: &str = "kaji.io/hollow";
 /// The annotation that makes a hollow node stop heartbeating (simulated node failure).
 pub const STOP_HEARTBEAT_ANNOTATION: &str = "kaji.io/hollow-stop-heartbeat";
+/// The annotation naming a hollow node's kubelet endpoint (`host:port`), whose paths are
+/// `/hollow/<node>/metrics/resource` and `/hollow/<node>/stats/summary`.
+pub const KUBELET_ENDPOINT_ANNOTATION: &str = "kaji.io/hollow-kubelet-endpoint";
+/// Simulation hook for Job tests: a pod annotated with an exit code has its containers "exit"
+/// with that code once it has run for `kaji.io/hollow-run-seconds` (default 0): the pod turns
+/// Succeeded (0) or Failed, or, with restartPolicy OnFailure/Always and a non-zero code, its
+/// containers "restart" (restartCount + 1) and run again.
+pub const EXIT_CODE_ANNOTATION: &str = "kaji.io/hollow-exit-code";
+pub const RUN_SECONDS_ANNOTATION: &str = "kaji.io/hollow-run-seconds";
+/// Simulation hook for readiness: a pod annotated `kaji.io/hollow-ready: "false"` is reported
+/// Running but not Ready (its containers not ready), as if its readiness probe failed; removing
+/// the annotation makes it Ready again. A status written by someone else is overwritten with
+/// this view, as a kubelet's status manager does.
+pub const READY_ANNOTATION: &str = "kaji.io/hollow-ready";
+
+/// Whether the simulation reports `pod` Ready.
+fn simulated_ready(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(READY_ANNOTATION))
+        .map(String::as_str)
+        != Some("false")
+}
 /// Where node Leases live.
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// Upstream's NodeStatusReportFrequency default (with node leases, an unchanged status is posted
@@ -104,17 +135,33 @@ impl HollowNode {
     }
 }
 
+/// The hollow nodes' clients: each node writes as itself (`system:node:<name>`, its own client
+/// certificate, so the Node authorizer and NodeRestriction judge it as a kubelet); the one
+/// shared watch of bound pods and of the hollow nodes reads as `kaji:hollow-nodes`.
+pub struct Clients {
+    pub reader: Client,
+    /// By node name ([`node_name`]); a node without one writes with `reader`.
+    pub nodes: HashMap<String, Client>,
+}
+
 struct Hollow {
+    /// The shared reader.
     client: Client,
+    node_clients: HashMap<String, Client>,
     opts: HollowOptions,
     nodes: Mutex<HashMap<String, HollowNode>>,
     /// Pods with a pending status report or deletion, so that a burst of events does one write.
     in_flight: Mutex<HashSet<String>>,
     /// Bounds concurrent writes so that 10,000 pods turning Ready do not open 10,000 requests.
     writes: tokio::sync::Semaphore,
+    /// Synthetic resource usage of running hollow pods (simulation).
+    usage: Arc<crate::stats::Synthetic>,
+    /// The hollow kubelet endpoint (`127.0.0.1:<port>`), when it could be started.
+    kubelet_endpoint: Option<String>,
 }
 
-fn node_name(opts: &HollowOptions, i: usize) -> String {
+/// The name of hollow node `i`.
+pub fn node_name(opts: &HollowOptions, i: usize) -> String {
     format!("{}-{i}", opts.name_prefix)
 }
 
@@ -131,7 +178,11 @@ fn now() -> String {
 }
 
 /// Runs the hollow nodes until the process ends.
-pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
+pub async fn run(clients: Clients, opts: HollowOptions) -> anyhow::Result<()> {
+    let Clients {
+        reader: client,
+        nodes: node_clients,
+    } = clients;
     let nodes = (0..opts.nodes)
         .map(|i| {
             (
@@ -145,12 +196,26 @@ pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let usage = Arc::new(crate::stats::Synthetic::default());
+    let (kubelet_endpoint, kubelet_server) = match start_kubelet_endpoint(
+        node_clients.get(&node_name(&opts, 0)).unwrap_or(&client),
+        &opts,
+        usage.clone(),
+    )
+    .await
+    {
+        Some((endpoint, serve)) => (Some(endpoint), Some(serve)),
+        None => (None, None),
+    };
     let hollow = Arc::new(Hollow {
         client,
+        node_clients,
         opts,
         nodes: Mutex::new(nodes),
         in_flight: Mutex::new(HashSet::new()),
         writes: tokio::sync::Semaphore::new(32),
+        usage,
+        kubelet_endpoint,
     });
     futures::stream::iter(0..hollow.opts.nodes)
         .for_each_concurrent(CONCURRENT_NODE_WRITES, |i| {
@@ -172,6 +237,9 @@ pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
         "hollow nodes registered (simulation: no containers run)"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(serve) = kubelet_server {
+        tasks.spawn(serve);
+    }
     tasks.spawn(hollow.clone().heartbeat_loop());
     tasks.spawn(hollow.clone().watch_nodes());
     tasks.spawn(hollow.clone().watch_pods());
@@ -181,7 +249,63 @@ pub async fn run(client: Client, opts: HollowOptions) -> anyhow::Result<()> {
     }
 }
 
+/// Starts the hollow nodes' kubelet endpoint (retrying while the API server starts); None when
+/// no serving certificate could be had (the nodes then have no metrics).
+async fn start_kubelet_endpoint(
+    client: &Client,
+    opts: &HollowOptions,
+    usage: Arc<crate::stats::Synthetic>,
+) -> Option<(
+    String,
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
+)> {
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let mut delay = Duration::from_millis(200);
+    let certs = loop {
+        match crate::server::request_serving_certificate(client, &opts.name_prefix, &names).await {
+            Ok(c) => break c,
+            Err(e) if delay < Duration::from_secs(5) => {
+                tracing::debug!(error = %format!("{e:#}"), "hollow kubelet certificate");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no hollow kubelet endpoint: hollow nodes report no metrics");
+                return None;
+            }
+        }
+    };
+    match crate::server::bind_hollow(usage, &certs).await {
+        Ok((port, serve)) => Some((format!("127.0.0.1:{port}"), Box::pin(serve))),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no hollow kubelet endpoint: hollow nodes report no metrics");
+            None
+        }
+    }
+}
+
 impl Hollow {
+    /// Follows a bound pod's synthetic usage (running pods of our live nodes count).
+    fn track_usage(&self, pod: &Pod) {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or_default();
+        let ours = self
+            .nodes
+            .lock()
+            .expect("hollow state")
+            .get(node)
+            .is_some_and(|n| !n.stopped);
+        if ours {
+            self.usage.observe(pod, node);
+        } else {
+            self.usage
+                .forget(pod.metadata.uid.as_deref().unwrap_or_default());
+        }
+    }
+
     /// Upstream kubelets renew every quarter of the lease duration (40 s lease, 10 s renewals).
     fn lease_duration_seconds(&self) -> i32 {
         i32::try_from((self.opts.heartbeat * 4).as_secs())
@@ -229,8 +353,13 @@ impl Hollow {
         })
     }
 
+    /// The client node `name` writes with.
+    fn client_of(&self, name: &str) -> Client {
+        self.node_clients.get(name).unwrap_or(&self.client).clone()
+    }
+
     async fn register(&self, name: &str, index: usize) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.client_of(name));
         let cidr = format!(
             "{}.0/24",
             self.nodes
@@ -240,9 +369,13 @@ impl Hollow {
                 .map(HollowNode::cidr_prefix)
                 .unwrap_or_default()
         );
+        let annotations = match &self.kubelet_endpoint {
+            Some(e) => json!({KUBELET_ENDPOINT_ANNOTATION: e}),
+            None => json!({}),
+        };
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {
+            "metadata": {"name": name, "annotations": annotations, "labels": {
                 HOLLOW_LABEL: "true",
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
@@ -269,6 +402,20 @@ impl Hollow {
                 if let Some(n) = self.nodes.lock().expect("hollow state").get_mut(name) {
                     n.stopped = stopped;
                 }
+                let endpoint = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(KUBELET_ENDPOINT_ANNOTATION));
+                if let Some(e) = &self.kubelet_endpoint
+                    && endpoint != Some(e)
+                {
+                    let patch =
+                        json!({"metadata": {"annotations": {KUBELET_ENDPOINT_ANNOTATION: e}}});
+                    nodes
+                        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
                 existing.metadata.uid
             }
             Err(e) => return Err(e.into()),
@@ -291,22 +438,27 @@ impl Hollow {
             lease["metadata"]["ownerReferences"] =
                 json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
         }
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
+        let api: Api<Lease> = Api::namespaced(self.client_of(name), LEASE_NAMESPACE);
         match api
             .create(&PostParams::default(), &serde_json::from_value(lease)?)
             .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                crate::node::renew_lease(&self.client, name, self.lease_duration_seconds(), uid)
-                    .await
+                crate::node::renew_lease(
+                    &self.client_of(name),
+                    name,
+                    self.lease_duration_seconds(),
+                    uid,
+                )
+                .await
             }
             Err(e) => Err(e.into()),
         }
     }
 
     async fn post_status(&self, name: &str, index: usize) -> anyhow::Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(self.client_of(name));
         let patch = json!({"status": self.node_status(name, index)});
         nodes
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -315,7 +467,13 @@ impl Hollow {
     }
 
     async fn renew_lease(&self, name: &str) -> anyhow::Result<()> {
-        crate::node::renew_lease(&self.client, name, self.lease_duration_seconds(), None).await
+        crate::node::renew_lease(
+            &self.client_of(name),
+            name,
+            self.lease_duration_seconds(),
+            None,
+        )
+        .await
     }
 
     /// Renews every live node's Lease each interval, spread evenly over the interval (a burst
@@ -429,7 +587,7 @@ impl Hollow {
     }
 
     async fn resync_pods(self: &Arc<Self>, node: &str) {
-        let pods: Api<Pod> = Api::all(self.client.clone());
+        let pods: Api<Pod> = Api::all(self.client_of(node));
         let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
         match pods.list(&lp).await {
             Ok(list) => {
@@ -451,9 +609,12 @@ impl Hollow {
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    self.track_usage(&p);
                     self.clone().handle_pod(p)
                 }
                 Ok(watcher::Event::Delete(p)) => {
+                    self.usage
+                        .forget(p.metadata.uid.as_deref().unwrap_or_default());
                     let node = p
                         .spec
                         .as_ref()
@@ -495,12 +656,28 @@ impl Hollow {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
+        // Running with an IP and Ready: what this node reported. A pod that the node lifecycle
+        // controller marked not Ready while the node was "down" is reported again when the node
+        // is back, as a kubelet's status manager does after a partition heals.
+        let status = pod.status.as_ref();
+        let want_ready = if simulated_ready(&pod) {
+            "True"
+        } else {
+            "False"
+        };
         let reported = phase == "Running"
-            && pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_ref())
-                .is_some();
+            && status.and_then(|s| s.pod_ip.as_ref()).is_some()
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == want_ready);
+        if !deleting
+            && reported
+            && let Some(exit) = simulated_exit(&pod)
+        {
+            self.finish_later(pod, exit);
+            return;
+        }
         if !deleting && (reported || phase == "Succeeded" || phase == "Failed") {
             return;
         }
@@ -536,7 +713,12 @@ impl Hollow {
     async fn remove_pod(&self, pod: &Pod) -> anyhow::Result<()> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.client_of(node), &ns);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -567,13 +749,14 @@ impl Hollow {
         };
         let t = now();
         let spec = pod.spec.clone().unwrap_or_default();
+        let ready = simulated_ready(pod);
         let container_status = |c: &k8s_openapi::api::core::v1::Container| {
             json!({
                 "name": c.name,
                 "image": c.image.clone().unwrap_or_default(),
                 "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
                 "containerID": format!("hollow://{uid}/{}", c.name),
-                "ready": true,
+                "ready": ready,
                 "started": true,
                 "restartCount": 0,
                 "state": {"running": {"startedAt": t}},
@@ -595,10 +778,16 @@ impl Hollow {
                 })
             })
             .collect();
-        let cond = |ty: &str| json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
+        let cond = |ty: &str, ok: bool| {
+            let mut c = json!({"type": ty, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": t});
+            if !ok {
+                c["reason"] = json!("ContainersNotReady");
+            }
+            c
+        };
         let mut status = json!({
             "phase": "Running",
-            "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+            "conditions": [cond("PodReadyToStartContainers", true), cond("Initialized", true), cond("Ready", ready), cond("ContainersReady", ready), cond("PodScheduled", true)],
             "hostIP": host_ip,
             "hostIPs": [{"ip": host_ip}],
             "podIP": ip,
@@ -610,7 +799,7 @@ impl Hollow {
             status["initContainerStatuses"] = json!(init);
         }
         let pods: Api<Pod> = Api::namespaced(
-            self.client.clone(),
+            self.client_of(node),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
         let patch = json!({"status": status});
@@ -619,6 +808,121 @@ impl Hollow {
                 pod.metadata.name.as_deref().unwrap_or_default(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The simulated exit (code, run time) a pod asks for (see [`EXIT_CODE_ANNOTATION`]).
+fn simulated_exit(pod: &Pod) -> Option<(i32, Duration)> {
+    let a = pod.metadata.annotations.as_ref()?;
+    let code = a.get(EXIT_CODE_ANNOTATION)?.parse().ok()?;
+    let secs: f64 = a
+        .get(RUN_SECONDS_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Some((code, Duration::from_secs_f64(secs.clamp(0.0, 86_400.0))))
+}
+
+impl Hollow {
+    /// Lets a Running pod's containers exit after their simulated run time.
+    fn finish_later(self: Arc<Self>, pod: Pod, (code, run): (i32, Duration)) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let restarts = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first())
+            .map_or(0, |c| c.restart_count);
+        let key = format!("{uid}/exit/{restarts}");
+        if !self
+            .in_flight
+            .lock()
+            .expect("hollow state")
+            .insert(key.clone())
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(run).await;
+            let result = {
+                let _permit = self.writes.acquire().await;
+                self.report_exit(&pod, code, restarts).await
+            };
+            if let Err(e) = result {
+                tracing::debug!(pod = ?pod.metadata.name, error = %e, "hollow pod exit");
+            }
+            self.in_flight.lock().expect("hollow state").remove(&key);
+        });
+    }
+
+    async fn report_exit(&self, pod: &Pod, code: i32, restarts: i32) -> anyhow::Result<()> {
+        let t = now();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        let restart = code != 0 && policy != "Never";
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        let terminated =
+            json!({"exitCode": code, "reason": reason, "startedAt": t, "finishedAt": t});
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let statuses: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let mut s = json!({
+                    "name": c.name,
+                    "image": c.image.clone().unwrap_or_default(),
+                    "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
+                    "containerID": format!("hollow://{uid}/{}", c.name),
+                    "ready": restart,
+                    "started": restart,
+                    "restartCount": restarts + i32::from(restart),
+                });
+                if restart {
+                    s["state"] = json!({"running": {"startedAt": t}});
+                    s["lastState"] = json!({"terminated": terminated});
+                } else {
+                    s["state"] = json!({"terminated": terminated});
+                }
+                s
+            })
+            .collect();
+        let mut status = json!({"containerStatuses": statuses});
+        if !restart {
+            let mut conditions: Vec<Value> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for c in &mut conditions {
+                if matches!(c["type"].as_str(), Some("Ready" | "ContainersReady")) {
+                    *c = json!({"type": c["type"], "status": "False", "reason": "PodCompleted", "lastProbeTime": null, "lastTransitionTime": t});
+                }
+            }
+            status["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+            status["conditions"] = json!(conditions);
+        }
+        let node = spec.node_name.as_deref().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(
+            self.client_of(node),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        // A merge patch: the lists are written whole.
+        match pods
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
             )
             .await
         {

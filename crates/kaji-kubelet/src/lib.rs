@@ -13,6 +13,8 @@ pub mod node;
 pub mod pods;
 pub mod resources;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod streaming;
+pub mod token_manager;
 pub mod volumes;

@@ -1,8 +1,9 @@
 //! The kubelet's HTTPS server (upstream port 10250): today `GET /containerLogs/<ns>/<pod>/<container>`
 //! with `follow`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous` and
 //! `limitBytes`, read from the CRI log files (`<RFC3339Nano> stdout|stderr F|P <text>`),
-//! `/exec`, `/attach` and `/portForward` (see `streaming`), and `/healthz`. The API server
-//! proxies `pods/<p>/log`, `exec`, `attach` and `portforward` here.
+//! `/exec`, `/attach` and `/portForward` (see `streaming`), `/stats/summary` and
+//! `/metrics/resource` (see `stats`), and `/healthz`. The API server proxies `pods/<p>/log`,
+//! `exec`, `attach` and `portforward` here, and scrapes `/metrics/resource` for the metrics API.
 //!
 //! Its certificate is self-signed (generated at start, kept under the agent directory); the API
 //! server does not verify it yet, and this server does not authenticate its callers yet: both
@@ -26,6 +27,10 @@ type Body = BoxBody<Bytes, Infallible>;
 
 pub struct KubeletServer {
     pub cri: Cri,
+    /// The node's name (for `/stats/summary`).
+    pub node_name: String,
+    /// Previous CPU samples, for `usageNanoCores`.
+    pub rates: crate::stats::Rates,
 }
 
 /// The kubelet's TLS material: a serving certificate signed by the cluster CA, and that CA,
@@ -36,6 +41,8 @@ pub struct ServingCerts {
     pub cert_pem: String,
     pub key_pem: String,
     pub ca_pem: String,
+    /// The node the certificate was issued for.
+    pub node_name: String,
 }
 
 /// Asks the API server for a serving certificate for `node` and its `names` (k3s's
@@ -45,6 +52,32 @@ pub async fn serving_certificate(
     node: &str,
     names: &[String],
     dir: &Path,
+) -> Result<ServingCerts> {
+    let certs = request_serving_certificate(client, node, names).await?;
+    std::fs::create_dir_all(dir)?;
+    for (name, text, mode) in [
+        ("kubelet.crt", &certs.cert_pem, 0o644),
+        ("kubelet.key", &certs.key_pem, 0o600),
+        ("ca.crt", &certs.ca_pem, 0o644),
+    ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(dir.join(name))?;
+        f.write_all(text.as_bytes())?;
+    }
+    Ok(certs)
+}
+
+/// The serving certificate of `serving_certificate`, kept in memory only (hollow nodes).
+pub async fn request_serving_certificate(
+    client: &kube::Client,
+    node: &str,
+    names: &[String],
 ) -> Result<ServingCerts> {
     let body = serde_json::to_vec(&serde_json::json!({"nodeName": node, "names": names}))?;
     let req = Request::post("/v1-kaji/serving-kubelet.crt")
@@ -65,39 +98,29 @@ pub async fn serving_certificate(
         cert_pem: field("cert")?,
         key_pem: field("key")?,
         ca_pem: field("ca")?,
+        node_name: node.to_string(),
     };
-    std::fs::create_dir_all(dir)?;
-    for (name, text, mode) in [
-        ("kubelet.crt", &certs.cert_pem, 0o644),
-        ("kubelet.key", &certs.key_pem, 0o600),
-        ("ca.crt", &certs.ca_pem, 0o644),
-    ] {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(dir.join(name))?;
-        f.write_all(text.as_bytes())?;
-    }
     Ok(certs)
 }
 
 fn tls_config(certs: &ServingCerts) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut certs.key_pem.as_bytes())?.context("no private key")?;
+    let chain =
+        rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key =
+        rustls_pemfile::private_key(&mut certs.key_pem.as_bytes())?.context("no private key")?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in rustls_pemfile::certs(&mut certs.ca_pem.as_bytes()) {
         roots.add(ca?)?;
     }
     // Clients without a certificate get through the handshake and a 401, as upstream's kubelet
     // with anonymous auth off; a certificate from another CA fails the handshake.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -115,32 +138,98 @@ pub async fn bind(
     u16,
     impl std::future::Future<Output = Result<()>> + Send + use<>,
 )> {
+    let server = Arc::new(KubeletServer {
+        cri,
+        node_name: certs.node_name.clone(),
+        rates: crate::stats::Rates::default(),
+    });
+    serve_tls(("0.0.0.0", port), certs, move |req| {
+        let server = server.clone();
+        async move { server.handle(req).await }
+    })
+    .await
+}
+
+/// The hollow nodes' kubelet endpoint (simulation): one HTTPS server on 127.0.0.1 for all of a
+/// hollow agent's nodes, serving `/hollow/<node>/metrics/resource` and
+/// `/hollow/<node>/stats/summary` from their synthetic usage. Each hollow node names it in the
+/// `kaji.io/hollow-kubelet-endpoint` annotation, where the API server's metrics scraper finds it
+/// (hollow nodes' addresses are fake).
+pub async fn bind_hollow(
+    usage: Arc<crate::stats::Synthetic>,
+    certs: &ServingCerts,
+) -> Result<(
+    u16,
+    impl std::future::Future<Output = Result<()>> + Send + use<>,
+)> {
+    let rates = Arc::new(crate::stats::Rates::default());
+    serve_tls(("127.0.0.1", 0), certs, move |req| {
+        let (usage, rates) = (usage.clone(), rates.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            match parts.as_slice() {
+                ["hollow", node, "metrics", "resource"] => {
+                    prometheus_text(crate::stats::resource_metrics(&usage.sample(node)))
+                }
+                ["hollow", node, "stats", "summary"] => {
+                    json_body(&crate::stats::summary(&usage.sample(node), &rates))
+                }
+                ["healthz"] => text(StatusCode::OK, "ok"),
+                _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts TLS connections on `addr` (clients need a certificate of the cluster CA) and answers
+/// each request with `handle`.
+async fn serve_tls<F, Fut>(
+    addr: (&str, u16),
+    certs: &ServingCerts,
+    handle: F,
+) -> Result<(
+    u16,
+    impl std::future::Future<Output = Result<()>> + Send + use<F, Fut>,
+)>
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
     let cfg = tls_config(certs)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the kubelet port {port}"))?;
+        .with_context(|| format!("binding the kubelet port {}", addr.1))?;
     let port = listener.local_addr()?.port();
-    let server = Arc::new(KubeletServer { cri });
+    let handle = Arc::new(handle);
     let serve = async move {
         loop {
             let (tcp, _) = listener.accept().await?;
             let acceptor = acceptor.clone();
-            let server = server.clone();
+            let handle = handle.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 // Only the cluster CA's client certificates get here with one: the API server's
                 // (and admins', O=system:masters); the CA signs no other client certificates.
-                let authenticated = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let authenticated = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
                 let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
+                    let handle = handle.clone();
                     async move {
                         if !authenticated {
-                            return Ok::<_, Infallible>(text(StatusCode::UNAUTHORIZED, "Unauthorized\n"));
+                            return Ok::<_, Infallible>(text(
+                                StatusCode::UNAUTHORIZED,
+                                "Unauthorized\n",
+                            ));
                         }
-                        Ok::<_, Infallible>(server.handle(req).await)
+                        Ok::<_, Infallible>(handle(req).await)
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(
@@ -157,6 +246,26 @@ pub async fn bind(
 fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(msg.into())).boxed());
     *r.status_mut() = code;
+    r
+}
+
+/// A `/metrics/resource` answer (the Prometheus text format, version 0.0.4).
+pub fn prometheus_text(body: String) -> Response<Body> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// A JSON answer (`/stats/summary`).
+pub fn json_body(v: &serde_json::Value) -> Response<Body> {
+    let mut r = text(StatusCode::OK, serde_json::to_string(v).unwrap_or_default());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -260,6 +369,22 @@ impl KubeletServer {
         let path = req.uri().path().to_string();
         if path == "/healthz" {
             return text(StatusCode::OK, "ok");
+        }
+        if path == "/metrics/resource" {
+            let sample = crate::stats::collect(&self.cri, &self.node_name).await;
+            return prometheus_text(crate::stats::resource_metrics(&sample));
+        }
+        if path == "/stats/summary" || path == "/stats/summary/" {
+            let sample = crate::stats::collect(&self.cri, &self.node_name).await;
+            let live = sample
+                .pods
+                .iter()
+                .flat_map(|p| {
+                    std::iter::once(p.uid.clone()).chain(p.containers.iter().map(|c| c.id.clone()))
+                })
+                .collect();
+            self.rates.retain(&live);
+            return json_body(&crate::stats::summary(&sample, &self.rates));
         }
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if let ["containerLogs", ns, pod, container] = parts.as_slice() {

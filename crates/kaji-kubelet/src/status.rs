@@ -26,6 +26,8 @@ pub struct Input<'a> {
     pub runtime_name: &'a str,
     /// Set once the pod is being torn down (containers report terminated, not ready).
     pub terminating: bool,
+    /// The kubelet failed the pod itself (reason, message), e.g. DeadlineExceeded.
+    pub failed: Option<(&'a str, &'a str)>,
 }
 
 pub fn rfc3339_nanos(ns: i64) -> Value {
@@ -140,6 +142,18 @@ fn container_status(input: &Input, c: &Container, default_waiting: &str) -> (Val
     (out, ready)
 }
 
+/// An init container's ready and started, as upstream's prober manager sets them: ready once
+/// it exited with 0, started only while it runs.
+fn init_readiness(st: &mut Value) {
+    let done = st
+        .pointer("/state/terminated/exitCode")
+        .and_then(Value::as_i64)
+        == Some(0);
+    let running = st.pointer("/state/running").is_some();
+    st["ready"] = json!(done);
+    st["started"] = json!(running);
+}
+
 /// Computes the pod's status. `old` is the status in the API (for transition times, startTime).
 pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
     let pod = input.pod;
@@ -153,8 +167,30 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
     let mut init_done = 0;
     let mut init_failed = false;
     let mut pending_init = Vec::new();
+    let mut unready = Vec::new();
+    // Once an app container ran, the pod was initialized (a restarting sidecar does not undo it).
+    let app_ran = spec
+        .containers
+        .iter()
+        .any(|c| input.instances.get(&c.name).is_some_and(|v| !v.is_empty()));
     for c in &inits {
-        let (st, _) = container_status(input, c, "PodInitializing");
+        if crate::pods::actions::is_sidecar(c) {
+            // A sidecar: ready and started from its probes; it counts as initialized once it
+            // runs (and started), and its readiness counts for the pod's.
+            let (st, ready) = container_status(input, c, "PodInitializing");
+            if !ready {
+                unready.push(c.name.clone());
+            }
+            if app_ran || st["started"] == json!(true) {
+                init_done += 1;
+            } else {
+                pending_init.push(c.name.clone());
+            }
+            init_statuses.push(st);
+            continue;
+        }
+        let (mut st, _) = container_status(input, c, "PodInitializing");
+        init_readiness(&mut st);
         let code = st
             .pointer("/state/terminated/exitCode")
             .and_then(Value::as_i64);
@@ -179,7 +215,6 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
     let initialized = init_done == inits.len();
     let mut statuses = Vec::new();
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    let mut unready = Vec::new();
     // Upstream's default waiting reason: PodInitializing for every container of a pod with init
     // containers (also after they are done, until the container is created).
     let default_waiting = if inits.is_empty() {
@@ -209,8 +244,8 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
         }
         statuses.push(st);
     }
-    // upstream getPhase
-    let phase = if init_failed && policy == "Never" {
+    // upstream getPhase (a pod the kubelet failed itself stays Failed)
+    let phase = if input.failed.is_some() || (init_failed && policy == "Never") {
         "Failed"
     } else if !initialized || waiting > 0 {
         "Pending"
@@ -328,6 +363,10 @@ pub fn pod_status(input: &Input, old: Option<&Value>) -> Value {
         "containerStatuses": statuses,
         "qosClass": crate::resources::qos_class(pod),
     });
+    if let Some((reason, message)) = input.failed {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
+    }
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }

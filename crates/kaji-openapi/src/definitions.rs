@@ -82,6 +82,7 @@ fn build() -> Map<String, Value> {
     let mut defs = generator.take_definitions(false);
 
     upstream_spellings(&mut defs);
+    metadata_not_required(&mut defs);
     add_lists_and_gvks(&mut defs);
     add_patch_extensions(&mut defs);
     add_key_defaults(&mut defs);
@@ -128,6 +129,23 @@ fn upstream_spellings(defs: &mut Map<String, Value>) {
             &format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.{name}"),
             json!({}),
         );
+    }
+}
+
+/// k8s-openapi's kinds hold a non-optional `metadata`, which schemars lists as required;
+/// upstream's never require it (kubectl's client-side validation then refuses e.g. a TokenReview
+/// or SubjectAccessReview written without `metadata:`).
+fn metadata_not_required(defs: &mut Map<String, Value>) {
+    for schema in defs.values_mut() {
+        let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        required.retain(|r| r != "metadata");
+        if required.is_empty()
+            && let Some(o) = schema.as_object_mut()
+        {
+            o.remove("required");
+        }
     }
 }
 
@@ -261,7 +279,12 @@ fn add_key_defaults(defs: &mut Map<String, Value>) {
         ("io.k8s.api.discovery.v1.EndpointPort", "protocol"),
         ("io.k8s.api.networking.v1.NetworkPolicyPort", "protocol"),
     ] {
-        if let Some(prop) = defs.get_mut(def).and_then(|d| d.get_mut("properties")).and_then(|p| p.get_mut(field)).and_then(Value::as_object_mut) {
+        if let Some(prop) = defs
+            .get_mut(def)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(field))
+            .and_then(Value::as_object_mut)
+        {
             prop.insert("default".into(), Value::String("TCP".into()));
         }
     }
@@ -273,6 +296,16 @@ mod tests {
 
     fn property<'a>(definition: &str, property: &str) -> &'a Value {
         &definitions()[definition]["properties"][property]
+    }
+
+    #[test]
+    fn metadata_is_never_required_as_upstream() {
+        let defs = definitions();
+        assert_eq!(
+            defs["io.k8s.api.authentication.v1.TokenReview"]["required"],
+            json!(["spec"])
+        );
+        assert!(defs["io.k8s.api.core.v1.Pod"].get("required").is_none());
     }
 
     #[test]
@@ -404,4 +437,3 @@ mod tests {
         }
     }
 }
-

@@ -11,6 +11,7 @@ use k8s_openapi::api::{
     discovery, events, networking, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration;
 use schemars::{JsonSchema, SchemaGenerator};
 
 /// One built-in kind at one group/version.
@@ -111,6 +112,7 @@ builtin_kinds! {
         events::v1::Event,
         scheduling::v1::PriorityClass,
         apiextensions::v1::CustomResourceDefinition,
+        apiregistration::v1::APIService,
         certificates::v1::CertificateSigningRequest,
     ],
     single: [

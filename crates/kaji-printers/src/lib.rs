@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 mod admissionregistration;
+mod apiregistration;
 mod apps;
 mod autoscaling;
 mod batch;
@@ -142,6 +143,7 @@ fn printer_columns(group: &str, kind: &str) -> Option<&'static [Column]> {
         "node.k8s.io" => node::columns(kind),
         "certificates.k8s.io" => certificates::columns(kind),
         "flowcontrol.apiserver.k8s.io" => flowcontrol::columns(kind),
+        "apiregistration.k8s.io" => apiregistration::columns(kind),
         _ => None,
     }
 }
@@ -164,6 +166,7 @@ fn printer_row(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Option<V
         "node.k8s.io" => node::row(kind, obj, now),
         "certificates.k8s.io" => certificates::row(kind, obj, now),
         "flowcontrol.apiserver.k8s.io" => flowcontrol::row(kind, obj, now),
+        "apiregistration.k8s.io" => apiregistration::row(kind, obj, now),
         _ => None,
     }
 }
@@ -303,6 +306,7 @@ mod tests {
             ("events.k8s.io", &["Event"]),
             ("scheduling.k8s.io", &["PriorityClass"]),
             ("apiextensions.k8s.io", &["CustomResourceDefinition"]),
+            ("apiregistration.k8s.io", &["APIService"]),
             (
                 "admissionregistration.k8s.io",
                 &[

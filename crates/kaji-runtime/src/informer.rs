@@ -522,10 +522,24 @@ impl Factory {
 
     /// The metadata of every object of `resource`: from the process's typed informer of that
     /// resource when there is one, else from a metadata-only watch shared the same way.
+    ///
+    /// Which informer serves it is decided when the stream is first polled (controllers are
+    /// polled after the factory started), not when it is asked for: a typed informer registered
+    /// by a controller asked for later then still serves it. Deciding at once let a later typed
+    /// informer replace a metadata one that was never started, and its subscribers heard nothing.
     pub fn meta_informer(
         &self,
         resource: &ApiResource,
     ) -> impl Stream<Item = MetaChange> + Send + 'static + use<> {
+        let this = self.clone();
+        let resource = resource.clone();
+        futures::stream::once(async move { this.meta_informer_now(&resource) }).flatten()
+    }
+
+    fn meta_informer_now(
+        &self,
+        resource: &ApiResource,
+    ) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>> {
         let k = key(
             &resource.group,
             &resource.version,

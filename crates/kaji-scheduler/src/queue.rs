@@ -49,6 +49,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// When a timer moves this pod back to active (None: not parked).
+    fn due(&self) -> Option<Instant> {
+        match &self.place {
+            Place::Backoff => Some(self.backoff_until()),
+            Place::Unschedulable { since, .. } => Some(*since + MAX_IN_UNSCHEDULABLE),
+            _ => None,
+        }
+    }
+
     fn backoff_until(&self) -> Instant {
         let exp = self.attempts.saturating_sub(1).min(10);
         self.last_attempt + (INITIAL_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF)
@@ -64,9 +73,19 @@ struct Inner {
     moves: u64,
     /// Pods in backoff or unschedulable (the only ones a timer can move).
     parked: HashSet<String>,
+    /// No parked pod is due before this: `try_pop` walks `parked` only from then on (a walk
+    /// per pop made each pop O(parked pods)).
+    next_due: Option<Instant>,
 }
 
 impl Inner {
+    /// `uid` was parked (or its place changed): the next walk is due no later than its time.
+    fn parked_due(&mut self, uid: &str) {
+        if let Some(due) = self.pods.get(uid).and_then(Entry::due) {
+            self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+        }
+    }
+
     fn activate(&mut self, uid: &str) {
         self.seq += 1;
         let seq = self.seq;
@@ -151,6 +170,7 @@ impl SchedulingQueue {
                 place: Place::Backoff,
             },
         );
+        q.parked_due(&uid);
         q.parked.insert(uid);
         drop(q);
         self.notify.notify_one();
@@ -179,21 +199,20 @@ impl SchedulingQueue {
         let mut q = self.lock();
         let now = Instant::now();
         // Backoff that has run out, and unschedulable pods left too long, go back to active.
-        let due: Vec<String> = q
-            .parked
-            .iter()
-            .filter_map(|k| q.pods.get(k).map(|e| (k, e)))
-            .filter(|(_, e)| match &e.place {
-                Place::Backoff => e.backoff_until() <= now,
-                Place::Unschedulable { since, .. } => {
-                    now.duration_since(*since) >= MAX_IN_UNSCHEDULABLE
+        if q.next_due.is_some_and(|d| d <= now) {
+            let mut due = Vec::new();
+            let mut next_due: Option<Instant> = None;
+            for k in &q.parked {
+                match q.pods.get(k).and_then(Entry::due) {
+                    Some(t) if t <= now => due.push(k.clone()),
+                    Some(t) => next_due = Some(next_due.map_or(t, |d| d.min(t))),
+                    None => {}
                 }
-                _ => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for uid in due {
-            q.activate(&uid);
+            }
+            q.next_due = next_due;
+            for uid in due {
+                q.activate(&uid);
+            }
         }
         while let Some((_, Reverse(seq), uid)) = q.active.pop() {
             let moves = q.moves;
@@ -223,18 +242,9 @@ impl SchedulingQueue {
                 return p;
             }
             // Wake on new pods, or in time for the earliest backoff to end.
-            let wait = {
-                let q = self.lock();
-                q.parked
-                    .iter()
-                    .filter_map(|k| q.pods.get(k))
-                    .filter(|e| e.place == Place::Backoff)
-                    .map(Entry::backoff_until)
-                    .min()
-                    .map_or(Duration::from_secs(1), |t| {
-                        t.saturating_duration_since(Instant::now())
-                    })
-            };
+            let wait = self.lock().next_due.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             let _ =
                 tokio::time::timeout(wait.max(Duration::from_millis(5)), self.notify.notified())
                     .await;
@@ -272,6 +282,7 @@ impl SchedulingQueue {
             }
         };
         q.parked.insert(p.info.uid.clone());
+        q.parked_due(&p.info.uid);
         drop(q);
         self.notify.notify_one();
     }
@@ -281,7 +292,12 @@ impl SchedulingQueue {
     pub fn move_all(&self, plugins: Option<&[&str]>) {
         let mut q = self.lock();
         q.moves += 1;
-        let Inner { pods, parked, .. } = &mut *q;
+        let Inner {
+            pods,
+            parked,
+            next_due,
+            ..
+        } = &mut *q;
         for k in parked.iter() {
             let Some(e) = pods.get_mut(k) else { continue };
             if let Place::Unschedulable {
@@ -291,6 +307,8 @@ impl SchedulingQueue {
                     .is_none_or(|ps| failed.is_empty() || failed.iter().any(|f| ps.contains(f)))
             {
                 e.place = Place::Backoff;
+                let due = e.backoff_until();
+                *next_due = Some(next_due.map_or(due, |d| d.min(due)));
             }
         }
         drop(q);

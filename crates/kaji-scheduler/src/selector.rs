@@ -1,7 +1,6 @@
-//! Label selectors and node selector terms, evaluated as upstream's `labels.Selector` and
-//! `nodeaffinity.NodeSelector` do.
+//! Label selectors compiled for the scheduler's plugins (merged selectors, matchLabelKeys), as
+//! upstream's `labels.Selector`; node selector terms are kaji-runtime's.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use std::collections::BTreeMap;
 
@@ -80,54 +79,12 @@ impl Selector {
     }
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let vals = r.values.as_deref().unwrap_or_default();
-    let as_int = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| vals.contains(v)),
-        "NotIn" => value.is_none_or(|v| !vals.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| as_int(v)),
-                vals.first().and_then(|b| as_int(b)),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// One `nodeSelectorTerm`: all expressions and fields must match; an empty term matches nothing.
-pub fn node_selector_term_matches(
-    term: &NodeSelectorTerm,
-    labels: &Labels,
-    node_name: &str,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let name = node_name.to_string();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
-}
+pub use kaji_runtime::selector::node_selector_term_matches;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::NodeSelectorTerm;
     use serde_json::json;
 
     #[test]

@@ -117,6 +117,11 @@ where
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `KAJI_BENCH_AUTHZ_ONLY=1`: only the authorizer's cost (below).
+    if std::env::var("KAJI_BENCH_AUTHZ_ONLY").is_ok() {
+        authorize_micro();
+        return authz_compare().await;
+    }
     let n: usize = std::env::var("KAJI_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -197,9 +202,23 @@ async fn main() -> anyhow::Result<()> {
         report(&format!("get configmap (concurrency {conc})"), t, lat, Some(cpu_secs(pid) - cpu0));
     }
     let total = 2 * n;
+    // The same list as bytes only: the server's and the transport's share, without the
+    // client's decoding into typed objects (kube-rs's serde into k8s-openapi structs).
+    let c = client.clone();
+    let cpu0 = cpu_secs(pid);
+    let (t, lat) = run(100, 1, move |_| {
+        let c = c.clone();
+        async move {
+            let req = kube::core::Request::new("/api/v1/namespaces/default/configmaps").list(&ListParams::default()).expect("request");
+            let body = c.request_text(req).await.expect("list");
+            assert!(body.len() > total * 512);
+        }
+    })
+    .await;
+    report(&format!("list {total} configmaps (bytes only)"), t, lat, Some(cpu_secs(pid) - cpu0));
     let a = api.clone();
     let cpu0 = cpu_secs(pid);
-    let (t, lat) = run(20, 1, move |_| {
+    let (t, lat) = run(100, 1, move |_| {
         let a = a.clone();
         async move {
             let l = a.list(&ListParams::default()).await.expect("list");
@@ -210,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
     report(&format!("list {total} configmaps"), t, lat, Some(cpu_secs(pid) - cpu0));
     let a = api.clone();
     let cpu0 = cpu_secs(pid);
-    let (t, lat) = run(20, 1, move |_| {
+    let (t, lat) = run(100, 1, move |_| {
         let a = a.clone();
         async move {
             a.list(&ListParams::default().limit(500)).await.expect("list page");
@@ -269,6 +288,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     report(&format!("list {pods_n} pods"), t, lat, Some(cpu_secs(pid) - cpu0));
+    let a = pods.clone();
+    let cpu0 = cpu_secs(pid);
+    let (t, lat) = run(20, 1, move |_| {
+        let a = a.clone();
+        async move {
+            a.list(&ListParams::default().fields("spec.nodeName=none").labels("app=web")).await.expect("list pods");
+        }
+    })
+    .await;
+    report(&format!("list {pods_n} pods, selectors match none"), t, lat, Some(cpu_secs(pid) - cpu0));
     let rss_burst = rss_kib(pid);
     let a = pods.clone();
     let cpu0 = cpu_secs(pid);
@@ -292,5 +321,156 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = child.kill();
     let _ = child.wait();
+    authorize_micro();
+    authz_compare().await
+}
+
+/// The RBAC authorizer's cost per call, in process: a user bound (by one of 1,000 RoleBindings
+/// of other users, plus its groups' ClusterRoleBindings) to a role of 20 rules; allowed by the
+/// last rule, and not allowed at all (every rule visited).
+fn authorize_micro() {
+    use kaji_apiserver::auth::User;
+    use kaji_apiserver::auth::authz::Attributes;
+    use kaji_apiserver::auth::rbac::{Binding, Index, PolicyRule, RoleRef, Subject};
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut ix = Index::default();
+    let mut rules: Vec<PolicyRule> = (0..19)
+        .map(|i| PolicyRule { verbs: s(&["get", "list", "watch"]), api_groups: s(&["apps"]), resources: vec![format!("things{i}")], ..Default::default() })
+        .collect();
+    rules.push(PolicyRule { verbs: s(&["get", "list", "watch"]), api_groups: s(&[""]), resources: s(&["pods", "configmaps"]), ..Default::default() });
+    ix.put_cluster_role("view", rules);
+    let bind = |ix: &mut Index, ns: &str, name: &str, kind: &str, subject: &str, role: &str| {
+        ix.put_binding(Binding {
+            name: name.into(),
+            namespace: ns.into(),
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+            subjects: vec![Subject { kind: kind.into(), name: subject.into(), api_group: "rbac.authorization.k8s.io".into(), namespace: String::new() }],
+        })
+    };
+    for i in 0..1000 {
+        bind(&mut ix, &format!("ns{}", i % 50), &format!("rb{i}"), "User", &format!("user{i}"), "view");
+    }
+    bind(&mut ix, "ns7", "bench", "User", "user-bench", "view");
+    for g in ["system:authenticated", "team-a"] {
+        bind(&mut ix, "", &format!("crb-{g}"), "Group", g, "missing-role");
+    }
+    let user = User::new("user-bench", &["team-a", "system:authenticated"]);
+    for (what, resource) in [("allowed", "configmaps"), ("no rule matches", "secrets")] {
+        let a = Attributes {
+            user: user.clone(),
+            verb: "list".into(),
+            resource_request: true,
+            namespace: "ns7".into(),
+            resource: resource.into(),
+            ..Attributes::default()
+        };
+        let n = 200_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(ix.authorize(std::hint::black_box(&a)));
+        }
+        println!(
+            "RBAC authorize() with 1,000 RoleBindings, {what}: {:.2} us per call",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
+
+/// The same GET/LIST workload as a non-admin user (a client certificate from the cluster CA,
+/// bound to `view` in its namespace, among 1,000 other RoleBindings), against a server with
+/// `--authorization-mode=AlwaysAllow` and one with `--authorization-mode=Node,RBAC`.
+async fn authz_compare() -> anyhow::Result<()> {
+    let n: usize = std::env::var("KAJI_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    for mode in ["AlwaysAllow", "Node,RBAC"] {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+            .arg(format!("--authorization-mode={mode}"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("KAJI_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let admin = client_for(&dir.path().join("kubeconfig.yaml")).await?;
+        let viewer_kc = dir.path().join("viewer.yaml");
+        let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args(["kubeconfig", "--user", "bench-viewer", "--namespace", "default", "-d"])
+            .arg(dir.path())
+            .arg("-o")
+            .arg(&viewer_kc)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "kaji kubeconfig: {}", String::from_utf8_lossy(&out.stderr));
+        let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(admin.clone(), "default");
+        let rb = |name: String, user: String| -> k8s_openapi::api::rbac::v1::RoleBinding {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            }))
+            .expect("rolebinding")
+        };
+        let a = rbs.clone();
+        run(1000, 16, move |i| {
+            let a = a.clone();
+            let b = rb(format!("other-{i}"), format!("user-{i}"));
+            async move {
+                a.create(&PostParams::default(), &b).await.expect("rolebinding");
+            }
+        })
+        .await;
+        rbs.create(&PostParams::default(), &rb("bench-viewer".into(), "bench-viewer".into())).await?;
+        let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+        let a = cms.clone();
+        run(1000, 16, move |i| {
+            let a = a.clone();
+            async move {
+                a.create(&PostParams::default(), &cm(&format!("a-{i}"))).await.expect("create");
+            }
+        })
+        .await;
+        let viewer: Api<ConfigMap> = Api::namespaced(client_for(&viewer_kc).await?, "default");
+        for conc in [1usize, 32] {
+            let a = viewer.clone();
+            let cpu0 = cpu_secs(pid);
+            let (t, lat) = run(n, conc, move |i| {
+                let a = a.clone();
+                async move {
+                    a.get(&format!("a-{}", i % 1000)).await.expect("get");
+                }
+            })
+            .await;
+            report(&format!("[{mode}] viewer get (conc {conc})"), t, lat, Some(cpu_secs(pid) - cpu0));
+        }
+        let a = viewer.clone();
+        let cpu0 = cpu_secs(pid);
+        let (t, lat) = run(n / 4, 8, move |_| {
+            let a = a.clone();
+            async move {
+                a.list(&ListParams::default().limit(50)).await.expect("list");
+            }
+        })
+        .await;
+        report(&format!("[{mode}] viewer list page of 50 (conc 8)"), t, lat, Some(cpu_secs(pid) - cpu0));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     Ok(())
+}
+
+async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let started = Instant::now();
+    loop {
+        if kubeconfig.exists()
+            && let Ok(kc) = Kubeconfig::read_from(kubeconfig)
+            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+            && let Ok(client) = kube::Client::try_from(cfg)
+            && client.apiserver_version().await.is_ok()
+        {
+            return Ok(client);
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod killall;
+mod users;
 
 #[derive(Parser)]
 #[command(name = "kaji", version, about = "Kaji: a small Kubernetes in one binary")]
@@ -32,6 +33,10 @@ enum Command {
     /// Stop everything of a data dir (k3s-killall.sh): kaji, containerd, shims and containers,
     /// mounts, the CNI bridge, the proxy's nftables table, the DNS address. State stays.
     Killall(killall::KillallArgs),
+    /// Print a kubeconfig for a person: a client certificate (CN user, O groups) from the cluster CA.
+    Kubeconfig(users::KubeconfigArgs),
+    /// Bearer tokens for people (`create`), kept in the server's token file.
+    Token(users::TokenArgs),
 }
 
 /// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
@@ -54,8 +59,8 @@ struct ServerArgs {
     /// Where state, certificates and the kubeconfig live.
     #[arg(long, short = 'd', default_value = "/var/lib/kaji")]
     data_dir: PathBuf,
-    /// Address the API server listens on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address the API server listens on (the last one wins, so a test can widen its default).
+    #[arg(long, default_value = "0.0.0.0", overrides_with = "bind_address")]
     bind_address: IpAddr,
     /// HTTPS port of the API server.
     #[arg(long, default_value_t = 6443)]
@@ -100,12 +105,30 @@ struct ServerArgs {
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+    #[command(flatten)]
+    hpa: HpaArgs,
+    /// Terminated pods kept before the pod garbage collector deletes the oldest (0: keep all).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+    /// How often the metrics API's provider scrapes the kubelets' /metrics/resource
+    /// (metrics-server's flag; tests shorten it).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metric_resolution: Duration,
     /// Toleration seconds for node.kubernetes.io/not-ready added to every pod.
     #[arg(long, default_value_t = 300)]
     default_not_ready_toleration_seconds: i64,
     /// Toleration seconds for node.kubernetes.io/unreachable added to every pod.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Requests without credentials run as system:anonymous (false: 401), as kube-apiserver's.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// Authorizers in order (Node, RBAC, AlwaysAllow, AlwaysDeny), as kube-apiserver's.
+    #[arg(long, default_value = "Node,RBAC", value_delimiter = ',')]
+    authorization_mode: Vec<String>,
+    /// Write audit.k8s.io/v1 Events (Metadata level), one JSON line each, to this file.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
 }
 
 /// The node agent's flags, shared by `kaji server` (in-process agent) and `kaji agent`.
@@ -194,8 +217,52 @@ struct ProxyArgs {
     network: NetworkArgs,
 }
 
+/// The HPA controller's settings (upstream kube-controller-manager flags; tests shorten them).
+#[derive(clap::Args, Clone)]
+struct HpaArgs {
+    /// How often each HorizontalPodAutoscaler is synced.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: Duration,
+    /// The scale-down stabilization window of HPAs without behavior.scaleDown.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// The usage/target ratio band around 1.0 within which no rescale happens.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// After a pod starts, its CPU samples count only once it is Ready (and sampled after).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_cpu_initialization_period: Duration,
+    /// After a pod starts, how long a not-Ready pod may still become ready without counting as unready.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_initial_readiness_delay: Duration,
+}
+
+impl HpaArgs {
+    fn settings(&self) -> kaji_controllers::podautoscaler::Settings {
+        kaji_controllers::podautoscaler::Settings {
+            sync_period: self.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            tolerance: self.horizontal_pod_autoscaler_tolerance,
+            cpu_initialization_period: self.horizontal_pod_autoscaler_cpu_initialization_period,
+            initial_readiness_delay: self.horizontal_pod_autoscaler_initial_readiness_delay,
+        }
+    }
+}
+
+fn pod_gc_settings(terminated_threshold: usize) -> kaji_controllers::podgc::Settings {
+    kaji_controllers::podgc::Settings {
+        terminated_threshold,
+        ..Default::default()
+    }
+}
+
 #[derive(Parser)]
 struct ControllerManagerArgs {
+    #[command(flatten)]
+    hpa: HpaArgs,
+    /// Terminated pods kept before the pod garbage collector deletes the oldest (0: keep all).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
     #[arg(long)]
     kubeconfig: PathBuf,
     /// The pod network: each node gets a /24 of it.
@@ -203,6 +270,21 @@ struct ControllerManagerArgs {
     cluster_cidr: (std::net::Ipv4Addr, u8),
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+    /// The CA certificate (PEM) the CSR signer issues cluster-scoped certificates with.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The CA's private key (PEM) for the CSR signer.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest life of a signed certificate (expirationSeconds may ask for less).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: Duration,
+    /// The service-account signing key (PKCS#8 PEM) legacy token Secrets are signed with.
+    #[arg(long, requires = "root_ca_file")]
+    service_account_private_key_file: Option<PathBuf>,
+    /// The CA certificate that goes into legacy token Secrets' `ca.crt`.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -245,6 +327,26 @@ struct AgentArgs {
     node_lease_duration_seconds: u64,
 }
 
+/// glibc's malloc keeps what a burst freed in its arenas (one per thread that allocated, the
+/// store's readers on tokio's blocking pool included) and returns only the top of each heap to
+/// the kernel: after 3,000 pods were created and deleted the server held ~200 MiB it no longer
+/// used. Every few seconds, when the arenas hold more than 16 MiB free, `malloc_trim` gives
+/// their free pages back (a walk of the free lists: a few ms, only after big frees).
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            // SAFETY: mallinfo2 and malloc_trim have no preconditions.
+            let free = unsafe { libc::mallinfo2() }.fordblks;
+            if free > 16 << 20 {
+                unsafe { libc::malloc_trim(0) };
+                tracing::debug!(free_mib = free >> 20, "returned free heap memory to the kernel");
+            }
+        }
+    });
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -255,20 +357,31 @@ fn main() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Killall(_)) {
+        return_freed_memory();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
         Command::ControllerManager(args) => rt.block_on(async move {
-            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let client = client_from_kubeconfig(&args.kubeconfig, "kube-controller-manager").await?;
             let opts = kaji_controllers::Options {
                 node_monitor_grace_period: args.node_monitor_grace_period,
                 cluster_cidr: args.cluster_cidr,
+                horizontal_pod_autoscaler: args.hpa.settings(),
+                pod_gc: pod_gc_settings(args.terminated_pod_gc_threshold),
+                cluster_signing: args.cluster_signing_cert_file.zip(args.cluster_signing_key_file).map(|(cert_file, key_file)| {
+                    kaji_controllers::certificates::Signing { cert_file, key_file, duration: args.cluster_signing_duration }
+                }),
+                service_account_tokens: args.service_account_private_key_file.zip(args.root_ca_file).map(|(private_key_file, root_ca_file)| {
+                    kaji_controllers::serviceaccount_tokens::Settings { private_key_file, root_ca_file }
+                }),
                 ..Default::default()
             };
             kaji_controllers::run(client, opts).await
         }),
         Command::Scheduler(args) => rt.block_on(async move {
-            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let client = client_from_kubeconfig(&args.kubeconfig, "kube-scheduler").await?;
             let mut opts = kaji_scheduler::Options::default();
             if let Some(id) = args.identity {
                 opts.identity = id;
@@ -277,28 +390,56 @@ fn main() -> Result<()> {
         }),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Proxy(args) => rt.block_on(async move {
-            let client = client_from_kubeconfig(&args.kubeconfig).await?;
+            let client = client_from_kubeconfig(&args.kubeconfig, "kube-proxy").await?;
             let node = args.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
             let factory = kaji_runtime::informer::Factory::new(client);
             factory.start();
             kaji_proxy::run(factory, proxy_options(&node, &args.network)?).await
         }),
         Command::Killall(args) => rt.block_on(killall::run(args)),
+        Command::Kubeconfig(args) => users::kubeconfig(args),
+        Command::Token(args) => users::token(args),
     }
 }
 
-async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+/// A client for one component. Its User-Agent names the component as upstream's binaries do
+/// (`kube-controller-manager/v1.33.0 (linux/amd64) kaji/0.1.0`), so that the API server records
+/// writes that name no field manager under the component's name in managedFields, as upstream.
+async fn client_from_kubeconfig(path: &Path, component: &str) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let agent = format!(
+        "{component}/{} ({}/{}) kaji/{}",
+        kaji_apiserver::KUBE_VERSION,
+        std::env::consts::OS,
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        },
+        env!("CARGO_PKG_VERSION")
+    );
+    cfg.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
     Ok(kube::Client::try_from(cfg)?)
 }
 
 async fn agent(args: AgentArgs) -> Result<()> {
     let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
-    let client = kaji_kubelet::join::client(&args.server, &token).await?;
+    // The join token only gets the agent its own credentials (as k3s's agents).
+    let joined = kaji_kubelet::join::client(&args.server, &token).await?;
+    let client_as = |field: &'static str, value: String, component: &'static str| {
+        let (joined, server) = (joined.clone(), args.server.clone());
+        async move {
+            let (cert, key, ca) = kaji_kubelet::join::client_certificate(&joined, field, &value).await?;
+            kaji_kubelet::join::client_from_kubeconfig_text(&kaji_kubelet::join::kubeconfig(&server, &ca, &cert, &key), component).await
+        }
+    };
     if !args.hollow {
+        let node_name = args.node.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
+        let kubelet = kaji_kubelet::join::node_client(&args.server, &token, &node_name, &args.data_dir.join("agent")).await?;
+        let services = client_as("user", "system:kube-proxy".into(), "kube-proxy").await?;
         let mut spokes = tokio::task::JoinSet::new();
-        spawn_node(&mut spokes, &client, &args.data_dir, &args.node, &[])?;
+        spawn_node(&mut spokes, &kubelet, &services, &args.data_dir, &args.node, &[])?;
         return match spokes.join_next().await {
             Some(r) => r?,
             None => Ok(()),
@@ -312,7 +453,13 @@ async fn agent(args: AgentArgs) -> Result<()> {
         heartbeat: Duration::from_millis(args.node_lease_duration_seconds.max(1) * 250),
         ..Default::default()
     };
-    kaji_kubelet::hollow::run(client, opts).await
+    let reader = client_as("user", "kaji:hollow-nodes".into(), "kubelet").await?;
+    let mut nodes = std::collections::HashMap::new();
+    for i in 0..opts.nodes {
+        let name = kaji_kubelet::hollow::node_name(&opts, i);
+        nodes.insert(name.clone(), client_as("nodeName", name.clone(), "kubelet").await?);
+    }
+    kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts).await
 }
 
 fn proxy_options(node_name: &str, net: &NetworkArgs) -> Result<kaji_proxy::ProxyOptions> {
@@ -322,11 +469,13 @@ fn proxy_options(node_name: &str, net: &NetworkArgs) -> Result<kaji_proxy::Proxy
     Ok(opts)
 }
 
-/// Everything that runs on a real node, as spokes: the kubelet, the service proxy, the cluster
-/// DNS and the ingress controller (unless `--disable ingress`).
+/// Everything that runs on a real node, as spokes: the kubelet (as `system:node:<name>`, with
+/// `client`), the service proxy, the cluster DNS and the ingress controller (unless `--disable
+/// ingress`; these three as `system:kube-proxy`, with `services`).
 fn spawn_node(
     spokes: &mut tokio::task::JoinSet<Result<()>>,
     client: &kube::Client,
+    services: &kube::Client,
     data_dir: &Path,
     node: &NodeArgs,
     disable: &[String],
@@ -342,7 +491,7 @@ fn spawn_node(
     .write(data_dir)?;
     // One informer per kind for the node's spokes (the proxy, DNS and ingress all read Services
     // and EndpointSlices); informers they register after this start at once.
-    let factory = kaji_runtime::informer::Factory::new(client.clone());
+    let factory = kaji_runtime::informer::Factory::new(services.clone());
     factory.start();
     spokes.spawn(kaji_proxy::run(factory.clone(), proxy_options(&opts.node_name, net)?));
     let dns = kaji_dns::DnsOptions {
@@ -428,9 +577,17 @@ async fn server(args: ServerArgs) -> Result<()> {
         admission: kaji_apiserver::registry::Admission {
             default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
             default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+            // Without the controller manager nothing makes service accounts (see admission::service_account).
+            service_account: !args.disable_controllers,
         },
         service_cidr: args.node.network.service_cidr,
         cluster_dns: args.node.network.cluster_dns(),
+        metric_resolution: args.metric_resolution,
+        auth: kaji_apiserver::auth::Options {
+            anonymous: args.anonymous_auth,
+            modes: args.authorization_mode.clone(),
+            audit_log_path: args.audit_log_path.clone(),
+        },
     };
     let running = kaji_apiserver::start(config, Arc::new(store)).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
@@ -440,18 +597,41 @@ async fn server(args: ServerArgs) -> Result<()> {
         running.kubeconfig.display()
     );
     // The spokes are clients of the API server, like any other; in-process only for convenience.
-    let client = client_from_kubeconfig(&running.kubeconfig).await?;
+    // Each has its own identity (a client certificate from the cluster CA, kept under
+    // <data-dir>/server/tls as k3s's client-*.crt, and a kubeconfig under <data-dir>/server/cred
+    // or <data-dir>/agent), so RBAC and the Node authorizer judge it as upstream's.
+    let pki = &running.server.pki;
+    let url = format!("https://{}", running.server.advertise);
+    let cred = args.data_dir.join("server").join("cred");
+    let spoke = |name: &str, cn: &str, orgs: &[&str], kubeconfig: PathBuf| -> Result<PathBuf> {
+        pki.write_client_kubeconfig(name, cn, orgs, &url, &kubeconfig)?;
+        Ok(kubeconfig)
+    };
+    let controller_kubeconfig = spoke("controller", "system:kube-controller-manager", &[], cred.join("controller.kubeconfig"))?;
+    let scheduler_kubeconfig = spoke("scheduler", "system:kube-scheduler", &[], cred.join("scheduler.kubeconfig"))?;
+    let proxy_kubeconfig = spoke("kube-proxy", "system:kube-proxy", &[], cred.join("proxy.kubeconfig"))?;
     let mut spokes = tokio::task::JoinSet::new();
     if !args.disable_controllers {
         let opts = kaji_controllers::Options {
             node_monitor_grace_period: args.node_monitor_grace_period,
             cluster_cidr: args.cluster_cidr,
             servicelb: !args.disable.iter().any(|d| d == "servicelb"),
+            horizontal_pod_autoscaler: args.hpa.settings(),
+            pod_gc: pod_gc_settings(args.terminated_pod_gc_threshold),
+            cluster_signing: Some(kaji_controllers::certificates::Signing {
+                cert_file: args.data_dir.join("server/tls/ca.crt"),
+                key_file: args.data_dir.join("server/tls/ca.key"),
+                duration: Duration::from_secs(8760 * 3600),
+            }),
+            service_account_tokens: Some(kaji_controllers::serviceaccount_tokens::Settings {
+                private_key_file: kaji_apiserver::auth::serviceaccount::key_path(&args.data_dir),
+                root_ca_file: args.data_dir.join("server/tls/ca.crt"),
+            }),
         };
-        spokes.spawn(kaji_controllers::run(client.clone(), opts));
+        spokes.spawn(kaji_controllers::run(client_from_kubeconfig(&controller_kubeconfig, "kube-controller-manager").await?, opts));
     }
     if !args.disable_scheduler {
-        spokes.spawn(kaji_scheduler::run(client.clone(), kaji_scheduler::Options::default()));
+        spokes.spawn(kaji_scheduler::run(client_from_kubeconfig(&scheduler_kubeconfig, "kube-scheduler").await?, kaji_scheduler::Options::default()));
     }
     if args.hollow_nodes > 0 {
         let opts = kaji_kubelet::hollow::HollowOptions {
@@ -462,9 +642,27 @@ async fn server(args: ServerArgs) -> Result<()> {
             heartbeat: (args.node_monitor_grace_period / 4).min(Duration::from_secs(10)),
             ..Default::default()
         };
-        spokes.spawn(kaji_kubelet::hollow::run(client.clone(), opts));
+        let started = std::time::Instant::now();
+        let as_user = |cn: &str, orgs: &[&str]| -> Result<String> {
+            let (cert, key) = pki.issue_client(cn, orgs)?;
+            Ok(kaji_apiserver::pki::kubeconfig_for(&url, &pki.ca_cert_pem, &cert, &key))
+        };
+        let reader = kaji_kubelet::join::client_from_kubeconfig_text(&as_user("kaji:hollow-nodes", &[])?, "kubelet").await?;
+        let mut nodes = std::collections::HashMap::new();
+        for i in 0..opts.nodes {
+            let name = kaji_kubelet::hollow::node_name(&opts, i);
+            let text = as_user(&format!("system:node:{name}"), &["system:nodes"])?;
+            nodes.insert(name, kaji_kubelet::join::client_from_kubeconfig_text(&text, "kubelet").await?);
+        }
+        tracing::info!(nodes = opts.nodes, elapsed_ms = started.elapsed().as_millis() as u64, "hollow node identities issued");
+        spokes.spawn(kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts));
     } else if !args.disable_agent {
-        spawn_node(&mut spokes, &client, &args.data_dir, &args.node, &args.disable)?;
+        let node_name = args.node.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
+        let agent_dir = args.data_dir.join("agent");
+        let kubelet = spoke("kubelet", &format!("system:node:{node_name}"), &["system:nodes"], agent_dir.join("kubelet.kubeconfig"))?;
+        let kubelet = client_from_kubeconfig(&kubelet, "kubelet").await?;
+        let services = client_from_kubeconfig(&proxy_kubeconfig, "kube-proxy").await?;
+        spawn_node(&mut spokes, &kubelet, &services, &args.data_dir, &args.node, &args.disable)?;
     }
     tokio::select! {
         r = running.serve => r??,

@@ -4,9 +4,13 @@
 //! Deployments (nor of HTTP: `crate::rest` decodes requests into its calls).
 
 pub mod apiextensions;
+pub mod apiregistration;
 pub mod apps;
+pub mod authorization;
+pub mod authentication;
 pub mod autoscaling;
 pub mod batch;
+pub mod certificates;
 pub mod coordination;
 pub mod core;
 pub mod discovery;
@@ -39,11 +43,14 @@ pub struct Admission {
     pub default_not_ready_toleration_seconds: i64,
     /// DefaultTolerationSeconds: how long pods tolerate `node.kubernetes.io/unreachable` (300 s).
     pub default_unreachable_toleration_seconds: i64,
+    /// ServiceAccount: the account must exist and the token volume is mounted (off when the
+    /// server runs without its controller manager, which makes the accounts).
+    pub service_account: bool,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Admission { default_not_ready_toleration_seconds: 300, default_unreachable_toleration_seconds: 300 }
+        Admission { default_not_ready_toleration_seconds: 300, default_unreachable_toleration_seconds: 300, service_account: true }
     }
 }
 
@@ -169,6 +176,11 @@ pub trait Strategy: Send + Sync + 'static {
         obj
     }
 
+    /// The `Warning` header every request to this version gets (upstream's deprecated APIs).
+    fn deprecation_warning(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Update may create the object when it does not exist (upstream AllowCreateOnUpdate).
     fn allow_create_on_update(&self) -> bool {
         false
@@ -210,12 +222,17 @@ impl Registry {
         networking::register(&mut all);
         policy::register(&mut all);
         rbac::register(&mut all);
+        authorization::register(&mut all);
         storage::register(&mut all);
         coordination::register(&mut all);
         discovery::register(&mut all);
         events::register(&mut all);
+        certificates::register(&mut all);
         scheduling::register(&mut all);
         apiextensions::register(&mut all);
+        apiregistration::register(&mut all);
+        authentication::register(&mut all);
+        crate::metrics::register(&mut all);
         let mut by_path = HashMap::new();
         for s in &all {
             let i = s.info();

@@ -15,6 +15,7 @@ mod write;
 
 pub use output::Output;
 pub use subresource::connect;
+pub use write::decode_body;
 pub use watch::WatchBody;
 
 use crate::ApiServer;
@@ -97,6 +98,18 @@ pub async fn dispatch(call: Call<'_>, method: &Method) -> Result<Reply, ApiError
     }
     if !info.namespaced && call.req.namespace.is_some() {
         return Err(ApiError::no_route(""));
+    }
+    // metrics.k8s.io is not stored: its provider answers (crate::metrics).
+    if info.group == crate::metrics::GROUP {
+        return crate::metrics::dispatch(call, method).await;
+    }
+    // authentication.k8s.io's reviews are not stored either (registry::authentication).
+    if info.group == crate::registry::authentication::GROUP {
+        return crate::registry::authentication::dispatch(call, method).await;
+    }
+    // authorization.k8s.io's reviews are not stored either (registry::authorization).
+    if info.group == crate::registry::authorization::GROUP {
+        return crate::registry::authorization::dispatch(call, method).await;
     }
     if let Some(sub) = call.req.subresource.clone() {
         return subresource::dispatch(call, method, &sub).await;

@@ -22,6 +22,9 @@ pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Repl
         ("status", "GET") => super::read::get(call).await,
         ("status", "PUT") => update_part(call, Part::Status).await,
         ("status", "PATCH") => patch_part(call, Part::Status).await,
+        ("approval", "GET") => super::read::get(call).await,
+        ("approval", "PUT") => crate::registry::certificates::approval(update_part(call, Part::Status)).await,
+        ("approval", "PATCH") => crate::registry::certificates::approval(patch_part(call, Part::Status)).await,
         ("finalize", "PUT") => finalize(call).await,
         ("scale", "GET") => {
             let obj = fetch(&call).await?;
@@ -30,6 +33,7 @@ pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Repl
         ("scale", "PUT" | "PATCH") => scale_write(call, method).await,
         ("binding", "POST") => binding(call).await,
         ("eviction", "POST") => eviction(call).await,
+        ("token", "POST") => service_account_token(call).await,
         ("log", "GET") => pod_log(call).await,
         ("log" | "exec" | "attach" | "portforward", _) => Err(ApiError::new(
             503,
@@ -126,8 +130,20 @@ async fn eviction(call: Call<'_>) -> Result<Reply, ApiError> {
     let opts = body.get("deleteOptions").cloned().unwrap_or(json!({}));
     let opts = super::delete::options_from(&call, &opts)?;
     let name = call.req.name.clone().unwrap_or_default();
+    // Upstream EvictionREST.Create checks the body's name against the URL's.
+    if body.pointer("/metadata/name").and_then(serde_json::Value::as_str) != Some(name.as_str()) {
+        return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+    }
     let st = pod::eviction::evict(&call.store(), call.namespace(), &name, &opts.store).await?;
     Ok(Reply::Json { code: 201, body: st, warnings: Vec::new() })
+}
+
+/// serviceaccounts/token: a TokenRequest answered with a bound token (nothing is stored).
+async fn service_account_token(call: Call<'_>) -> Result<Reply, ApiError> {
+    let body = super::write::decode_body(&call)?;
+    let name = call.req.name.clone().unwrap_or_default();
+    let out = crate::registry::core::serviceaccount_token::create(call.server, call.namespace().unwrap_or_default(), &name, &body).await?;
+    Ok(Reply::Json { code: 201, body: out, warnings: Vec::new() })
 }
 
 /// namespaces/finalize: the namespace controller's way to clear `spec.finalizers`.
@@ -156,5 +172,8 @@ async fn pod_log(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn connect(call: Call<'_>, req: http::Request<hyper::body::Incoming>) -> Result<http::Response<crate::server::Body>, ApiError> {
     let sub = call.req.subresource.clone().unwrap_or_default();
     let pod = fetch(&call).await?;
+    if sub == "log" {
+        return crate::proxy::log_ws::serve(call.server, &pod, call.params, req).await;
+    }
     crate::proxy::streaming::upgrade(call.server, &pod, &sub, req).await
 }

@@ -41,11 +41,12 @@ fn line_with(kind: &str, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 }
 
 /// An event line of a stored object in `output`'s shape; a plain object is spliced from the
-/// stored bytes (`Strategy::write_json`), others are decoded.
+/// stored bytes (`Strategy::write_json`; even when a selector decoded it, serialising that again
+/// would cost more), others are decoded.
 fn stored_line(kind: &str, output: &Output, strategy: &dyn Strategy, kv: &KeyValue, decoded: Option<Value>) -> Bytes {
-    match (output.shape, decoded) {
-        (Shape::Object, None) => line_with(kind, |out| strategy.write_json(kv, out)),
-        (_, decoded) => line(kind, output.object(strategy, decoded.unwrap_or_else(|| strategy.decode(kv)))),
+    match output.shape {
+        Shape::Object => line_with(kind, |out| strategy.write_json(kv, out)),
+        _ => line(kind, output.object(strategy, decoded.unwrap_or_else(|| strategy.decode(kv)))),
     }
 }
 
@@ -110,7 +111,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                     .map_err(crate::store_error)?;
                 start_after = res.items.last().map(|kv| kv.key.clone());
                 for kv in res.items {
-                    if everything || filter.matches(strategy.as_ref(), &strategy.decode(&kv)) {
+                    if filter.matches_stored(strategy.as_ref(), &kv) {
                         initial.push(kv);
                     }
                 }
@@ -175,6 +176,11 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
             from = ev.kv.mod_revision;
             let (obj, now_matches, was) = if everything {
                 (None, true, ev.prev.as_ref().map(|_| true))
+            } else if output.shape == Shape::Object {
+                // The line is spliced from the stored bytes: the selectors' members are enough.
+                let now_matches = filter.matches_stored(strategy.as_ref(), &ev.kv);
+                let was = ev.prev.as_ref().map(|p| filter.matches_stored(strategy.as_ref(), p));
+                (None, now_matches, was)
             } else {
                 let obj = strategy.decode(&ev.kv);
                 let now_matches = filter.matches(strategy.as_ref(), &obj);

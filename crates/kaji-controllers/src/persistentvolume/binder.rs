@@ -182,9 +182,9 @@ pub(super) async fn unscheduled_pods_using(
     out
 }
 
-/// A claim with a class and no volume: upstream would provision. Nothing here provisions, so
-/// this reports what upstream reports when it cannot: the class is missing, an in-tree
-/// provisioner is unknown, or an external provisioner is asked for (the claim is annotated for it).
+/// A claim with a class and no volume: as upstream, the binder has no in-tree provisioner; it
+/// reports a missing class or an unknown in-tree provisioner, or hands the claim to an external
+/// provisioner by annotating it (the local-path provisioner, `super::provisioner`, is one).
 pub(super) async fn provision_claim(
     ctx: &Ctx,
     claim: &PersistentVolumeClaim,

@@ -9,7 +9,8 @@
 //!   it fits. Binding writes the volume's `claimRef` (with the claim's uid), its phase Bound, the
 //!   claim's `volumeName` and annotations, then the claim's phase Bound with the volume's
 //!   capacity and access modes. With no match: a FailedBinding event (no class), a
-//!   ProvisioningFailed or ExternalProvisioning event (a class: nothing here provisions), or
+//!   ProvisioningFailed or ExternalProvisioning event (a class: external provisioners, such as
+//!   `provisioner` here, serve the annotated claim), or
 //!   WaitForFirstConsumer (a `WaitForFirstConsumer` class: upstream's scheduler binds those).
 //! - a volume without a claim is Available; a volume whose claim is gone is Released and its
 //!   reclaim policy runs: Retain keeps it; Delete removes a hostPath volume's directory when the
@@ -18,22 +19,29 @@
 //!   provisioner are left to it); Recycle (deprecated) is not done: the volume is Failed.
 //!
 //! Both loops also run every 15 s (upstream's resync), so a claim waiting for a volume is retried.
-//! Dynamic provisioning and the StorageObjectInUseProtection finalizers are not here.
+//!
+//! Beside the binder, on the same watches: k3s's local-path provisioner (`provisioner`: the
+//! default StorageClass `local-path` provisions hostPath volumes under `<data-dir>/storage` on the
+//! node the scheduler picked; the node's agent makes and removes the directories) and the
+//! pvc-protection and pv-protection controllers (`protection`).
 //!
 //! Files: here the watches ([`run`]) and small accessors; `binder` the claim and volume syncs
 //! (binding, unbinding, the no-match events, status and phase writes; upstream
 //! `pv_controller.go`'s syncClaim/syncVolume half); `reclaim` the reclaim policies (Retain,
-//! Delete of hostPath, Recycle refused). Which volume fits a claim is
-//! [`kaji_runtime::volume`], shared with the scheduler's VolumeBinding plugin.
+//! Delete of hostPath, Recycle refused); `provisioner` and `protection` as above. Which volume
+//! fits a claim is [`kaji_runtime::volume`], shared with the scheduler's VolumeBinding plugin.
 
 mod binder;
+pub mod protection;
+pub mod provisioner;
 mod reclaim;
 
 use crate::Options;
 use binder::{sync_claim, sync_volume};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kaji_runtime::controller;
 use kaji_runtime::events::Recorder;
 use kaji_runtime::informer::Factory;
@@ -132,9 +140,63 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         sync_volume,
         ctx,
     );
+    let provisioner_ctx = Arc::new(provisioner::Ctx {
+        client: f.client(),
+        volumes: volumes.store(),
+        classes: f.informer::<StorageClass>().store(),
+        recorder: Recorder::new(f.client(), provisioner::LOCAL_PATH),
+    });
+    let provision_loop = controller::run(
+        "local-path-provisioner-claims",
+        f,
+        controller::for_informer(&claims),
+        provisioner::sync_claim,
+        provisioner_ctx.clone(),
+    );
+    let delete_loop = controller::run(
+        "local-path-provisioner-volumes",
+        f,
+        controller::for_informer(&volumes),
+        provisioner::sync_volume,
+        provisioner_ctx,
+    );
+    let pods = f.informer::<Pod>();
+    let protection_ctx = Arc::new(protection::Ctx {
+        client: f.client(),
+        pods: pods.clone(),
+    });
+    let pod_claims = pods
+        .objects()
+        .flat_map(|pod| futures::stream::iter(protection::claims_of(&pod)));
+    let pvc_protection = controller::run(
+        "pvc-protection",
+        f,
+        controller::for_informer(&claims).reconcile_on(pod_claims),
+        protection::sync_claim,
+        protection_ctx.clone(),
+    );
+    let pv_protection = controller::run(
+        "pv-protection",
+        f,
+        controller::for_informer(&volumes),
+        protection::sync_volume,
+        protection_ctx,
+    );
     Box::pin(async move {
-        let (claims, volumes) = tokio::join!(claims_loop, volumes_loop);
-        claims.and(volumes)
+        let (claims, volumes, provision, delete, pvc, pv) = tokio::join!(
+            claims_loop,
+            volumes_loop,
+            provision_loop,
+            delete_loop,
+            pvc_protection,
+            pv_protection
+        );
+        claims
+            .and(volumes)
+            .and(provision)
+            .and(delete)
+            .and(pvc)
+            .and(pv)
     })
 }
 

@@ -148,6 +148,8 @@ pub struct PodActions {
     pub init_failed: bool,
     /// Whether every init container completed (app containers are acted on only then).
     pub init_done: bool,
+    /// Sidecars (init containers with restartPolicy Always) to restart or kill, in spec order.
+    pub sidecars: Vec<(String, ContainerAction)>,
     /// App containers to act on, in spec order.
     pub containers: Vec<(String, ContainerAction)>,
     /// IDs of exited app containers, whose probes stop.
@@ -164,10 +166,17 @@ impl PodActions {
             next_init: None,
             init_failed: false,
             init_done: false,
+            sidecars: Vec::new(),
             containers: Vec::new(),
             exited: Vec::new(),
         }
     }
+}
+
+/// Whether an init container is a sidecar (a restartable init container: restartPolicy Always),
+/// which keeps running beside the app containers.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
 /// The pod's restart policy (Always when unset).
@@ -248,6 +257,44 @@ pub fn compute_pod_actions(inp: &Inputs) -> PodActions {
         |s: &api::ContainerStatus| s.state == api::ContainerState::ContainerRunning as i32;
     a.init_done = true;
     for c in spec.init_containers.iter().flatten() {
+        if is_sidecar(c) {
+            // upstream computeInitContainerActions for restartable init containers: started
+            // once, then the next init container may run when it counts as started (running,
+            // its startup probe passed); an exit restarts it whatever the pod's policy.
+            match rt.current(&c.name) {
+                Some(s) if running(s) => {
+                    if let Some(k) = kill_action(inp, c, s, "Always") {
+                        a.sidecars.push((c.name.clone(), k));
+                    }
+                    let started = c.startup_probe.is_none()
+                        || inp.probes.get(&(s.id.clone(), Kind::Startup)) == Some(&true);
+                    if started {
+                        continue;
+                    }
+                    a.init_done = false;
+                    break;
+                }
+                Some(s) if exited(s) => {
+                    a.exited.push(s.id.clone());
+                    a.sidecars.push((
+                        c.name.clone(),
+                        restart_action(rt, &c.name, inp.crash_backoff, inp.now),
+                    ));
+                    continue;
+                }
+                Some(s) if s.state == api::ContainerState::ContainerCreated as i32 => {
+                    a.sidecars
+                        .push((c.name.clone(), ContainerAction::Remove { id: s.id.clone() }));
+                    a.init_done = false;
+                    break;
+                }
+                _ => {
+                    a.init_done = false;
+                    a.next_init = Some((c.name.clone(), ContainerAction::Start));
+                    break;
+                }
+            }
+        }
         let action = match rt.current(&c.name) {
             Some(s) if exited(s) && s.exit_code == 0 => {
                 a.init_succeeded.push(c.name.clone());
@@ -269,6 +316,10 @@ pub fn compute_pod_actions(inp: &Inputs) -> PodActions {
         break;
     }
     if !a.init_done || a.init_failed {
+        // Sidecars are restarted while initialization goes on, but not once the pod failed.
+        if a.init_failed {
+            a.sidecars.clear();
+        }
         return a;
     }
     for c in &spec.containers {

@@ -121,10 +121,8 @@ pub fn sandbox_config(shared: &Shared, pod: &Pod, attempt: u32) -> api::PodSandb
         annotations,
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent(pod),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespace_options(&spec)),
-                ..Default::default()
-            }),
+            security_context: Some(super::security::sandbox(pod, namespace_options(&spec))),
+            sysctls: super::security::sysctls(pod),
             ..Default::default()
         }),
         windows: None,
@@ -216,34 +214,64 @@ fn host_resolv_conf() -> api::DnsConfig {
     cfg
 }
 
-/// The kubelet-managed /etc/hosts of a pod (upstream's managedHostsFileContent).
-pub fn hosts_file(pod: &Pod, pod_ip: &str) -> String {
+/// The kubelet-managed /etc/hosts of a pod (upstream's managedHostsFileContent): the
+/// localhost lines, the pod's IP with its hostname (and the FQDN
+/// `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>` when the pod has a subdomain), then
+/// the pod's hostAliases under one header. A host-network pod gets the node's /etc/hosts under
+/// upstream's host-network header, plus its hostAliases.
+pub fn hosts_file(pod: &Pod, pod_ip: &str, cluster_domain: &str) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
-    let name = spec
+    let mut name = spec
         .hostname
         .clone()
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    // upstream truncatePodHostnameIfNeeded: 63 characters, without a trailing '-' or '.'.
+    if name.len() > 63 {
+        name.truncate(63);
+        while name.ends_with(['-', '.']) {
+            name.pop();
+        }
+    }
+    let aliases = spec.host_aliases.clone().unwrap_or_default();
+    if spec.host_network == Some(true) {
+        // A host-network pod sees the node's hosts file, under its own header, plus its aliases.
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        return format!(
+            "# Kubernetes-managed hosts file (host network).\n{node}{}",
+            host_aliases(&aliases)
+        );
+    }
     let mut s = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
     if !pod_ip.is_empty() {
-        match &spec.subdomain {
-            Some(sub) if !sub.is_empty() => {
+        match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 s.push_str(&format!(
-                    "{pod_ip}\t{name}.{sub}.{ns}.svc.cluster.local\t{name}\n"
+                    "{pod_ip}\t{name}.{sub}.{ns}.svc.{cluster_domain}\t{name}\n"
                 ));
             }
-            _ => s.push_str(&format!("{pod_ip}\t{name}\n")),
+            None => s.push_str(&format!("{pod_ip}\t{name}\n")),
         }
     }
-    for ha in spec.host_aliases.unwrap_or_default() {
-        if let Some(ip) = Some(ha.ip.as_str()) {
-            s.push_str(&format!(
-                "\n# Entries added by HostAliases.\n{ip}\t{}\n",
-                ha.hostnames.unwrap_or_default().join("\t")
-            ));
-        }
+    s.push_str(&host_aliases(&aliases));
+    s
+}
+
+/// upstream hostsEntriesFromHostAliases: one line per alias IP under one header.
+fn host_aliases(aliases: &[k8s_openapi::api::core::v1::HostAlias]) -> String {
+    if aliases.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n# Entries added by HostAliases.\n");
+    for ha in aliases {
+        s.push_str(&format!(
+            "{}\t{}\n",
+            ha.ip,
+            ha.hostnames.clone().unwrap_or_default().join("\t")
+        ));
     }
     s
 }
@@ -254,7 +282,89 @@ pub struct ContainerInputs<'a> {
     pub env: Vec<(String, String)>,
     pub volumes: &'a HashMap<String, PathBuf>,
     pub hosts_file: Option<&'a Path>,
+    /// The file mounted at the container's terminationMessagePath.
+    pub termination_log: Option<&'a Path>,
     pub attempt: u32,
+}
+
+/// The default terminationMessagePath (the API server defaults it too).
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// Annotations that carry the termination message settings to the container's status, as
+/// upstream's io.kubernetes.container.terminationMessage{Path,Policy}.
+pub const TERMINATION_MESSAGE_PATH_ANNOTATION: &str =
+    "io.kubernetes.container.terminationMessagePath";
+pub const TERMINATION_MESSAGE_POLICY_ANNOTATION: &str =
+    "io.kubernetes.container.terminationMessagePolicy";
+
+/// The container's terminationMessagePath (empty: none).
+pub fn termination_message_path(c: &Container) -> String {
+    c.termination_message_path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into())
+}
+
+/// The host path a volume mount's subPath (or subPathExpr, expanded with the container's
+/// environment) resolves to, refused as upstream's makeMounts refuses it: an unset variable,
+/// an absolute path, a `..` component, or a path that escapes the volume through a symlink.
+/// The directory is created when missing.
+pub fn sub_path(
+    base: &Path,
+    vm: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+) -> Result<Option<PathBuf>, String> {
+    let mut sub = vm.sub_path.clone().unwrap_or_default();
+    if let Some(expr) = vm.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+        let mut missing = std::collections::BTreeSet::new();
+        let vars: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let referenced = super::env::references(expr);
+        for r in referenced {
+            if vars.get(r.as_str()).is_none_or(|v| v.is_empty()) {
+                missing.insert(r);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "missing value for {}",
+                missing.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        sub = super::env::expand(expr, env);
+    }
+    if sub.is_empty() {
+        return Ok(None);
+    }
+    if sub.starts_with('/') {
+        return Err(format!(
+            "error SubPath `{sub}` must not be an absolute path"
+        ));
+    }
+    if sub.split(['/', '\\']).any(|p| p == "..") {
+        return Err(format!(
+            "unable to provision SubPath `{sub}`: must not contain '..'"
+        ));
+    }
+    let path = base.join(&sub);
+    if std::fs::symlink_metadata(&path).is_err() {
+        std::fs::create_dir_all(&path).map_err(|e| {
+            format!(
+                "failed to create subPath directory for volumeMount {:?} of container: {e}",
+                vm.name
+            )
+        })?;
+    }
+    // A subPath must stay inside its volume (upstream's safe subpath mounts).
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), base.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(format!(
+            "failed to prepare subPath for volumeMount {:?} of container: subpath {:?} not within volume path {:?}",
+            vm.name,
+            real.display(),
+            root.display()
+        ));
+    }
+    Ok(Some(path))
 }
 
 /// Volumes that are always mounted read-only, as upstream does since CVE-2017-1002102:
@@ -313,17 +423,7 @@ pub fn container_config(
                 vm.name, c.name
             ));
         };
-        let mut host_path = base.clone();
-        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
-                return Err(format!("invalid subPath {sub:?}"));
-            }
-            host_path = base.join(sub);
-            if !host_path.exists() {
-                std::fs::create_dir_all(&host_path)
-                    .map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
-            }
-        }
+        let host_path = sub_path(base, &vm, &inputs.env)?.unwrap_or_else(|| base.clone());
         mounts.push(api::Mount {
             container_path: vm.mount_path.clone(),
             host_path: host_path.to_string_lossy().into_owned(),
@@ -334,7 +434,6 @@ pub fn container_config(
     let mounts_etc_hosts = mounts.iter().any(|m| m.container_path == "/etc/hosts");
     if let Some(h) = inputs.hosts_file
         && !mounts_etc_hosts
-        && spec.host_network != Some(true)
     {
         mounts.push(api::Mount {
             container_path: "/etc/hosts".into(),
@@ -342,20 +441,29 @@ pub fn container_config(
             ..Default::default()
         });
     }
+    let tm_path = termination_message_path(c);
+    if let Some(t) = inputs.termination_log
+        && !tm_path.is_empty()
+        && !mounts.iter().any(|m| m.container_path == tm_path)
+    {
+        mounts.push(api::Mount {
+            container_path: tm_path.clone(),
+            host_path: t.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
+    annotations.insert(TERMINATION_MESSAGE_PATH_ANNOTATION.to_string(), tm_path);
+    annotations.insert(
+        TERMINATION_MESSAGE_POLICY_ANNOTATION.to_string(),
+        c.termination_message_policy
+            .clone()
+            .unwrap_or_else(|| "File".into()),
+    );
     let expand = |v: &Vec<String>| {
         v.iter()
             .map(|s| super::env::expand(s, &inputs.env))
             .collect::<Vec<_>>()
     };
-    let sc = c.security_context.clone().unwrap_or_default();
-    let psc = spec.security_context.clone().unwrap_or_default();
-    let run_as_user = sc.run_as_user.or(psc.run_as_user);
-    let run_as_group = sc.run_as_group.or(psc.run_as_group);
-    let capabilities = sc.capabilities.as_ref().map(|caps| api::Capability {
-        add_capabilities: caps.add.clone().unwrap_or_default(),
-        drop_capabilities: caps.drop.clone().unwrap_or_default(),
-        ..Default::default()
-    });
     Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
             name: c.name.clone(),
@@ -386,17 +494,7 @@ pub fn container_config(
         tty: c.tty == Some(true),
         linux: Some(api::LinuxContainerConfig {
             resources: Some(linux_resources(c)),
-            security_context: Some(api::LinuxContainerSecurityContext {
-                capabilities,
-                privileged: sc.privileged == Some(true),
-                namespace_options: Some(namespace_options(&spec)),
-                run_as_user: run_as_user.map(|value| api::Int64Value { value }),
-                run_as_group: run_as_group.map(|value| api::Int64Value { value }),
-                readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
-                no_new_privs: sc.allow_privilege_escalation == Some(false),
-                ..Default::default()
-            }),
+            security_context: Some(super::security::container(pod, c, namespace_options(&spec))),
         }),
         ..Default::default()
     })

@@ -76,6 +76,26 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// The variable names `$(VAR)` references in `s` name (`$$` escapes one).
+pub fn references(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('(')
+            && let Some(end) = r.find(')')
+        {
+            out.push(r[..end].to_string());
+            rest = &r[end + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    out
+}
+
 /// Everything `make_env` needs from the API, fetched once per container start.
 pub struct EnvSources {
     /// The Services of the pod's namespace and `default/kubernetes`, listed from the API server

@@ -19,6 +19,10 @@ impl PodWorker {
             for s in v.iter().skip(2) {
                 if s.state != api::ContainerState::ContainerRunning as i32 {
                     let _ = cri.remove_container(&s.id).await;
+                    super::termination::remove_file(
+                        s,
+                        &crate::volumes::pod_volumes_dir(&self.shared.agent_dir, &self.uid),
+                    );
                 }
             }
         }
@@ -36,6 +40,7 @@ impl PodWorker {
 
     pub(super) async fn clean_up(&self, pod: &Pod) {
         crate::volumes::tear_down(&self.shared.agent_dir, &self.uid);
+        self.shared.tokens.delete_pod_tokens(&self.uid);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let _ = std::fs::remove_dir_all(self.shared.log_dir(&ns, &name, &self.uid));
@@ -60,6 +65,7 @@ pub async fn remove_orphans(shared: Arc<Shared>, known: HashSet<String>) {
         let _ = cri.stop_sandbox(&s.id).await;
         let _ = cri.remove_sandbox(&s.id).await;
         crate::volumes::tear_down(&shared.agent_dir, uid);
+        shared.tokens.delete_pod_tokens(uid);
         if let Some(m) = &s.metadata {
             let _ = std::fs::remove_dir_all(shared.log_dir(&m.namespace, &m.name, uid));
         }

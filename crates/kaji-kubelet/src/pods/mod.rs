@@ -20,8 +20,10 @@ mod kill;
 pub mod probe;
 pub mod pull;
 mod sandbox;
+pub mod security;
 pub mod service_env;
 mod start;
+mod termination;
 pub mod worker;
 
 use crate::cri::Cri;
@@ -52,6 +54,8 @@ pub struct Shared {
     pub node_memory: String,
     /// Image pull back-off, shared by the pods of the node as upstream (key: image).
     pub image_backoff: Mutex<HashMap<String, backoff::Backoff>>,
+    /// Service-account tokens of the node's projected volumes.
+    pub tokens: crate::token_manager::TokenManager,
 }
 
 impl Shared {

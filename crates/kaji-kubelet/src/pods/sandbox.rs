@@ -43,7 +43,8 @@ impl PodWorker {
                 .as_ref()
                 .map(|m| m.name.clone())
                 .unwrap_or_default();
-            if let Ok(st) = cri.container_status(&c.id).await {
+            if let Ok(mut st) = cri.container_status(&c.id).await {
+                super::termination::fill(&mut st);
                 instances.entry(name).or_default().push(st);
             }
         }
@@ -99,7 +100,7 @@ impl PodWorker {
     ) -> anyhow::Result<()> {
         let hosts = self.hosts_file_path();
         if !hosts.exists() || refresh {
-            let content = container::hosts_file(pod, pod_ip);
+            let content = container::hosts_file(pod, pod_ip, &self.shared.cluster_domain);
             if let Some(parent) = hosts.parent() {
                 std::fs::create_dir_all(parent)?;
             }

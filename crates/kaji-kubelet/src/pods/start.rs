@@ -156,8 +156,20 @@ impl PodWorker {
                 format!("Keys [{}] from the EnvFrom configMap {}/... were skipped since they are considered invalid environment variable names.", skipped.join(", "), pod.metadata.namespace.clone().unwrap_or_default()),
             );
         }
+        let image = self.shared.cri.clone().image_status(&image_ref).await;
+        let (image_uid, image_user) = match image {
+            Ok(Some(i)) => (i.uid.map(|u| u.value), i.username),
+            _ => (None, String::new()),
+        };
+        if let Err(m) = super::security::verify_run_as_non_root(pod, c, image_uid, &image_user) {
+            return config_error(self, m);
+        }
         let volumes = self.volumes.clone().unwrap_or_default();
         let hosts = self.hosts_file_path();
+        let termination_log = match self.termination_log(c, attempt) {
+            Ok(p) => p,
+            Err(e) => return config_error(self, format!("create termination-log file: {e}")),
+        };
         let config = match container::container_config(
             pod,
             c,
@@ -166,11 +178,15 @@ impl PodWorker {
                 env,
                 volumes: &volumes,
                 hosts_file: Some(&hosts),
+                termination_log: termination_log.as_deref(),
                 attempt,
             },
         ) {
             Ok(cfg) => cfg,
-            Err(m) => return config_error(self, m),
+            Err(m) => {
+                remove_file(termination_log.as_deref());
+                return config_error(self, m);
+            }
         };
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -182,6 +198,7 @@ impl PodWorker {
         {
             Ok(id) => id,
             Err(e) => {
+                remove_file(termination_log.as_deref());
                 self.failed(pod, c, &fp, "CreateContainerError", format!("{e:#}"));
                 return Duration::from_secs(2);
             }
@@ -244,10 +261,34 @@ impl PodWorker {
                 return Duration::from_millis(100);
             }
         }
-        if !init {
+        if !init || super::actions::is_sidecar(c) {
             self.start_probes(pod, c, &id, pod_ip);
         }
         Duration::from_secs(10)
+    }
+
+    /// A fresh, empty, world-writable file for the container's termination message (upstream:
+    /// `<pod dir>/containers/<name>/<random id>`), none without a terminationMessagePath.
+    fn termination_log(
+        &self,
+        c: &Container,
+        attempt: u32,
+    ) -> std::io::Result<Option<std::path::PathBuf>> {
+        use std::os::unix::fs::PermissionsExt;
+        if container::termination_message_path(c).is_empty() {
+            return Ok(None);
+        }
+        let dir = crate::volumes::pod_volumes_dir(&self.shared.agent_dir, &self.uid)
+            .join("containers")
+            .join(&c.name);
+        std::fs::create_dir_all(&dir)?;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!("{attempt}-{nanos:08x}"));
+        std::fs::File::create(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(Some(path))
     }
 
     async fn services(&self, pod: &Pod) -> Vec<Service> {
@@ -321,6 +362,13 @@ impl PodWorker {
             handles.push(tokio::spawn(task.run()).abort_handle());
         }
         self.probes.insert(id.to_string(), handles);
+    }
+}
+
+/// Removes the termination-log file of a container that was never created.
+fn remove_file(path: Option<&std::path::Path>) {
+    if let Some(p) = path {
+        let _ = std::fs::remove_file(p);
     }
 }
 

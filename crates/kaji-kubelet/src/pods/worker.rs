@@ -62,7 +62,13 @@ pub struct PodWorker {
     /// The grace period the pod is being terminated with; it can only get shorter.
     pub(super) grace: Option<i64>,
     mount_error_reported: Option<String>,
+    /// Set once the pod ran past its activeDeadlineSeconds (the pod is Failed, DeadlineExceeded).
+    deadline_exceeded: bool,
 }
+
+/// upstream's activeDeadlineHandler reason and message.
+const DEADLINE_REASON: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 impl PodWorker {
     pub fn new(shared: Arc<Shared>, rx: watch::Receiver<Option<Pod>>) -> PodWorker {
@@ -71,6 +77,9 @@ impl PodWorker {
             .as_ref()
             .and_then(|p| p.metadata.uid.clone())
             .unwrap_or_default();
+        let deadline_exceeded = pod.as_ref().is_some_and(|p| {
+            p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(DEADLINE_REASON)
+        });
         PodWorker {
             shared,
             rx,
@@ -88,6 +97,7 @@ impl PodWorker {
             terminal: false,
             grace: None,
             mount_error_reported: None,
+            deadline_exceeded,
         }
     }
 
@@ -170,6 +180,22 @@ impl PodWorker {
             return Ok(RESYNC);
         };
         let mut rt = self.runtime_pod().await?;
+        let deadline_in = self.active_deadline_left(&pod);
+        if deadline_in == Some(Duration::ZERO) && !self.deadline_exceeded && !self.terminal {
+            // upstream's activeDeadlineHandler: the pod is killed (with its grace period) and
+            // Failed, DeadlineExceeded.
+            self.deadline_exceeded = true;
+            self.terminal = true;
+            self.shared
+                .recorder
+                .pod(&pod, None, NORMAL, DEADLINE_REASON, DEADLINE_MESSAGE.into());
+            self.write_status(&pod, &rt, false).await?;
+            self.stop_everything(&pod, &rt, super::actions::grace_period(&pod))
+                .await;
+            let rt = self.runtime_pod().await?;
+            self.write_status(&pod, &rt, false).await?;
+            return Ok(Duration::from_secs(60));
+        }
         let mut actions = self.compute(&pod, &rt);
         if actions.kill_pod {
             self.terminal = true;
@@ -190,8 +216,14 @@ impl PodWorker {
         if due {
             let ip = rt.pod_ip.clone().unwrap_or_default();
             let facts = self.facts(&ip);
-            match crate::volumes::set_up(&self.shared.client, &self.shared.agent_dir, &pod, &facts)
-                .await
+            match crate::volumes::set_up(
+                &self.shared.client,
+                &self.shared.tokens,
+                &self.shared.agent_dir,
+                &pod,
+                &facts,
+            )
+            .await
             {
                 Ok(v) => {
                     self.volumes = Some(v);
@@ -269,6 +301,16 @@ impl PodWorker {
         for id in &actions.exited {
             self.stop_probes(id);
         }
+        for (name, action) in &actions.sidecars {
+            if let Some(c) = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| &c.name == name)
+            {
+                next = next.min(self.execute(&start, &rt, c, action, true).await?);
+            }
+        }
         for (name, action) in &actions.containers {
             if let Some(c) = spec.containers.iter().find(|c| &c.name == name) {
                 next = next.min(self.execute(&start, &rt, c, action, false).await?);
@@ -276,6 +318,9 @@ impl PodWorker {
         }
         let rt = self.runtime_pod().await?;
         self.garbage_collect(&rt).await;
+        if let Some(d) = deadline_in {
+            next = next.min(d + Duration::from_millis(20));
+        }
         let st = self.write_status(&pod, &rt, false).await?;
         if matches!(st["phase"].as_str(), Some("Succeeded" | "Failed")) {
             self.terminal = true;
@@ -346,6 +391,9 @@ impl PodWorker {
             host_ip: &self.shared.node_ip,
             runtime_name: &self.shared.runtime_name,
             terminating,
+            failed: self
+                .deadline_exceeded
+                .then_some((DEADLINE_REASON, DEADLINE_MESSAGE)),
         };
         let old = pod
             .status
@@ -375,6 +423,28 @@ impl PodWorker {
             Err(e) => return Err(e.into()),
         }
         Ok(st)
+    }
+
+    /// How long the pod may still be active under its activeDeadlineSeconds (counted from its
+    /// startTime, as upstream); None without a deadline or before the pod started.
+    fn active_deadline_left(&self, pod: &Pod) -> Option<Duration> {
+        let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+            .or_else(|| {
+                self.last_status
+                    .as_ref()
+                    .and_then(|s| s["startTime"].as_str())
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            })?;
+        let end = started
+            .checked_add(jiff::SignedDuration::from_secs(secs.max(0)))
+            .ok()?;
+        let left = end.duration_since(jiff::Timestamp::now());
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
     pub(super) fn stop_probes(&mut self, id: &str) {

@@ -153,7 +153,7 @@ pub async fn from_claim(
                 }
             ))
         })?;
-    let spec = pv.spec.unwrap_or_default();
+    let spec = pv.spec.clone().unwrap_or_default();
     let claim_uid = pvc.metadata.uid.clone().unwrap_or_default();
     match &spec.claim_ref {
         None => {
@@ -175,6 +175,17 @@ pub async fn from_claim(
         volume: pv_name.clone(),
         message,
     };
+    if pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+        .map(String::as_str)
+        == Some(super::local_path::LOCAL_PATH)
+        && let Err(e) = super::local_path::ensure_directory(&pv)
+    {
+        return Err(set_up_error("SetUp", e.to_string()));
+    }
     if let Some(hp) = spec.host_path {
         let src = HostPathVolumeSource {
             path: hp.path,

@@ -2,12 +2,17 @@
 //! bind-mounted into containers as CRI mounts (upstream: /var/lib/kubelet/pods/<uid>/volumes).
 //! One file per volume type; `atomic_writer` gives configMap, secret, downwardAPI and projected
 //! volumes their atomic updates, which the pod worker re-runs every resync (and when the pod's
-//! labels or annotations change, for downward API files).
+//! labels or annotations change, for downward API files); a projected `serviceAccountToken`
+//! comes from the node's `token_manager` (refreshed past 80% of its life, so the resync rewrites
+//! the file in place). `local_path` makes and removes the directories of this node's volumes of
+//! k3s's local-path provisioner.
 
 pub mod atomic_writer;
 pub mod downward_api;
 pub mod empty_dir;
 pub mod host_path;
+pub mod local_path;
+pub mod ownership;
 pub mod projection;
 
 use downward_api::PodFacts;
@@ -42,6 +47,7 @@ pub fn pod_volumes_dir(agent_dir: &Path, uid: &str) -> PathBuf {
 /// Volume types the agent does not support yet are reported as a mount error.
 pub async fn set_up(
     client: &kube::Client,
+    tokens: &crate::token_manager::TokenManager,
     agent_dir: &Path,
     pod: &Pod,
     facts: &PodFacts<'_>,
@@ -49,6 +55,11 @@ pub async fn set_up(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let root = pod_volumes_dir(agent_dir, &uid);
     let mut paths = HashMap::new();
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group);
     for v in pod
         .spec
         .as_ref()
@@ -61,8 +72,13 @@ pub async fn set_up(
             message,
         };
         let path = if let Some(ed) = &v.empty_dir {
-            empty_dir::set_up(&root, &v.name, ed, pod, facts.node_memory)
-                .map_err(|e| err(format!("{e:#}")))?
+            let dir = empty_dir::set_up(&root, &v.name, ed, pod, facts.node_memory)
+                .map_err(|e| err(format!("{e:#}")))?;
+            if let Some(g) = fs_group {
+                ownership::apply(&dir, g, false)
+                    .map_err(|e| err(format!("applying fsGroup: {e}")))?;
+            }
+            dir
         } else if let Some(hp) = &v.host_path {
             host_path::set_up(hp).map_err(err)?
         } else if v.config_map.is_some()
@@ -70,9 +86,14 @@ pub async fn set_up(
             || v.downward_api.is_some()
             || v.projected.is_some()
         {
-            projection::set_up(client, &root, pod, &v, facts)
+            let dir = projection::set_up(client, tokens, &root, pod, &v, facts)
                 .await
-                .map_err(err)?
+                .map_err(err)?;
+            if let Some(g) = fs_group {
+                ownership::apply_all(&dir, g, true)
+                    .map_err(|e| err(format!("applying fsGroup: {e}")))?;
+            }
+            dir
         } else if let Some(pvc) = &v.persistent_volume_claim {
             host_path::from_claim(client, pod, &v.name, &pvc.claim_name).await?
         } else {

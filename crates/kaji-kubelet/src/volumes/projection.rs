@@ -8,13 +8,18 @@
 use super::atomic_writer::{self, Payload};
 use super::downward_api::PodFacts;
 use super::downward_api::{self, Allocatable};
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use crate::token_manager::TokenManager;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, KeyToPath, Pod, Secret, ServiceAccountTokenProjection, Volume,
+};
 use kube::Api;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub async fn set_up(
     client: &kube::Client,
+    tokens: &TokenManager,
     root: &Path,
     pod: &Pod,
     v: &Volume,
@@ -95,15 +100,7 @@ pub async fn set_up(
                     &alloc,
                 )
             } else if let Some(t) = &s.service_account_token {
-                Ok(service_account_token(
-                    client,
-                    pod,
-                    t.audience.clone(),
-                    t.expiration_seconds,
-                    &t.path,
-                    default_mode,
-                )
-                .await)
+                service_account_token(client, tokens, pod, t, default_mode).await
             } else {
                 Ok(Payload::new())
             };
@@ -247,47 +244,50 @@ fn project(
     Ok(out)
 }
 
-/// A bound service account token through the TokenRequest API; if the API server does not offer
-/// it, the file is left out (logged), rather than failing the pod.
+/// A `serviceAccountToken` source: a token bound to the pod from the node's token manager, as
+/// upstream's projected volume (audiences = [audience] or the API server's default; with an
+/// fsGroup, readable by the owner and the group only). A token that cannot be had fails the mount.
 async fn service_account_token(
     client: &kube::Client,
+    tokens: &TokenManager,
     pod: &Pod,
-    audience: Option<String>,
-    expiration: Option<i64>,
-    path: &str,
+    source: &ServiceAccountTokenProjection,
     mode: u32,
-) -> Payload {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let sa = pod
-        .spec
-        .as_ref()
+) -> Result<Payload, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let sa = spec
         .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".into());
-    let body = serde_json::json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": audience.into_iter().collect::<Vec<_>>(), "expirationSeconds": expiration.unwrap_or(3607),
-                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.metadata.name, "uid": pod.metadata.uid}}
-    });
-    let url = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token");
+    let has_fs_group = spec
+        .and_then(|s| s.security_context.as_ref())
+        .is_some_and(|s| s.fs_group.is_some());
+    let request = TokenRequestSpec {
+        audiences: source
+            .audience
+            .clone()
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect(),
+        expiration_seconds: Some(source.expiration_seconds.unwrap_or(3600)),
+        bound_object_ref: Some(BoundObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+        }),
+    };
+    let token = tokens.get(client, &ns, &sa, request).await?;
     let mut out = Payload::new();
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&body).unwrap_or_default());
-    if let Ok(req) = req {
-        match client.request::<serde_json::Value>(req).await {
-            Ok(v) => {
-                if let Some(t) = v.pointer("/status/token").and_then(|t| t.as_str()) {
-                    out.insert(path.to_string(), (t.as_bytes().to_vec(), mode));
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "TokenRequest for a projected service account token")
-            }
-        }
-    }
-    out
+    out.insert(
+        source.path.clone(),
+        (
+            token.token.into_bytes(),
+            // Upstream writes 0600 and lets the fsGroup ownership make it 0640; written as 0640
+            // at once, the file is not rewritten at every resync (the writer compares modes).
+            if has_fs_group { 0o640 } else { mode },
+        ),
+    );
+    Ok(out)
 }

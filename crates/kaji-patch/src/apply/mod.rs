@@ -426,6 +426,7 @@ pub fn update_managed_fields(
     manager: &str,
     operation: &str,
     api_version: &str,
+    subresource: Option<&str>,
     now: &str,
     defs: &Map<String, Value>,
     root: &str,
@@ -446,7 +447,7 @@ pub fn update_managed_fields(
         operation: operation.to_string(),
         api_version: api_version.to_string(),
         time: Some(Value::String(now.to_string())),
-        subresource: None,
+        subresource: subresource.map(String::from),
         fields: FieldSet::new(),
     };
     let former = managers.iter().find(|m| m.same_identity(&me)).cloned();

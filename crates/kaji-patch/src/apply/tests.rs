@@ -30,6 +30,7 @@ fn update(old: Option<&Value>, new: &Value, manager: &str) -> Value {
         manager,
         "Update",
         "apps/v1",
+        None,
         T0,
         &testdefs::defs(),
         "test.Deployment",

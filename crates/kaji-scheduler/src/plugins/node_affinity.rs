@@ -5,37 +5,16 @@ use crate::cache::{NodeInfo, PodInfo};
 use crate::framework::{
     CycleState, FilterPlugin, ScorePlugin, Snapshot, Status, default_normalize,
 };
-use crate::selector::node_selector_term_matches;
+use kaji_runtime::selector::node_selector_term_matches;
 
 pub struct NodeAffinity;
 
 /// Whether the node satisfies the pod's nodeSelector and required node affinity (also used by
 /// PodTopologySpread, which counts only nodes the pod could go to).
 pub fn required_node_affinity_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let Some(spec) = pod.pod.spec.as_ref() else {
-        return true;
-    };
-    if let Some(sel) = spec.node_selector.as_ref()
-        && !sel.iter().all(|(k, v)| node.labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        // Terms are ORed; an empty list matches nothing.
-        Some(ns) => ns
-            .node_selector_terms
-            .iter()
-            .any(|t| node_selector_term_matches(t, &node.labels, &node.name)),
-        None => true,
-    }
+    pod.pod.spec.as_ref().is_none_or(|spec| {
+        kaji_runtime::selector::required_node_affinity_matches(spec, &node.labels, &node.name)
+    })
 }
 
 impl FilterPlugin for NodeAffinity {

@@ -5,7 +5,7 @@ mod deployment;
 mod replicaset;
 mod statefulset;
 
-use super::{Plain, Strategy, immutable, info, podspec};
+use super::{Strategy, immutable, podspec};
 use kaji_api::FieldError;
 use serde_json::Value;
 use std::sync::Arc;
@@ -15,11 +15,7 @@ pub fn register(all: &mut Vec<Arc<dyn Strategy>>) {
     all.push(Arc::new(replicaset::ReplicaSetStrategy));
     all.push(Arc::new(statefulset::StatefulSetStrategy));
     all.push(Arc::new(daemonset::DaemonSetStrategy));
-    all.push(Arc::new(Plain {
-        info: info("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, &[], &[]),
-        status: false,
-        generation: false,
-    }));
+    all.push(Arc::new(statefulset::ControllerRevisionStrategy));
 }
 
 /// apps/v1 workloads: create validation plus an immutable selector.

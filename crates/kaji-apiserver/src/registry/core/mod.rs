@@ -1,12 +1,17 @@
 //! The core ("legacy") group, served under `/api/v1`.
 
 mod event;
+mod limitrange;
 pub mod namespace;
 mod node;
+mod persistentvolume;
+mod persistentvolumeclaim;
 pub mod pod;
 mod replicationcontroller;
+mod resourcequota;
 mod secret;
 mod service;
+pub mod serviceaccount_token;
 
 pub use event::INFO as EVENT_INFO;
 pub use namespace::INFO as NAMESPACE_INFO;
@@ -24,11 +29,11 @@ pub fn register(all: &mut Vec<Arc<dyn Strategy>>) {
     all.push(Arc::new(replicationcontroller::ReplicationControllerStrategy));
     all.push(Arc::new(Plain { info: info("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], &[]), status: false, generation: false }));
     all.push(Arc::new(Endpoints));
-    all.push(Arc::new(Plain { info: info("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], &[]), status: false, generation: false }));
-    all.push(Arc::new(Plain { info: info("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, &["pv"], &["status"]), status: true, generation: false }));
-    all.push(Arc::new(Plain { info: info("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, &["pvc"], &["status"]), status: true, generation: false }));
-    all.push(Arc::new(Plain { info: info("", "v1", "LimitRange", "limitranges", "limitrange", true, &["limits"], &[]), status: false, generation: false }));
-    all.push(Arc::new(Plain { info: info("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, &["quota"], &["status"]), status: true, generation: false }));
+    all.push(Arc::new(Plain { info: info("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], &["token"]), status: false, generation: false }));
+    all.push(Arc::new(persistentvolume::PersistentVolumeStrategy));
+    all.push(Arc::new(persistentvolumeclaim::PersistentVolumeClaimStrategy));
+    all.push(Arc::new(limitrange::LimitRangeStrategy));
+    all.push(Arc::new(resourcequota::ResourceQuotaStrategy));
     all.push(Arc::new(PodTemplate));
 }
 

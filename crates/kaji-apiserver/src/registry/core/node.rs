@@ -6,7 +6,7 @@ use serde_json::Value;
 
 pub struct NodeStrategy;
 
-static INFO: ResourceInfo = info("", "v1", "Node", "nodes", "node", false, &["no"], &["status"]);
+static INFO: ResourceInfo = info("", "v1", "Node", "nodes", "node", false, &["no"], &["status", "proxy"]);
 
 impl Strategy for NodeStrategy {
     fn info(&self) -> &ResourceInfo {

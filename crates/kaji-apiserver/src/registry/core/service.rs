@@ -19,7 +19,7 @@ static INFO: ResourceInfo = ResourceInfo {
         "service",
         true,
         &["svc"],
-        &["status"],
+        &["status", "proxy"],
     )
 };
 

@@ -6,9 +6,11 @@
 //! are objects or `kaji_api` errors. `crate::rest` decodes requests into these calls and encodes
 //! what they return.
 
+mod sparse;
 #[cfg(test)]
 mod tests;
 
+use crate::admission::node_restriction::{Operation as NodeOp, Request as NodeRequest};
 use crate::allocator::Allocators;
 use crate::objects::{self, meta_mut, meta_str};
 use crate::registry::{Admission, Ctx, Registry, Strategy};
@@ -79,6 +81,9 @@ pub struct Deleted {
 pub struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
+    /// The members the selectors read, when a sparse decode of a stored object is enough to
+    /// judge it (`matches_stored`); None: decode it whole.
+    sparse: Option<sparse::Paths>,
 }
 
 impl Filter {
@@ -91,12 +96,13 @@ impl Filter {
                 return Err(ApiError::bad_request(format!("field label not supported: {}", r.field)));
             }
         }
-        Ok(Filter { labels, fields })
+        let sparse = sparse_paths(strategy, &fields);
+        Ok(Filter { labels, fields, sparse })
     }
 
     /// Everything.
     pub fn everything() -> Filter {
-        Filter { labels: LabelSelector::default(), fields: FieldSelector::default() }
+        Filter { labels: LabelSelector::default(), fields: FieldSelector::default(), sparse: None }
     }
 
     pub fn matches(&self, strategy: &dyn Strategy, obj: &Value) -> bool {
@@ -108,9 +114,49 @@ impl Filter {
             })
     }
 
+    /// `matches` of a stored object, reading only the members the selectors need when it can.
+    pub fn matches_stored(&self, strategy: &dyn Strategy, kv: &kaji_store::KeyValue) -> bool {
+        if self.is_everything() {
+            return true;
+        }
+        match self.sparse.as_ref().and_then(|p| p.decode(&kv.value)) {
+            Some(obj) => self.matches(strategy, &obj),
+            None => self.matches(strategy, &strategy.decode(kv)),
+        }
+    }
+
     pub fn is_everything(&self) -> bool {
         self.labels.is_empty() && self.fields.requirements.is_empty()
     }
+}
+
+/// The members `fields` (and any label selector) read, if each field selector's value is the
+/// member its name spells (`spec.nodeName` is `/spec/nodeName`), found by asking the strategy
+/// about a probe object. Kinds stored in another version are converted first: None for them.
+fn sparse_paths(strategy: &dyn Strategy, fields: &FieldSelector) -> Option<sparse::Paths> {
+    if strategy.storage_info().is_some() {
+        return None;
+    }
+    let mut paths = sparse::Paths::default();
+    paths.add(&["metadata", "labels"]);
+    paths.add(&["metadata", "name"]);
+    paths.add(&["metadata", "namespace"]);
+    const PROBE: &str = "\u{1}kaji-probe";
+    for r in &fields.requirements {
+        if matches!(r.field.as_str(), "metadata.name" | "metadata.namespace") {
+            continue;
+        }
+        let path: Vec<&str> = r.field.split('.').collect();
+        let mut probe = json!(PROBE);
+        for key in path.iter().rev() {
+            probe = json!({ *key: probe });
+        }
+        if strategy.field_value(&probe, &r.field).as_deref() != Some(PROBE) {
+            return None;
+        }
+        paths.add(&path);
+    }
+    Some(paths)
 }
 
 /// Paging of a list (upstream's ListOptions: limit, continue, resourceVersionMatch=Exact).
@@ -204,8 +250,7 @@ impl<'a> Store<'a> {
     /// decoded unless a selector needs it.
     pub async fn list_stored(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page<kaji_store::KeyValue>, ApiError> {
         let strategy = self.strategy.as_ref();
-        let everything = filter.is_everything();
-        self.list_with(namespace, filter, opts, |kv| (everything || filter.matches(strategy, &strategy.decode(&kv))).then_some(kv)).await
+        self.list_with(namespace, filter, opts, |kv| filter.matches_stored(strategy, &kv).then_some(kv)).await
     }
 
     /// The paging loop of `list`: `keep` turns a stored object into an item, or drops it.
@@ -265,7 +310,9 @@ impl<'a> Store<'a> {
         if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(info.group, info.kind, name, errs)) }
     }
 
-    fn record_managed_fields(&self, manager: &str, old: Option<&Value>, new: &mut Value) {
+    /// Upstream (1.22+) records a write through the status subresource as the manager's
+    /// `subresource: status` entry, apart from its writes of the main resource.
+    fn record_managed_fields(&self, manager: &str, part: Part, old: Option<&Value>, new: &mut Value) {
         let info = self.strategy.info();
         if let Some(def) = kaji_openapi::definition_name(info.group, info.version, info.kind) {
             // Managed-fields bookkeeping never fails a write; a problem is logged.
@@ -275,6 +322,7 @@ impl<'a> Store<'a> {
                 manager,
                 "Update",
                 &info.api_version(),
+                (part == Part::Status).then_some("status"),
                 &objects::now_rfc3339(),
                 kaji_openapi::definitions(),
                 def,
@@ -329,13 +377,14 @@ impl<'a> Store<'a> {
         strategy.default(&mut obj);
         strategy.prepare_for_create(&mut obj);
         strategy.admit(&self.ctx(), &mut obj);
-        crate::admission::admit_create(self.storage, self.registry, info, &mut obj).await?;
+        crate::admission::admit_create(self.storage, self.registry, info, self.ctx().admission, &mut obj).await?;
         self.validate(&obj, None)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let namespace = self.ns(namespace);
-        crate::admission::validate_create(self.storage, info, namespace, &name).await?;
+        crate::admission::validate_create(self.storage, self.registry, info, namespace, &obj, opts.dry_run).await?;
+        crate::admission::node_restriction::admit(self.storage, self.registry, &NodeRequest { operation: NodeOp::Create, info, subresource: "", namespace: namespace.unwrap_or_default(), name: meta_str(&obj, "name").unwrap_or_default(), object: Some(&obj), old: None }).await?;
         if let Some(manager) = &opts.field_manager {
-            self.record_managed_fields(manager, None, &mut obj);
+            self.record_managed_fields(manager, Part::Main, None, &mut obj);
         }
         if opts.dry_run {
             return Ok(obj);
@@ -462,8 +511,16 @@ impl<'a> Store<'a> {
             let Some(mut next) = self.prepare_update(desired, &current, part)? else {
                 return Ok((current, Outcome::Unchanged));
             };
+            if part != Part::System {
+                let subresource = if part == Part::Status { "status" } else { "" };
+                let r = NodeRequest { operation: NodeOp::Update, info, subresource, namespace: namespace.unwrap_or_default(), name, object: Some(&next), old: Some(&current) };
+                crate::admission::node_restriction::admit(self.storage, self.registry, &r).await?;
+            }
+            if part == Part::Main {
+                crate::admission::resource_quota::validate_update(self.storage, self.registry, info, namespace, &current, &next, opts.dry_run).await?;
+            }
             if let Some(manager) = &opts.field_manager {
-                self.record_managed_fields(manager, Some(&current), &mut next);
+                self.record_managed_fields(manager, part, Some(&current), &mut next);
             }
             if opts.dry_run {
                 return Ok((next, Outcome::Unchanged));
@@ -525,6 +582,8 @@ impl<'a> Store<'a> {
         let strategy = self.strategy;
         let info = strategy.info();
         let current = self.get(namespace, name).await?;
+        let r = NodeRequest { operation: NodeOp::Delete, info, subresource: "", namespace: namespace.unwrap_or_default(), name, object: None, old: Some(&current) };
+        crate::admission::node_restriction::admit(self.storage, self.registry, &r).await?;
         let uid = meta_str(&current, "uid").unwrap_or_default().to_string();
         if let Some(want) = &opts.preconditions.uid
             && *want != uid

@@ -29,7 +29,8 @@ impl Env {
             storage: Some(storage),
             registry: Registry::builtin(),
             allocators: Allocators::new(("10.43.0.0".parse().unwrap(), 16), (30000, 32767)),
-            admission: Admission::default(),
+            // No controller manager makes service accounts here (as `kaji server --disable-controllers`).
+            admission: Admission { service_account: false, ..Admission::default() },
         };
         env.store("", "namespaces").create(None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}), &opts()).await.expect("namespace");
         env
@@ -295,4 +296,41 @@ async fn lists_page_at_one_revision() {
     let names: Vec<&str> = rest.items.iter().filter_map(|o| meta_str(o, "name")).collect();
     assert_eq!(names, ["c"], "the continuation reads at the first page's revision");
     assert_eq!(rest.revision, first.revision);
+}
+
+/// A selector judged from the sparse decode of the stored bytes answers as on the whole object,
+/// for direct fields (`spec.nodeName`), computed ones (`spec.hostNetwork`, a PV's `name`) and
+/// labels; the sparse decode is used exactly where the field is the member it names.
+#[test]
+fn stored_objects_match_as_decoded_ones() {
+    let registry = Registry::builtin();
+    let pods = registry.get("", "v1", "pods").expect("pods").clone();
+    let pvs = registry.get("", "v1", "persistentvolumes").expect("pvs").clone();
+    let objs = [
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "ns1", "labels": {"app": "web"}}, "spec": {"nodeName": "n1", "hostNetwork": true}, "status": {"phase": "Running"}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "ns2"}, "spec": {}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c", "namespace": "ns1", "labels": {"app": "db", "tier": "x"}}, "spec": {"nodeName": ""}, "status": {}}),
+    ];
+    let cases = [
+        ("", "spec.nodeName!=", true),
+        ("", "spec.nodeName=n1", true),
+        ("app=web", "", true),
+        ("app in (web,db),!tier", "metadata.namespace=ns1", true),
+        ("", "status.phase=Running,metadata.name!=b", true),
+        ("", "spec.hostNetwork=true", false),
+        ("", "spec.hostNetwork=false", false),
+    ];
+    for (labels, fields, sparse) in cases {
+        let filter = Filter::parse(pods.as_ref(), labels, fields).expect("selector");
+        assert_eq!(filter.sparse.is_some(), sparse, "{labels:?} {fields:?}");
+        for (i, obj) in objs.iter().enumerate() {
+            let kv = kaji_store::KeyValue { key: format!("/k/{i}"), value: crate::objects::encode(obj), create_revision: 2, mod_revision: 3 };
+            assert_eq!(filter.matches_stored(pods.as_ref(), &kv), filter.matches(pods.as_ref(), &pods.decode(&kv)), "{labels:?} {fields:?} {obj}");
+        }
+    }
+    let filter = Filter::parse(pvs.as_ref(), "", "name=pv1").expect("selector");
+    assert!(filter.sparse.is_none());
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"}, "spec": {}});
+    let kv = kaji_store::KeyValue { key: "/k/pv1".into(), value: crate::objects::encode(&pv), create_revision: 2, mod_revision: 3 };
+    assert!(filter.matches_stored(pvs.as_ref(), &kv));
 }

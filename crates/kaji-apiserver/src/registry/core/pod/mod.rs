@@ -23,7 +23,7 @@ static INFO: ResourceInfo = ResourceInfo {
         "pod",
         true,
         &["po"],
-        &["status", "binding", "eviction", "log", "exec", "attach", "portforward"],
+        &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"],
     )
 };
 

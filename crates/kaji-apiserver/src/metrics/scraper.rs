@@ -1,0 +1,390 @@
+//! The metrics provider: metrics-server's scraper and storage inside the API server. Every
+//! `resolution` it scrapes each node's kubelet `/metrics/resource` (over the API server's kubelet
+//! client, as pods/log) and keeps the last two points of every node and container; usage is the
+//! CPU rate between them and the last working-set memory, with their timestamp and window.
+//!
+//! Scraping starts with the first metrics.k8s.io request (a cluster that never asks pays
+//! nothing), scrapes at once, and again after the resolution: metrics exist from the second
+//! scrape on, as with metrics-server.
+
+use super::prom;
+use crate::ApiServer;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// A point: cumulative CPU seconds and working-set bytes at a time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    pub timestamp_ms: i64,
+    pub cpu_seconds: f64,
+    pub memory_bytes: f64,
+    /// Container start time (seconds); a change means a new container (the counter restarted).
+    pub start_time: Option<f64>,
+}
+
+/// The last and the previous point of one node or container.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    last: Point,
+    prev: Option<Point>,
+}
+
+impl Entry {
+    fn next(old: Option<&Entry>, new: Point) -> Entry {
+        match old {
+            Some(o) if o.last.timestamp_ms == new.timestamp_ms => *o,
+            Some(o)
+                if o.last.timestamp_ms < new.timestamp_ms
+                    && o.last.start_time == new.start_time
+                    && o.last.cpu_seconds <= new.cpu_seconds =>
+            {
+                Entry {
+                    last: new,
+                    prev: Some(o.last),
+                }
+            }
+            _ => Entry {
+                last: new,
+                prev: None,
+            },
+        }
+    }
+
+    /// (nano-cores, bytes, timestamp ms, window ms), when two points exist.
+    fn usage(&self) -> Option<Usage> {
+        let prev = self.prev?;
+        let window_ms = self.last.timestamp_ms - prev.timestamp_ms;
+        if window_ms <= 0 {
+            return None;
+        }
+        let rate = (self.last.cpu_seconds - prev.cpu_seconds) / (window_ms as f64 / 1000.0);
+        Some(Usage {
+            nano_cores: (rate * 1e9).max(0.0) as u64,
+            memory_bytes: self.last.memory_bytes.max(0.0) as u64,
+            timestamp_ms: self.last.timestamp_ms,
+            window_ms,
+        })
+    }
+}
+
+/// A node's or container's usage as the metrics API shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    pub nano_cores: u64,
+    pub memory_bytes: u64,
+    pub timestamp_ms: i64,
+    pub window_ms: i64,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: HashMap<String, Entry>,
+    /// (namespace, pod) -> container -> entry.
+    pods: HashMap<(String, String), HashMap<String, Entry>>,
+}
+
+/// One node's scrape: its own point and its containers'.
+#[derive(Default, Debug)]
+pub struct Batch {
+    pub node: Option<Point>,
+    pub containers: HashMap<(String, String, String), Point>,
+}
+
+/// Reads a `/metrics/resource` answer.
+pub fn decode_batch(text: &str, scraped_ms: i64) -> Batch {
+    let mut batch = Batch::default();
+    let mut node_cpu = None;
+    let mut node_mem = None;
+    let mut cpu: HashMap<(String, String, String), (f64, i64)> = HashMap::new();
+    let mut mem: HashMap<(String, String, String), f64> = HashMap::new();
+    let mut start: HashMap<(String, String, String), f64> = HashMap::new();
+    for s in prom::parse(text) {
+        let key = || {
+            Some((
+                s.labels.get("namespace")?.clone(),
+                s.labels.get("pod")?.clone(),
+                s.labels.get("container")?.clone(),
+            ))
+        };
+        match s.name.as_str() {
+            "node_cpu_usage_seconds_total" => {
+                node_cpu = Some((s.value, s.timestamp_ms.unwrap_or(scraped_ms)))
+            }
+            "node_memory_working_set_bytes" => node_mem = Some(s.value),
+            "container_cpu_usage_seconds_total" => {
+                if let Some(k) = key() {
+                    cpu.insert(k, (s.value, s.timestamp_ms.unwrap_or(scraped_ms)));
+                }
+            }
+            "container_memory_working_set_bytes" => {
+                if let Some(k) = key() {
+                    mem.insert(k, s.value);
+                }
+            }
+            "container_start_time_seconds" => {
+                if let Some(k) = key() {
+                    start.insert(k, s.value);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some((c, ts)), Some(m)) = (node_cpu, node_mem) {
+        batch.node = Some(Point {
+            timestamp_ms: ts,
+            cpu_seconds: c,
+            memory_bytes: m,
+            start_time: None,
+        });
+    }
+    for (k, (c, ts)) in cpu {
+        // metrics-server drops containers without both figures.
+        if let Some(m) = mem.get(&k) {
+            let start_time = start.get(&k).copied();
+            batch.containers.insert(
+                k,
+                Point {
+                    timestamp_ms: ts,
+                    cpu_seconds: c,
+                    memory_bytes: *m,
+                    start_time,
+                },
+            );
+        }
+    }
+    batch
+}
+
+/// The metrics provider of one API server.
+pub struct Provider {
+    resolution: Duration,
+    state: Mutex<State>,
+    started: OnceLock<()>,
+    /// Set after each scrape round (the first request waits for the first round).
+    rounds: tokio::sync::watch::Sender<u64>,
+}
+
+impl Provider {
+    pub fn new(resolution: Duration) -> Provider {
+        Provider {
+            resolution: resolution.max(Duration::from_millis(100)),
+            state: Mutex::new(State::default()),
+            started: OnceLock::new(),
+            rounds: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Starts scraping (once); waits for the first round.
+    pub async fn ensure_started(&self, server: &Arc<ApiServer>) {
+        let mut rx = self.rounds.subscribe();
+        if self.started.set(()).is_ok() {
+            tracing::info!(resolution = ?self.resolution, "metrics provider: scraping kubelets' /metrics/resource");
+            tokio::spawn(scrape_loop(Arc::downgrade(server), self.resolution));
+        }
+        if *rx.borrow() == 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r > 0)).await;
+        }
+    }
+
+    /// Replaces the stored points with a round of scrapes (nodes and containers not in it go).
+    pub fn store(&self, batches: Vec<(String, Batch)>) {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes = HashMap::new();
+        let mut pods: HashMap<(String, String), HashMap<String, Entry>> = HashMap::new();
+        for (node, b) in batches {
+            if let Some(p) = b.node {
+                nodes.insert(node.clone(), Entry::next(st.nodes.get(&node), p));
+            }
+            for ((ns, pod, c), p) in b.containers {
+                let old = st
+                    .pods
+                    .get(&(ns.clone(), pod.clone()))
+                    .and_then(|m| m.get(&c));
+                let e = Entry::next(old, p);
+                pods.entry((ns, pod)).or_default().insert(c, e);
+            }
+        }
+        st.nodes = nodes;
+        st.pods = pods;
+        drop(st);
+        self.rounds.send_modify(|r| *r += 1);
+    }
+
+    pub fn node(&self, name: &str) -> Option<Usage> {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.nodes.get(name)?.usage()
+    }
+
+    /// The pod's containers' usage, or None when no container of it has two points.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Vec<(String, Usage)>> {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cs = st.pods.get(&(namespace.to_string(), name.to_string()))?;
+        let out: Vec<(String, Usage)> = cs
+            .iter()
+            .filter_map(|(c, e)| Some((c.clone(), e.usage()?)))
+            .collect();
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Where a node's `/metrics/resource` is: its kubelet (InternalIP, daemon endpoint port), or
+/// for a hollow node (simulation) the hollow agent's endpoint named in its annotation.
+pub fn kubelet_target(node: &Value) -> Option<(String, u16, String)> {
+    let name = node.pointer("/metadata/name")?.as_str()?;
+    let hollow = node
+        .pointer("/metadata/labels/kaji.io~1hollow")
+        .and_then(Value::as_str)
+        == Some("true");
+    if hollow {
+        let endpoint = node
+            .pointer("/metadata/annotations/kaji.io~1hollow-kubelet-endpoint")?
+            .as_str()?;
+        let (host, port) = endpoint.rsplit_once(':')?;
+        return Some((
+            host.to_string(),
+            port.parse().ok()?,
+            format!("/hollow/{name}"),
+        ));
+    }
+    let ip = node
+        .pointer("/status/addresses")?
+        .as_array()?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")?
+        .get("address")?
+        .as_str()?
+        .to_string();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(10250);
+    Some((ip, port, String::new()))
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+async fn scrape_node(server: &ApiServer, node: &Value, timeout: Duration) -> Option<Batch> {
+    let name = node.pointer("/metadata/name")?.as_str()?.to_string();
+    let (ip, port, prefix) = kubelet_target(node)?;
+    let path = format!("{prefix}/metrics/resource");
+    let fetch = async {
+        let mut rx = crate::proxy::kubelet::stream(server, &ip, port, &path).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, kaji_api::ApiError>(body)
+    };
+    match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(body)) => Some(decode_batch(&String::from_utf8_lossy(&body), now_ms())),
+        Ok(Err(e)) => {
+            tracing::debug!(node = %name, error = %e, "scraping /metrics/resource");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(node = %name, "scraping /metrics/resource timed out");
+            None
+        }
+    }
+}
+
+async fn scrape_loop(server: Weak<ApiServer>, resolution: Duration) {
+    let mut tick = tokio::time::interval(resolution);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let nodes = match server
+            .store
+            .list(
+                "/registry/core/v1/nodes/",
+                kaji_store::ListOptions::default(),
+            )
+            .await
+        {
+            Ok(l) => l
+                .items
+                .iter()
+                .map(crate::objects::decode)
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics provider: listing nodes");
+                continue;
+            }
+        };
+        // metrics-server's scrape timeout is a fraction of the resolution (at most 10 s here).
+        let timeout = resolution
+            .mul_f64(0.9)
+            .min(Duration::from_secs(10))
+            .max(Duration::from_millis(500));
+        use futures::StreamExt;
+        let scrapes: Vec<_> = nodes
+            .into_iter()
+            .map(|n| {
+                let server = server.clone();
+                async move {
+                    let name = n
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    scrape_node(&server, &n, timeout).await.map(|b| (name, b))
+                }
+            })
+            .collect();
+        let batches: Vec<(String, Batch)> = futures::stream::iter(scrapes)
+            .buffer_unordered(32)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        server.resource_metrics.store(batches);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_the_rate_between_two_scrapes() {
+        let p = Provider::new(Duration::from_secs(15));
+        let text = |cpu: f64, ts: i64| {
+            format!(
+                "node_cpu_usage_seconds_total {cpu} {ts}\nnode_memory_working_set_bytes 8192 {ts}\ncontainer_cpu_usage_seconds_total{{container=\"c\",namespace=\"ns\",pod=\"p\"}} {cpu} {ts}\ncontainer_memory_working_set_bytes{{container=\"c\",namespace=\"ns\",pod=\"p\"}} 4096 {ts}\ncontainer_start_time_seconds{{container=\"c\",namespace=\"ns\",pod=\"p\"}} 1 {ts}\n"
+            )
+        };
+        p.store(vec![("n".into(), decode_batch(&text(1.0, 10_000), 0))]);
+        assert_eq!(p.node("n"), None);
+        assert_eq!(p.pod("ns", "p"), None);
+        p.store(vec![("n".into(), decode_batch(&text(6.0, 20_000), 0))]);
+        assert_eq!(
+            p.node("n"),
+            Some(Usage {
+                nano_cores: 500_000_000,
+                memory_bytes: 8192,
+                timestamp_ms: 20_000,
+                window_ms: 10_000
+            })
+        );
+        assert_eq!(p.pod("ns", "p").unwrap()[0].1.memory_bytes, 4096);
+        // A node missing from a round is gone.
+        p.store(vec![]);
+        assert_eq!(p.node("n"), None);
+    }
+}
