@@ -16,6 +16,7 @@
 
 pub mod admission;
 pub mod aggregator;
+pub mod apiextensions;
 pub mod allocator;
 pub mod auth;
 mod bootstrap;

@@ -1,0 +1,1 @@
+//! CEL (Common Expression Language) for `x-kubernetes-validations` rules.
