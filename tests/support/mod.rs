@@ -3,6 +3,7 @@
 //! leaves nothing behind (the server is killed and its directory removed on drop).
 #![allow(dead_code)]
 
+pub mod images;
 pub mod node;
 
 use serde_json::Value;
