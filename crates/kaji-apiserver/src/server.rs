@@ -296,7 +296,7 @@ async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net:
     } else if path == KUBELET_CLIENT_CERT_PATH {
         kubelet_client_cert(&server, &user, req).await
     } else {
-        crate::registry::certificates::with_user(Some(user.clone()), crate::registry::rbac::with_requester(server.clone(), user.clone(), route_request(&server, req))).await
+        crate::registry::certificates::with_user(Some(user.clone()), crate::registry::rbac::with_requester(server.clone(), user.clone(), crate::admission::webhook::in_request(server.clone(), user.clone(), route_request(&server, req)))).await
     };
     server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
     let code = resp.status().as_u16();

@@ -13,6 +13,7 @@ pub mod resource_quota;
 pub mod service_account;
 pub mod storage_class;
 pub mod storage_object_in_use_protection;
+pub mod webhook;
 
 use crate::registry::Registry;
 use kaji_api::{ApiError, ResourceInfo};

@@ -3,6 +3,7 @@
 //! `genericregistry.Store`) does create, update and delete for all of them and knows nothing of
 //! Deployments (nor of HTTP: `crate::rest` decodes requests into its calls).
 
+pub mod admissionregistration;
 pub mod apiextensions;
 pub mod apiregistration;
 pub mod apps;
@@ -229,6 +230,7 @@ impl Registry {
         events::register(&mut all);
         certificates::register(&mut all);
         scheduling::register(&mut all);
+        admissionregistration::register(&mut all);
         apiextensions::register(&mut all);
         apiregistration::register(&mut all);
         authentication::register(&mut all);

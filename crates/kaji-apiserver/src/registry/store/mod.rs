@@ -378,9 +378,12 @@ impl<'a> Store<'a> {
         strategy.prepare_for_create(&mut obj);
         strategy.admit(&self.ctx(), &mut obj);
         crate::admission::admit_create(self.storage, self.registry, info, self.ctx().admission, &mut obj).await?;
+        let hook = crate::admission::webhook::Attributes::create(info, self.ns(namespace), meta_str(&obj, "name").unwrap_or_default(), opts);
+        crate::admission::webhook::mutate(&hook, &mut obj).await?;
         self.validate(&obj, None)?;
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let namespace = self.ns(namespace);
+        crate::admission::webhook::validate(&hook, Some(&obj)).await?;
         crate::admission::validate_create(self.storage, self.registry, info, namespace, &obj, opts.dry_run).await?;
         crate::admission::node_restriction::admit(self.storage, self.registry, &NodeRequest { operation: NodeOp::Create, info, subresource: "", namespace: namespace.unwrap_or_default(), name: meta_str(&obj, "name").unwrap_or_default(), object: Some(&obj), old: None }).await?;
         if let Some(manager) = &opts.field_manager {
@@ -511,6 +514,11 @@ impl<'a> Store<'a> {
             let Some(mut next) = self.prepare_update(desired, &current, part)? else {
                 return Ok((current, Outcome::Unchanged));
             };
+            let hook = crate::admission::webhook::Attributes::update(info, part, namespace, name, &current, opts);
+            if crate::admission::webhook::mutate(&hook, &mut next).await? {
+                self.validate(&next, Some((&current, part)))?;
+            }
+            crate::admission::webhook::validate(&hook, Some(&next)).await?;
             if part != Part::System {
                 let subresource = if part == Part::Status { "status" } else { "" };
                 let r = NodeRequest { operation: NodeOp::Update, info, subresource, namespace: namespace.unwrap_or_default(), name, object: Some(&next), old: Some(&current) };
@@ -584,6 +592,7 @@ impl<'a> Store<'a> {
         let current = self.get(namespace, name).await?;
         let r = NodeRequest { operation: NodeOp::Delete, info, subresource: "", namespace: namespace.unwrap_or_default(), name, object: None, old: Some(&current) };
         crate::admission::node_restriction::admit(self.storage, self.registry, &r).await?;
+        crate::admission::webhook::admit_delete(&crate::admission::webhook::Attributes::delete(info, self.ns(namespace), name, &current, opts)).await?;
         let uid = meta_str(&current, "uid").unwrap_or_default().to_string();
         if let Some(want) = &opts.preconditions.uid
             && *want != uid

@@ -1,0 +1,562 @@
+//! Dynamic admission webhooks end to end: a webhook server of the test's own (HTTPS on
+//! 127.0.0.1 with a CA made here) is registered with Validating/MutatingWebhookConfigurations,
+//! by `clientConfig.url` and through a Service (a selector-less Service with a hand-made
+//! EndpointSlice pointing at this process); stock kubectl then sees denials with the webhook's
+//! message and status, a label added by a JSON patch, failurePolicy Ignore and Fail on a webhook
+//! that times out or answers garbage, namespace and object selectors, warnings, dry runs, and a
+//! configuration's removal taking effect. Bad configurations are refused with upstream's causes.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Cluster, wait_for};
+
+/// The test's webhook server: a tokio runtime of its own.
+struct WebhookServer {
+    rt: Option<tokio::runtime::Runtime>,
+    port: u16,
+    ca_pem: String,
+    /// Every AdmissionReview request received, with the path.
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl WebhookServer {
+    /// Serves with a certificate for 127.0.0.1 and `webhook.hooks.svc` from a CA of its own.
+    fn start() -> WebhookServer {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name.push(DnType::CommonName, "webhook-ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+        let key = KeyPair::generate().expect("serving key");
+        let serving = CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "webhook.hooks.svc".to_string(),
+        ])
+        .expect("serving params");
+        let cert = serving
+            .signed_by(&key, &issuer)
+            .expect("serving certificate");
+        let certs = rustls_pemfile::certs(&mut cert.pem().as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pemfile::private_key(&mut key.serialize_pem().as_bytes())
+            .expect("key")
+            .expect("a key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding the webhook server");
+        let port = listener.local_addr().expect("address").port();
+        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let s = seen.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let seen = s.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| {
+                        let seen = seen.clone();
+                        async move { Ok::<_, Infallible>(handle(&seen, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        WebhookServer {
+            rt: Some(rt),
+            port,
+            ca_pem,
+            seen,
+        }
+    }
+
+    /// The requests a path received.
+    fn seen(&self, path: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn reply(code: u16, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::from_u16(code).expect("status");
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// `/deny`: denies objects labelled forbidden=true (403, a message), allows others with a
+/// warning. `/mutate`: adds `mutated=true`. `/slow`: answers after 3 s. `/garbage`: not JSON.
+async fn handle(
+    seen: &Mutex<Vec<(String, Value)>>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut recorded = review["request"].clone();
+    recorded["query"] = json!(query);
+    recorded["apiVersion"] = review["apiVersion"].clone();
+    seen.lock().expect("lock").push((path.clone(), recorded));
+    let request = &review["request"];
+    let uid = request["uid"].clone();
+    let response = match path.as_str() {
+        "/deny" => {
+            let object = if request["operation"] == "DELETE" {
+                &request["oldObject"]
+            } else {
+                &request["object"]
+            };
+            if object
+                .pointer("/metadata/labels/forbidden")
+                .and_then(Value::as_str)
+                == Some("true")
+            {
+                json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": "the label forbidden=true is not allowed here"}})
+            } else {
+                json!({"uid": uid, "allowed": true, "warnings": ["deny.example.com looked at this object"]})
+            }
+        }
+        "/mutate" => {
+            let patch = json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "true"}]);
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": b64(&patch.to_string())})
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            json!({"uid": uid, "allowed": true})
+        }
+        "/garbage" => {
+            return reply(
+                200,
+                Bytes::from_static(b"<html>this is not an AdmissionReview</html>"),
+            );
+        }
+        _ => return reply(404, Bytes::from_static(b"{}")),
+    };
+    reply(200, Bytes::from(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).to_string()))
+}
+
+/// A webhook of a configuration, by URL path on the test server.
+fn webhook(name: &str, server: &WebhookServer, path: &str, extra: &str) -> String {
+    format!(
+        r#"- name: {name}
+  clientConfig:
+    url: https://127.0.0.1:{port}{path}
+    caBundle: {ca}
+  rules:
+  - operations: ["CREATE", "UPDATE", "DELETE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["configmaps"]
+  sideEffects: None
+  admissionReviewVersions: ["v1"]
+{extra}"#,
+        port = server.port,
+        ca = b64(&server.ca_pem),
+    )
+}
+
+fn configuration(kind: &str, name: &str, webhooks: &[String]) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {name}\nwebhooks:\n{}",
+        webhooks.concat()
+    )
+}
+
+fn configmap(ns: &str, name: &str, labels: &[(&str, &str)]) -> String {
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n{labels}    app: test\ndata:\n  a: b\n"
+    )
+}
+
+/// kubectl create -f - ; (success, stdout, stderr).
+fn create(c: &Cluster, manifest: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["create", "-f", "-"];
+    args.extend(extra);
+    let out = c.kubectl_with(support::KUBECTL_NEW, &args, Some(manifest));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn webhooks_by_url_and_service() {
+    let c = Cluster::start("admission-webhooks");
+    let hooks = WebhookServer::start();
+    c.ok(&["create", "namespace", "hooked"]);
+    c.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    c.ok(&["create", "namespace", "plain"]);
+
+    // Bad configurations: upstream's causes.
+    let bad = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: bad\nwebhooks:\n- name: bad\n  clientConfig:\n    url: http://127.0.0.1/x?y=1\n  timeoutSeconds: 31\n  rules:\n  - operations: [\"CREATE\", \"*\"]\n    apiGroups: [\"\"]\n    apiVersions: [\"v1\"]\n    resources: [\"pods\"]\n  admissionReviewVersions: [\"v1\"]\n";
+    let (ok, _, err) = create(&c, bad, &[]);
+    assert!(!ok);
+    for want in [
+        r#"The ValidatingWebhookConfiguration "bad" is invalid"#,
+        r#"webhooks[0].name: Invalid value: "bad": should be a domain with at least three segments separated by dots"#,
+        "webhooks[0].rules[0].operations: Invalid value:",
+        "if '*' is present, must not specify other operations",
+        "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun",
+        "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
+        "'https' is the only allowed URL scheme; desired format: https://host[/path]",
+        "query parameters are not permitted in the URL",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+
+    // A validating webhook for namespaces labelled webhooks=on; defaults filled in.
+    let deny = webhook(
+        "deny.example.com",
+        &hooks,
+        "/deny",
+        "  namespaceSelector:\n    matchLabels:\n      webhooks: \"on\"\n",
+    );
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration("ValidatingWebhookConfiguration", "deny", &[deny]),
+    );
+    let got = c.json(&["get", "validatingwebhookconfiguration", "deny"]);
+    let h = &got["webhooks"][0];
+    assert_eq!(
+        (
+            h["failurePolicy"].as_str(),
+            h["matchPolicy"].as_str(),
+            h["timeoutSeconds"].as_i64(),
+            h["rules"][0]["scope"].as_str()
+        ),
+        (Some("Fail"), Some("Equivalent"), Some(10), Some("*"))
+    );
+    assert_eq!(h["objectSelector"], json!({}));
+    let table = c.ok(&["get", "validatingwebhookconfigurations"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "WEBHOOKS", "AGE"], "{table}");
+    assert_eq!(&lines[1][..2], ["deny", "1"], "{table}");
+
+    // Denied with the webhook's message and status, within a second of the configuration.
+    let started = Instant::now();
+    let err = wait_for("the webhook to deny", Duration::from_secs(5), || {
+        let (ok, _, err) = create(
+            &c,
+            &configmap("hooked", "bad", &[("forbidden", "true")]),
+            &[],
+        );
+        (!ok).then_some(err)
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.trim(),
+        r#"Error from server (Forbidden): error when creating "STDIN": admission webhook "deny.example.com" denied the request: the label forbidden=true is not allowed here"#
+    );
+    // The same object in a namespace the selector leaves out.
+    let (ok, _, err) = create(
+        &c,
+        &configmap("plain", "bad", &[("forbidden", "true")]),
+        &[],
+    );
+    assert!(ok, "{err}");
+    // An allowed object, with the webhook's warning shown by kubectl.
+    let (ok, _, err) = create(&c, &configmap("hooked", "good", &[]), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning: deny.example.com looked at this object"),
+        "{err}"
+    );
+    // What the webhook was sent.
+    let sent = hooks.seen("/deny");
+    let r = sent
+        .iter()
+        .find(|r| r["operation"] == "CREATE" && r["name"] == "good")
+        .expect("the CREATE of good");
+    assert_eq!(r["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(
+        r["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(
+        r["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+    assert_eq!(r["namespace"], "hooked");
+    assert_eq!(r["dryRun"], false);
+    assert_eq!(r["query"], "timeout=10s");
+    assert_eq!(r["object"]["data"], json!({"a": "b"}));
+    assert_eq!(r["oldObject"], Value::Null);
+    assert_eq!(r["options"]["kind"], "CreateOptions");
+    assert!(
+        r["userInfo"]["username"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()),
+        "{r}"
+    );
+    assert!(r["uid"].as_str().is_some_and(|u| u.len() == 36), "{r}");
+    // Updates (a label through a patch) and dry runs go to the webhook too.
+    let err = c.fails(&[
+        "label",
+        "configmap",
+        "good",
+        "-n",
+        "hooked",
+        "forbidden=true",
+    ]);
+    assert!(err.contains(r#"admission webhook "deny.example.com" denied the request: the label forbidden=true is not allowed here"#), "{err}");
+    let r = hooks
+        .seen("/deny")
+        .into_iter()
+        .rev()
+        .find(|r| r["operation"] == "UPDATE")
+        .expect("the UPDATE");
+    assert_eq!(r["oldObject"]["metadata"]["name"], "good");
+    assert_eq!(r["options"]["kind"], "UpdateOptions");
+    let (ok, _, err) = create(
+        &c,
+        &configmap("hooked", "dry", &[("forbidden", "true")]),
+        &["--dry-run=server"],
+    );
+    assert!(!ok && err.contains("denied the request"), "{err}");
+    assert!(
+        hooks
+            .seen("/deny")
+            .iter()
+            .any(|r| r["name"] == "dry" && r["dryRun"] == true)
+    );
+    c.ok(&["delete", "configmap", "good", "-n", "hooked"]);
+    assert!(
+        hooks
+            .seen("/deny")
+            .iter()
+            .any(|r| r["operation"] == "DELETE"
+                && r["name"] == "good"
+                && r["oldObject"]["metadata"]["name"] == "good")
+    );
+
+    // A mutating webhook for objects labelled mutate=yes adds mutated=true.
+    let mutate = webhook(
+        "mutate.example.com",
+        &hooks,
+        "/mutate",
+        "  reinvocationPolicy: IfNeeded\n  objectSelector:\n    matchLabels:\n      mutate: \"yes\"\n",
+    );
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration("MutatingWebhookConfiguration", "mutate", &[mutate]),
+    );
+    let table = c.ok(&["get", "mutatingwebhookconfigurations"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("mutate ")),
+        "{table}"
+    );
+    let mut attempt = 0;
+    wait_for("the mutating webhook", Duration::from_secs(5), || {
+        attempt += 1;
+        let name = format!("m-{attempt}");
+        let (ok, _, err) = create(&c, &configmap("plain", &name, &[("mutate", "yes")]), &[]);
+        assert!(ok, "{err}");
+        let labels =
+            c.json(&["get", "configmap", &name, "-n", "plain"])["metadata"]["labels"].clone();
+        (labels["mutated"] == "true").then_some(())
+    });
+    c.ok(&["create", "configmap", "untouched", "-n", "plain"]);
+    let labels =
+        c.json(&["get", "configmap", "untouched", "-n", "plain"])["metadata"]["labels"].clone();
+    assert!(labels.get("mutated").is_none(), "{labels}");
+
+    // Slow and garbage webhooks: Ignore lets the write through, Fail refuses it.
+    let slow = |name: &str, policy: &str| {
+        webhook(
+            name,
+            &hooks,
+            "/slow",
+            &format!(
+                "  timeoutSeconds: 1\n  failurePolicy: {policy}\n  objectSelector:\n    matchLabels:\n      test: {name}\n"
+            ),
+        )
+    };
+    let garbage = webhook(
+        "garbage.example.com",
+        &hooks,
+        "/garbage",
+        "  objectSelector:\n    matchLabels:\n      test: garbage.example.com\n",
+    );
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "broken",
+            &[
+                slow("slow-ignore.example.com", "Ignore"),
+                slow("slow-fail.example.com", "Fail"),
+                garbage,
+            ],
+        ),
+    );
+    let err = wait_for("the failing webhook", Duration::from_secs(10), || {
+        let (ok, _, err) = create(
+            &c,
+            &configmap("plain", "slow-fail", &[("test", "slow-fail.example.com")]),
+            &[],
+        );
+        (!ok).then_some(err)
+    });
+    let want = format!(
+        r#"Error from server (InternalError): error when creating "STDIN": Internal error occurred: failed calling webhook "slow-fail.example.com": failed to call webhook: Post "https://127.0.0.1:{}/slow?timeout=1s": context deadline exceeded"#,
+        hooks.port
+    );
+    assert_eq!(err.trim(), want);
+    let started = Instant::now();
+    let (ok, _, err) = create(
+        &c,
+        &configmap(
+            "plain",
+            "slow-ignore",
+            &[("test", "slow-ignore.example.com")],
+        ),
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the 1 s timeout was not honoured: {:?}",
+        started.elapsed()
+    );
+    let (ok, _, err) = create(
+        &c,
+        &configmap("plain", "garbage", &[("test", "garbage.example.com")]),
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains(r#"Internal error occurred: failed calling webhook "garbage.example.com": failed to call webhook: "#), "{err}");
+
+    // Through a Service: the webhook's own endpoint, verified as webhook.hooks.svc.
+    let svc = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: hooks\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webhook\n  namespace: hooks\nspec:\n  ports:\n  - name: https\n    port: 443\n    targetPort: {port}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: webhook-1\n  namespace: hooks\n  labels:\n    kubernetes.io/service-name: webhook\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: true\nports:\n- name: https\n  port: {port}\n  protocol: TCP\n",
+        port = hooks.port
+    );
+    c.apply(support::KUBECTL_NEW, &svc);
+    let by_service = format!(
+        "- name: service.example.com\n  clientConfig:\n    service:\n      namespace: hooks\n      name: webhook\n      path: /deny\n    caBundle: {}\n  rules:\n  - operations: [\"CREATE\"]\n    apiGroups: [\"\"]\n    apiVersions: [\"v1\"]\n    resources: [\"secrets\"]\n    scope: Namespaced\n  sideEffects: NoneOnDryRun\n  admissionReviewVersions: [\"v1beta1\", \"v1\"]\n",
+        b64(&hooks.ca_pem)
+    );
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "by-service",
+            &[by_service],
+        ),
+    );
+    let got = c.json(&["get", "validatingwebhookconfiguration", "by-service"]);
+    assert_eq!(got["webhooks"][0]["clientConfig"]["service"]["port"], 443);
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: plain\n  labels:\n    forbidden: \"true\"\n";
+    let err = wait_for(
+        "the webhook behind the Service",
+        Duration::from_secs(5),
+        || {
+            let (ok, _, err) = create(&c, secret, &[]);
+            (!ok).then_some(err)
+        },
+    );
+    assert!(err.contains(r#"admission webhook "service.example.com" denied the request: the label forbidden=true is not allowed here"#), "{err}");
+
+    // Removing a configuration takes effect within a second.
+    c.ok(&["delete", "validatingwebhookconfiguration", "deny"]);
+    let started = Instant::now();
+    wait_for(
+        "the removed webhook to stop denying",
+        Duration::from_secs(5),
+        || {
+            create(
+                &c,
+                &configmap("hooked", "bad", &[("forbidden", "true")]),
+                &[],
+            )
+            .0
+            .then_some(())
+        },
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The configurations themselves never go to webhooks (a broken one can always be removed).
+    c.ok(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "broken",
+        "by-service",
+    ]);
+    c.ok(&["delete", "mutatingwebhookconfiguration", "mutate"]);
+}
