@@ -7,6 +7,7 @@
 //! operations a served resource has, and [`v2()`] / [`v3_group`] render them. Field validation
 //! lives in [`validation`].
 
+mod custom;
 mod definitions;
 mod patch_facts;
 mod protobuf;
@@ -16,6 +17,7 @@ mod v2;
 mod v3;
 pub mod validation;
 
+pub use custom::{CustomDocuments, CustomResourceVersion};
 pub use definitions::{definition_name, definitions};
 pub use protobuf::v2_protobuf;
 pub use types::builtin_kinds;

@@ -463,6 +463,16 @@ pub(crate) fn resource_paths(r: &ResourceInfo) -> Vec<PathItem> {
         return Vec::new();
     };
     let list_definition = definition_name(r.group, r.version, &r.list_kind());
+    resource_paths_of(r, definition, list_definition)
+}
+
+/// The path items of one resource whose kind and List are the given definitions (custom
+/// resources name theirs).
+pub(crate) fn resource_paths_of(
+    r: &ResourceInfo,
+    definition: &'static str,
+    list_definition: Option<&'static str>,
+) -> Vec<PathItem> {
     let group = group_camel(r.group);
     let names = Names {
         r,

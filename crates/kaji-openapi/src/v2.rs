@@ -34,7 +34,7 @@ pub fn v2(resources: &[ResourceInfo]) -> Value {
     })
 }
 
-fn path_item(item: &PathItem) -> Value {
+pub(crate) fn path_item(item: &PathItem) -> Value {
     let mut out = Map::new();
     for op in &item.operations {
         out.insert(op.method.into(), operation(op));

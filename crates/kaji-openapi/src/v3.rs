@@ -156,13 +156,19 @@ fn discovery_item(path: &str, operation_id: &str, tag: &str, definition: &'stati
 }
 
 fn document(items: &[PathItem]) -> Value {
+    document_with(items, &Map::new())
+}
+
+/// A document of `items` whose schemas come from `extra` (v2 form) before the built-in
+/// definitions (custom resources bring their own).
+pub(crate) fn document_with(items: &[PathItem], extra: &Map<String, Value>) -> Value {
     let mut sorted: Vec<&PathItem> = items.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let mut paths = Map::new();
     for item in sorted {
         paths.insert(item.path.clone(), path_item(item));
     }
-    let schemas = reachable_schemas(&Value::Object(paths.clone()));
+    let schemas = reachable_schemas(&Value::Object(paths.clone()), extra);
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
@@ -183,13 +189,14 @@ fn document(items: &[PathItem]) -> Value {
 }
 
 /// The definitions the paths refer to, and everything they refer to, in v3 form.
-fn reachable_schemas(paths: &Value) -> Map<String, Value> {
+fn reachable_schemas(paths: &Value, extra: &Map<String, Value>) -> Map<String, Value> {
     let defs = definitions();
+    let lookup = |name: &str| extra.get_key_value(name).or_else(|| defs.get_key_value(name));
     let mut pending = Vec::new();
     collect_refs(paths, V3_REF_PREFIX, &mut pending);
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     while let Some(name) = pending.pop() {
-        let Some((name, schema)) = defs.get_key_value(name) else {
+        let Some((name, schema)) = lookup(name) else {
             continue;
         };
         if seen.insert(name.as_str()) {
@@ -197,7 +204,7 @@ fn reachable_schemas(paths: &Value) -> Map<String, Value> {
         }
     }
     seen.into_iter()
-        .filter_map(|name| defs.get(name).map(|s| (name.to_string(), to_v3_schema(s))))
+        .filter_map(|name| lookup(name).map(|(_, s)| (name.to_string(), to_v3_schema(s))))
         .collect()
 }
 
