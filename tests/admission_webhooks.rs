@@ -560,3 +560,187 @@ fn webhooks_by_url_and_service() {
     ]);
     c.ok(&["delete", "mutatingwebhookconfiguration", "mutate"]);
 }
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/admission-webhook"
+);
+
+/// Builds examples/admission-webhook with the cargo running the tests (same target directory,
+/// so a built tree makes this a no-op) and returns the binary's path.
+fn build_example() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "--manifest-path",
+        ])
+        .arg(std::path::Path::new(EXAMPLE).join("Cargo.toml"))
+        .args(["-p", "admission-webhook", "--bin", "admission-webhook"])
+        .output()
+        .expect("running cargo build -p admission-webhook");
+    assert!(
+        out.status.success(),
+        "cargo build -p admission-webhook failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|m| {
+            (m["reason"] == "compiler-artifact" && m["target"]["name"] == "admission-webhook")
+                .then(|| m["executable"].as_str().map(std::path::PathBuf::from))
+                .flatten()
+        })
+        .expect("cargo named the admission-webhook executable")
+}
+
+/// The issue's "done when": a validating webhook served by a pod (behind a Service, TLS from a
+/// mounted Secret) denies a forbidden object, and a mutating one adds a label.
+#[test]
+fn webhook_served_by_a_pod() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let binary = build_example();
+    let image = support::images::binary_image_with(
+        "admission-webhook",
+        &[binary.as_path()],
+        &[
+            "/usr/local/bin/admission-webhook",
+            "--cert",
+            "/tls/tls.crt",
+            "--key",
+            "/tls/tls.key",
+            "--port",
+            "8443",
+        ],
+    );
+    let node = support::node::Node::start("webhook-pod");
+    let c = &node.cluster;
+
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "webhook-demo-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let key = KeyPair::generate().expect("serving key");
+    let cert = CertificateParams::new(vec!["admission-webhook.webhook-demo.svc".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("serving certificate");
+
+    node.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: webhook-demo
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: admission-webhook-tls
+  namespace: webhook-demo
+type: kubernetes.io/tls
+data:
+  tls.crt: {crt}
+  tls.key: {key}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: admission-webhook
+  namespace: webhook-demo
+  labels:
+    app: admission-webhook
+spec:
+  containers:
+  - name: server
+    image: {image}
+    ports:
+    - containerPort: 8443
+    volumeMounts:
+    - name: tls
+      mountPath: /tls
+      readOnly: true
+  volumes:
+  - name: tls
+    secret:
+      secretName: admission-webhook-tls
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: admission-webhook
+  namespace: webhook-demo
+spec:
+  selector:
+    app: admission-webhook
+  ports:
+  - port: 443
+    targetPort: 8443
+"#,
+        crt = b64(&cert.pem()),
+        key = b64(&key.serialize_pem()),
+    ));
+    wait_for("the webhook pod to serve", Duration::from_secs(90), || {
+        let out = c.kubectl(&["logs", "-n", "webhook-demo", "admission-webhook"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("serving on :8443")
+            .then_some(())
+    });
+
+    let hook = |kind: &str, name: &str, path: &str| {
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {name}\nwebhooks:\n- name: {name}.webhook-demo.example.com\n  clientConfig:\n    service:\n      namespace: webhook-demo\n      name: admission-webhook\n      path: {path}\n    caBundle: {ca}\n  rules:\n  - operations: [\"CREATE\", \"UPDATE\"]\n    apiGroups: [\"\"]\n    apiVersions: [\"v1\"]\n    resources: [\"configmaps\"]\n  namespaceSelector:\n    matchLabels:\n      webhook-demo: \"on\"\n  sideEffects: None\n  admissionReviewVersions: [\"v1\"]\n",
+            ca = b64(&ca_pem)
+        )
+    };
+    node.apply(&hook(
+        "ValidatingWebhookConfiguration",
+        "deny-forbidden",
+        "/validate",
+    ));
+    node.apply(&hook(
+        "MutatingWebhookConfiguration",
+        "add-label",
+        "/mutate",
+    ));
+    c.ok(&["create", "namespace", "target"]);
+    c.ok(&["label", "namespace", "target", "webhook-demo=on"]);
+
+    let err = wait_for("the pod's webhook to deny", Duration::from_secs(10), || {
+        let (ok, _, err) = create(
+            c,
+            &configmap("target", "forbidden", &[("forbidden", "true")]),
+            &[],
+        );
+        (!ok).then_some(err)
+    });
+    assert_eq!(
+        err.trim(),
+        r#"Error from server (Forbidden): error when creating "STDIN": admission webhook "deny-forbidden.webhook-demo.example.com" denied the request: objects labelled forbidden=true are not allowed"#
+    );
+    let (ok, _, err) = create(c, &configmap("target", "allowed", &[]), &[]);
+    assert!(ok, "{err}");
+    let labels =
+        c.json(&["get", "configmap", "allowed", "-n", "target"])["metadata"]["labels"].clone();
+    assert_eq!(labels["mutated"], "true", "{labels}");
+    let logs = String::from_utf8_lossy(
+        &c.kubectl(&["logs", "-n", "webhook-demo", "admission-webhook"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        logs.contains("/validate CREATE forbidden -> allowed=false"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("/mutate CREATE allowed -> allowed=true"),
+        "{logs}"
+    );
+    c.ok(&["delete", "validatingwebhookconfiguration", "deny-forbidden"]);
+    c.ok(&["delete", "mutatingwebhookconfiguration", "add-label"]);
+}
