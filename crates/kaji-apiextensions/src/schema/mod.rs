@@ -117,6 +117,11 @@ pub(crate) struct Node {
     pub one_of: Vec<Node>,
     pub not: Option<Box<Node>>,
     pub rules: Vec<Rule>,
+    /// Whether this node or one below it has an embedded resource, a set/map list, rules:
+    /// the passes after schema validation skip the subtrees that have none.
+    pub sub_embedded: bool,
+    pub sub_list_types: bool,
+    pub sub_rules: bool,
     /// The rules compiled once: the rule, and its `messageExpression` if it compiles.
     pub programs: Vec<(Result<Program, String>, Option<Program>)>,
 }
@@ -249,6 +254,19 @@ impl Node {
                 })
                 .collect();
         }
+        let below: Vec<&Node> = n
+            .properties
+            .values()
+            .chain(n.items.as_deref())
+            .chain(match &n.additional {
+                Additional::Schema(a) => Some(a.as_ref()),
+                _ => None,
+            })
+            .collect();
+        n.sub_embedded = n.embedded_resource || below.iter().any(|c| c.sub_embedded);
+        n.sub_list_types = matches!(n.list_type, Some(ListType::Set | ListType::Map))
+            || below.iter().any(|c| c.sub_list_types);
+        n.sub_rules = !n.rules.is_empty() || below.iter().any(|c| c.sub_rules);
         n
     }
 

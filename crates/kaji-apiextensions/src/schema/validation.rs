@@ -467,6 +467,9 @@ fn value_validations(
 /// Embedded resources (`x-kubernetes-embedded-resource`): apiVersion and kind required, the
 /// metadata's labels and annotations valid (upstream's `objectmeta.Validate`).
 fn embedded(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if !n.sub_embedded {
+        return;
+    }
     match v {
         Value::Object(map) => {
             if n.embedded_resource {
@@ -615,6 +618,9 @@ fn duplicate_of(path: String, shown: String) -> FieldError {
 
 /// Duplicates in `x-kubernetes-list-type: set` and `map` lists (upstream's `listtype`).
 fn list_types(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if !n.sub_list_types {
+        return;
+    }
     match v {
         Value::Object(map) => {
             for (k, val) in map {
@@ -704,7 +710,7 @@ fn rule_type(n: &Node, v: &Value) -> &'static str {
 /// `x-kubernetes-validations`: each rule with `self` bound to the value at its node; transition
 /// rules (`oldSelf`) only where an old value corresponds (or with `optionalOldSelf`).
 fn rules(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
-    if old.is_some_and(|o| o == v) || v.is_null() {
+    if !n.sub_rules || old.is_some_and(|o| o == v) || v.is_null() {
         return;
     }
     let shown = if path.is_empty() { "<nil>" } else { path };
