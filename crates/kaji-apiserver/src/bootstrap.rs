@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Creates an object through the REST machinery (so defaults and validation apply), unless it exists.
 pub(crate) async fn ensure(server: &Arc<ApiServer>, group: &str, plural: &str, namespace: Option<&str>, obj: Value) -> Result<()> {
-    let strategy = server.registry.get(group, "v1", plural).cloned().ok_or_else(|| anyhow!("no {plural}"))?;
+    let strategy = server.registry.get(group, "v1", plural).ok_or_else(|| anyhow!("no {plural}"))?;
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     if server.store.get(&crate::objects::key(strategy.info(), namespace, name)).await?.is_some() {
         return Ok(());

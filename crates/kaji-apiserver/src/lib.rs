@@ -186,6 +186,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     auth::rbac::Rbac::load(&server).await?;
     auth::Auth::start(&server);
     aggregator::start(&server).await?;
+    apiextensions::controller::start(&server).await?;
     let kubeconfig = config.kubeconfig.clone().unwrap_or_else(|| config.data_dir.join("kubeconfig.yaml"));
     server.pki.write_admin_kubeconfig(&kubeconfig, &format!("https://{advertise}"))?;
     let serve = tokio::spawn(server::serve(server.clone(), listener));

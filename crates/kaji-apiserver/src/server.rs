@@ -434,7 +434,7 @@ fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
 }
 
 async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::request::ResourceRequest, accept: &str) -> Response<Body> {
-    let Some(strategy) = server.registry.get(&rr.group, &rr.version, &rr.plural).cloned() else {
+    let Some(strategy) = server.registry.get(&rr.group, &rr.version, &rr.plural) else {
         let e = ApiError::no_route(req.uri().path());
         drain(req.into_body()).await;
         return error_response(&e);

@@ -43,7 +43,6 @@ pub async fn resolve(
     let services = server
         .registry
         .get("", "v1", "services")
-        .cloned()
         .ok_or(("ServiceAccessError", "no services".to_string()))?;
     let svc = match Store::of(server, &services).get(Some(ns), name).await {
         Ok(s) => s,
@@ -81,7 +80,6 @@ pub async fn resolve(
     let slices_strategy = server
         .registry
         .get("discovery.k8s.io", "v1", "endpointslices")
-        .cloned()
         .ok_or(("EndpointsAccessError", "no endpointslices".to_string()))?;
     let filter = Filter::parse(
         &*slices_strategy,
@@ -259,7 +257,6 @@ async fn write_condition(
     let strategy = server
         .registry
         .get("apiregistration.k8s.io", "v1", "apiservices")
-        .cloned()
         .ok_or_else(|| kaji_api::ApiError::internal("no apiservices"))?;
     let store = Store::of(server, &strategy);
     let current = store.get(None, name).await?;
@@ -310,7 +307,6 @@ async fn sync_all(server: &Arc<ApiServer>) -> Result<(), kaji_api::ApiError> {
     let strategy = server
         .registry
         .get("apiregistration.k8s.io", "v1", "apiservices")
-        .cloned()
         .ok_or_else(|| kaji_api::ApiError::internal("no apiservices"))?;
     let page = Store::of(server, &strategy)
         .list(None, &Filter::everything(), &ListOptions::default())
@@ -372,7 +368,7 @@ fn relevant(
 
 /// Wakes the controller on changes under one kind's prefix, re-watching after a failure.
 async fn watch(server: Arc<ApiServer>, group: &'static str, plural: &'static str) {
-    let Some(strategy) = server.registry.get(group, "v1", plural).cloned() else {
+    let Some(strategy) = server.registry.get(group, "v1", plural) else {
         return;
     };
     let prefix = strategy.prefix(None);

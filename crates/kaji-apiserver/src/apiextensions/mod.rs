@@ -5,3 +5,7 @@
 
 pub mod openapi;
 pub mod printer;
+pub mod controller;
+pub mod conversion;
+pub mod strategy;
+pub mod table;

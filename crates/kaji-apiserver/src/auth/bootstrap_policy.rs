@@ -638,7 +638,6 @@ pub async fn reconcile(server: &Arc<ApiServer>) -> Result<()> {
         let strategy = server
             .registry
             .get(GROUP, "v1", plural)
-            .cloned()
             .ok_or_else(|| anyhow!("no {plural}"))?;
         let store = Store::of(server, &strategy);
         for expected in objs {

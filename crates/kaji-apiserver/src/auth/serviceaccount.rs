@@ -345,7 +345,7 @@ async fn mark_used(server: &ApiServer, namespace: &str, name: &str, secret: &Val
     let Some(strategy) = server.registry.get("", "v1", "secrets") else {
         return;
     };
-    let store = crate::registry::store::Store::of(server, strategy);
+    let store = crate::registry::store::Store::of(server, &strategy);
     let opts = crate::registry::store::WriteOptions {
         dry_run: false,
         field_manager: None,

@@ -29,7 +29,7 @@ use crate::allocator::Allocators;
 use kaji_api::{ApiError, FieldError, ResourceInfo};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// What strategies may use beyond the object: cluster-wide allocators and admission settings.
 pub struct Ctx<'a> {
@@ -60,6 +60,16 @@ impl Default for Admission {
 pub struct ScaleSpec {
     /// `spec.selector` is a LabelSelector object (apps) rather than a plain map (RC).
     pub selector_is_label_selector: bool,
+}
+
+/// Where the scale subresource of a custom kind reads and writes (the CRD's
+/// `subresources.scale`), as JSON pointers: `/spec/replicas`, `/status/replicas`, and the
+/// selector string (upstream's `labelSelectorPath`).
+#[derive(Clone, Debug)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
 }
 
 /// How a kind differs from a plain stored object. Every method has the common default.
@@ -145,6 +155,37 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// The scale subresource's paths when they are not the workloads' (`spec.replicas`,
+    /// `status.replicas`, `spec.selector`): custom kinds.
+    fn scale_paths(&self) -> Option<&ScalePaths> {
+        None
+    }
+
+    /// Kinds with a schema of their own (custom kinds): prunes what it does not know (and
+    /// defaults) and returns the pruned fields' paths, which server-side field validation
+    /// reports. None: the kind is checked against its OpenAPI definition (built-in kinds).
+    fn prune_unknown(&self, _obj: &mut Value) -> Option<Vec<String>> {
+        None
+    }
+
+    /// The storage key prefix (cluster-wide, ending in '/') when it is not
+    /// `objects::prefix`'s: custom kinds are stored under `/registry/<group>/<plural>/` as
+    /// upstream, whatever the version.
+    fn storage_prefix(&self) -> Option<&str> {
+        None
+    }
+
+    /// Table output of kinds whose columns are not kaji-printers' (custom kinds' printer
+    /// columns): the column definitions and the cells of each item.
+    fn table(&self, _items: &[Value], _now: jiff::Timestamp) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {
+        None
+    }
+
+    /// Whether PATCH takes strategic merge patches (custom kinds do not: upstream's 415).
+    fn supports_strategic_merge_patch(&self) -> bool {
+        true
+    }
+
     /// Deleting waits `gracePeriodSeconds` (pods on a node): returns the default grace period.
     fn graceful_delete(&self, _obj: &Value) -> Option<i64> {
         None
@@ -207,10 +248,34 @@ impl Strategy for Plain {
     }
 }
 
-/// Every served kind, looked up by (group, version, plural).
+type ByPath = HashMap<(String, String, String), Arc<dyn Strategy>>;
+
+/// Every served kind, looked up by (group, version, plural): the built-in kinds, fixed at
+/// start, and the custom kinds of established CustomResourceDefinitions, a snapshot the CRD
+/// controller (`crate::apiextensions::controller`) swaps whole when a CRD changes.
 pub struct Registry {
-    by_path: HashMap<(String, String, String), Arc<dyn Strategy>>,
+    by_path: ByPath,
     ordered: Vec<Arc<dyn Strategy>>,
+    custom: RwLock<Arc<CustomKinds>>,
+}
+
+/// One snapshot of the custom kinds (one strategy per served version of each established CRD).
+#[derive(Default)]
+pub struct CustomKinds {
+    by_path: ByPath,
+    ordered: Vec<Arc<dyn Strategy>>,
+}
+
+impl CustomKinds {
+    /// The kinds in discovery's order (each CRD's versions by preference).
+    pub fn new(ordered: Vec<Arc<dyn Strategy>>) -> CustomKinds {
+        let mut by_path = HashMap::new();
+        for s in &ordered {
+            let i = s.info();
+            by_path.insert((i.group.to_string(), i.version.to_string(), i.plural.to_string()), s.clone());
+        }
+        CustomKinds { by_path, ordered }
+    }
 }
 
 impl Registry {
@@ -240,24 +305,51 @@ impl Registry {
             let i = s.info();
             by_path.insert((i.group.to_string(), i.version.to_string(), i.plural.to_string()), s.clone());
         }
-        Registry { by_path, ordered: all }
+        Registry { by_path, ordered: all, custom: RwLock::default() }
     }
 
-    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<dyn Strategy>> {
-        self.by_path.get(&(group.to_string(), version.to_string(), plural.to_string()))
+    fn custom(&self) -> Arc<CustomKinds> {
+        self.custom.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Strategy>> {
-        self.ordered.iter()
+    /// Replaces the custom kinds (the CRD controller, after any CRD changed).
+    pub fn set_custom(&self, kinds: CustomKinds) {
+        *self.custom.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(kinds);
+    }
+
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Strategy>> {
+        let key = (group.to_string(), version.to_string(), plural.to_string());
+        if let Some(s) = self.by_path.get(&key) {
+            return Some(s.clone());
+        }
+        self.custom().by_path.get(&key).cloned()
+    }
+
+    /// The built-in kinds, then the custom ones.
+    pub fn all(&self) -> Vec<Arc<dyn Strategy>> {
+        let custom = self.custom();
+        self.ordered.iter().chain(custom.ordered.iter()).cloned().collect()
+    }
+
+    /// Only the built-in kinds.
+    pub fn builtin_kinds(&self) -> &[Arc<dyn Strategy>] {
+        &self.ordered
+    }
+
+    /// Only the custom kinds.
+    pub fn custom_kinds(&self) -> Vec<Arc<dyn Strategy>> {
+        self.custom().ordered.clone()
     }
 
     pub fn infos(&self) -> Vec<ResourceInfo> {
-        self.ordered.iter().map(|s| s.info().clone()).collect()
+        let custom = self.custom();
+        self.ordered.iter().chain(custom.ordered.iter()).map(|s| s.info().clone()).collect()
     }
 
     /// The strategy for a kind in a group (any version), e.g. for ownerReference lookups.
-    pub fn by_kind(&self, group: &str, kind: &str) -> Option<&Arc<dyn Strategy>> {
-        self.ordered.iter().find(|s| s.info().group == group && s.info().kind == kind)
+    pub fn by_kind(&self, group: &str, kind: &str) -> Option<Arc<dyn Strategy>> {
+        let custom = self.custom();
+        self.ordered.iter().chain(custom.ordered.iter()).find(|s| s.info().group == group && s.info().kind == kind).cloned()
     }
 }
 
@@ -337,11 +429,17 @@ impl dyn Strategy {
     }
 
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
-        crate::objects::key(self.stored_as(), namespace, name)
+        let mut k = self.prefix(namespace);
+        k.push_str(name);
+        k
     }
 
     pub fn prefix(&self, namespace: Option<&str>) -> String {
-        crate::objects::prefix(self.stored_as(), namespace)
+        match (self.storage_prefix(), namespace.filter(|_| self.info().namespaced)) {
+            (Some(p), Some(ns)) => format!("{p}{ns}/"),
+            (Some(p), None) => p.to_string(),
+            (None, _) => crate::objects::prefix(self.stored_as(), namespace),
+        }
     }
 
     pub fn decode(&self, kv: &kaji_store::KeyValue) -> Value {

@@ -130,14 +130,25 @@ fn partial(obj: &Value) -> Value {
 pub fn table(strategy: &dyn Strategy, meta: Value, items: &[Value], include: IncludeObject) -> Value {
     let info = strategy.info();
     let now = jiff::Timestamp::now();
-    let columns: Vec<Value> = kaji_printers::columns(info.group, info.kind)
-        .iter()
-        .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
-        .collect();
+    // Custom kinds print their CRD's columns.
+    let (columns, mut cells) = match strategy.table(items, now) {
+        Some((columns, cells)) => (columns, Some(cells.into_iter())),
+        None => {
+            let columns = kaji_printers::columns(info.group, info.kind)
+                .iter()
+                .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
+                .collect();
+            (columns, None)
+        }
+    };
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
-            let mut row = json!({"cells": kaji_printers::row(info.group, info.kind, obj, now)});
+            let row_cells = match cells.as_mut() {
+                Some(c) => json!(c.next().unwrap_or_default()),
+                None => json!(kaji_printers::row(info.group, info.kind, obj, now)),
+            };
+            let mut row = json!({"cells": row_cells});
             match include {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => row["object"] = partial(obj),
@@ -146,6 +157,7 @@ pub fn table(strategy: &dyn Strategy, meta: Value, items: &[Value], include: Inc
             row
         })
         .collect();
+    let columns: Vec<Value> = columns;
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns, "rows": rows})
 }
 

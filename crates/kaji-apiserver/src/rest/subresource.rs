@@ -47,11 +47,15 @@ pub async fn dispatch(call: Call<'_>, method: &Method, sub: &str) -> Result<Repl
 /// The autoscaling/v1 Scale view of a workload.
 fn scale_of(call: &Call<'_>, obj: &Value) -> Value {
     let label_selector = call.strategy.scale().is_some_and(|s| s.selector_is_label_selector);
-    let selector = match obj.pointer("/spec/selector") {
-        Some(sel) if label_selector => LabelSelector::from_object(sel).map(|s| s.to_string()).unwrap_or_default(),
-        Some(Value::Object(m)) => LabelSelector::from_map(m).to_string(),
+    let paths = call.strategy.scale_paths();
+    let selector = match (paths, obj.pointer("/spec/selector")) {
+        // A custom kind's selector is a string at labelSelectorPath.
+        (Some(p), _) => p.label_selector.as_deref().and_then(|ptr| obj.pointer(ptr)).and_then(Value::as_str).unwrap_or_default().to_string(),
+        (None, Some(sel)) if label_selector => LabelSelector::from_object(sel).map(|s| s.to_string()).unwrap_or_default(),
+        (None, Some(Value::Object(m))) => LabelSelector::from_map(m).to_string(),
         _ => String::new(),
     };
+    let (spec_ptr, status_ptr) = paths.map_or(("/spec/replicas", "/status/replicas"), |p| (p.spec_replicas.as_str(), p.status_replicas.as_str()));
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut scale_meta = json!({});
     for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
@@ -59,7 +63,7 @@ fn scale_of(call: &Call<'_>, obj: &Value) -> Value {
             scale_meta[k] = v.clone();
         }
     }
-    let mut status = json!({"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0))});
+    let mut status = json!({"replicas": obj.pointer(status_ptr).cloned().unwrap_or(json!(0))});
     if !selector.is_empty() {
         status["selector"] = json!(selector);
     }
@@ -67,7 +71,7 @@ fn scale_of(call: &Call<'_>, obj: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": scale_meta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "spec": {"replicas": obj.pointer(spec_ptr).cloned().unwrap_or(json!(0))},
         "status": status,
     })
 }
@@ -103,8 +107,9 @@ async fn scale_write(call: Call<'_>, method: &Method) -> Result<Reply, ApiError>
             return Err(ApiError::invalid("autoscaling", "Scale", call.req.name.as_deref().unwrap_or_default(), vec![kaji_api::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
         }
         let mut next = cur.clone();
-        if cur.pointer("/spec/replicas").and_then(Value::as_i64) != Some(replicas) {
-            next["spec"]["replicas"] = json!(replicas);
+        let spec_ptr = call.strategy.scale_paths().map_or("/spec/replicas", |p| p.spec_replicas.as_str());
+        if cur.pointer(spec_ptr).and_then(Value::as_i64) != Some(replicas) {
+            set_at(&mut next, spec_ptr, json!(replicas));
             if call.strategy.tracks_generation() {
                 let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
                 next["metadata"]["generation"] = json!(g);
@@ -114,6 +119,23 @@ async fn scale_write(call: Call<'_>, method: &Method) -> Result<Reply, ApiError>
     })
     .await?;
     Ok(Reply::ok(scale_of(&call, &obj)))
+}
+
+/// Sets the member at a JSON pointer, making the objects on the way.
+fn set_at(obj: &mut Value, ptr: &str, value: Value) {
+    let mut cur = obj;
+    let segments: Vec<&str> = ptr.trim_start_matches('/').split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let Some(map) = cur.as_object_mut() else { return };
+        if i + 1 == segments.len() {
+            map.insert((*seg).to_string(), value);
+            return;
+        }
+        cur = map.entry((*seg).to_string()).or_insert_with(|| json!({}));
+    }
 }
 
 /// pods/binding.

@@ -70,6 +70,16 @@ fn check_kind(call: &Call<'_>, obj: &mut Value) -> Result<(), ApiError> {
 /// as decoding into upstream's Go types does.
 fn field_validation(call: &Call<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
     let info = call.strategy.info();
+    // Custom kinds: what the schema prunes is what is unknown.
+    if let Some(pruned) = call.strategy.prune_unknown(obj) {
+        let texts: Vec<String> = pruned.iter().map(|u| format!("unknown field {u:?}")).collect();
+        return match call.param("fieldValidation").unwrap_or("Warn") {
+            _ if texts.is_empty() => Ok(Vec::new()),
+            "Strict" => Err(ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: strict decoding error: {}", info.kind, info.version, info.kind, texts.join(", ")))),
+            "Ignore" => Ok(Vec::new()),
+            _ => Ok(texts),
+        };
+    }
     let Some(def) = kaji_openapi::definition_name(info.group, info.version, info.kind) else {
         return Ok(Vec::new());
     };
@@ -157,6 +167,13 @@ pub async fn patch_part(call: Call<'_>, part: Part) -> Result<Reply, ApiError> {
     let Some(kind) = PatchType::from_content_type(&ct) else {
         return Err(ApiError::unsupported_media_type(&ct));
     };
+    if kind == PatchType::StrategicMerge && !call.strategy.supports_strategic_merge_patch() {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     let info = call.strategy.info();
     let def = kaji_openapi::definition_name(info.group, info.version, info.kind).unwrap_or_default();
     let defs = kaji_openapi::definitions();
@@ -178,7 +195,10 @@ pub async fn patch_part(call: Call<'_>, part: Part) -> Result<Reply, ApiError> {
         if meta_str(&patched, "name") != Some(name.as_str()) {
             return Err(ApiError::bad_request("metadata.name: the name of the object may not be changed by a patch"));
         }
-        let unknown = kaji_openapi::unknown_fields(def, &patched);
+        let unknown = match call.strategy.prune_unknown(&mut patched) {
+            Some(pruned) => pruned,
+            None => kaji_openapi::unknown_fields(def, &patched),
+        };
         if !unknown.is_empty() {
             let texts: Vec<String> = unknown.iter().map(|u| format!("unknown field {u:?}")).collect();
             if call.param("fieldValidation") == Some("Strict") {

@@ -174,7 +174,7 @@ async fn consult_budgets(store: &Store<'_>, namespace: Option<&str>, name: &str,
     let Some(pdb_strategy) = store.registry.get("policy", "v1", "poddisruptionbudgets") else {
         return Ok(Verdict::Delete);
     };
-    let pdbs = store.with_strategy(pdb_strategy);
+    let pdbs = store.with_strategy(&pdb_strategy);
     // Re-read: the pod may have changed since the caller's read.
     let pod = store.get(namespace, name).await?;
     if can_ignore_budget(&pod) {
