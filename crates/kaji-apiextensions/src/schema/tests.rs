@@ -381,6 +381,17 @@ fn cel_rules_and_transition_rules() {
         messages(&s.validate(&json!({"spec": {"min": 1, "max": 200}}))),
         vec![r#"spec: Invalid value: "object": failed rule: self.max < 100"#]
     );
+    // A runtime error names the rule, as upstream.
+    let s2 = Structural::new(&spec_schema(
+        json!({"m": {"type": "object", "additionalProperties": {"type": "string"},
+        "x-kubernetes-validations": [{"rule": "self.missing == 'x'"}]}}),
+    ));
+    assert_eq!(
+        messages(&s2.validate(&json!({"spec": {"m": {"a": "b"}}}))),
+        vec![
+            r#"spec.m: Invalid value: "object": no such key: missing evaluating rule: self.missing == 'x'"#
+        ]
+    );
     let old = json!({"spec": {"min": 1, "max": 2, "immutable": "a"}});
     assert!(
         s.validate_update(

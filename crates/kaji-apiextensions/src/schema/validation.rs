@@ -736,9 +736,13 @@ fn rules(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<Fi
             Ok(_) => {
                 let mut msg = rule
                     .message
-                    .clone()
+                    .as_deref()
+                    .map(str::trim)
                     .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| format!("failed rule: {}", rule.rule.trim()));
+                    .map_or_else(
+                        || format!("failed rule: {}", rule.rule.trim()),
+                        str::to_string,
+                    );
                 if let Some(mp) = message_program {
                     if let Ok(Value::String(m)) = mp.eval(v, old) {
                         if !m.trim().is_empty() {
@@ -749,19 +753,31 @@ fn rules(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<Fi
                 errs.push(match rule.reason.as_deref() {
                     Some("FieldValueForbidden") => FieldError::forbidden(field, &msg),
                     Some("FieldValueRequired") => FieldError::required(field, &msg),
-                    Some("FieldValueDuplicate") => FieldError {
-                        reason: "FieldValueDuplicate",
-                        field,
-                        detail: format!("Duplicate value: {ty}: {msg}"),
-                    },
+                    Some("FieldValueDuplicate") => FieldError::duplicate(field, &ty),
                     _ => FieldError::invalid(field, &ty, &msg),
                 });
             }
-            Err(e) => errs.push(FieldError::invalid(
-                field,
-                &ty,
-                &format!("{}: {e}", rule.rule.trim()),
-            )),
+            Err(e) => {
+                // Upstream's runtime error texts (cel-go's error, then the rule or its message).
+                let what = rule
+                    .message
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or(rule.rule.trim());
+                let detail = if e.starts_with("no such overload") {
+                    format!(
+                        "'{e}': call arguments did not match a supported operator, function or macro signature for rule: {what}"
+                    )
+                } else if e.starts_with("operation cancelled: actual cost limit exceeded") {
+                    format!(
+                        "'{e}': no further validation rules will be run due to call cost exceeds limit for rule: {what}"
+                    )
+                } else {
+                    format!("{e} evaluating rule: {what}")
+                };
+                errs.push(FieldError::invalid(field, &ty, &detail));
+            }
         }
     }
     match v {
