@@ -122,12 +122,14 @@ pub struct ApiServer {
     pub aggregator: aggregator::Aggregator,
     openapi_v2: OnceLock<(Bytes, Bytes)>,
     openapi_v3: OnceLock<Value>,
+    /// The custom kinds' part of the OpenAPI documents (`apiextensions::openapi`).
+    custom_openapi: apiextensions::openapi::CustomOpenApi,
 }
 
 impl ApiServer {
     fn openapi_v2(&self) -> &(Bytes, Bytes) {
         self.openapi_v2.get_or_init(|| {
-            let doc = kaji_openapi::v2(&self.registry.infos());
+            let doc = kaji_openapi::v2(apiextensions::openapi::builtin_infos());
             let proto = kaji_openapi::v2_protobuf(&doc);
             (Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()), Bytes::from(proto))
         })
@@ -142,7 +144,7 @@ impl ApiServer {
     }
 
     pub fn openapi_v3_index(&self) -> &Value {
-        self.openapi_v3.get_or_init(|| kaji_openapi::v3_index(&self.registry.infos()))
+        self.openapi_v3.get_or_init(|| kaji_openapi::v3_index(apiextensions::openapi::builtin_infos()))
     }
 }
 
@@ -180,6 +182,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         aggregator,
         openapi_v2: OnceLock::new(),
         openapi_v3: OnceLock::new(),
+        custom_openapi: Default::default(),
     });
     bootstrap::restore_allocations(&server).await?;
     bootstrap::ensure_defaults(&server, addr, &config).await?;

@@ -337,15 +337,16 @@ async fn route_request(server: &Arc<ApiServer>, req: Request<Incoming>) -> Respo
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
             return resp;
         }
-        "/openapi/v2" => return openapi_v2(server, &accept),
+        "/openapi/v2" => return openapi_v2(server, &accept).await,
         "/openapi/v3" => {
             let mut index = server.openapi_v3_index().clone();
+            crate::apiextensions::openapi::merge_v3_index(server, &mut index).await;
             crate::aggregator::discovery::merge_openapi_v3_index(&server.aggregator, &mut index);
             return json_response(200, &index, false, &[]);
         }
         p if p.starts_with("/openapi/v3/") => {
             let doc_path = p.trim_start_matches("/openapi/v3/");
-            return match kaji_openapi::v3_document(&server.registry.infos(), doc_path) {
+            return match crate::apiextensions::openapi::v3_document(server, doc_path).await {
                 Some(doc) => json_response(200, &doc, false, &[]),
                 None => error_response(&ApiError::no_route(p)),
             };
@@ -419,10 +420,10 @@ fn discovery_response(doc: &Value, api_version: &str) -> Response<Body> {
     resp
 }
 
-fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
+async fn openapi_v2(server: &ApiServer, accept: &str) -> Response<Body> {
     let wants_proto = parse_accept(accept).first().is_some_and(|m| m.essence.contains("protobuf"));
-    // The server's own document with the aggregated group/versions'.
-    let (json, proto) = crate::aggregator::discovery::openapi_v2(server);
+    // The server's own document with the aggregated group/versions' and the custom kinds'.
+    let (json, proto) = crate::apiextensions::openapi::v2(server).await;
     if wants_proto {
         let mut resp = Response::new(full(proto));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
