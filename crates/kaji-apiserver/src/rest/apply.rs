@@ -41,6 +41,17 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
             return Err(ApiError::bad_request(format!("{f} must be set in the apply configuration")));
         }
     }
+    // Custom kinds: fields their schema does not know are reported as fieldValidation says
+    // (the store prunes them from the result).
+    let mut warnings = Vec::new();
+    if let Some(pruned) = call.strategy.prune_unknown(&mut applied.clone()).filter(|p| !p.is_empty()) {
+        let texts: Vec<String> = pruned.iter().map(|u| format!("unknown field {u:?}")).collect();
+        match call.param("fieldValidation").unwrap_or("Warn") {
+            "Strict" => return Err(ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: strict decoding error: {}", info.kind, info.version, info.kind, texts.join(", ")))),
+            "Ignore" => {}
+            _ => warnings = texts,
+        }
+    }
     let force = call.param("force") == Some("true");
     let def = kaji_openapi::definition_name(info.group, info.version, info.kind).unwrap_or_default();
     let defs = kaji_openapi::definitions();
@@ -58,7 +69,7 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
                 meta.insert("namespace".into(), json!(ns));
             }
             let obj = store.create(call.namespace(), obj, &opts).await?;
-            Ok(Reply::Json { code: 201, body: call.output.object(call.strategy.as_ref(), obj), warnings: Vec::new() })
+            Ok(Reply::Json { code: 201, body: call.output.object(call.strategy.as_ref(), obj), warnings })
         }
         Err(e) => Err(e),
         Ok(_) => {
@@ -67,7 +78,7 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
                     .map_err(|e| to_api_error(e, info.group, info.kind, &name))
             })
             .await?;
-            Ok(Reply::ok(call.output.object(call.strategy.as_ref(), obj)))
+            Ok(Reply::Json { code: 200, body: call.output.object(call.strategy.as_ref(), obj), warnings })
         }
     }
 }
