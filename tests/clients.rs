@@ -51,6 +51,42 @@ fn python_client_crud_watch_and_conflict() {
     );
 }
 
+/// Runs one of tests/clients/*.py against a fresh cluster; the script prints `OK` at the end.
+fn python_script(cluster_name: &str, script: &str) {
+    let probe = Command::new("python3").args(["-c", "import kubernetes"]).output();
+    match probe {
+        Err(e) => panic!("python3 is needed for this test and could not run: {e}"),
+        Ok(o) if !o.status.success() => panic!(
+            "the Python module `kubernetes` is missing (`pip install kubernetes`); python3 said:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Ok(_) => {}
+    }
+    let c = Cluster::start(cluster_name);
+    let path = format!("{}/../../tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(&c.kubeconfig)
+        .arg("python")
+        .env("HOME", c.data_dir())
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "{script} failed ({}):\nstdout: {stdout}\nstderr: {}\nserver log tail:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        tail(&c.log(), 30)
+    );
+}
+
+/// The Python client's dynamic client and CustomObjectsApi on custom resources.
+#[test]
+fn python_client_custom_resources() {
+    python_script("clients-python-crd", "python_crd.py");
+}
+
 async fn client_for(c: &Cluster) -> Client {
     let kubeconfig = Kubeconfig::read_from(&c.kubeconfig).expect("reading the kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
