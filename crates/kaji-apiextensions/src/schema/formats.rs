@@ -143,7 +143,7 @@ fn date(s: &str) -> bool {
 /// RFC 3339 date-time: `2014-12-15T19:30:20.000Z` or with an offset (`t`/`z` and a space are
 /// accepted as strfmt does).
 fn date_time(s: &str) -> bool {
-    if s.len() < 20 {
+    if s.len() < 20 || !s.is_ascii() {
         return false;
     }
     let (d, rest) = s.split_at(10);
@@ -398,6 +398,7 @@ mod tests {
         assert!(ok("date-time", "2014-12-15T19:30:20.000Z"));
         assert!(ok("date-time", "2014-12-15T19:30:20+09:00"));
         assert!(!ok("date-time", "2014-12-15"));
+        assert!(!ok("date-time", "2014-12-1\u{e9}T19:30:20.000Z\u{e9}"));
         assert!(!ok("date-time", "2014-13-15T19:30:20Z"));
         assert!(ok("date", "2024-02-29"));
         assert!(!ok("date", "2023-02-29"));

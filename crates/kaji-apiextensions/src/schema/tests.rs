@@ -435,3 +435,74 @@ fn fifty_fields_are_cheap() {
         "validate took {per_call:?}"
     );
 }
+
+/// Odd input gives errors, never a panic.
+#[test]
+fn odd_input_does_not_panic() {
+    let strings = [
+        "",
+        "é",
+        "ééééééééééééééééééééééééé",
+        "2014-12-15Tééééééééééé",
+        "<>",
+        "<",
+        "a@",
+        "::",
+        "/",
+        "rgb(",
+        "#",
+        "1h1",
+        ".",
+    ];
+    let formats = [
+        "uuid",
+        "date-time",
+        "date",
+        "byte",
+        "email",
+        "uri",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "duration",
+        "hexcolor",
+        "rgbcolor",
+        "ssn",
+        "bsonobjectid",
+        "uuid4",
+    ];
+    for f in formats {
+        let s = Structural::new(
+            &json!({"type": "object", "properties": {"x": {"type": "string", "format": f}}}),
+        );
+        for v in strings {
+            let _ = s.validate(&json!({"x": v}));
+        }
+    }
+    for schema in [
+        json!(null),
+        json!([]),
+        json!({"type": 3}),
+        json!({"properties": []}),
+        json!({"items": [{}]}),
+        json!({"pattern": "("}),
+    ] {
+        let s = Structural::new(&schema);
+        let mut obj = json!({"a": [1, {"b": null}], "metadata": "x"});
+        let _ = s.validate(&obj);
+        let _ = s.validate_update(&obj, &json!(null));
+        let _ = s.prune(&mut obj);
+        s.default(&mut obj);
+    }
+    for crd in [
+        json!(null),
+        json!([]),
+        json!({"spec": "x"}),
+        json!({"spec": {"versions": [null, 1, {"schema": []}], "names": 3, "conversion": {"strategy": "Webhook", "webhook": {"clientConfig": {"url": "é"}}}}}),
+    ] {
+        let _ = crate::crd::validate(&crd);
+        let _ = crate::crd::validate_update(&crd, &json!({}));
+    }
+}

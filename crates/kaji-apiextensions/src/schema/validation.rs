@@ -183,7 +183,8 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
             }
         }
         if let Some(allowed) = &n.enum_values {
-            if !n.nullable && !allowed.iter().any(Value::is_null) {
+            // As kube-openapi: a nullable enum must list null itself.
+            if !allowed.iter().any(Value::is_null) {
                 errs.push(not_supported(path, v, allowed));
             }
         }
