@@ -204,6 +204,10 @@ spec:
       scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
     selectableFields:
     - jsonPath: .spec.color
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Color, type: string, jsonPath: .spec.color, priority: 1}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
   - name: v1beta1
     served: true
     storage: false
@@ -254,6 +258,18 @@ fn subresources_versions_selectors_and_conflicts() {
     assert_eq!(list["resources"][0]["singularName"], "widget");
     let err = c.fails(&["get", "--raw", "/apis/example.com/v1alpha1/namespaces/default/widgets"]);
     assert!(err.contains("NotFound") || err.contains("the server could not find the requested resource"), "{err}");
+
+    // Printer columns, the priority one with -o wide (both kubectl versions).
+    for kubectl in [KUBECTL_NEW, KUBECTL_OLD] {
+        let out = c.ok_with(kubectl, &["get", "widgets"], None);
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["NAME", "REPLICAS", "AGE"], "{out}");
+        assert_eq!(rows[1][..2], ["w1", "1"], "{out}");
+        let out = c.ok_with(kubectl, &["get", "widgets", "-o", "wide"], None);
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["NAME", "REPLICAS", "COLOR", "AGE"], "{out}");
+        assert_eq!(rows[2][..3], ["w2", "1", "blue"], "{out}");
+    }
 
     // The deprecated version: same objects, its own apiVersion, upstream's warning.
     for kubectl in [KUBECTL_NEW, KUBECTL_OLD] {

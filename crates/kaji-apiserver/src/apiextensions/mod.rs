@@ -8,4 +8,3 @@ pub mod printer;
 pub mod controller;
 pub mod conversion;
 pub mod strategy;
-pub mod table;

@@ -5,6 +5,7 @@
 //! deprecation warnings, and `None` conversion to the storage version.
 
 use super::conversion;
+use super::printer::PrinterColumns;
 use crate::registry::{Ctx, ScalePaths, ScaleSpec, Strategy};
 use kaji_api::{ApiError, FieldError, ResourceInfo};
 use kaji_apiextensions::Structural;
@@ -87,8 +88,8 @@ pub struct CustomResource {
     selectable: Vec<String>,
     deprecation: Option<&'static str>,
     terminating: bool,
-    /// The CRD's entry for this version (printer columns).
-    version: Value,
+    /// The version's printer columns (Table output).
+    printer: PrinterColumns,
 }
 
 impl CustomResource {
@@ -158,7 +159,7 @@ impl CustomResource {
             selectable,
             deprecation,
             terminating,
-            version: version.clone(),
+            printer: PrinterColumns::new(version),
         }
     }
 
@@ -317,7 +318,7 @@ impl Strategy for CustomResource {
     }
 
     fn table(&self, items: &[Value], now: jiff::Timestamp) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {
-        Some(super::table::table(&self.version, items, now))
+        Some((self.printer.definitions(), items.iter().map(|obj| self.printer.cells(obj, now)).collect()))
     }
 
     fn supports_strategic_merge_patch(&self) -> bool {
