@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use k8s_openapi::Resource;
 use k8s_openapi::api::{
-    apps, authentication, authorization, autoscaling, batch, certificates, coordination, core,
+    admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates, coordination, core,
     discovery, events, networking, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
@@ -113,6 +113,8 @@ builtin_kinds! {
         scheduling::v1::PriorityClass,
         apiextensions::v1::CustomResourceDefinition,
         apiregistration::v1::APIService,
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        admissionregistration::v1::MutatingWebhookConfiguration,
         certificates::v1::CertificateSigningRequest,
     ],
     single: [
