@@ -20,12 +20,14 @@ use crate::registry::Registry;
 /// The CRDs the documents were built from: each key with its last revision.
 type Key = Vec<(String, i64)>;
 
+/// (custom documents, the document they were merged into, JSON, protobuf) of `/openapi/v2`.
+type MergedV2 = (Arc<CustomDocuments>, Bytes, Bytes, Bytes);
+
 /// The custom documents and the merged `/openapi/v2`, cached in the API server.
 #[derive(Default)]
 pub struct CustomOpenApi {
     docs: Mutex<(Option<Key>, Arc<CustomDocuments>)>,
-    /// (custom documents, the document they were merged into, JSON, protobuf).
-    v2: Mutex<Option<(Arc<CustomDocuments>, Bytes, Bytes, Bytes)>>,
+    v2: Mutex<Option<MergedV2>>,
 }
 
 /// The built-in kinds only (the registry also serves the custom ones): the cached documents of

@@ -466,7 +466,7 @@ impl<'s> Parser<'s> {
         let Some(end) = end else {
             return err("unterminated filter");
         };
-        if rest[end + 1..].chars().next() != Some(']') {
+        if !rest[end + 1..].starts_with(']') {
             return err("unclosed array expect ]");
         }
         let text = &rest[..end];
