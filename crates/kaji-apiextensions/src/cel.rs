@@ -1,1 +1,114 @@
-//! CEL (Common Expression Language) for `x-kubernetes-validations` rules.
+//! CEL (Common Expression Language) for `x-kubernetes-validations` rules
+//! (<https://kubernetes.io/docs/reference/using-api/cel/>): a rule is compiled once into a
+//! [`Program`] and evaluated with `self` bound to the value at the schema node that carries it,
+//! and `oldSelf` to the old value for transition rules.
+//!
+//! Our own evaluator (the Rust CEL crates bring ANTLR and chrono): `lexer` and `parser` turn the
+//! text into a checked tree, `eval` walks it over `value::Val`s made from the JSON, `functions`
+//! holds the standard library and Kubernetes' extensions. Without the schema's types, checks that
+//! upstream's type checker does at compile time (unknown fields, wrong operand types) happen at
+//! evaluation instead.
+
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+mod time;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use serde_json::Value;
+
+const PARSE_STACK: usize = 64 << 20;
+/// Deeper programs are evaluated on a thread of their own with `PARSE_STACK` (a level takes a
+/// few kilobytes of stack in debug builds; real rules are rarely more than a dozen deep).
+const INLINE_DEPTH: u32 = 16;
+
+/// A compiled rule.
+#[derive(Clone, Debug)]
+pub struct Program {
+    expr: parser::Expr,
+    uses_old_self: bool,
+}
+
+impl Program {
+    /// Compiles a rule. The error reads as cel-go's issues do after upstream's
+    /// `compilation failed: ` (`ERROR: <input>:1:6: Syntax error: ...`, then the source line and
+    /// a caret under the column).
+    pub fn compile(rule: &str) -> Result<Program, String> {
+        // The recursive-descent parser needs more stack for deeply nested rules than an async
+        // worker may have (debug builds take kilobytes per level); CRDs are compiled rarely.
+        let parsed = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("cel-compile".to_string())
+                .stack_size(PARSE_STACK)
+                .spawn_scoped(s, || parser::parse(rule))
+                .map(|h| h.join())
+        });
+        let parsed = match parsed {
+            Ok(Ok(r)) => r,
+            _ => return Err("ERROR: <input>:1:1: internal error compiling the rule".to_string()),
+        };
+        match parsed {
+            Ok(expr) => {
+                let uses_old_self = parser::uses_ident(&expr, "oldSelf");
+                Ok(Program {
+                    expr,
+                    uses_old_self,
+                })
+            }
+            Err(e) => Err(compile_error(rule, e.pos, &e.msg)),
+        }
+    }
+
+    /// Whether the rule reads `oldSelf` (a transition rule: evaluated only on updates where the
+    /// old value exists).
+    pub fn uses_old_self(&self) -> bool {
+        self.uses_old_self
+    }
+
+    /// Evaluates the rule; the CEL result comes back as JSON (a bool for rules, a string for a
+    /// `messageExpression`). Errors are cel-go's runtime errors (`no such key: foo`,
+    /// `no such overload`, `integer overflow`, `division by zero`,
+    /// `operation cancelled: actual cost limit exceeded`).
+    pub fn eval(&self, self_: &Value, old_self: Option<&Value>) -> Result<Value, String> {
+        let run = || {
+            let mut env = eval::Env::new(
+                value::Val::from_json(self_),
+                old_self.map(value::Val::from_json),
+            );
+            env.eval(&self.expr).map(|v| v.to_json())
+        };
+        if self.expr.depth() <= INLINE_DEPTH {
+            return run();
+        }
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("cel-eval".to_string())
+                .stack_size(PARSE_STACK)
+                .spawn_scoped(s, run)
+                .map_err(|e| e.to_string())
+                .and_then(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("internal error".to_string()))
+                })
+        })
+    }
+}
+
+/// cel-go's error display: location, message, the offending line and a caret.
+fn compile_error(src: &str, pos: usize, msg: &str) -> String {
+    let pos = pos.min(src.len());
+    let before = &src[..pos];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = src[line_start..pos].chars().count();
+    let line = src[line_start..].lines().next().unwrap_or("");
+    format!(
+        "ERROR: <input>:{line_no}:{}: {msg}\n | {line}\n | {}^",
+        col + 1,
+        ".".repeat(col)
+    )
+}
