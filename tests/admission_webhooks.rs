@@ -530,6 +530,76 @@ fn webhooks_by_url_and_service() {
     );
     assert!(err.contains(r#"admission webhook "service.example.com" denied the request: the label forbidden=true is not allowed here"#), "{err}");
 
+    // Custom resources go through the same webhooks.
+    c.apply(
+        support::KUBECTL_NEW,
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: hoges.stable.example.com\nspec:\n  group: stable.example.com\n  scope: Namespaced\n  names:\n    plural: hoges\n    singular: hoge\n    kind: Hoge\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            x-kubernetes-preserve-unknown-fields: true\n",
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/hoges.stable.example.com",
+        "--timeout=30s",
+    ]);
+    let for_hoges = |w: String| {
+        w.replace("apiGroups: [\"\"]", "apiGroups: [\"stable.example.com\"]")
+            .replace("apiVersions: [\"v1\"]", "apiVersions: [\"*\"]")
+            .replace("resources: [\"configmaps\"]", "resources: [\"hoges\"]")
+    };
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "hoges",
+            &[for_hoges(webhook("hoges.example.com", &hooks, "/deny", ""))],
+        ),
+    );
+    c.apply(
+        support::KUBECTL_NEW,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "hoges",
+            &[for_hoges(webhook(
+                "label-hoges.example.com",
+                &hooks,
+                "/mutate",
+                "",
+            ))],
+        ),
+    );
+    let hoge = |name: &str, label: &str| {
+        format!(
+            "apiVersion: stable.example.com/v1\nkind: Hoge\nmetadata:\n  name: {name}\n  namespace: plain\n  labels:\n    {label}\nspec:\n  a: 1\n"
+        )
+    };
+    let err = wait_for(
+        "the webhook on a custom resource",
+        Duration::from_secs(5),
+        || {
+            let (ok, _, err) = create(&c, &hoge("bad", "forbidden: \"true\""), &[]);
+            (!ok).then_some(err)
+        },
+    );
+    assert!(err.contains(r#"admission webhook "hoges.example.com" denied the request: the label forbidden=true is not allowed here"#), "{err}");
+    let (ok, _, err) = create(&c, &hoge("good", "app: test"), &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        c.json(&["get", "hoge", "good", "-n", "plain"])["metadata"]["labels"]["mutated"],
+        "true"
+    );
+    let r = hooks
+        .seen("/deny")
+        .into_iter()
+        .rev()
+        .find(|r| r["name"] == "good")
+        .expect("the Hoge's review");
+    assert_eq!(
+        r["kind"],
+        json!({"group": "stable.example.com", "version": "v1", "kind": "Hoge"})
+    );
+    c.ok(&["delete", "validatingwebhookconfiguration", "hoges"]);
+    c.ok(&["delete", "mutatingwebhookconfiguration", "hoges"]);
+
     // Removing a configuration takes effect within a second.
     c.ok(&["delete", "validatingwebhookconfiguration", "deny"]);
     let started = Instant::now();
