@@ -64,6 +64,14 @@ fn seed_004_hoges_with_kubectl() {
     let names_accepted = crd["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "NamesAccepted").cloned().unwrap();
     assert_eq!((names_accepted["status"].as_str(), names_accepted["reason"].as_str()), (Some("True"), Some("NoConflicts")));
 
+    // The group/version is registered as a local APIService, as upstream's crdregistration does.
+    let svc = wait_for("the APIService v1.stable.example.com", Duration::from_secs(5), || {
+        let out = c.kubectl(&["get", "apiservice", "v1.stable.example.com", "-o", "json"]);
+        out.status.success().then(|| serde_json::from_slice::<Value>(&out.stdout).expect("json"))
+    });
+    assert_eq!(svc["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"], "true");
+    assert_eq!((svc["spec"]["groupPriorityMinimum"].as_i64(), svc["spec"]["versionPriority"].as_i64()), (Some(1000), Some(100)));
+
     // The seed's object, as in the seed: apply, then get by plural, singular and short name.
     assert!(c.apply(KUBECTL_NEW, HOGE).contains("hoge.stable.example.com/test-hoge created"));
     for kubectl in [KUBECTL_NEW, KUBECTL_OLD] {
@@ -163,6 +171,7 @@ fn seed_004_hoges_with_kubectl() {
     assert!(start.elapsed() < Duration::from_secs(10), "deleting the CRD took {:?}", start.elapsed());
     let err = c.fails(&["get", "hoges"]);
     assert!(err.contains("the server doesn't have a resource type \"hoges\""), "{err}");
+    wait_for("the APIService gone", Duration::from_secs(5), || (!c.kubectl(&["get", "apiservice", "v1.stable.example.com"]).status.success()).then_some(()));
     // Made again, the CRD has no objects: they were deleted with the old one.
     c.apply(KUBECTL_NEW, HOGE_CRD);
     established(&c, "hoges.stable.example.com");

@@ -135,7 +135,54 @@ async fn sync(server: &Arc<ApiServer>) -> Result<bool, ApiError> {
         }
     }
     serve(server, &items);
+    if let Err(e) = register_api_services(server, &items).await {
+        tracing::warn!(error = %e, "registering the custom groups' APIServices");
+        pending = true;
+    }
     Ok(pending)
+}
+
+const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
+
+/// Upstream's crdregistration controller: a local APIService `<version>.<group>` for every
+/// group/version an established CRD serves (so `kubectl get apiservices` lists them), removed
+/// when no CRD serves it any more.
+async fn register_api_services(server: &Arc<ApiServer>, crds: &[Value]) -> Result<(), ApiError> {
+    let mut served: std::collections::BTreeSet<(String, String)> = std::collections::BTreeSet::new();
+    for crd in crds.iter().filter(|c| condition_true(c, "Established") && !objects::is_deleting(c)) {
+        let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
+        for v in crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten().filter(|v| v["served"] == true) {
+            served.insert((group.to_string(), v["name"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    let Some(strategy) = server.registry.get("apiregistration.k8s.io", "v1", "apiservices") else { return Ok(()) };
+    let store = Store::of(server, &strategy);
+    let existing = store.list(None, &Filter::everything(), &ListOptions::default()).await?.items;
+    let mut have = std::collections::BTreeSet::new();
+    for svc in &existing {
+        let group = svc.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
+        let version = svc.pointer("/spec/version").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ours = svc.pointer("/metadata/labels").and_then(|l| l.get(AUTOMANAGED)).and_then(Value::as_str) == Some("true");
+        let key = (group, version);
+        if ours && !served.contains(&key) {
+            let name = meta_str(svc, "name").unwrap_or_default();
+            match store.delete(None, name, &DeleteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        have.insert(key);
+    }
+    for (group, version) in served.iter().filter(|k| !have.contains(*k)) {
+        let obj = json!({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": format!("{version}.{group}"), "labels": {AUTOMANAGED: "true"}},
+            "spec": {"group": group, "version": version, "groupPriorityMinimum": 1000, "versionPriority": 100},
+        });
+        crate::bootstrap::ensure(server, "apiregistration.k8s.io", "apiservices", None, obj).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Upstream's `calculateNamesAndConditions`, then `Established` (at once: one API server).
