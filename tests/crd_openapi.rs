@@ -133,6 +133,22 @@ spec:
     // A well-formed object still goes in.
     c.ok_with(KUBECTL_OLD, &["apply", "--validate=strict", "-f", "-"], Some(&unknown.replace("  foo: bar\n", "")));
 
+    // A CRD whose names are not accepted (its singular is taken) is not Established: not published.
+    let other = HOGE_CRD
+        .replace("hoges.stable.example.com", "others.stable.example.com")
+        .replace("plural: hoges", "plural: others")
+        .replace("kind: Hoge", "kind: Other")
+        .replace("      - hg\n", "      - ot\n");
+    c.apply(KUBECTL_NEW, &other);
+    wait_for("others NamesAccepted=False", Duration::from_secs(10), || {
+        let out = c.kubectl(&["get", "crd", "others.stable.example.com", "-o", "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].status}"]);
+        (String::from_utf8_lossy(&out.stdout) == "False").then_some(())
+    });
+    assert!(raw(&c, "/openapi/v2")["definitions"].get("com.example.stable.v1.Other").is_none());
+    let v3 = raw(&c, &raw(&c, "/openapi/v3")["paths"]["apis/stable.example.com/v1"]["serverRelativeURL"].as_str().unwrap().to_string());
+    assert!(v3["components"]["schemas"].get("com.example.stable.v1.Other").is_none());
+    c.ok(&["delete", "crd", "others.stable.example.com"]);
+
     // Deleting the CRD takes its documents away.
     c.ok(&["delete", "crd", "hoges.stable.example.com"]);
     assert!(!v2_has_hoge(&c), "Hoge still in /openapi/v2 after the CRD was deleted");
