@@ -29,6 +29,9 @@ const FINALIZER_ORPHAN: &str = "orphan";
 const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
 /// How often discovery runs again to pick up new resources (CustomResourceDefinitions).
 const REDISCOVERY: Duration = Duration::from_secs(30);
+/// The shortest time between two discoveries woken by an owner of an unknown kind (a custom
+/// resource whose CRD is newer than the last discovery).
+const REDISCOVERY_ON_MISS: Duration = Duration::from_secs(5);
 const WORKERS: usize = 8;
 
 /// One object in the graph.
@@ -105,6 +108,8 @@ struct Collector {
     tx: tokio::sync::mpsc::UnboundedSender<String>,
     /// (group, kind) -> the resource and whether it is namespaced, for resolving owners.
     kinds: Mutex<HashMap<GroupKind, (Arc<ApiResource>, bool)>>,
+    /// Wakes the discovery loop early: an owner's kind was not among `kinds`.
+    rediscover: tokio::sync::Notify,
 }
 
 /// (group, kind), as an ownerReference names its owner (modulo version).
@@ -125,6 +130,7 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
             queue: Mutex::new(QueueState::default()),
             tx,
             kinds: Mutex::new(HashMap::new()),
+            rediscover: tokio::sync::Notify::new(),
         });
         tokio::spawn(gc.clone().discovery_loop());
         let workers = Arc::new(tokio::sync::Semaphore::new(WORKERS));
@@ -215,7 +221,12 @@ impl Collector {
                 }
                 Err(e) => tracing::warn!(error = %e, "garbage collector: discovery"),
             }
-            tokio::time::sleep(REDISCOVERY).await;
+            tokio::time::sleep(REDISCOVERY_ON_MISS).await;
+            let _ = tokio::time::timeout(
+                REDISCOVERY - REDISCOVERY_ON_MISS,
+                self.rediscover.notified(),
+            )
+            .await;
         }
     }
 
@@ -427,6 +438,7 @@ impl Collector {
             .get(&(group, owner.kind.clone()))
             .cloned()
         else {
+            self.rediscover.notify_one();
             anyhow::bail!(
                 "owner kind {} {} is not served (yet)",
                 owner.api_version,
