@@ -47,21 +47,19 @@ pub fn set_defaults(crd: &mut Value) {
         }
     }
     let conversion = spec.entry("conversion").or_insert_with(|| json!({}));
-    if let Some(c) = conversion.as_object_mut() {
-        if c.get("strategy")
+    if let Some(c) = conversion.as_object_mut()
+        && c.get("strategy")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
-        {
-            c.insert("strategy".into(), json!("None"));
-        }
+    {
+        c.insert("strategy".into(), json!("None"));
     }
-    if conversion.is_object() {
-        if let Some(svc) = conversion
+    if conversion.is_object()
+        && let Some(svc) = conversion
             .pointer_mut("/webhook/clientConfig/service")
             .and_then(Value::as_object_mut)
-        {
-            svc.entry("port").or_insert(json!(443));
-        }
+    {
+        svc.entry("port").or_insert(json!(443));
     }
 }
 
@@ -387,16 +385,14 @@ const ALLOWED_AT_ROOT: &[&str] = &[
 
 fn version_schema(schema: &Value, path: &str, status_enabled: bool, errs: &mut Vec<FieldError>) {
     let before = errs.len();
-    if status_enabled {
-        if let Some(o) = schema.as_object() {
-            let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
-            if !ty.is_empty() && ty != "object" {
-                errs.push(FieldError::invalid(format!("{path}.type"), &Value::from(ty), "only \"object\" is allowed as the type at the root of the schema if the status subresource is enabled"));
-            } else if o.iter().any(|(k, v)| {
-                !ALLOWED_AT_ROOT.contains(&k.as_str()) && !v.is_null() && v != &Value::Bool(false)
-            }) {
-                errs.push(FieldError::invalid(path, schema, "only [Description Type Format Title Maximum ExclusiveMaximum Minimum ExclusiveMinimum MaxLength MinLength Pattern MaxItems MinItems UniqueItems MultipleOf Required Items Properties ExternalDocs Example XPreserveUnknownFields XValidations] fields are allowed at the root of the schema if the status subresource is enabled"));
-            }
+    if status_enabled && let Some(o) = schema.as_object() {
+        let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
+        if !ty.is_empty() && ty != "object" {
+            errs.push(FieldError::invalid(format!("{path}.type"), &Value::from(ty), "only \"object\" is allowed as the type at the root of the schema if the status subresource is enabled"));
+        } else if o.iter().any(|(k, v)| {
+            !ALLOWED_AT_ROOT.contains(&k.as_str()) && !v.is_null() && v != &Value::Bool(false)
+        }) {
+            errs.push(FieldError::invalid(path, schema, "only [Description Type Format Title Maximum ExclusiveMaximum Minimum ExclusiveMinimum MaxLength MinLength Pattern MaxItems MinItems UniqueItems MultipleOf Required Items Properties ExternalDocs Example XPreserveUnknownFields XValidations] fields are allowed at the root of the schema if the status subresource is enabled"));
         }
     }
     if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
@@ -444,14 +440,14 @@ fn rules(schema: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 &format!("compilation failed: {e}"),
             ));
         }
-        if let Some(m) = r.get("messageExpression").and_then(Value::as_str) {
-            if let Err(e) = crate::cel::Program::compile(m) {
-                errs.push(FieldError::invalid(
-                    format!("{p}.messageExpression"),
-                    &Value::from(m),
-                    &format!("messageExpression compilation failed: {e}"),
-                ));
-            }
+        if let Some(m) = r.get("messageExpression").and_then(Value::as_str)
+            && let Err(e) = crate::cel::Program::compile(m)
+        {
+            errs.push(FieldError::invalid(
+                format!("{p}.messageExpression"),
+                &Value::from(m),
+                &format!("messageExpression compilation failed: {e}"),
+            ));
         }
         if let Some(reason) = r.get("reason").and_then(Value::as_str) {
             const REASONS: &[&str] = &[
@@ -779,23 +775,23 @@ fn webhook_service(svc: &Value, path: &str, errs: &mut Vec<FieldError>) {
             "service namespace is required",
         ));
     }
-    if let Some(port) = svc.get("port").and_then(Value::as_i64) {
-        if !(1..=65535).contains(&port) {
-            errs.push(FieldError::invalid(
-                format!("{path}.port"),
-                &Value::from(port),
-                "port is not valid: must be between 1 and 65535, inclusive",
-            ));
-        }
+    if let Some(port) = svc.get("port").and_then(Value::as_i64)
+        && !(1..=65535).contains(&port)
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.port"),
+            &Value::from(port),
+            "port is not valid: must be between 1 and 65535, inclusive",
+        ));
     }
-    if let Some(p) = svc.get("path").and_then(Value::as_str) {
-        if !p.starts_with('/') {
-            errs.push(FieldError::invalid(
-                format!("{path}.path"),
-                &Value::from(p),
-                "must start with a '/'",
-            ));
-        }
+    if let Some(p) = svc.get("path").and_then(Value::as_str)
+        && !p.starts_with('/')
+    {
+        errs.push(FieldError::invalid(
+            format!("{path}.path"),
+            &Value::from(p),
+            "must start with a '/'",
+        ));
     }
 }
 

@@ -292,7 +292,7 @@ fn uuid(s: &str, version: Option<u8>) -> bool {
 
 fn base64(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return false;
     }
     let body = s.trim_end_matches('=');

@@ -149,35 +149,33 @@ pub(crate) fn openapi_schema(
                     "must be array if x-kubernetes-list-type is specified",
                 ));
             }
-        } else if lt == "set" {
-            if let Some(is) = items {
-                match str_of(is, "type") {
-                    "array" => {
-                        if is
-                            .get("x-kubernetes-list-type")
-                            .is_some_and(|v| v != "atomic")
-                        {
-                            errs.push(FieldError::invalid(
-                                child(path, "items.x-kubernetes-list-type"),
-                                &is["x-kubernetes-list-type"],
-                                "must be atomic as item of a list with x-kubernetes-list-type=set",
-                            ));
-                        }
-                    }
-                    "object" => {
-                        if is
-                            .get("x-kubernetes-map-type")
-                            .is_none_or(|v| v != "atomic")
-                        {
-                            errs.push(FieldError::invalid(
-                                child(path, "items.x-kubernetes-map-type"),
-                                &Value::from(lt),
-                                "must be atomic as item of a list with x-kubernetes-list-type=set",
-                            ));
-                        }
-                    }
-                    _ => {}
+        } else if lt == "set"
+            && let Some(is) = items
+        {
+            match str_of(is, "type") {
+                "array"
+                    if is
+                        .get("x-kubernetes-list-type")
+                        .is_some_and(|v| v != "atomic") =>
+                {
+                    errs.push(FieldError::invalid(
+                        child(path, "items.x-kubernetes-list-type"),
+                        &is["x-kubernetes-list-type"],
+                        "must be atomic as item of a list with x-kubernetes-list-type=set",
+                    ));
                 }
+                "object"
+                    if is
+                        .get("x-kubernetes-map-type")
+                        .is_none_or(|v| v != "atomic") =>
+                {
+                    errs.push(FieldError::invalid(
+                        child(path, "items.x-kubernetes-map-type"),
+                        &Value::from(lt),
+                        "must be atomic as item of a list with x-kubernetes-list-type=set",
+                    ));
+                }
+                _ => {}
             }
         }
         if !matches!(lt, "atomic" | "set" | "map") {
@@ -349,21 +347,21 @@ fn standard(s: &Map<String, Value>, path: &str, ctx: &Ctx, errs: &mut Vec<FieldE
             "must not be used inside of resource meta",
         ));
     }
-    if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-        if let Err(e) = regex::Regex::new(p) {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            errs.push(FieldError::invalid(
-                child(path, "pattern"),
-                &Value::from(p),
-                &format!("must be a valid regular expression, but isn't: {first}"),
-            ));
-        }
+    if let Some(p) = s.get("pattern").and_then(Value::as_str)
+        && let Err(e) = regex::Regex::new(p)
+    {
+        let first = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        errs.push(FieldError::invalid(
+            child(path, "pattern"),
+            &Value::from(p),
+            &format!("must be a valid regular expression, but isn't: {first}"),
+        ));
     }
 }
 
@@ -502,27 +500,27 @@ fn invariants(schema: &Value, lvl: Level, path: &str, errs: &mut Vec<FieldError>
             }
         }
     }
-    if lvl == Level::Root {
-        if let Some(meta) = p.and_then(|p| p.get("metadata")).and_then(Value::as_object) {
-            // Only `type`, `properties` naming name/generateName (and a default, checked
-            // elsewhere) may be said about metadata.
-            let mut ok = true;
-            for (k, v) in meta {
-                match k.as_str() {
-                    "type" | "default" => {}
-                    "properties" => {
-                        let names = v
-                            .as_object()
-                            .map(|o| o.keys().all(|k| k == "name" || k == "generateName"))
-                            .unwrap_or(false);
-                        ok &= names;
-                    }
-                    _ => ok = false,
+    if lvl == Level::Root
+        && let Some(meta) = p.and_then(|p| p.get("metadata")).and_then(Value::as_object)
+    {
+        // Only `type`, `properties` naming name/generateName (and a default, checked
+        // elsewhere) may be said about metadata.
+        let mut ok = true;
+        for (k, v) in meta {
+            match k.as_str() {
+                "type" | "default" => {}
+                "properties" => {
+                    let names = v
+                        .as_object()
+                        .map(|o| o.keys().all(|k| k == "name" || k == "generateName"))
+                        .unwrap_or(false);
+                    ok &= names;
                 }
+                _ => ok = false,
             }
-            if !ok {
-                errs.push(FieldError::forbidden(prop(path, "metadata"), "must not specify anything other than name and generateName, but metadata is implicitly specified"));
-            }
+        }
+        if !ok {
+            errs.push(FieldError::forbidden(prop(path, "metadata"), "must not specify anything other than name and generateName, but metadata is implicitly specified"));
         }
     }
     if embedded && !preserve && p.is_none_or(Map::is_empty) {

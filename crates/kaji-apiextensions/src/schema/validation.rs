@@ -177,10 +177,10 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
         return;
     }
     if v.is_null() {
-        if !n.nullable {
-            if let Some(expected) = expected_name(n) {
-                errs.push(type_invalid(path, "null", expected));
-            }
+        if !n.nullable
+            && let Some(expected) = expected_name(n)
+        {
+            errs.push(type_invalid(path, "null", expected));
         }
         if let Some(allowed) = &n.enum_values {
             // As kube-openapi: a nullable enum must list null itself.
@@ -196,15 +196,15 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
             errs.push(type_invalid(path, actual, "integer,string"));
             return;
         }
-    } else if let Some(ty) = n.ty {
-        if !type_matches(ty, actual) {
-            errs.push(type_invalid(
-                path,
-                actual,
-                expected_name(n).unwrap_or_default(),
-            ));
-            return;
-        }
+    } else if let Some(ty) = n.ty
+        && !type_matches(ty, actual)
+    {
+        errs.push(type_invalid(
+            path,
+            actual,
+            expected_name(n).unwrap_or_default(),
+        ));
+        return;
     }
 
     value_validations(n, v, old, path, errs);
@@ -212,49 +212,50 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
     match v {
         Value::String(s) => {
             let chars = s.chars().count() as u64;
-            if let Some(min) = n.min_length {
-                if chars < min {
-                    errs.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should be at least {min} chars long"),
-                    ));
-                }
+            if let Some(min) = n.min_length
+                && chars < min
+            {
+                errs.push(invalid(
+                    path,
+                    v,
+                    format!("{path} in body should be at least {min} chars long"),
+                ));
             }
-            if let Some(max) = n.max_length {
-                if chars > max {
-                    errs.push(FieldError::too_long(path, max as usize));
-                }
+            if let Some(max) = n.max_length
+                && chars > max
+            {
+                errs.push(FieldError::too_long(path, max as usize));
             }
-            if let Some((pattern, Some(re))) = &n.pattern {
-                if !re.is_match(s) {
-                    errs.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should match '{pattern}'"),
-                    ));
-                }
+            if let Some((pattern, Some(re))) = &n.pattern
+                && !re.is_match(s)
+            {
+                errs.push(invalid(
+                    path,
+                    v,
+                    format!("{path} in body should match '{pattern}'"),
+                ));
             }
-            if let Some(f) = n.format {
-                if !f.is_valid(s) {
-                    errs.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body must be of type {}: {s:?}", f.name()),
-                    ));
-                }
+            if let Some(f) = n.format
+                && !f.is_valid(s)
+            {
+                errs.push(invalid(
+                    path,
+                    v,
+                    format!("{path} in body must be of type {}: {s:?}", f.name()),
+                ));
             }
         }
         Value::Number(num) => {
             let f = num.as_f64().unwrap_or_default();
-            if let Some(m) = n.multiple_of {
-                if m > 0.0 && ((f / m) - (f / m).round()).abs() > 1e-9 {
-                    errs.push(invalid(
-                        path,
-                        v,
-                        format!("{path} in body should be a multiple of {}", go_float(m)),
-                    ));
-                }
+            if let Some(m) = n.multiple_of
+                && m > 0.0
+                && ((f / m) - (f / m).round()).abs() > 1e-9
+            {
+                errs.push(invalid(
+                    path,
+                    v,
+                    format!("{path} in body should be a multiple of {}", go_float(m)),
+                ));
             }
             if let Some(max) = n.maximum {
                 if n.exclusive_maximum && f >= max {
@@ -294,19 +295,19 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
             }
         }
         Value::Array(items) => {
-            if let Some(min) = n.min_items {
-                if (items.len() as u64) < min {
-                    errs.push(invalid(
-                        path,
-                        &Value::from(items.len()),
-                        format!("{path} in body should have at least {min} items"),
-                    ));
-                }
+            if let Some(min) = n.min_items
+                && (items.len() as u64) < min
+            {
+                errs.push(invalid(
+                    path,
+                    &Value::from(items.len()),
+                    format!("{path} in body should have at least {min} items"),
+                ));
             }
-            if let Some(max) = n.max_items {
-                if items.len() as u64 > max {
-                    errs.push(too_many(path, items.len(), max, "items"));
-                }
+            if let Some(max) = n.max_items
+                && items.len() as u64 > max
+            {
+                errs.push(too_many(path, items.len(), max, "items"));
             }
             if let Some(item_schema) = &n.items {
                 for (i, item) in items.iter().enumerate() {
@@ -323,10 +324,10 @@ fn schema_node(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut 
         _ => {}
     }
 
-    if let Some(allowed) = &n.enum_values {
-        if !allowed.iter().any(|a| json_eq(a, v)) {
-            errs.push(not_supported(path, v, allowed));
-        }
+    if let Some(allowed) = &n.enum_values
+        && !allowed.iter().any(|a| json_eq(a, v))
+    {
+        errs.push(not_supported(path, v, allowed));
     }
 
     if let Value::Object(map) = v {
@@ -341,23 +342,23 @@ fn object(
     path: &str,
     errs: &mut Vec<FieldError>,
 ) {
-    if let Some(max) = n.max_properties {
-        if map.len() as u64 > max {
-            errs.push(invalid(
-                path,
-                &Value::from(map.len()),
-                format!("{path} in body should have at most {max} properties"),
-            ));
-        }
+    if let Some(max) = n.max_properties
+        && map.len() as u64 > max
+    {
+        errs.push(invalid(
+            path,
+            &Value::from(map.len()),
+            format!("{path} in body should have at most {max} properties"),
+        ));
     }
-    if let Some(min) = n.min_properties {
-        if (map.len() as u64) < min {
-            errs.push(invalid(
-                path,
-                &Value::from(map.len()),
-                format!("{path} in body should have at least {min} properties"),
-            ));
-        }
+    if let Some(min) = n.min_properties
+        && (map.len() as u64) < min
+    {
+        errs.push(invalid(
+            path,
+            &Value::from(map.len()),
+            format!("{path} in body should have at least {min} properties"),
+        ));
     }
     for r in &n.required {
         if !map.contains_key(r) {
@@ -458,10 +459,10 @@ fn value_validations(
             ));
         }
     }
-    if let Some(not) = &n.not {
-        if run(not).is_empty() {
-            errs.push(composite(path, "must not validate the schema (not)"));
-        }
+    if let Some(not) = &n.not
+        && run(not).is_empty()
+    {
+        errs.push(composite(path, "must not validate the schema (not)"));
     }
 }
 
@@ -744,12 +745,11 @@ fn rules(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<Fi
                         || format!("failed rule: {}", rule.rule.trim()),
                         str::to_string,
                     );
-                if let Some(mp) = message_program {
-                    if let Ok(Value::String(m)) = mp.eval(v, old) {
-                        if !m.trim().is_empty() {
-                            msg = m;
-                        }
-                    }
+                if let Some(mp) = message_program
+                    && let Ok(Value::String(m)) = mp.eval(v, old)
+                    && !m.trim().is_empty()
+                {
+                    msg = m;
                 }
                 errs.push(match rule.reason.as_deref() {
                     Some("FieldValueForbidden") => FieldError::forbidden(field, &msg),
