@@ -67,8 +67,10 @@ pub(super) async fn post(
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
             .await
             .map_err(|e| format!("Post {shown:?}: {e}"))?;
+        // One request per connection: it goes when the answer is read, or with the timeout (a
+        // webhook that never answers keeps no task alive).
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = tokio::time::timeout(timeout, connection).await;
         });
         let req = Request::builder()
             .method("POST")
