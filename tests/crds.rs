@@ -99,6 +99,14 @@ fn seed_004_hoges_with_kubectl() {
         err.contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
         "{err}"
     );
+    // Updates are recorded in managedFields, as upstream does for custom objects.
+    let managers: Vec<String> = c.json(&["get", "hoge", "test-hoge", "--show-managed-fields"])["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{}/{}", m["manager"].as_str().unwrap_or_default(), m["operation"].as_str().unwrap_or_default()))
+        .collect();
+    assert!(managers.contains(&"kubectl-patch/Update".to_string()), "{managers:?}");
     // A label change leaves the generation alone.
     c.ok(&["label", "hoge", "test-hoge", "tier=gold"]);
     assert_eq!(c.json(&["get", "hoge", "test-hoge"])["metadata"]["generation"], 3);

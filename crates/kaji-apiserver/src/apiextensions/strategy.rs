@@ -324,4 +324,8 @@ impl Strategy for CustomResource {
     fn supports_strategic_merge_patch(&self) -> bool {
         false
     }
+
+    fn is_custom(&self) -> bool {
+        true
+    }
 }

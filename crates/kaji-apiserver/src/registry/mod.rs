@@ -181,6 +181,11 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// A custom kind (served from a CRD): no OpenAPI definition of Kaji's describes it.
+    fn is_custom(&self) -> bool {
+        false
+    }
+
     /// Whether PATCH takes strategic merge patches (custom kinds do not: upstream's 415).
     fn supports_strategic_merge_patch(&self) -> bool {
         true

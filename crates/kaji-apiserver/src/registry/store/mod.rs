@@ -314,7 +314,9 @@ impl<'a> Store<'a> {
     /// `subresource: status` entry, apart from its writes of the main resource.
     fn record_managed_fields(&self, manager: &str, part: Part, old: Option<&Value>, new: &mut Value) {
         let info = self.strategy.info();
-        if let Some(def) = kaji_openapi::definition_name(info.group, info.version, info.kind) {
+        // Custom kinds have no definition: their fields are deduced (maps granular, lists atomic).
+        let def = kaji_openapi::definition_name(info.group, info.version, info.kind).or_else(|| self.strategy.is_custom().then_some(""));
+        if let Some(def) = def {
             // Managed-fields bookkeeping never fails a write; a problem is logged.
             if let Err(e) = kaji_patch::apply::update_managed_fields(
                 old,
