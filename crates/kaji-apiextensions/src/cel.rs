@@ -74,11 +74,34 @@ impl Program {
     /// `no such overload`, `integer overflow`, `division by zero`,
     /// `operation cancelled: actual cost limit exceeded`).
     pub fn eval(&self, self_: &Value, old_self: Option<&Value>) -> Result<Value, String> {
+        self.run(self_, old_self, false)
+    }
+
+    /// Evaluates a rule with `optionalOldSelf: true`: `oldSelf` is an optional value,
+    /// `optional.none()` on create (or where no old value corresponds), `optional.of(old)` on
+    /// update, so the rule reads it with `oldSelf.hasValue()`, `oldSelf.value()`, `orValue()`.
+    pub fn eval_optional_old_self(
+        &self,
+        self_: &Value,
+        old_self: Option<&Value>,
+    ) -> Result<Value, String> {
+        self.run(self_, old_self, true)
+    }
+
+    fn run(
+        &self,
+        self_: &Value,
+        old_self: Option<&Value>,
+        optional: bool,
+    ) -> Result<Value, String> {
         let run = || {
-            let mut env = eval::Env::new(
-                value::Val::from_json(self_),
-                old_self.map(value::Val::from_json),
-            );
+            let old = old_self.map(value::Val::from_json);
+            let old = if optional {
+                Some(value::Val::Optional(old.map(std::rc::Rc::new)))
+            } else {
+                old
+            };
+            let mut env = eval::Env::new(value::Val::from_json(self_), old);
             env.eval(&self.expr).map(|v| v.to_json())
         };
         if self.expr.depth() <= INLINE_DEPTH {

@@ -57,7 +57,7 @@ fn global(env: &mut Env<'_>, func: &str, args: &[Val]) -> R {
             Val::Str(s) => match &**s {
                 "true" | "True" | "TRUE" | "t" | "1" => Ok(Val::Bool(true)),
                 "false" | "False" | "FALSE" | "f" | "0" => Ok(Val::Bool(false)),
-                _ => Err(format!("type conversion error from 'string' to 'bool'")),
+                _ => Err("type conversion error from 'string' to 'bool'".to_string()),
             },
             _ => Err(no_overload()),
         },
@@ -69,14 +69,14 @@ fn global(env: &mut Env<'_>, func: &str, args: &[Val]) -> R {
         "duration" => match &a[0] {
             Val::Duration(d) => Ok(Val::Duration(*d)),
             Val::Str(s) => time::parse_duration(s).map(Val::Duration).ok_or_else(|| {
-                format!("type conversion error from 'string' to 'google.protobuf.Duration'")
+                "type conversion error from 'string' to 'google.protobuf.Duration'".to_string()
             }),
             _ => Err(no_overload()),
         },
         "timestamp" => match &a[0] {
             Val::Timestamp(t) => Ok(Val::Timestamp(*t)),
             Val::Str(s) => time::parse_timestamp(s).map(Val::Timestamp).ok_or_else(|| {
-                format!("type conversion error from 'string' to 'google.protobuf.Timestamp'")
+                "type conversion error from 'string' to 'google.protobuf.Timestamp'".to_string()
             }),
             Val::Int(i) => timestamp(i128::from(*i) * 1_000_000_000),
             _ => Err(no_overload()),
@@ -187,7 +187,7 @@ fn to_int(v: &Val) -> R {
         Val::Str(s) => s
             .parse()
             .map(Val::Int)
-            .map_err(|_| format!("type conversion error from 'string' to 'int'")),
+            .map_err(|_| "type conversion error from 'string' to 'int'".to_string()),
         Val::Bool(b) => Ok(Val::Int(i64::from(*b))),
         Val::Timestamp(t) => i64::try_from(t.div_euclid(1_000_000_000))
             .map(Val::Int)
@@ -213,7 +213,7 @@ fn to_uint(v: &Val) -> R {
         Val::Str(s) => s
             .parse()
             .map(Val::Uint)
-            .map_err(|_| format!("type conversion error from 'string' to 'uint'")),
+            .map_err(|_| "type conversion error from 'string' to 'uint'".to_string()),
         _ => Err(no_overload()),
     }
 }
@@ -227,7 +227,7 @@ fn to_double(v: &Val) -> R {
         Val::Str(s) => s
             .parse()
             .map(Val::Double)
-            .map_err(|_| format!("type conversion error from 'string' to 'double'")),
+            .map_err(|_| "type conversion error from 'string' to 'double'".to_string()),
         _ => Err(no_overload()),
     }
 }

@@ -109,6 +109,23 @@ fn transition_rules() {
 }
 
 #[test]
+fn optional_old_self() {
+    let p = Program::compile("!oldSelf.hasValue() || self >= oldSelf.value()").unwrap();
+    assert!(p.uses_old_self());
+    assert_eq!(p.eval_optional_old_self(&json!(1), None), Ok(json!(true)));
+    assert_eq!(
+        p.eval_optional_old_self(&json!(1), Some(&json!(2))),
+        Ok(json!(false))
+    );
+    assert_eq!(
+        p.eval_optional_old_self(&json!(3), Some(&json!(2))),
+        Ok(json!(true))
+    );
+    let p = Program::compile("self == oldSelf.orValue(self)").unwrap();
+    assert_eq!(p.eval_optional_old_self(&json!("a"), None), Ok(json!(true)));
+}
+
+#[test]
 fn literals() {
     let n = Value::Null;
     assert_eq!(eval("1 + 2 * 3", &n), Ok(json!(7)));
