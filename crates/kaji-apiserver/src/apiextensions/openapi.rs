@@ -27,7 +27,7 @@ type MergedV2 = (Arc<CustomDocuments>, Bytes, Bytes, Bytes);
 #[derive(Default)]
 pub struct CustomOpenApi {
     docs: Mutex<(Option<Key>, Arc<CustomDocuments>)>,
-    v2: Mutex<Option<MergedV2>>,
+    v2: tokio::sync::Mutex<Option<MergedV2>>,
 }
 
 /// The built-in kinds only (the registry also serves the custom ones): the cached documents of
@@ -92,11 +92,8 @@ pub async fn v2(server: &ApiServer) -> (Bytes, Bytes) {
     if custom.is_empty() {
         return (json, proto);
     }
-    let mut merged = server
-        .custom_openapi
-        .v2
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    // An async lock: a request arriving during a merge waits without holding a worker thread.
+    let mut merged = server.custom_openapi.v2.lock().await;
     // The base is held in the cache, so the same pointer is the same document.
     if let Some((docs, base, merged_json, merged_proto)) = merged.as_ref()
         && Arc::ptr_eq(docs, &custom)
@@ -105,10 +102,17 @@ pub async fn v2(server: &ApiServer) -> (Bytes, Bytes) {
     {
         return (merged_json.clone(), merged_proto.clone());
     }
-    let mut doc: Value = serde_json::from_slice(&json).unwrap_or_else(|_| json!({}));
-    custom.merge_v2(&mut doc);
-    let merged_json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-    let merged_proto = Bytes::from(kaji_openapi::v2_protobuf(&doc));
+    // Parsing, merging and encoding the whole document takes a while: off the async workers.
+    let (base, docs) = (json.clone(), custom.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        let mut doc: Value = serde_json::from_slice(&base).unwrap_or_else(|_| json!({}));
+        docs.merge_v2(&mut doc);
+        let json = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        (json, Bytes::from(kaji_openapi::v2_protobuf(&doc)))
+    });
+    let Ok((merged_json, merged_proto)) = work.await else {
+        return (json, proto);
+    };
     *merged = Some((custom, json, merged_json.clone(), merged_proto.clone()));
     (merged_json, merged_proto)
 }
