@@ -405,6 +405,13 @@ spec:
     assert_eq!(one["data"]["x"], 1);
     let raw = c.kubectl(&["get", "--raw", "/apis/example.com/v1/namespaces/default/clusterthings/one"]);
     assert!(!raw.status.success());
+
+    // After a restart the custom kinds are served from the first request on.
+    let mut c = c;
+    c.kill();
+    c.spawn();
+    let out = c.ok(&["get", "widgets", "-o", "name"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["widget.example.com/w1", "widget.example.com/w2"]);
 }
 
 async fn client_for(c: &Cluster) -> Client {
