@@ -40,13 +40,17 @@ impl Program {
     pub fn compile(rule: &str) -> Result<Program, String> {
         // The recursive-descent parser needs more stack for deeply nested rules than an async
         // worker may have (debug builds take kilobytes per level); CRDs are compiled rarely.
-        let parsed = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("cel-compile".to_string())
-                .stack_size(PARSE_STACK)
-                .spawn_scoped(s, || parser::parse(rule))
-                .map(|h| h.join())
-        });
+        let parsed = if shallow(rule) {
+            Ok(Ok(parser::parse(rule)))
+        } else {
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("cel-compile".to_string())
+                    .stack_size(PARSE_STACK)
+                    .spawn_scoped(s, || parser::parse(rule))
+                    .map(|h| h.join())
+            })
+        };
         let parsed = match parsed {
             Ok(Ok(r)) => r,
             _ => return Err("ERROR: <input>:1:1: internal error compiling the rule".to_string()),
@@ -119,6 +123,24 @@ impl Program {
                 })
         })
     }
+}
+
+/// Whether the parser's recursion stays shallow for this text: few nested brackets, ternaries
+/// and unary operators (the common rule), so it can be parsed on the caller's stack.
+fn shallow(rule: &str) -> bool {
+    let (mut depth, mut max, mut unary) = (0i32, 0i32, 0i32);
+    for c in rule.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth -= 1,
+            '?' | '!' | '-' => unary += 1,
+            _ => {}
+        }
+    }
+    max + unary <= 8
 }
 
 /// cel-go's error display: location, message, the offending line and a caret.

@@ -575,6 +575,9 @@ fn deep_rules_fit_a_small_stack() {
     let r = std::thread::Builder::new()
         .stack_size(256 * 1024)
         .spawn(move || {
+            // Shallow text parsed on this stack, but a tree 97 deep.
+            let sum = vec!["self"; 98].join(" + ");
+            assert_eq!(Program::compile(&sum).unwrap().eval(&json!(1), None), Ok(json!(98)));
             let a = p1.eval(&json!(1), None).map(|v| v.to_string().len());
             let b = p2.eval(&json!(1), None);
             let c = p3.eval(&json!([]), None);
