@@ -171,19 +171,19 @@ impl CustomResource {
         pruned
     }
 
-    /// Upstream's `ValidateObjectMetaAccessor` with `ValidatePathSegmentName`, the apiVersion
-    /// and kind, and the scale paths' values.
+    /// The scale paths' values (upstream's `validateScaleSpec`); names and metadata are the
+    /// generic store's checks (`validate_name`).
     fn validate_common(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        if let Some(scale) = &self.scale {
-            if let Some(v) = obj.pointer(&scale.spec_replicas).filter(|v| !v.is_null()) {
-                let field = scale.spec_replicas.trim_start_matches('/').replace('/', ".");
-                match v.as_i64() {
-                    Some(n) if n < 0 => errs.push(FieldError::invalid(field, v, "should be a non-negative integer")),
-                    Some(n) if n > i64::from(i32::MAX) => errs.push(FieldError::invalid(field, v, "should be less than or equal to 2147483647")),
-                    Some(_) => {}
-                    None => errs.push(FieldError::invalid(field, v, "should be an integer")),
-                }
+        if let Some(scale) = &self.scale
+            && let Some(v) = obj.pointer(&scale.spec_replicas).filter(|v| !v.is_null())
+        {
+            let field = scale.spec_replicas.trim_start_matches('/').replace('/', ".");
+            match v.as_i64() {
+                Some(n) if n < 0 => errs.push(FieldError::invalid(field, v, "should be a non-negative integer")),
+                Some(n) if n > i64::from(i32::MAX) => errs.push(FieldError::invalid(field, v, "should be less than or equal to 2147483647")),
+                Some(_) => {}
+                None => errs.push(FieldError::invalid(field, v, "should be an integer")),
             }
         }
         errs
