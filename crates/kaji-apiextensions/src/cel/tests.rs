@@ -588,3 +588,14 @@ fn deep_rules_fit_a_small_stack() {
         .unwrap();
     assert_eq!(r, (Ok(2 * depth + 1), Ok(json!(-1)), Ok(json!(true))));
 }
+
+#[test]
+fn programs_are_shareable() {
+    fn shareable<T: Clone + std::fmt::Debug + Send + Sync + 'static>() {}
+    shareable::<Program>();
+    let p = Program::compile("self.matches('^a')").unwrap();
+    let q = p.clone();
+    let h = std::thread::spawn(move || q.eval(&json!("ab"), None));
+    assert_eq!(h.join().unwrap(), Ok(json!(true)));
+    assert_eq!(p.eval(&json!("ba"), None), Ok(json!(false)));
+}
