@@ -96,6 +96,8 @@ fn global(env: &mut Env<'_>, func: &str, args: &[Val]) -> R {
                 .map(|n| Val::Quantity(n, Rc::from(s)))
                 .ok_or_else(|| "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'".to_string())
         }
+        "isIP" => Ok(Val::Bool(parse_ip(string_arg(&a[0])?).is_some())),
+        "isCIDR" => Ok(Val::Bool(is_cidr(string_arg(&a[0])?))),
         "isQuantity" => Ok(Val::Bool(parse_quantity(string_arg(&a[0])?).is_some())),
         "optional.of" => Ok(Val::Optional(Some(Rc::new(a[0].clone())))),
         "optional.ofNonZeroValue" => Ok(Val::Optional(
@@ -752,6 +754,29 @@ fn url_member(func: &str, u: &Url) -> R {
         }
         _ => Err(no_overload()),
     }
+}
+
+/// Kubernetes' `ip()` parsing: no zones, no IPv4-mapped IPv6 (`::ffff:1.2.3.4`).
+fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
+    let ip: std::net::IpAddr = s.parse().ok()?;
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() && s.contains('.') => None,
+        _ => Some(ip),
+    }
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, prefix)) = s.split_once('/') else {
+        return false;
+    };
+    let Some(ip) = parse_ip(addr) else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    !prefix.is_empty()
+        && prefix.bytes().all(|c| c.is_ascii_digit())
+        && (prefix == "0" || !prefix.starts_with('0'))
+        && prefix.parse::<u32>().is_ok_and(|p| p <= max)
 }
 
 fn parse_quantity(s: &str) -> Option<i128> {

@@ -458,6 +458,16 @@ fn urls_and_quantities() {
         ("quantity('250m').asApproximateFloat()", json!(0.25)),
         ("isQuantity('1Zi')", json!(false)),
         ("quantity('-1').sign()", json!(-1)),
+        ("isIP('10.0.0.1') && isIP('fd00::1')", json!(true)),
+        (
+            "isIP('10.0.0.256') || isIP('010.0.0.1') || isIP('::ffff:1.2.3.4')",
+            json!(false),
+        ),
+        ("isCIDR('10.0.0.0/8') && isCIDR('fd00::/64')", json!(true)),
+        (
+            "isCIDR('10.0.0.0/33') || isCIDR('10.0.0.0') || isCIDR('x/8')",
+            json!(false),
+        ),
     ];
     for (rule, want) in cases {
         assert_eq!(eval(rule, &n), Ok(want), "{rule}");
@@ -577,7 +587,10 @@ fn deep_rules_fit_a_small_stack() {
         .spawn(move || {
             // Shallow text parsed on this stack, but a tree 97 deep.
             let sum = vec!["self"; 98].join(" + ");
-            assert_eq!(Program::compile(&sum).unwrap().eval(&json!(1), None), Ok(json!(98)));
+            assert_eq!(
+                Program::compile(&sum).unwrap().eval(&json!(1), None),
+                Ok(json!(98))
+            );
             let a = p1.eval(&json!(1), None).map(|v| v.to_string().len());
             let b = p2.eval(&json!(1), None);
             let c = p3.eval(&json!([]), None);
