@@ -52,6 +52,7 @@ fn seed_004_hoges_with_kubectl() {
     // Discovery (aggregated, as kubectl 1.33 reads it) lists the new kind within a second or so.
     let line = wait_for("hoges in discovery", Duration::from_secs(5), || discovered(&c, "stable.example.com", "hoges"));
     let took = created.elapsed();
+    eprintln!("CRD applied -> listed by kubectl api-resources: {took:?}");
     assert!(took < Duration::from_secs(3), "discovery took {took:?}");
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols, ["hoges", "hg", "stable.example.com/v1", "true", "Hoge"], "{line}");
