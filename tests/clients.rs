@@ -16,39 +16,10 @@ use std::process::Command;
 use std::time::Duration;
 use support::{Cluster, tail};
 
+/// The Python client: CRUD, watch and optimistic concurrency on built-in kinds.
 #[test]
 fn python_client_crud_watch_and_conflict() {
-    let probe = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output();
-    match probe {
-        Err(e) => panic!("python3 is needed for this test and could not run: {e}"),
-        Ok(o) if !o.status.success() => panic!(
-            "the Python module `kubernetes` is missing (`pip install kubernetes`); python3 said:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Ok(_) => {}
-    }
-    let c = Cluster::start("clients-python");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/clients/python_crud.py"
-    );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&c.kubeconfig)
-        .arg("python")
-        .env("HOME", c.data_dir())
-        .output()
-        .expect("running python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("OK"),
-        "python_crud.py failed ({}):\nstdout: {stdout}\nstderr: {}\nserver log tail:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        tail(&c.log(), 30)
-    );
+    python_script("clients-python", "python_crud.py");
 }
 
 /// Runs one of tests/clients/*.py against a fresh cluster; the script prints `OK` at the end.

@@ -7,6 +7,9 @@
 //! before the burst, after it and some seconds after the deletes (memory given back).
 //! Numbers are printed, not asserted: performance targets live here, not in tests.
 
+mod common;
+
+use common::{pct, run};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
@@ -36,12 +39,6 @@ fn cpu_secs(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Prints a run's figures; `server_cpu` is the server's CPU seconds during the run (None: the
 /// line shares another line's run).
@@ -82,38 +79,6 @@ fn pod(name: &str) -> Pod {
     .expect("pod")
 }
 
-/// Runs `n` operations with `conc` concurrent workers; returns wall time and per-op latencies.
-async fn run<F, Fut>(n: usize, conc: usize, op: F) -> (Duration, Vec<Duration>)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..conc {
-        let op = op.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return lat;
-                }
-                let t = Instant::now();
-                op(i).await;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("worker"));
-    }
-    (start.elapsed(), all)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::{pct, run};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams, WatchEvent, WatchParams};
@@ -24,12 +25,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn report(name: &str, total: Duration, mut lat: Vec<Duration>) -> f64 {
     lat.sort();
@@ -43,38 +38,6 @@ fn report(name: &str, total: Duration, mut lat: Vec<Duration>) -> f64 {
     rate
 }
 
-/// Runs `n` operations with `conc` concurrent workers; returns wall time and per-op latencies.
-async fn run<F, Fut>(n: usize, conc: usize, op: F) -> (Duration, Vec<Duration>)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..conc {
-        let op = op.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return lat;
-                }
-                let t = Instant::now();
-                op(i).await;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("worker"));
-    }
-    (start.elapsed(), all)
-}
 
 const GROUP: &str = "bench.kaji.io";
 

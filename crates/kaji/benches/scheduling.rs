@@ -21,18 +21,12 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)] // each bench uses part of it
 mod common;
-use common::{Proc, usage};
+use common::{Proc, pct, usage};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({

@@ -1,7 +1,52 @@
-//! What the end-to-end benches share: a process's CPU and memory from /proc, and a child
-//! process that is killed and reaped when dropped.
+//! What the end-to-end benches share: a process's CPU and memory from /proc, a child process
+//! that is killed and reaped when dropped, percentiles, and a pool of concurrent workers.
+// Each bench includes this module and uses part of it.
+#![allow(dead_code)]
 
 use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The `p` quantile (0..=1) of sorted latencies.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `n` operations with `conc` concurrent workers; returns wall time and per-op latencies.
+pub async fn run<F, Fut>(n: usize, conc: usize, op: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let op = op.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return lat;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("worker"));
+    }
+    (start.elapsed(), all)
+}
 
 /// (CPU seconds used so far, RSS in MiB) of a process, from /proc.
 pub fn usage(pid: u32) -> (f64, f64) {

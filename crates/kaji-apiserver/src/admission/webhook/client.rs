@@ -67,10 +67,12 @@ pub(super) async fn post(
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
             .await
             .map_err(|e| format!("Post {shown:?}: {e}"))?;
-        // One request per connection: it goes when the answer is read, or with the timeout (a
-        // webhook that never answers keeps no task alive).
+        // One request per connection: it goes when the answer is read, or a second after the
+        // timeout (a webhook that never answers keeps no task alive). The margin lets the
+        // request's own timeout below fire first, so the caller reads upstream's "context
+        // deadline exceeded" rather than hyper's "dispatch task is gone".
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(timeout, connection).await;
+            let _ = tokio::time::timeout(timeout + Duration::from_secs(1), connection).await;
         });
         let req = Request::builder()
             .method("POST")
