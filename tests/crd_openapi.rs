@@ -145,7 +145,7 @@ spec:
         (String::from_utf8_lossy(&out.stdout) == "False").then_some(())
     });
     assert!(raw(&c, "/openapi/v2")["definitions"].get("com.example.stable.v1.Other").is_none());
-    let v3 = raw(&c, &raw(&c, "/openapi/v3")["paths"]["apis/stable.example.com/v1"]["serverRelativeURL"].as_str().unwrap().to_string());
+    let v3 = raw(&c, raw(&c, "/openapi/v3")["paths"]["apis/stable.example.com/v1"]["serverRelativeURL"].as_str().unwrap());
     assert!(v3["components"]["schemas"].get("com.example.stable.v1.Other").is_none());
     c.ok(&["delete", "crd", "others.stable.example.com"]);
 

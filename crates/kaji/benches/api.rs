@@ -7,6 +7,7 @@
 //! before the burst, after it and some seconds after the deletes (memory given back).
 //! Numbers are printed, not asserted: performance targets live here, not in tests.
 
+#[allow(dead_code)] // each bench uses part of it
 mod common;
 
 use common::{pct, run};

@@ -13,6 +13,7 @@
 
 #![recursion_limit = "256"]
 
+#[allow(dead_code)] // each bench uses part of it
 mod common;
 
 use common::{pct, run};

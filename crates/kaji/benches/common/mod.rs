@@ -1,7 +1,5 @@
 //! What the end-to-end benches share: a process's CPU and memory from /proc, a child process
 //! that is killed and reaped when dropped, percentiles, and a pool of concurrent workers.
-// Each bench includes this module and uses part of it.
-#![allow(dead_code)]
 
 use std::process::Child;
 use std::sync::Arc;
