@@ -558,8 +558,10 @@ pub fn insecure_tls() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
+/// Accepts any server certificate (upstream's `insecureSkipTLSVerify`; also the aggregator's
+/// APIServices with `insecureSkipTLSVerify: true`); signatures are still checked.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyCertificate(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
