@@ -1,0 +1,293 @@
+import { useRef, useState } from 'preact/hooks';
+import { stringify } from 'yaml';
+import { age, ApiError, findResource, Resource, resourceForKind, resPath, send } from '../api';
+import { ErrorBox, LiveDot } from '../components';
+import { useListWatch, useTicker } from '../hooks';
+import { objHref, update } from '../state';
+import { Relations } from './relations';
+import { EditYaml } from './edit';
+import { Logs } from './logs';
+import { Exec } from './exec';
+
+/** The object without the noise a reader does not want (managedFields). */
+export function cleaned(o: any) {
+  if (!o?.metadata?.managedFields) return o;
+  const { managedFields: _, ...metadata } = o.metadata;
+  return { ...o, metadata };
+}
+
+const SCALABLE = ['deployments', 'replicasets', 'statefulsets', 'replicationcontrollers'];
+const RESTARTABLE = ['deployments', 'statefulsets', 'daemonsets'];
+
+function Actions({ res, obj }: { res: Resource; obj: any }) {
+  const [panel, setPanel] = useState<'' | 'scale' | 'delete'>('');
+  const [replicas, setReplicas] = useState<number>(obj.spec?.replicas ?? 1);
+  const [policy, setPolicy] = useState('Background');
+  const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
+  const path = resPath(res, obj.metadata.namespace, obj.metadata.name);
+  const act = async (what: string, f: () => Promise<unknown>, done: string) => {
+    setMsg(null);
+    try {
+      await f();
+      setMsg({ ok: true, text: done });
+      setPanel('');
+    } catch (e) {
+      const err = e as ApiError;
+      if (err.code === 403) update({ forbidden: { message: err.message, action: what } });
+      else setMsg({ ok: false, text: err.message });
+    }
+  };
+  const canScale = SCALABLE.includes(res.name) || res.subresources.includes('scale');
+  return (
+    <div class="actions">
+      {canScale && (
+        <button onClick={() => setPanel(panel === 'scale' ? '' : 'scale')} data-testid="scale">
+          Scale
+        </button>
+      )}
+      {RESTARTABLE.includes(res.name) && (
+        <button
+          onClick={() =>
+            act(
+              `restart ${res.kind} ${obj.metadata.name}`,
+              () =>
+                send('PATCH', path, { spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': new Date().toISOString() } } } } }, 'application/strategic-merge-patch+json'),
+              'Restart requested: new pods roll out.',
+            )
+          }
+        >
+          Restart
+        </button>
+      )}
+      {res.name === 'nodes' && (
+        <button
+          onClick={() =>
+            act(
+              `${obj.spec?.unschedulable ? 'uncordon' : 'cordon'} node ${obj.metadata.name}`,
+              () => send('PATCH', path, { spec: { unschedulable: obj.spec?.unschedulable ? null : true } }, 'application/merge-patch+json'),
+              obj.spec?.unschedulable ? 'Node uncordoned.' : 'Node cordoned.',
+            )
+          }
+        >
+          {obj.spec?.unschedulable ? 'Uncordon' : 'Cordon'}
+        </button>
+      )}
+      {res.verbs.includes('delete') && (
+        <button class="danger" onClick={() => setPanel(panel === 'delete' ? '' : 'delete')} data-testid="delete">
+          Delete
+        </button>
+      )}
+      {panel === 'scale' && (
+        <form
+          class="panel"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act(`scale ${res.kind} ${obj.metadata.name}`, () => send('PATCH', path + '/scale', { spec: { replicas } }, 'application/merge-patch+json'), `Scaled to ${replicas}.`);
+          }}
+        >
+          <label>
+            Replicas <input type="number" min={0} value={replicas} onInput={(e) => setReplicas(parseInt((e.target as HTMLInputElement).value, 10) || 0)} />
+          </label>
+          <button type="submit">Scale</button>
+        </form>
+      )}
+      {panel === 'delete' && (
+        <form
+          class="panel"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act(
+              `delete ${res.kind} ${obj.metadata.name}`,
+              () => send('DELETE', path, { kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: policy }),
+              `Deletion of ${obj.metadata.name} requested (${policy}).`,
+            );
+          }}
+        >
+          <span>
+            Delete {res.kind} <strong>{obj.metadata.name}</strong>?
+          </span>
+          <label>
+            Dependents{' '}
+            <select value={policy} onChange={(e) => setPolicy((e.target as HTMLSelectElement).value)} aria-label="Propagation policy">
+              <option value="Background">Background (delete them after)</option>
+              <option value="Foreground">Foreground (delete them first)</option>
+              <option value="Orphan">Orphan (keep them)</option>
+            </select>
+          </label>
+          <button type="submit" class="danger" data-testid="confirm-delete">
+            Delete
+          </button>
+        </form>
+      )}
+      {msg && (
+        <span class={msg.ok ? 'ok-msg' : 'error'} role="status">
+          {msg.text}
+        </span>
+      )}
+    </div>
+  );
+}
+
+export function ObjectEvents({ ns, uid, name, kind }: { ns: string; uid: string; name: string; kind: string }) {
+  useTicker(10000);
+  const path = ns ? `/api/v1/namespaces/${ns}/events` : '/api/v1/events';
+  const ev = useListWatch(path, { fieldSelector: `involvedObject.name=${name},involvedObject.kind=${kind}` });
+  const items = ev.items
+    .filter((e) => !uid || !e.involvedObject?.uid || e.involvedObject.uid === uid)
+    .sort((a, b) => (b.lastTimestamp ?? b.eventTime ?? '').localeCompare(a.lastTimestamp ?? a.eventTime ?? ''));
+  return (
+    <section class="events" data-testid="events">
+      <h2>
+        Events <LiveDot state={ev.state} error={ev.error} />
+      </h2>
+      {ev.error && ev.state === 'error' ? (
+        <ErrorBox error={ev.error} />
+      ) : items.length === 0 ? (
+        <p class="muted">No events.</p>
+      ) : (
+        <table class="grid">
+          <thead>
+            <tr>
+              <th>Type</th>
+              <th>Reason</th>
+              <th>Age</th>
+              <th>From</th>
+              <th>Message</th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((e) => (
+              <tr key={e.metadata.uid} class={e.type === 'Warning' ? 'warn' : ''}>
+                <td>{e.type}</td>
+                <td>{e.reason}</td>
+                <td>
+                  {age(e.lastTimestamp ?? e.eventTime)}
+                  {e.count > 1 ? ` (x${e.count})` : ''}
+                </td>
+                <td>{e.source?.component ?? e.reportingComponent}</td>
+                <td>{e.message}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource; obj: any }) {
+  const m = obj.metadata;
+  const conds: any[] = obj.status?.conditions ?? [];
+  return (
+    <div class="summary">
+      <dl class="meta">
+        {m.namespace && (
+          <>
+            <dt>Namespace</dt>
+            <dd>{m.namespace}</dd>
+          </>
+        )}
+        <dt>Created</dt>
+        <dd title={m.creationTimestamp}>{age(m.creationTimestamp)} ago</dd>
+        <dt>Labels</dt>
+        <dd>
+          {Object.entries(m.labels ?? {}).map(([k, v]) => (
+            <span class="pill" key={k}>
+              {k}={String(v)}
+            </span>
+          ))}
+        </dd>
+        {(m.ownerReferences ?? []).length > 0 && (
+          <>
+            <dt>Owners</dt>
+            <dd>
+              {m.ownerReferences.map((o: any) => {
+                const r = resourceForKind(resources, o.apiVersion, o.kind);
+                return r ? (
+                  <a key={o.uid} href={objHref(r.group, r.version, r.name, m.namespace, o.name)}>
+                    {o.kind}/{o.name}{' '}
+                  </a>
+                ) : (
+                  <span key={o.uid}>
+                    {o.kind}/{o.name}{' '}
+                  </span>
+                );
+              })}
+            </dd>
+          </>
+        )}
+        {conds.length > 0 && (
+          <>
+            <dt>Conditions</dt>
+            <dd>
+              {conds.map((c) => (
+                <span class={`pill ${c.status === 'True' ? 'ok' : 'bad'}`} key={c.type} title={c.message}>
+                  {c.type}={c.status}
+                </span>
+              ))}
+            </dd>
+          </>
+        )}
+      </dl>
+      <Relations resources={resources} res={res} obj={obj} />
+      <ObjectEvents ns={m.namespace ?? ''} uid={m.uid} name={m.name} kind={obj.kind ?? res.kind} />
+    </div>
+  );
+}
+
+export function DetailPage({ resources, group, plural, ns, name, tab }: { resources: Resource[]; group: string; plural: string; ns: string; name: string; tab: string }) {
+  const res = findResource(resources, group, plural);
+  const lw = useListWatch(res ? resPath(res, ns) : null, { fieldSelector: `metadata.name=${name}` });
+  const lastRef = useRef<any>(null);
+  if (!res) return <div class="error">The server offers no kind “{plural}” in group “{group || 'core'}”.</div>;
+  const obj = lw.items.find((o) => o.metadata?.name === name);
+  if (obj) lastRef.current = obj;
+  const shown = obj ?? lastRef.current;
+  const deleted = !obj && !!lastRef.current && lw.complete;
+  if (lw.error && lw.state === 'error') return <ErrorBox error={lw.error} />;
+  if (!shown) {
+    if (lw.complete) return <ErrorBox error={new ApiError(404, { message: `${res.name} "${name}" not found` })} />;
+    return <p class="muted">Loading…</p>;
+  }
+  const tabs: [string, string][] = [
+    ['summary', 'Summary'],
+    ['yaml', 'YAML'],
+    ['edit', 'Edit'],
+  ];
+  if (res.name === 'pods') tabs.push(['logs', 'Logs'], ['exec', 'Exec']);
+  return (
+    <div class="detail" data-testid="detail">
+      <div class="list-head">
+        <h1>
+          <a href={`#/r/${res.group || 'core'}/${res.version}/${res.name}`} class="muted">
+            {res.kind}
+          </a>{' '}
+          {name}
+        </h1>
+        <LiveDot state={lw.state} error={lw.error} />
+      </div>
+      {deleted && (
+        <div class="banner" role="alert" data-testid="deleted">
+          This {res.kind} was deleted. What you see is its last state.
+        </div>
+      )}
+      {!deleted && <Actions res={res} obj={shown} />}
+      <nav class="tabs" role="tablist">
+        {tabs.map(([t, label]) => (
+          <a key={t} role="tab" aria-selected={t === tab} class={t === tab ? 'active' : ''} href={objHref(res.group, res.version, res.name, ns, name, t)}>
+            {label}
+          </a>
+        ))}
+      </nav>
+      {tab === 'summary' && <Summary resources={resources} res={res} obj={shown} />}
+      {tab === 'yaml' && (
+        <pre class="yaml" data-testid="yaml">
+          {stringify(cleaned(shown))}
+        </pre>
+      )}
+      {tab === 'edit' && <EditYaml res={res} obj={shown} />}
+      {tab === 'logs' && <Logs pod={shown} />}
+      {tab === 'exec' && <Exec pod={shown} />}
+    </div>
+  );
+}
