@@ -13,9 +13,11 @@
 //! A fresh store starts at revision 1 (as etcd does), so the first write gets revision 2 and a
 //! list never reports revision 0, which Kubernetes clients read as "any".
 
+mod etcd_store;
 mod redb_store;
 pub mod testsuite;
 
+pub use etcd_store::{EtcdOptions, EtcdStore, spawn_compactor};
 pub use redb_store::{RedbOptions, RedbStore};
 
 /// A point in the store's history: every write (create, update, delete) gets the next one.

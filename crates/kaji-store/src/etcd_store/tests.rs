@@ -1,0 +1,247 @@
+//! The store behaviour suite on a real etcd member (Debian's `etcd`), one member per test so
+//! that tests run in parallel and the suite's revision arithmetic holds; and what only etcd has.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{EtcdOptions, EtcdStore};
+use crate::testsuite::{self, Backend};
+use crate::{ListOptions, Store, StoreError};
+
+const ETCD: &str = "/usr/bin/etcd";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One etcd member on free loopback ports with its data in a temporary directory; killed and
+/// removed when dropped.
+pub(super) struct Member {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Member {
+    pub(super) fn start() -> Member {
+        // On tmpfs when there is one: the tests measure the store, not the disk's fsync.
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("kaji-etcd-")
+                .tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("kaji-etcd-").tempdir()
+        }
+        .expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
+        let child = Command::new(ETCD)
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {ETCD}: {e} (apt-get install etcd-server)"));
+        Member { child, dir, url }
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(super) fn options(&self) -> EtcdOptions {
+        EtcdOptions::new([self.url.clone()])
+    }
+
+    pub(super) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid().to_string())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct EtcdBackend {
+    member: Member,
+}
+
+#[async_trait::async_trait]
+impl Backend for EtcdBackend {
+    type Store = EtcdStore;
+
+    async fn open(&self, _name: &str) -> EtcdStore {
+        match EtcdStore::connect(self.member.options()).await {
+            Ok(store) => store,
+            Err(e) => panic!("connecting to etcd: {e}\netcd log:\n{}", self.member.log()),
+        }
+    }
+
+    /// Closing is dropping the client; the data stays in etcd for the next connection.
+    async fn close(&self, store: EtcdStore) {
+        drop(store);
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            testsuite::$name(&EtcdBackend { member: Member::start() }).await;
+        }
+    )*};
+}
+
+suite!(
+    create_get_update_delete,
+    preconditions,
+    revisions_are_global_and_monotonic,
+    list_prefix_isolation,
+    list_paging_is_consistent_across_writes,
+    list_at_old_revision,
+    compaction,
+    watch_replays_history_then_streams_live,
+    watch_from_now,
+    watch_from_compacted_revision_fails,
+    watch_sees_every_concurrent_write_in_order,
+    concurrent_writers_lose_no_update,
+    persists_across_reopen,
+);
+
+/// The whole suite on one member, as `run_all` runs it (revisions go on from test to test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_on_one_member() {
+    let backend = EtcdBackend {
+        member: Member::start(),
+    };
+    let started = Instant::now();
+    testsuite::run_all(&backend).await;
+    eprintln!("store suite on etcd: {:?}", started.elapsed());
+}
+
+/// Keys are stored as given, so etcd's own tools show Kubernetes' layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_stored_as_given() {
+    let member = Member::start();
+    let store = EtcdStore::connect(member.options()).await.expect("connect");
+    store
+        .create("/registry/namespaces/default", b"{}".to_vec())
+        .await
+        .expect("create");
+    let out = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", member.url))
+        .args(["get", "--prefix", "/registry/", "--keys-only"])
+        .output()
+        .expect("etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/registry/namespaces/default"
+    );
+}
+
+/// A key prefix namespaces everything: lists, watches and writes see only their own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_prefix_isolates_stores() {
+    let member = Member::start();
+    let plain = EtcdStore::connect(member.options()).await.expect("connect");
+    let mut opts = member.options();
+    opts.key_prefix = "/tenant".into();
+    let tenant = EtcdStore::connect(opts).await.expect("connect");
+    plain.create("/a/x", vec![1]).await.expect("create");
+    let kv = tenant
+        .create("/a/x", vec![2])
+        .await
+        .expect("same key, other prefix");
+    assert_eq!(kv.key, "/a/x", "keys come back without the prefix");
+    let mine = tenant
+        .list("/a/", ListOptions::default())
+        .await
+        .expect("list");
+    assert_eq!(mine.items, vec![kv]);
+    let all = plain.list("/", ListOptions::default()).await.expect("list");
+    let keys: Vec<_> = all.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/a/x", "/tenant/a/x"]);
+}
+
+/// An etcd that stops answering gives `etcdserver: request timed out`, as kube-apiserver
+/// reports it, and the client works again once etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_etcd_times_out() {
+    let member = Member::start();
+    let mut opts = member.options();
+    opts.request_timeout = Duration::from_secs(1);
+    let store = EtcdStore::connect(opts).await.expect("connect");
+    store.create("/t/a", vec![]).await.expect("create");
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(member.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig}");
+    };
+    signal("STOP");
+    let started = Instant::now();
+    let result = store.create("/t/b", vec![]).await;
+    let took = started.elapsed();
+    signal("CONT");
+    match result {
+        Err(StoreError::Backend(text)) => assert_eq!(text, "etcdserver: request timed out"),
+        other => panic!("write to a stopped etcd: expected a timeout, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "the timeout took {took:?}");
+    match store.get("/t/a").await {
+        Ok(Some(kv)) => assert_eq!(kv.key, "/t/a"),
+        other => panic!("get after etcd came back: {other:?}"),
+    }
+}
+
+/// No etcd at the endpoint: connect fails with a message naming it, within the dial timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_nothing_fails_clearly() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut opts = EtcdOptions::new([url.clone()]);
+    opts.dial_timeout = Duration::from_secs(1);
+    match EtcdStore::connect(opts).await {
+        Err(StoreError::Backend(text)) => {
+            assert!(
+                text.contains(&url) && text.contains("did not answer"),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("expected a backend error, got {e}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+    let bad = EtcdOptions::new(["127.0.0.1:2379"]);
+    match EtcdStore::connect(bad).await {
+        Err(StoreError::Backend(text)) => assert!(text.contains("expected http://"), "{text}"),
+        Err(e) => panic!("expected a backend error, got {e}"),
+        Ok(_) => panic!("connected without a scheme"),
+    }
+}
