@@ -111,12 +111,36 @@ export function query(params: Record<string, string | number | boolean | undefin
 
 let discovery: Promise<Resource[]> | null = null;
 
-/** Every listable kind the server offers (legacy discovery: /api, /apis, then each group version). */
+const AGGREGATED = 'application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json';
+
+/** Aggregated discovery (one request each for /api and /apis): the first version is preferred. */
+function fromAggregated(list: any): Resource[] {
+  const out: Resource[] = [];
+  for (const g of list.items ?? []) {
+    const v = g.versions?.[0];
+    for (const r of v?.resources ?? []) {
+      out.push({
+        group: g.metadata?.name ?? '',
+        version: v.version,
+        name: r.resource,
+        kind: r.responseKind?.kind ?? r.resource,
+        namespaced: r.scope === 'Namespaced',
+        verbs: r.verbs ?? [],
+        shortNames: r.shortNames ?? [],
+        subresources: (r.subresources ?? []).map((s: any) => s.subresource),
+      });
+    }
+  }
+  return out;
+}
+
+/** Every kind the server offers: aggregated discovery, or the legacy walk of each group version. */
 export function discover(refresh = false): Promise<Resource[]> {
   if (discovery && !refresh) return discovery;
   discovery = (async () => {
+    const [core, groups] = await Promise.all([getJSON('/api', AGGREGATED), getJSON('/apis', AGGREGATED)]);
+    if (core.kind === 'APIGroupDiscoveryList' && groups.kind === 'APIGroupDiscoveryList') return [...fromAggregated(core), ...fromAggregated(groups)];
     const versions: { group: string; version: string }[] = [];
-    const [core, groups] = await Promise.all([getJSON('/api'), getJSON('/apis')]);
     for (const v of core.versions ?? []) versions.push({ group: '', version: v });
     for (const g of groups.groups ?? []) {
       const v = g.preferredVersion?.version ?? g.versions?.[0]?.version;
@@ -244,7 +268,8 @@ export class ListWatch {
     const fresh = new Map<string, any>();
     this.complete = false;
     do {
-      const url = this.o.path + query({ ...this.o.params, limit: this.o.pageSize ?? 500, continue: cont });
+      // A small first page paints at once; bigger ones fill in behind it.
+      const url = this.o.path + query({ ...this.o.params, limit: cont ? 1000 : (this.o.pageSize ?? 100), continue: cont });
       const l = await getJSON(url, this.o.accept, this.abort.signal);
       if (!rv) rv = l.metadata?.resourceVersion ?? '';
       if (l.columnDefinitions) this.columns = l.columnDefinitions;

@@ -1,4 +1,5 @@
 import { ApiError, LiveState } from './api';
+import { update } from './state';
 
 export function LiveDot({ state, error }: { state: LiveState; error?: ApiError }) {
   const text = { loading: 'loading', live: 'live', reconnecting: 'reconnecting…', error: 'stopped' }[state];
@@ -16,6 +17,11 @@ export function Forbidden({ message, action }: { message: string; action?: strin
       <p>{action ? `You may not ${action}.` : 'You may not see this.'} The API server said:</p>
       <blockquote>{message}</blockquote>
       <p class="muted">What you may do is decided by RBAC for your own identity; ask an administrator for a role binding.</p>
+      {action && (
+        <button onClick={() => update({ forbidden: null })} autofocus>
+          Back
+        </button>
+      )}
     </section>
   );
 }

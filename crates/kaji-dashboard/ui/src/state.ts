@@ -10,7 +10,7 @@ function emit() {
 
 export const store = {
   namespace: sessionStorage.getItem('kaji-dashboard-ns') ?? 'default',
-  loginMessage: '',
+  loginMessage: sessionStorage.getItem('kaji-dashboard-login-message') ?? '',
   forbidden: null as null | { message: string; action: string },
   user: '',
 };
@@ -18,6 +18,7 @@ export const store = {
 export function update(patch: Partial<typeof store>) {
   Object.assign(store, patch);
   if (patch.namespace !== undefined) sessionStorage.setItem('kaji-dashboard-ns', patch.namespace);
+  if (patch.loginMessage !== undefined) sessionStorage.setItem('kaji-dashboard-login-message', patch.loginMessage);
   emit();
 }
 

@@ -143,7 +143,7 @@ export function ObjectEvents({ ns, uid, name, kind }: { ns: string; uid: string;
       {ev.error && ev.state === 'error' ? (
         <ErrorBox error={ev.error} />
       ) : items.length === 0 ? (
-        <p class="muted">No events.</p>
+        <p class="muted">{ev.state === 'loading' ? 'Loading…' : 'No events.'}</p>
       ) : (
         <table class="grid">
           <thead>

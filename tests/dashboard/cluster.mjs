@@ -1,0 +1,158 @@
+// Scenarios on hollow nodes (no real containers needed): log in, live lists, a rolling update in
+// the relations picture, edit with server-side apply, bad input, RBAC's 403, phone and dark mode.
+// Env: DASHBOARD_URL, DASHBOARD_TOKEN (system:masters), VIEW_TOKEN (a user bound to `view`),
+// KUBECTL and KUBECONFIG (the test drives the cluster with stock kubectl meanwhile).
+import { execFileSync } from 'node:child_process';
+import { run, login, shot, step, URL, TOKEN } from './lib.mjs';
+
+const VIEW_TOKEN = process.env.VIEW_TOKEN;
+function kubectl(...args) {
+  return execFileSync(process.env.KUBECTL, ['--kubeconfig', process.env.KUBECONFIG, ...args], { encoding: 'utf8' });
+}
+function kubectlApply(yaml) {
+  return execFileSync(process.env.KUBECTL, ['--kubeconfig', process.env.KUBECONFIG, 'apply', '-f', '-'], { encoding: 'utf8', input: yaml });
+}
+const deployment = (image) => `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  minReadySeconds: 4
+  selector:
+    matchLabels: {app: web}
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: ${image}
+`;
+
+await run('cluster', async ({ page, browser }) => {
+  step('the login form rejects a bad token with the server message, then accepts a good one');
+  await page.goto(URL);
+  await page.getByLabel('Bearer token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('login-message').waitFor();
+  const bad = await page.getByTestId('login-message').innerText();
+  if (!/Unauthorized|rejected/i.test(bad)) throw new Error(`login message for a bad token: ${bad}`);
+  await shot(page, '01-login-rejected');
+  await page.getByLabel('Bearer token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('overview').waitFor();
+  await page.locator('.card', { hasText: 'hollow-node-0' }).getByText('Ready', { exact: true }).waitFor();
+  await shot(page, '02-overview');
+
+  step('a Deployment created by kubectl appears in the list without a reload');
+  await page.getByRole('link', { name: 'Deployment', exact: true }).click();
+  await page.getByTestId('list').waitFor();
+  await page.getByTestId('live').getByText('live').waitFor();
+  await page.evaluate(() => ((window).__noReload = true));
+  kubectlApply(deployment('nginx:1.15'));
+  await page.locator('tr[data-name="web"]').waitFor({ timeout: 15000 });
+  await page.locator('tr[data-name="web"]', { hasText: '2/2' }).waitFor({ timeout: 30000 });
+  if (!(await page.evaluate(() => (window).__noReload))) throw new Error('the page reloaded');
+  await shot(page, '03-deployments-live');
+
+  step('the relations picture follows a rolling update: old and new ReplicaSets, then only the new');
+  await page.locator('tr[data-name="web"] a').click();
+  const rel = page.getByTestId('relations');
+  await rel.locator('[data-kind="ReplicaSet"][data-status^="new · 2/2"]').waitFor({ timeout: 30000 });
+  if ((await rel.locator('[data-kind="Pod"]').count()) !== 2) throw new Error('expected 2 pods before the rollout');
+  await shot(page, '04-relations-before');
+  kubectl('set', 'image', 'deployment/web', 'nginx=nginx:1.16');
+  await rel.locator('[data-kind="ReplicaSet"][data-status^="old"]').waitFor({ timeout: 20000 });
+  await rel.locator('[data-kind="ReplicaSet"][data-status^="new"]').waitFor();
+  const during = await rel.locator('[data-kind="ReplicaSet"]').count();
+  if (during !== 2) throw new Error(`during the rollout ${during} ReplicaSets are drawn, expected 2`);
+  await shot(page, '05-relations-rolling');
+  await rel.locator('[data-kind="ReplicaSet"][data-status^="old"]').waitFor({ state: 'detached', timeout: 60000 });
+  await rel.locator('[data-kind="Deployment"][data-status="2 updated, 2/2 ready"]').waitFor({ timeout: 30000 });
+  await rel.locator('[data-kind="ReplicaSet"][data-status^="new · 2/2"]').waitFor();
+  await shot(page, '06-relations-after');
+  console.log('rolling update followed: 2 ReplicaSets drawn during it, 1 after');
+
+  step('edit replicas in YAML: a dry-run diff, apply, and the pods change');
+  await page.getByRole('tab', { name: 'Edit' }).click();
+  const editor = page.getByTestId('editor');
+  await editor.waitFor();
+  const text = await editor.inputValue();
+  if (!/\n {2}replicas: 2\n/.test(text)) throw new Error('the editor shows no "replicas: 2"');
+  await editor.fill(text.replace(/\n {2}replicas: 2\n/, '\n  replicas: 3\n'));
+  await page.getByTestId('review').click();
+  await page.getByTestId('diff').getByText('+   replicas: 3').waitFor();
+  await page.getByTestId('diff').getByText('-   replicas: 2').waitFor();
+  await shot(page, '07-edit-diff');
+  if (kubectl('get', 'deployment', 'web', '-o', 'jsonpath={.spec.replicas}') !== '2') throw new Error('the dry run changed the Deployment');
+  await page.getByTestId('apply').click();
+  await page.getByTestId('applied').waitFor();
+  await page.getByRole('tab', { name: 'Summary' }).click();
+  await page.getByTestId('relations').locator('[data-kind="ReplicaSet"][data-status^="new · 3/3"]').waitFor({ timeout: 30000 });
+  const pods = await page.getByTestId('relations').locator('[data-kind="Pod"]').count();
+  if (pods !== 3) throw new Error(`after editing replicas to 3 the picture shows ${pods} pods`);
+  const managers = kubectl('get', 'deployment', 'web', '--show-managed-fields', '-o', 'jsonpath={.metadata.managedFields[*].manager}');
+  if (!managers.includes('kaji-dashboard')) throw new Error(`no kaji-dashboard field manager: ${managers}`);
+  await shot(page, '08-scaled-by-edit');
+
+  step('bad input: YAML that does not parse, and a value the server refuses (its causes shown)');
+  await page.getByRole('tab', { name: 'Edit' }).click();
+  await editor.fill('apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n spec: [\n');
+  await page.getByTestId('review').click();
+  await page.getByTestId('parse-error').waitFor();
+  await shot(page, '09-edit-parse-error');
+  await editor.fill('apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: -1\n');
+  await page.getByTestId('review').click();
+  await page.getByTestId('status-error').waitFor();
+  const st = await page.getByTestId('status-error').innerText();
+  if (!st.includes('spec.replicas')) throw new Error(`the refusal names no field: ${st}`);
+  await shot(page, '10-edit-invalid');
+
+  step('an object deleted while open shows a "deleted" banner');
+  kubectl('create', 'configmap', 'doomed', '--from-literal=a=b');
+  await page.goto(URL + '#/r/core/v1/configmaps/default/doomed/yaml');
+  await page.getByTestId('yaml').getByText('a: b').waitFor();
+  kubectl('delete', 'configmap', 'doomed');
+  await page.getByTestId('deleted').waitFor({ timeout: 15000 });
+  await shot(page, '11-deleted-banner');
+
+  step('phone size and dark mode');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(URL + '#/r/apps/v1/deployments/default/web');
+  await page.getByTestId('relations').locator('[data-kind="Pod"]').first().waitFor();
+  await shot(page, '12-phone-detail');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.goto(URL + '#/');
+  await page.getByTestId('overview').waitFor();
+  await page.locator('.card', { hasText: 'hollow-node-1' }).waitFor();
+  await shot(page, '13-phone-dark-overview');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(URL + '#/r/core/v1/pods');
+  await page.locator('tr[data-name^="web-"]').first().waitFor();
+  await shot(page, '14-dark-pods');
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  step('a `view` user may look but gets the Forbidden page when deleting');
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+  const viewer = await ctx.newPage();
+  await login(viewer, VIEW_TOKEN);
+  await viewer.goto(URL + '#/r/apps/v1/deployments/default/web');
+  await viewer.getByTestId('relations').waitFor();
+  await viewer.getByTestId('delete').click();
+  await viewer.getByTestId('confirm-delete').click();
+  await viewer.getByTestId('forbidden').waitFor();
+  const msg = await viewer.getByTestId('forbidden').innerText();
+  if (!msg.includes('cannot delete resource "deployments"')) throw new Error(`Forbidden page without the server's message: ${msg}`);
+  await shot(viewer, '15-forbidden');
+  if (kubectl('get', 'deployment', 'web', '-o', 'name').trim() !== 'deployment.apps/web') throw new Error('the viewer deleted the Deployment');
+  await ctx.close();
+
+  step('an expired or revoked token sends back to the login page with a message');
+  await page.evaluate(() => sessionStorage.setItem('kaji-dashboard-token', 'expired-token'));
+  await page.goto(URL + '#/r/apps/v1/deployments');
+  await page.getByTestId('login-message').waitFor();
+  await shot(page, '16-session-ended');
+});

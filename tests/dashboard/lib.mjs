@@ -1,0 +1,62 @@
+// Shared by the browser scripts: Debian's Chromium through playwright-core (it cannot download a
+// browser here), a step logger, screenshots under $SCREENSHOTS, and a failure that says which
+// step failed with the page's visible text.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const URL = process.env.DASHBOARD_URL; // e.g. https://127.0.0.1:6443/dashboard/
+export const TOKEN = process.env.DASHBOARD_TOKEN;
+const SHOTS = process.env.SCREENSHOTS ?? 'target/dashboard-screenshots';
+if (!URL || !TOKEN) {
+  console.error('DASHBOARD_URL and DASHBOARD_TOKEN must be set');
+  process.exit(2);
+}
+mkdirSync(SHOTS, { recursive: true });
+
+export function step(msg) {
+  console.log(`STEP ${msg}`);
+}
+
+export async function launch({ width = 1280, height = 800 } = {}) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  });
+  const context = await browser.newContext({ viewport: { width, height }, ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.log(`PAGEERROR ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && console.log(`CONSOLE ${m.text()}`));
+  return { browser, context, page };
+}
+
+export async function shot(page, name) {
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: false });
+  console.log(`SCREENSHOT ${path}`);
+}
+
+/** Runs the scenario; on failure prints the step, the page's text and a screenshot, exits 1. */
+export async function run(name, f) {
+  const t = await launch();
+  try {
+    await f(t);
+    console.log(`PASS ${name}`);
+    await t.browser.close();
+    process.exit(0);
+  } catch (e) {
+    console.log(`FAIL ${name}: ${e.message}`);
+    try {
+      await shot(t.page, `${name}-failure`);
+      console.log('PAGE TEXT:\n' + (await t.page.innerText('body')).slice(0, 3000));
+    } catch {}
+    await t.browser.close();
+    process.exit(1);
+  }
+}
+
+/** Opens the dashboard logged in through the URL `kaji dashboard` prints (#token=...). */
+export async function login(page, token = TOKEN) {
+  await page.goto(URL + '#token=' + encodeURIComponent(token));
+  await page.getByRole('link', { name: 'Overview' }).waitFor();
+}
