@@ -7,6 +7,28 @@ const EXPECT = Number(process.env.EXPECT ?? 2000);
 
 await run('bench', async ({ page }) => {
   await login(page);
+  if (process.env.CREATE) {
+    step(`create ${EXPECT} ConfigMaps in namespace default (16 requests at a time, from the page)`);
+    const t0 = Date.now();
+    await page.evaluate(async (n) => {
+      const token = sessionStorage.getItem('kaji-dashboard-token');
+      let next = 0;
+      const worker = async () => {
+        while (next < n) {
+          const i = next++;
+          const name = `cm-${String(i).padStart(4, '0')}`;
+          const r = await fetch('/api/v1/namespaces/default/configmaps', {
+            method: 'POST',
+            headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+            body: JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, labels: { bench: 'yes' } }, data: { key: `value-${i}` } }),
+          });
+          if (!r.ok && r.status !== 409) throw new Error(`creating ${name}: HTTP ${r.status} ${await r.text()}`);
+        }
+      };
+      await Promise.all(Array.from({ length: 16 }, worker));
+    }, EXPECT);
+    console.log(`created ${EXPECT} ConfigMaps in ${Date.now() - t0} ms`);
+  }
   await page.goto(URL + '#/');
   const times = [];
   for (let i = 0; i < 3; i++) {

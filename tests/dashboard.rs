@@ -1,0 +1,231 @@
+//! Browser tests of the dashboard (`https://<server>/dashboard/`): Debian's Chromium driven by
+//! Playwright (`playwright-core` from npm, `tests/dashboard/node_modules`; it cannot download a
+//! browser here, so it is pointed at /usr/bin/chromium). Each test starts a cluster, makes tokens
+//! with `kaji token create`, and runs one script of `tests/dashboard/*.mjs`, which logs in as a
+//! person would, drives the cluster with stock kubectl meanwhile, and prints `STEP`, `PASS` or
+//! `FAIL` lines. Screenshots of every page go to `target/dashboard-screenshots/`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::node::Node;
+use support::{Cluster, KUBECTL_NEW, wait_for};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("dashboard-screenshots")
+}
+
+/// No silent skip: a missing browser or npm install fails the test and says how to fix it.
+fn require_browser() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the dashboard's browser tests need Debian's Chromium at /usr/bin/chromium (.ci/install-deps installs it)"
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "the dashboard's browser tests need node (Debian's nodejs) on PATH"
+    );
+    assert!(
+        repo()
+            .join("tests/dashboard/node_modules/playwright-core/package.json")
+            .exists(),
+        "tests/dashboard/node_modules/playwright-core is missing: run `npm ci` in tests/dashboard (.ci/install-deps does)"
+    );
+}
+
+/// A bearer token for `user` from the server's token file, once the API server accepts it.
+fn token(cluster: &Cluster, user: &str, groups: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaji"));
+    cmd.args(["token", "create", "--user", user, "--data-dir"])
+        .arg(cluster.data_dir());
+    for g in groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd.output().expect("running kaji token create");
+    assert!(
+        out.status.success(),
+        "kaji token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The API server re-reads the token file when it changes: wait until it knows this one.
+    wait_for(
+        &format!("the API server to accept {user}'s token"),
+        Duration::from_secs(30),
+        || {
+            let out = Command::new(KUBECTL_NEW)
+                .args(["--kubeconfig", "/dev/null", "--insecure-skip-tls-verify"])
+                .arg(format!("--server=https://127.0.0.1:{}", cluster.port))
+                .arg(format!("--token={token}"))
+                .args([
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ])
+                .env("KUBECACHEDIR", cluster.data_dir().join("cache"))
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout) == user).then_some(())
+        },
+    );
+    token
+}
+
+fn dashboard_url(cluster: &Cluster) -> String {
+    format!("https://127.0.0.1:{}/dashboard/", cluster.port)
+}
+
+/// Runs `tests/dashboard/<script>` with `env`; fails with its output (and the server log's tail)
+/// unless it exits 0 within `timeout`. Returns its output.
+fn run_script(cluster: &Cluster, script: &str, env: &[(&str, &str)], timeout: Duration) -> String {
+    let dir = repo().join("tests/dashboard");
+    let out_path = cluster.data_dir().join(format!("{script}.out"));
+    let out_file = std::fs::File::create(&out_path).expect("script output file");
+    let mut child = Command::new("node")
+        .arg(dir.join(script))
+        .current_dir(&dir)
+        .env("DASHBOARD_URL", dashboard_url(cluster))
+        .env("SCREENSHOTS", screenshots())
+        .env("KUBECTL", KUBECTL_NEW)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECACHEDIR", cluster.data_dir().join("cache"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out_file.try_clone().expect("dup"))
+        .stderr(out_file)
+        .spawn()
+        .expect("running node");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for node") {
+            break Some(s);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    println!("--- node {script} ({:?}):\n{output}", started.elapsed());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser script {script} failed ({}):\n{output}\nserver log tail:\n{}",
+        status.map_or_else(|| format!("killed after {timeout:?}"), |s| s.to_string()),
+        support::tail(&cluster.log(), 30)
+    );
+    println!(
+        "screenshots of the {script} scenario saved under {}",
+        screenshots().display()
+    );
+    output
+}
+
+#[test]
+fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
+    require_browser();
+    let cluster = Cluster::start_with("dashboard", &["--hollow-nodes", "2"]);
+    let admin = token(&cluster, "dash-admin", &["system:masters"]);
+    let viewer = token(&cluster, "dash-viewer", &[]);
+    cluster.ok(&[
+        "create",
+        "clusterrolebinding",
+        "dash-viewer-view",
+        "--clusterrole=view",
+        "--user=dash-viewer",
+    ]);
+    let out = run_script(
+        &cluster,
+        "cluster.mjs",
+        &[("DASHBOARD_TOKEN", &admin), ("VIEW_TOKEN", &viewer)],
+        Duration::from_secs(300),
+    );
+    for want in [
+        "PASS cluster",
+        "rolling update followed: 2 ReplicaSets drawn during it, 1 after",
+        "15-forbidden.png",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    // What the browser did is what kubectl sees: 3 replicas from the YAML edit, still there
+    // after the viewer's refused delete.
+    assert_eq!(
+        cluster.ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ]),
+        "3 nginx:1.16"
+    );
+}
+
+#[test]
+fn dashboard_pod_logs_and_exec_on_a_real_node() {
+    require_browser();
+    let n = Node::start("dashboard-node");
+    n.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:latest
+    command: ["sh", "-c", "echo hello from kaji; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]
+"#,
+    );
+    n.wait_running("talker");
+    n.wait_logs(&["talker"], "hello from kaji");
+    let admin = token(&n.cluster, "dash-admin", &["system:masters"]);
+    let out = run_script(
+        &n.cluster,
+        "node.mjs",
+        &[("DASHBOARD_TOKEN", &admin), ("POD", "talker")],
+        Duration::from_secs(180),
+    );
+    assert!(out.contains("PASS node"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim() == "hi"),
+        "the terminal shows no line `hi`:\n{out}"
+    );
+}
+
+#[test]
+fn dashboard_list_page_with_2000_configmaps_is_virtualised() {
+    require_browser();
+    let cluster = Cluster::start("dashboard-bench");
+    let admin = token(&cluster, "dash-admin", &["system:masters"]);
+    let out = run_script(
+        &cluster,
+        "bench.mjs",
+        &[
+            ("DASHBOARD_TOKEN", &admin),
+            ("EXPECT", "2000"),
+            ("CREATE", "1"),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(out.contains("PASS bench"), "{out}");
+    let n = cluster.ok(&["get", "configmaps", "-l", "bench=yes", "-o", "name"]);
+    assert_eq!(n.lines().count(), 2000);
+    // The figure, for the record (a benchmark, not a pass mark).
+    for l in out.lines().filter(|l| l.starts_with("MEASURE")) {
+        println!("{l}");
+    }
+}
