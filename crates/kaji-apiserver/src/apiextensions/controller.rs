@@ -288,15 +288,17 @@ fn set_name(names: &mut Value, field: &str, value: &Value) {
 }
 
 /// The strategies of a CRD's served versions, preferred version first (upstream's version
-/// priority: GA, then beta, then alpha, higher numbers first, other names last, by name).
-pub fn strategies(crd: &Value) -> Vec<Arc<dyn Strategy>> {
+/// priority: GA, then beta, then alpha, higher numbers first, other names last, by name);
+/// `webhook` is its conversion webhook, if it has one.
+pub fn strategies(crd: &Value, webhook: Option<Arc<super::conversion::Webhook>>) -> Vec<Arc<dyn Strategy>> {
     let Some(storage) = storage_version(crd) else { return Vec::new() };
     let versions: Vec<&Value> = crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten().collect();
     let several = versions.len() > 1;
     let terminating = objects::is_deleting(crd);
     let mut served: Vec<&Value> = versions.into_iter().filter(|v| v["served"] == true).collect();
     served.sort_by(|a, b| version_order(a["name"].as_str().unwrap_or_default(), b["name"].as_str().unwrap_or_default()));
-    served.into_iter().map(|v| Arc::new(CustomResource::new(crd, v, storage, several, terminating)) as Arc<dyn Strategy>).collect()
+    let webhook = webhook.filter(|_| several);
+    served.into_iter().map(|v| Arc::new(CustomResource::new(crd, v, storage, several, terminating).with_webhook(webhook.clone())) as Arc<dyn Strategy>).collect()
 }
 
 /// The strategy of a CRD's storage version (served or not), for the cleanup.
@@ -337,10 +339,10 @@ pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Replaces the registry's custom kinds with the established CRDs' served versions.
-fn serve(server: &ApiServer, crds: &[Value]) {
+fn serve(server: &Arc<ApiServer>, crds: &[Value]) {
     let mut kinds = Vec::new();
     for crd in crds.iter().filter(|c| condition_true(c, "Established")) {
-        kinds.extend(strategies(crd));
+        kinds.extend(strategies(crd, super::conversion::Webhook::of(server, crd)));
     }
     server.registry.set_custom(CustomKinds::new(kinds));
 }

@@ -2,7 +2,8 @@
 //! `registry/customresource/strategy.go` and the handler's per-version `crdInfo`): scope, name
 //! rules, generation, the status and scale subresources, selectable fields, pruning, defaulting
 //! and validation against the version's structural schema (`kaji_apiextensions::Structural`),
-//! deprecation warnings, and `None` conversion to the storage version.
+//! deprecation warnings, and conversion to the storage version (`None`, or through the CRD's
+//! webhook, which the generic store calls asynchronously: `conversion_webhook`).
 
 use super::conversion;
 use super::printer::PrinterColumns;
@@ -90,6 +91,8 @@ pub struct CustomResource {
     terminating: bool,
     /// The version's printer columns (Table output).
     printer: PrinterColumns,
+    /// The CRD's conversion webhook (several versions, `strategy: Webhook`).
+    webhook: Option<Arc<conversion::Webhook>>,
 }
 
 impl CustomResource {
@@ -160,7 +163,14 @@ impl CustomResource {
             deprecation,
             terminating,
             printer: PrinterColumns::new(version),
+            webhook: None,
         }
+    }
+
+    /// Converts between versions through `webhook` (None: `None` conversion).
+    pub fn with_webhook(mut self, webhook: Option<Arc<conversion::Webhook>>) -> CustomResource {
+        self.webhook = webhook;
+        self
     }
 
     /// Prunes and defaults as upstream's decoder does for a custom kind; the pruned paths.
@@ -315,6 +325,10 @@ impl Strategy for CustomResource {
 
     fn deprecation_warning(&self) -> Option<&'static str> {
         self.deprecation
+    }
+
+    fn conversion_webhook(&self) -> Option<&Arc<conversion::Webhook>> {
+        self.webhook.as_ref()
     }
 
     fn table(&self, items: &[Value], now: jiff::Timestamp) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {

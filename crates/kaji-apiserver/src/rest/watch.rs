@@ -121,6 +121,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
             }
         }
     };
+    let initial = strategy.convert_stored(initial).await?;
     let upstream = store.watch(&prefix, from).await;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut upstream = match upstream {
@@ -174,6 +175,14 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                 }
             };
             from = ev.kv.mod_revision;
+            // A custom kind with a conversion webhook: the event's objects in this version.
+            let ev = match convert_event(strategy.as_ref(), ev).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let _ = tx.send(line("ERROR", e.to_status())).await;
+                    return;
+                }
+            };
             let (obj, now_matches, was) = if everything {
                 (None, true, ev.prev.as_ref().map(|_| true))
             } else if output.shape == Shape::Object {
@@ -203,4 +212,17 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
         }
     });
     Ok(Reply::Watch(rx))
+}
+
+/// `Strategy::convert_stored` of a watch event's object and previous object.
+async fn convert_event(strategy: &dyn Strategy, mut ev: kaji_store::WatchEvent) -> Result<kaji_store::WatchEvent, ApiError> {
+    if strategy.conversion_webhook().is_none() {
+        return Ok(ev);
+    }
+    let mut kvs = vec![ev.kv];
+    kvs.extend(ev.prev.take());
+    let mut kvs = strategy.convert_stored(kvs).await?.into_iter();
+    ev.kv = kvs.next().ok_or_else(|| ApiError::internal("conversion lost the watch event's object"))?;
+    ev.prev = kvs.next();
+    Ok(ev)
 }

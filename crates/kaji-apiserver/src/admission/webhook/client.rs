@@ -29,8 +29,20 @@ pub(super) async fn post(
     review: &Value,
     timeout: Duration,
 ) -> Result<Value, String> {
+    post_to(server, &h.name, &h.target, h.ca_bundle.as_deref(), review, timeout).await
+}
+
+/// `post` to any webhook (`name` is for logs and errors): also a CRD's conversion webhook.
+pub(crate) async fn post_to(
+    server: &Arc<ApiServer>,
+    name: &str,
+    target: &Target,
+    ca_bundle: Option<&[u8]>,
+    review: &Value,
+    timeout: Duration,
+) -> Result<Value, String> {
     let secs = timeout.as_secs();
-    let (url, host, path) = match &h.target {
+    let (url, host, path) = match target {
         Target::Url(u) => {
             let rest = u.strip_prefix("https://").unwrap_or(u);
             let (authority, path) = rest
@@ -40,7 +52,7 @@ pub(super) async fn post(
         }
         Target::Service {
             namespace,
-            name,
+            name: service,
             port,
             path,
         } => {
@@ -50,18 +62,18 @@ pub(super) async fn post(
                 path.clone()
             };
             (
-                format!("https://{name}.{namespace}.svc:{port}{path}"),
-                format!("{name}.{namespace}.svc:{port}"),
+                format!("https://{service}.{namespace}.svc:{port}{path}"),
+                format!("{service}.{namespace}.svc:{port}"),
                 path,
             )
         }
     };
     let sep = if url.contains('?') { '&' } else { '?' };
     let shown = format!("{url}{sep}timeout={secs}s");
-    let target = format!("{path}{sep}timeout={secs}s");
+    let request_target = format!("{path}{sep}timeout={secs}s");
     let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
     let exchange = async {
-        let conn = connect(server, h, &host)
+        let conn = connect(server, name, target, ca_bundle, &host)
             .await
             .map_err(|e| format!("Post {shown:?}: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
@@ -76,7 +88,7 @@ pub(super) async fn post(
         });
         let req = Request::builder()
             .method("POST")
-            .uri(&target)
+            .uri(&request_target)
             .header(header::HOST, &host)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, */*")
@@ -111,27 +123,29 @@ pub(super) async fn post(
 /// A TLS connection to the webhook.
 async fn connect(
     server: &Arc<ApiServer>,
-    h: &Hook,
+    name: &str,
+    target: &Target,
+    ca_bundle: Option<&[u8]>,
     authority: &str,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let tls = super::config::tls(server, h.ca_bundle.as_deref())?;
-    match &h.target {
+    let tls = super::config::tls(server, ca_bundle)?;
+    match target {
         Target::Service {
             namespace,
-            name,
+            name: service,
             port,
             ..
         } => {
             let remote = Remote {
-                name: format!("webhook {}", h.name),
+                name: format!("webhook {name}"),
                 group: String::new(),
                 version: String::new(),
                 group_priority: 0,
                 version_priority: 0,
                 namespace: namespace.clone(),
-                service: name.clone(),
+                service: service.clone(),
                 port: *port,
-                ca_bundle: h.ca_bundle.clone(),
+                ca_bundle: ca_bundle.map(<[u8]>::to_vec),
                 insecure: false,
                 available: true,
             };

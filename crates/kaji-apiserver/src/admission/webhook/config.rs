@@ -25,7 +25,7 @@ pub(super) struct Rule {
 }
 
 /// Where a webhook is.
-pub(super) enum Target {
+pub(crate) enum Target {
     Url(String),
     Service {
         namespace: String,
@@ -190,7 +190,31 @@ fn parse(configuration: &str, mutating: bool, h: &Value) -> Hook {
                 .to_string(),
         })
         .collect();
-    let cc = h.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let (target, ca_bundle) = client_config(h.get("clientConfig").unwrap_or(&Value::Null));
+    Hook {
+        configuration: configuration.to_string(),
+        mutating,
+        name: s("name"),
+        rules,
+        ignore_failures: s("failurePolicy") == "Ignore",
+        namespace_selector: selector(h.get("namespaceSelector")),
+        object_selector: selector(h.get("objectSelector")),
+        side_effects: s("sideEffects"),
+        timeout_seconds: h
+            .get("timeoutSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(10)
+            .clamp(1, 30),
+        reinvoke: s("reinvocationPolicy") == "IfNeeded",
+        review_versions: strings(h.get("admissionReviewVersions")),
+        target,
+        ca_bundle,
+    }
+}
+
+/// A `clientConfig` (admission webhooks, and a CRD's conversion webhook): where to post and the
+/// caBundle to trust. Validation has refused configurations without `url` or `service`.
+pub(crate) fn client_config(cc: &Value) -> (Target, Option<Vec<u8>>) {
     let target = match cc.get("url").and_then(Value::as_str) {
         Some(u) => Target::Url(u.to_string()),
         None => {
@@ -218,23 +242,5 @@ fn parse(configuration: &str, mutating: bool, h: &Value) -> Hook {
         .and_then(Value::as_str)
         .filter(|b| !b.is_empty())
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-    Hook {
-        configuration: configuration.to_string(),
-        mutating,
-        name: s("name"),
-        rules,
-        ignore_failures: s("failurePolicy") == "Ignore",
-        namespace_selector: selector(h.get("namespaceSelector")),
-        object_selector: selector(h.get("objectSelector")),
-        side_effects: s("sideEffects"),
-        timeout_seconds: h
-            .get("timeoutSeconds")
-            .and_then(Value::as_u64)
-            .unwrap_or(10)
-            .clamp(1, 30),
-        reinvoke: s("reinvocationPolicy") == "IfNeeded",
-        review_versions: strings(h.get("admissionReviewVersions")),
-        target,
-        ca_bundle,
-    }
+    (target, ca_bundle)
 }

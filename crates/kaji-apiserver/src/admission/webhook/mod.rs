@@ -14,6 +14,8 @@
 
 mod client;
 mod config;
+pub(crate) use client::post_to;
+pub(crate) use config::{Target, client_config};
 mod rules;
 
 use crate::ApiServer;

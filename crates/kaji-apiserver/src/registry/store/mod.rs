@@ -231,7 +231,7 @@ impl<'a> Store<'a> {
         let info = self.strategy.info();
         let key = self.strategy.key(self.ns(namespace), name);
         match self.storage.get(&key).await.map_err(crate::store_error)? {
-            Some(kv) => Ok(self.strategy.decode(&kv)),
+            Some(kv) => Ok(self.strategy.decode(&self.strategy.convert_one(kv).await?)),
             None => Err(ApiError::not_found(info.group, info.plural, name)),
         }
     }
@@ -239,6 +239,12 @@ impl<'a> Store<'a> {
     /// One page of the objects (in `namespace`, or all) that `filter` selects, at one revision.
     pub async fn list(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page, ApiError> {
         let strategy = self.strategy.as_ref();
+        if strategy.conversion_webhook().is_some() {
+            // Selected on the stored objects (labels and metadata are the same in every
+            // version), then converted in one webhook call.
+            let page = self.list_stored(namespace, filter, opts).await?;
+            return Ok(Page { items: page.items.iter().map(|kv| strategy.decode(kv)).collect(), revision: page.revision, continue_token: page.continue_token, remaining: page.remaining });
+        }
         self.list_with(namespace, filter, opts, |kv| {
             let obj = strategy.decode(&kv);
             filter.matches(strategy, &obj).then_some(obj)
@@ -250,7 +256,9 @@ impl<'a> Store<'a> {
     /// decoded unless a selector needs it.
     pub async fn list_stored(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page<kaji_store::KeyValue>, ApiError> {
         let strategy = self.strategy.as_ref();
-        self.list_with(namespace, filter, opts, |kv| filter.matches_stored(strategy, &kv).then_some(kv)).await
+        let mut page = self.list_with(namespace, filter, opts, |kv| filter.matches_stored(strategy, &kv).then_some(kv)).await?;
+        page.items = strategy.convert_stored(page.items).await?;
+        Ok(page)
     }
 
     /// The paging loop of `list`: `keep` turns a stored object into an item, or drops it.
@@ -397,7 +405,14 @@ impl<'a> Store<'a> {
         let ctx = self.ctx();
         strategy.allocate(&ctx, &mut obj, None)?;
         let key = strategy.key(namespace, &name);
-        match self.storage.create(&key, strategy.encode(&obj)).await {
+        let value = match strategy.encode_for_storage(&obj).await {
+            Ok(v) => v,
+            Err(e) => {
+                strategy.release(&ctx, &obj, None);
+                return Err(e);
+            }
+        };
+        match self.storage.create(&key, value).await {
             Ok(kv) => {
                 objects::set_rv(&mut obj, kv.mod_revision);
                 Ok(obj)
@@ -550,7 +565,14 @@ impl<'a> Store<'a> {
                 }
             }
             strategy.allocate(&ctx, &mut next, Some(&current))?;
-            match self.storage.update(&key, strategy.encode(&next), rev).await {
+            let value = match strategy.encode_for_storage(&next).await {
+                Ok(v) => v,
+                Err(e) => {
+                    strategy.release(&ctx, &next, Some(&current));
+                    return Err(e);
+                }
+            };
+            match self.storage.update(&key, value, rev).await {
                 Ok(kv) => {
                     strategy.release(&ctx, &current, Some(&next));
                     objects::set_rv(&mut next, kv.mod_revision);
