@@ -93,6 +93,30 @@ pub struct Config {
     pub metric_resolution: std::time::Duration,
     /// `--anonymous-auth`, `--authorization-mode`, `--audit-log-path`.
     pub auth: auth::Options,
+    /// A spoke's pages under a path prefix, answered before authentication (the dashboard's
+    /// files under `/dashboard`, wired by `kaji server`): the hub knows no spoke's code.
+    pub extra: Option<ExtraHandler>,
+}
+
+/// Answers requests for `prefix` and the paths under `prefix/` (None: not served there, the
+/// request goes on to authentication and the API).
+#[derive(Clone)]
+pub struct ExtraHandler {
+    pub prefix: &'static str,
+    #[allow(clippy::type_complexity)]
+    pub handle: Arc<dyn Fn(&http::request::Parts) -> Option<http::Response<server::Body>> + Send + Sync>,
+}
+
+impl ExtraHandler {
+    pub fn serves(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Debug for ExtraHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraHandler").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -120,6 +144,8 @@ pub struct ApiServer {
     pub auth: auth::Auth,
     /// API aggregation: APIServices proxied to extension servers (`aggregator`).
     pub aggregator: aggregator::Aggregator,
+    /// `Config::extra`.
+    pub extra: Option<ExtraHandler>,
     openapi_v2: OnceLock<(Bytes, Bytes)>,
     openapi_v3: OnceLock<Value>,
     /// The custom kinds' part of the OpenAPI documents (`apiextensions::openapi`).
@@ -180,6 +206,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         resource_metrics: metrics::Provider::new(config.metric_resolution),
         auth: auth::Auth::new(config.auth.clone(), &config.data_dir)?,
         aggregator,
+        extra: config.extra.clone(),
         openapi_v2: OnceLock::new(),
         openapi_v3: OnceLock::new(),
         custom_openapi: Default::default(),

@@ -242,6 +242,16 @@ async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net:
     let path = uri.path().to_string();
     let audit_id = crate::auth::audit::request_id(req.headers());
     let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    // A spoke's pages (the dashboard's login page and files) need no credentials.
+    if let Some(extra) = server.extra.as_ref().filter(|e| e.serves(&path)) {
+        let (parts, body) = req.into_parts();
+        if let Some(resp) = (extra.handle)(&parts) {
+            drain(body).await;
+            server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
+            return resp;
+        }
+        req = Request::from_parts(parts, body);
+    }
     // Authentication, impersonation and authorization, in upstream's filter order.
     let user = match crate::auth::authn::authenticate(&server, cert_user, req.headers()).await {
         Ok(Some(user)) => Ok(user),
@@ -249,6 +259,7 @@ async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net:
         Err(e) => Err(e),
     };
     let requestor = user.as_ref().ok().cloned();
+    crate::auth::authn::remove_websocket_token(req.headers_mut());
     let user = match user {
         Ok(user) => crate::auth::impersonation::impersonate(&server, user, req.headers_mut()).await,
         Err(e) => Err(e),

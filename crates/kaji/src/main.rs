@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod dashboard;
 mod killall;
 mod users;
 
@@ -37,6 +38,9 @@ enum Command {
     Kubeconfig(users::KubeconfigArgs),
     /// Bearer tokens for people (`create`), kept in the server's token file.
     Token(users::TokenArgs),
+    /// Print a URL that opens the dashboard logged in (as `minikube dashboard`), or serve it
+    /// for a remote cluster (`--kubeconfig F --listen 127.0.0.1:PORT`).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
@@ -77,7 +81,7 @@ struct ServerArgs {
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
     /// Turn off built-in components (k3s's flag): `servicelb`, `ingress` (k3s's `traefik` works
-    /// too). Repeatable or comma-separated.
+    /// too), `dashboard`. Repeatable or comma-separated.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// Store history kept for watches and consistent lists, in revisions (0: no revision window).
@@ -399,6 +403,7 @@ fn main() -> Result<()> {
         Command::Killall(args) => rt.block_on(killall::run(args)),
         Command::Kubeconfig(args) => users::kubeconfig(args),
         Command::Token(args) => users::token(args),
+        Command::Dashboard(args) => rt.block_on(dashboard::run(args)),
     }
 }
 
@@ -588,6 +593,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             modes: args.authorization_mode.clone(),
             audit_log_path: args.audit_log_path.clone(),
         },
+        extra: (!args.disable.iter().any(|d| d == "dashboard")).then(dashboard::handler),
     };
     let running = kaji_apiserver::start(config, Arc::new(store)).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");

@@ -1,0 +1,92 @@
+//! `kaji dashboard`: on the server's machine, prints a URL that opens the dashboard logged in
+//! (`kaji_dashboard::login`); with `--listen`, serves the dashboard for a remote cluster
+//! (`kaji_dashboard::standalone`). And the hook `kaji server` gives the API server.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// `kaji dashboard` flags.
+#[derive(clap::Args)]
+pub struct DashboardArgs {
+    /// The server's data dir (its admin kubeconfig is `<data-dir>/kubeconfig.yaml`).
+    #[arg(long, short = 'd', default_value = "/var/lib/kaji")]
+    data_dir: PathBuf,
+    /// Open the URL in a browser too (`xdg-open`).
+    #[arg(long)]
+    open: bool,
+    /// The kubeconfig: with --listen, the cluster to show (its server and CA; its credentials
+    /// are not used, the viewer logs in); without, an admin kubeconfig in place of the data dir's.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Serve the dashboard for a remote cluster on this address (plain HTTP, e.g.
+    /// 127.0.0.1:8001) instead of printing a login URL.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+/// The API server's hook for `/dashboard` (no credentials needed: the page is the login page).
+pub fn handler() -> kaji_apiserver::ExtraHandler {
+    kaji_apiserver::ExtraHandler {
+        prefix: kaji_dashboard::PREFIX,
+        handle: std::sync::Arc::new(kaji_dashboard::respond),
+    }
+}
+
+pub async fn run(args: DashboardArgs) -> Result<()> {
+    if let Some(listen) = args.listen {
+        let kubeconfig = match args.kubeconfig {
+            Some(k) => k,
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".kube/config"))
+                .context("give --kubeconfig (no $HOME for ~/.kube/config)")?,
+        };
+        let open = args.open;
+        return kaji_dashboard::standalone::run(&kubeconfig, listen, |addr| {
+            let url = format!("http://{addr}/dashboard/");
+            println!("{url}");
+            eprintln!("Serving the dashboard for the cluster of {} at {url} (log in with a bearer token: kubectl create token ...)", kubeconfig.display());
+            if open {
+                open_browser(&url);
+            }
+        })
+        .await;
+    }
+    let kubeconfig = args
+        .kubeconfig
+        .unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+    if !kubeconfig.exists() {
+        anyhow::bail!(
+            "no admin kubeconfig at {} (is `kaji server` running with --data-dir {}? or give --kubeconfig)",
+            kubeconfig.display(),
+            args.data_dir.display()
+        );
+    }
+    let login = kaji_dashboard::login::login(&kubeconfig, &mut |step| eprintln!("{step}")).await?;
+    eprintln!(
+        "A login as {}/{} (cluster-admin) valid until {}; open:",
+        kaji_dashboard::login::NAMESPACE,
+        kaji_dashboard::login::SERVICE_ACCOUNT,
+        login.expires
+    );
+    println!("{}", login.url);
+    if args.open {
+        open_browser(&login.url);
+    }
+    Ok(())
+}
+
+/// Runs `xdg-open URL` when there is one; says so when there is none.
+fn open_browser(url: &str) {
+    match std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(_) => eprintln!("Opening it in your browser (xdg-open)"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("xdg-open is not installed: open the URL yourself")
+        }
+        Err(e) => eprintln!("xdg-open failed: {e}; open the URL yourself"),
+    }
+}

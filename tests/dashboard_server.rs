@@ -1,0 +1,462 @@
+//! The dashboard's server side, end to end against a real `kaji server` (curl as the browser,
+//! stock kubectl): `/dashboard/` serves the embedded front end without credentials (even with
+//! `--anonymous-auth=false`), assets with their types and caching, the single-page app's
+//! fallback; `kaji dashboard` prints a URL whose token is a cluster-admin's bearer token; a
+//! WebSocket exec authenticated by upstream's bearer subprotocol (what a browser can send) is
+//! judged as the token's user; `kaji dashboard --kubeconfig F --listen ADDR` serves the files and
+//! proxies the API with the viewer's own token, never the kubeconfig's credentials.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{Cluster, KUBECTL_NEW};
+
+/// What curl saw: status, headers (lower-case names), body.
+struct Seen {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// One request with curl (HTTP/1.1, the cluster's CA, no client certificate).
+fn curl(cluster: &Cluster, url: &str, headers: &[(&str, &str)]) -> Seen {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http1.1", "--max-time", "20", "-D", "-"]);
+    cmd.arg("--cacert")
+        .arg(cluster.data_dir().join("server/tls/ca.crt"));
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    let out = cmd.arg(url).output().expect("running curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Seen {
+        code,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn https(cluster: &Cluster, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", cluster.port)
+}
+
+/// Runs `kaji dashboard` for the cluster's data dir: the URL it printed.
+fn login_url(cluster: &Cluster) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .arg("dashboard")
+        .arg("--data-dir")
+        .arg(cluster.data_dir())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running kaji dashboard");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "kaji dashboard failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn token_of(url: &str) -> String {
+    url.split_once("#token=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| panic!("no token in {url:?}"))
+}
+
+/// A kubeconfig with only the cluster's CA and a bearer token.
+fn token_kubeconfig(cluster: &Cluster, name: &str, token: &str) -> std::path::PathBuf {
+    let path = cluster.data_dir().join(format!("{name}.kubeconfig"));
+    let ca = cluster.data_dir().join("server/tls/ca.crt");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+        cluster.port,
+        ca.display()
+    );
+    std::fs::write(&path, text).expect("writing a kubeconfig");
+    path
+}
+
+fn kubectl_as(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(KUBECTL_NEW)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn dashboard_files_are_served_without_credentials() {
+    // No anonymous requests: the API wants credentials, the dashboard's page does not.
+    let cluster = Cluster::start_with("dash-files", &["--anonymous-auth=false"]);
+    assert_eq!(
+        curl(&cluster, &https(&cluster, "/api/v1/namespaces"), &[]).code,
+        401
+    );
+    let index = curl(&cluster, &https(&cluster, "/dashboard/"), &[]);
+    assert_eq!(index.code, 200, "{}", index.body);
+    assert_eq!(index.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(index.header("cache-control"), "no-cache");
+    assert!(
+        index.body.contains("<title>Kaji dashboard</title>"),
+        "{}",
+        index.body
+    );
+    assert!(
+        index
+            .header("content-security-policy")
+            .contains("default-src 'self'")
+    );
+    // The bare prefix redirects; an unknown route of the single-page app gets the page.
+    let bare = curl(&cluster, &https(&cluster, "/dashboard"), &[]);
+    assert_eq!((bare.code, bare.header("location")), (301, "/dashboard/"));
+    let route = curl(
+        &cluster,
+        &https(&cluster, "/dashboard/namespaces/default/pods/web-1"),
+        &[],
+    );
+    assert_eq!(route.code, 200);
+    assert_eq!(route.body, index.body);
+    // The script the page loads, with its type and long caching (Vite hashes its name).
+    let script = index
+        .body
+        .split(['"', '\''])
+        .find(|s| s.contains("assets/") && s.ends_with(".js"))
+        .expect("a script under assets/")
+        .to_string();
+    let script = script
+        .trim_start_matches("./")
+        .trim_start_matches("/dashboard/");
+    let js = curl(
+        &cluster,
+        &https(&cluster, &format!("/dashboard/{script}")),
+        &[],
+    );
+    assert_eq!(js.code, 200);
+    assert_eq!(js.header("content-type"), "text/javascript; charset=utf-8");
+    assert!(
+        js.header("cache-control").contains("immutable"),
+        "{:?}",
+        js.headers
+    );
+    assert_eq!(js.header("content-length"), js.body.len().to_string());
+    assert_eq!(
+        curl(
+            &cluster,
+            &https(&cluster, "/dashboard/assets/missing-00000000.js"),
+            &[]
+        )
+        .code,
+        404
+    );
+    // Revalidation of the page answers 304.
+    let etag = index.header("etag").to_string();
+    assert_eq!(
+        curl(
+            &cluster,
+            &https(&cluster, "/dashboard/"),
+            &[("If-None-Match", &etag)]
+        )
+        .code,
+        304
+    );
+}
+
+#[test]
+fn disabled_dashboard_is_not_served() {
+    let cluster = Cluster::start_with("dash-off", &["--disable", "dashboard"]);
+    // Anonymous may not read /dashboard/ as an API path; the admin finds nothing there.
+    assert_eq!(
+        curl(&cluster, &https(&cluster, "/dashboard/"), &[]).code,
+        403
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .arg("dashboard")
+        .arg("--data-dir")
+        .arg(cluster.data_dir())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running kaji dashboard");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("serves no dashboard"), "{stderr}");
+}
+
+#[test]
+fn kaji_dashboard_prints_a_cluster_admin_login() {
+    let cluster = Cluster::start("dash-login");
+    let started = std::time::Instant::now();
+    let url = login_url(&cluster);
+    eprintln!("kaji dashboard took {:?}", started.elapsed());
+    assert!(
+        url.starts_with(&format!(
+            "https://127.0.0.1:{}/dashboard/#token=",
+            cluster.port
+        )),
+        "{url}"
+    );
+    let token = token_of(&url);
+    // Idempotent: a second run gives another working login.
+    let again = token_of(&login_url(&cluster));
+    let crb = cluster.json(&["get", "clusterrolebinding", "kaji-dashboard-admin"]);
+    assert_eq!(crb["roleRef"]["name"], "cluster-admin");
+    assert_eq!(crb["subjects"].as_array().map(Vec::len), Some(1));
+    // The token is a bearer token for the API...
+    for t in [&token, &again] {
+        let list = curl(
+            &cluster,
+            &https(&cluster, "/api/v1/namespaces"),
+            &[("Authorization", &format!("Bearer {t}"))],
+        );
+        assert_eq!(list.code, 200, "{}", list.body);
+        assert!(
+            list.body.contains("\"kind\":\"NamespaceList\""),
+            "{}",
+            list.body
+        );
+    }
+    // ... of the dashboard's ServiceAccount, a cluster-admin.
+    let kc = token_kubeconfig(&cluster, "dashboard", &token);
+    let who = kubectl_as(
+        &kc,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        who.trim(),
+        "system:serviceaccount:kube-system:kaji-dashboard-admin"
+    );
+    assert_eq!(
+        kubectl_as(&kc, &["auth", "can-i", "*", "*", "--all-namespaces"]).trim(),
+        "yes"
+    );
+}
+
+/// A WebSocket upgrade for pods/exec as a browser sends it: the token in a subprotocol.
+fn websocket_exec(base: &str, cluster: &Cluster, protocols: &str) -> Seen {
+    let url = format!(
+        "{base}/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true&stdout=true&tty=true"
+    );
+    curl(
+        cluster,
+        &url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", protocols),
+        ],
+    )
+}
+
+fn bearer_protocol(token: &str) -> String {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = token.as_bytes();
+    let mut out = String::from("base64url.bearer.authorization.k8s.io.");
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn websocket_bearer_subprotocol_is_authenticated() {
+    let cluster = Cluster::start("dash-ws");
+    let admin = token_of(&login_url(&cluster));
+    cluster.ok(&["create", "serviceaccount", "viewer"]);
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--serviceaccount=default:viewer",
+    ]);
+    let viewer = cluster
+        .ok(&["create", "token", "viewer"])
+        .trim()
+        .to_string();
+    let base = https(&cluster, "");
+    let offer = |token: &str| format!("v4.channel.k8s.io, {}", bearer_protocol(token));
+    // The viewer is recognised, and may not exec.
+    let denied = websocket_exec(&base, &cluster, &offer(&viewer));
+    assert_eq!(denied.code, 403, "{}", denied.body);
+    assert!(
+        denied.body.contains("system:serviceaccount:default:viewer")
+            && denied.body.contains("pods/exec"),
+        "{}",
+        denied.body
+    );
+    // The admin gets through authentication and authorization to the (missing) pod.
+    let admitted = websocket_exec(&base, &cluster, &offer(&admin));
+    assert_eq!(admitted.code, 404, "{}", admitted.body);
+    assert!(
+        admitted.body.contains("pods \\\"web\\\" not found"),
+        "{}",
+        admitted.body
+    );
+    // A wrong token, or the token with no protocol to answer: 401; no token: anonymous, 403.
+    assert_eq!(
+        websocket_exec(&base, &cluster, &offer("not-a-token")).code,
+        401
+    );
+    assert_eq!(
+        websocket_exec(&base, &cluster, &bearer_protocol(&admin)).code,
+        401
+    );
+    let anonymous = websocket_exec(&base, &cluster, "v4.channel.k8s.io");
+    assert_eq!(anonymous.code, 403);
+    assert!(
+        anonymous.body.contains("system:anonymous"),
+        "{}",
+        anonymous.body
+    );
+    // Not a WebSocket upgrade: the subprotocol header means nothing (anonymous).
+    let plain = curl(
+        &cluster,
+        &https(&cluster, "/api/v1/namespaces"),
+        &[("Sec-WebSocket-Protocol", &offer(&admin))],
+    );
+    assert_eq!(plain.code, 403, "{}", plain.body);
+}
+
+/// `kaji dashboard --listen`, stopped on drop.
+struct Standalone(Child);
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn standalone_dashboard_proxies_as_the_viewer() {
+    let cluster = Cluster::start("dash-standalone");
+    let admin = token_of(&login_url(&cluster));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["dashboard", "--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting kaji dashboard --listen");
+    let stdout = child.stdout.take().expect("stdout");
+    let standalone = Standalone(child);
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("reading the dashboard's URL");
+    let url = first.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/dashboard/"),
+        "{url:?}"
+    );
+    let base = url.trim_end_matches("/dashboard/").to_string();
+    let index = curl(&cluster, &url, &[]);
+    assert_eq!(index.code, 200);
+    assert!(index.body.contains("<title>Kaji dashboard</title>"));
+    // The viewer's token goes through; without one the cluster sees nobody (the kubeconfig's
+    // admin certificate is not lent to the browser).
+    let list = curl(
+        &cluster,
+        &format!("{base}/api/v1/namespaces"),
+        &[("Authorization", &format!("Bearer {admin}"))],
+    );
+    assert_eq!(list.code, 200, "{}", list.body);
+    assert!(list.body.contains("\"kind\":\"NamespaceList\""));
+    let nobody = curl(&cluster, &format!("{base}/api/v1/namespaces"), &[]);
+    assert_eq!(nobody.code, 403, "{}", nobody.body);
+    assert!(nobody.body.contains("system:anonymous"), "{}", nobody.body);
+    assert_eq!(
+        curl(
+            &cluster,
+            &format!("{base}/api/v1/namespaces"),
+            &[("Authorization", "Bearer wrong")]
+        )
+        .code,
+        401
+    );
+    let version = curl(&cluster, &format!("{base}/version"), &[]);
+    assert!(version.body.contains("gitVersion"), "{}", version.body);
+    // A watch streams through: the event for a namespace comes as it happens, long before the
+    // watch's end (whether it was made before or after the watch started, it is ADDED).
+    let watch_url = format!(
+        "{base}/api/v1/namespaces?watch=1&timeoutSeconds=15&fieldSelector=metadata.name%3Dlate"
+    );
+    let started = std::time::Instant::now();
+    let mut watch = Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "30", "-H"])
+        .arg(format!("Authorization: Bearer {admin}"))
+        .arg(&watch_url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl watch");
+    let events = watch.stdout.take().expect("stdout");
+    cluster.ok(&["create", "namespace", "late"]);
+    let mut line = String::new();
+    BufReader::new(events)
+        .read_line(&mut line)
+        .expect("a watch event");
+    let waited = started.elapsed();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        line.contains("\"type\":\"ADDED\"") && line.contains("\"name\":\"late\""),
+        "{line}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the event took {waited:?}: the watch was not streamed"
+    );
+    // Upgrades go through too: the exec WebSocket with the bearer subprotocol reaches the API.
+    let offer = format!("v4.channel.k8s.io, {}", bearer_protocol(&admin));
+    let ws = websocket_exec(&base, &cluster, &offer);
+    assert_eq!(ws.code, 404, "{}", ws.body);
+    // Other paths are not the cluster's.
+    assert_eq!(curl(&cluster, &format!("{base}/metrics"), &[]).code, 404);
+    drop(standalone);
+}
