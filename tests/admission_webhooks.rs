@@ -9,126 +9,29 @@
 mod support;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::webhook::WebhookServer;
 use support::{Cluster, wait_for};
 
-/// The test's webhook server: a tokio runtime of its own.
-struct WebhookServer {
-    rt: Option<tokio::runtime::Runtime>,
-    port: u16,
-    ca_pem: String,
-    /// Every AdmissionReview request received, with the path.
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
+/// The test's webhook server (support::webhook) answering with `handle`.
+fn start_hooks() -> WebhookServer {
+    WebhookServer::start(Arc::new(|path, review| Box::pin(handle(path, review))))
 }
 
-impl WebhookServer {
-    /// Serves with a certificate for 127.0.0.1 and `webhook.hooks.svc` from a CA of its own.
-    fn start() -> WebhookServer {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name.push(DnType::CommonName, "webhook-ca");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
-        let key = KeyPair::generate().expect("serving key");
-        let serving = CertificateParams::new(vec![
-            "127.0.0.1".to_string(),
-            "webhook.hooks.svc".to_string(),
-        ])
-        .expect("serving params");
-        let cert = serving
-            .signed_by(&key, &issuer)
-            .expect("serving certificate");
-        let certs = rustls_pemfile::certs(&mut cert.pem().as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certs");
-        let key = rustls_pemfile::private_key(&mut key.serialize_pem().as_bytes())
-            .expect("key")
-            .expect("a key");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binding the webhook server");
-        let port = listener.local_addr().expect("address").port();
-        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let s = seen.clone();
-        rt.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let seen = s.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(handle(&seen, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        WebhookServer {
-            rt: Some(rt),
-            port,
-            ca_pem,
-            seen,
-        }
-    }
-
-    /// The requests a path received.
-    fn seen(&self, path: &str) -> Vec<Value> {
-        self.seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, r)| r.clone())
-            .collect()
-    }
-}
-
-impl Drop for WebhookServer {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-fn reply(code: u16, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = StatusCode::from_u16(code).expect("status");
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
+/// The AdmissionReview requests a path received, each with its query and review apiVersion.
+fn seen(hooks: &WebhookServer, path: &str) -> Vec<Value> {
+    hooks
+        .seen(path)
+        .into_iter()
+        .map(|(query, review)| {
+            let mut recorded = review["request"].clone();
+            recorded["query"] = json!(query);
+            recorded["apiVersion"] = review["apiVersion"].clone();
+            recorded
+        })
+        .collect()
 }
 
 fn b64(s: &str) -> String {
@@ -138,23 +41,7 @@ fn b64(s: &str) -> String {
 
 /// `/deny`: denies objects labelled forbidden=true (403, a message), allows others with a
 /// warning. `/mutate`: adds `mutated=true`. `/slow`: answers after 3 s. `/garbage`: not JSON.
-async fn handle(
-    seen: &Mutex<Vec<(String, Value)>>,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or_default().to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut recorded = review["request"].clone();
-    recorded["query"] = json!(query);
-    recorded["apiVersion"] = review["apiVersion"].clone();
-    seen.lock().expect("lock").push((path.clone(), recorded));
+async fn handle(path: String, review: Value) -> (u16, Bytes) {
     let request = &review["request"];
     let uid = request["uid"].clone();
     let response = match path.as_str() {
@@ -183,14 +70,14 @@ async fn handle(
             json!({"uid": uid, "allowed": true})
         }
         "/garbage" => {
-            return reply(
+            return (
                 200,
                 Bytes::from_static(b"<html>this is not an AdmissionReview</html>"),
             );
         }
-        _ => return reply(404, Bytes::from_static(b"{}")),
+        _ => return (404, Bytes::from_static(b"{}")),
     };
-    reply(200, Bytes::from(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).to_string()))
+    (200, Bytes::from(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).to_string()))
 }
 
 /// A webhook of a configuration, by URL path on the test server.
@@ -245,7 +132,7 @@ fn create(c: &Cluster, manifest: &str, extra: &[&str]) -> (bool, String, String)
 #[test]
 fn webhooks_by_url_and_service() {
     let c = Cluster::start("admission-webhooks");
-    let hooks = WebhookServer::start();
+    let hooks = start_hooks();
     c.ok(&["create", "namespace", "hooked"]);
     c.ok(&["label", "namespace", "hooked", "webhooks=on"]);
     c.ok(&["create", "namespace", "plain"]);
@@ -332,7 +219,7 @@ fn webhooks_by_url_and_service() {
         "{err}"
     );
     // What the webhook was sent.
-    let sent = hooks.seen("/deny");
+    let sent = seen(&hooks, "/deny");
     let r = sent
         .iter()
         .find(|r| r["operation"] == "CREATE" && r["name"] == "good")
@@ -369,8 +256,7 @@ fn webhooks_by_url_and_service() {
         "forbidden=true",
     ]);
     assert!(err.contains(r#"admission webhook "deny.example.com" denied the request: the label forbidden=true is not allowed here"#), "{err}");
-    let r = hooks
-        .seen("/deny")
+    let r = seen(&hooks, "/deny")
         .into_iter()
         .rev()
         .find(|r| r["operation"] == "UPDATE")
@@ -384,15 +270,13 @@ fn webhooks_by_url_and_service() {
     );
     assert!(!ok && err.contains("denied the request"), "{err}");
     assert!(
-        hooks
-            .seen("/deny")
+        seen(&hooks, "/deny")
             .iter()
             .any(|r| r["name"] == "dry" && r["dryRun"] == true)
     );
     c.ok(&["delete", "configmap", "good", "-n", "hooked"]);
     assert!(
-        hooks
-            .seen("/deny")
+        seen(&hooks, "/deny")
             .iter()
             .any(|r| r["operation"] == "DELETE"
                 && r["name"] == "good"
@@ -587,8 +471,7 @@ fn webhooks_by_url_and_service() {
         c.json(&["get", "hoge", "good", "-n", "plain"])["metadata"]["labels"]["mutated"],
         "true"
     );
-    let r = hooks
-        .seen("/deny")
+    let r = seen(&hooks, "/deny")
         .into_iter()
         .rev()
         .find(|r| r["name"] == "good")

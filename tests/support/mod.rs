@@ -5,6 +5,7 @@
 
 pub mod images;
 pub mod node;
+pub mod webhook;
 
 use serde_json::Value;
 use std::io::Write;
