@@ -460,3 +460,163 @@ fn standalone_dashboard_proxies_as_the_viewer() {
     assert_eq!(curl(&cluster, &format!("{base}/metrics"), &[]).code, 404);
     drop(standalone);
 }
+
+/// A WebSocket client as a browser's: TLS to the API server, the upgrade with the token in a
+/// subprotocol, masked binary frames out, the server's frames in.
+struct BrowserSocket {
+    tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    /// The upgrade answer's head.
+    head: String,
+}
+
+impl BrowserSocket {
+    fn open(cluster: &Cluster, path: &str, protocols: &str) -> BrowserSocket {
+        use std::io::{Read, Write};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let ca =
+            std::fs::read(cluster.data_dir().join("server/tls/ca.crt")).expect("the cluster CA");
+        for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
+        let conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a TLS client");
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", cluster.port)).expect("connecting");
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n",
+            port = cluster.port
+        );
+        tls.write_all(request.as_bytes())
+            .expect("sending the upgrade");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tls.read_exact(&mut byte)
+                .expect("reading the upgrade's answer");
+            head.push(byte[0]);
+        }
+        BrowserSocket {
+            tls,
+            head: String::from_utf8_lossy(&head).into_owned(),
+        }
+    }
+
+    /// Sends a binary message on a channel (browsers mask every frame).
+    fn send(&mut self, channel: u8, data: &[u8]) {
+        use std::io::Write;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let len = data.len() + 1;
+        let mut frame = vec![0x82];
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(
+            std::iter::once(channel)
+                .chain(data.iter().copied())
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4]),
+        );
+        self.tls.write_all(&frame).expect("sending a message");
+        self.tls.flush().expect("flushing");
+    }
+
+    /// The next message: (opcode, payload); None when the connection ends.
+    fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut h = [0u8; 2];
+        self.tls.read_exact(&mut h).ok()?;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.tls.read_exact(&mut b).ok()?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.tls.read_exact(&mut b).ok()?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut payload = vec![0u8; usize::try_from(len).ok()?];
+        self.tls.read_exact(&mut payload).ok()?;
+        Some((h[0] & 0x0f, payload))
+    }
+}
+
+/// What the dashboard's terminal does: exec over `v4.channel.k8s.io` with a tty and stdin, the
+/// token in the bearer subprotocol, a resize, a line typed; through the API server to a real
+/// container (the upgrade is spliced to the kubelet and the runtime, which speak v4).
+#[test]
+fn browser_exec_terminal_over_websocket() {
+    let n = support::node::Node::start("dash-exec");
+    n.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n");
+    n.wait_running("shell");
+    let token = token_of(&login_url(&n.cluster));
+    let script = "test -t 0 && echo IS-A-TTY; read line; stty size; echo got-$line; exit 3";
+    let query: String = script
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let path = format!(
+        "/api/v1/namespaces/default/pods/shell/exec?command=sh&command=-c&command={query}&stdin=true&stdout=true&tty=true"
+    );
+    let started = std::time::Instant::now();
+    let mut ws = BrowserSocket::open(
+        &n.cluster,
+        &path,
+        &format!("v4.channel.k8s.io, {}", bearer_protocol(&token)),
+    );
+    assert!(ws.head.starts_with("HTTP/1.1 101"), "{}", ws.head);
+    let head = ws.head.to_ascii_lowercase();
+    assert!(
+        head.contains("sec-websocket-protocol: v4.channel.k8s.io\r\n"),
+        "{}",
+        ws.head
+    );
+    assert!(
+        !head.contains("bearer"),
+        "the token's protocol was echoed: {}",
+        ws.head
+    );
+    // The terminal's size (channel 4), then a line typed (channel 0).
+    ws.send(4, br#"{"Width":91,"Height":33}"#);
+    ws.send(0, b"hello\r");
+    let (mut stdout, mut status) = (String::new(), String::new());
+    while let Some((opcode, payload)) = ws.next() {
+        match (opcode, payload.split_first()) {
+            (0x8, _) => break,
+            (0x2, Some((1, data))) => stdout.push_str(&String::from_utf8_lossy(data)),
+            (0x2, Some((3, data))) => status.push_str(&String::from_utf8_lossy(data)),
+            _ => {}
+        }
+    }
+    eprintln!("browser exec session: {:?}", started.elapsed());
+    assert!(stdout.contains("IS-A-TTY"), "{stdout:?}");
+    assert!(stdout.contains("33 91"), "no resize: {stdout:?}");
+    assert!(stdout.contains("got-hello"), "{stdout:?}");
+    // The exit code, as upstream's v4 error channel carries it.
+    assert!(
+        status.contains("NonZeroExitCode") && status.contains("\"message\":\"3\""),
+        "{status}"
+    );
+}
