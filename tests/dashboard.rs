@@ -18,9 +18,12 @@ fn repo() -> PathBuf {
 }
 
 fn screenshots() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
+        .unwrap_or_else(|| repo().join("target"));
+    target
+        .canonicalize()
+        .unwrap_or(target)
         .join("dashboard-screenshots")
 }
 
