@@ -141,6 +141,9 @@ impl Node {
             "off",
             "--dns-metrics-bind-address",
             "off",
+            // One node: no pod network across nodes (no VXLAN device shared by tests side by side).
+            "--flannel-backend",
+            "none",
             // Names outside the cluster (a busybox nslookup of a bare name also asks for the
             // name itself) must not reach the host's resolver off the machine: a closed local
             // port answers them (SERVFAIL) instead.

@@ -7,6 +7,7 @@ use crate::cri::Cri;
 use crate::pods::{self, Shared};
 use crate::{node, server};
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Node;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,10 @@ pub struct AgentOptions {
     pub cluster_domain: String,
     /// Container log rotation (`--container-log-max-size`, `--container-log-max-files`).
     pub log_rotation: crate::logs::LogRotation,
+    /// The node's InternalIP and underlay address (`--node-ip`); default: found from the routes.
+    pub node_ip: Option<String>,
+    /// The pod network across nodes (`--flannel-backend` and friends).
+    pub flannel: crate::flannel::FlannelOptions,
 }
 
 impl Default for AgentOptions {
@@ -45,6 +50,8 @@ impl Default for AgentOptions {
             cluster_dns: "10.43.0.10".into(),
             cluster_domain: "cluster.local".into(),
             log_rotation: crate::logs::LogRotation::default(),
+            node_ip: None,
+            flannel: crate::flannel::FlannelOptions::default(),
         }
     }
 }
@@ -63,12 +70,24 @@ impl AgentOptions {
             cni_bin_dir: self.cni_bin_dir.clone(),
             bridge_name: self.bridge_name.clone(),
             network_name: format!("kaji-{}", self.bridge_name),
+            ip_masq: true,
+            mtu: None,
         }
     }
 }
 
 /// Runs the agent until the process ends (or a component fails).
 pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
+    run_with_nodes(client, None, opts).await
+}
+
+/// [`run`], with the Node informer the pod network watches (one of a client allowed to list
+/// Nodes, e.g. the proxy's); None makes one with the kubelet's client.
+pub async fn run_with_nodes(
+    client: kube::Client,
+    nodes: Option<Arc<kaji_runtime::informer::Informer<Node>>>,
+    opts: AgentOptions,
+) -> Result<()> {
     let started = Instant::now();
     let agent_dir = opts.agent_dir();
     std::fs::create_dir_all(&agent_dir)
@@ -77,6 +96,9 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
     // it has nothing to serve, so it starts with the CRI client below.
     let listener_port = opts.kubelet_port;
     let mut facts = node::NodeFacts::read(&opts.node_name, &agent_dir, listener_port);
+    if let Some(ip) = &opts.node_ip {
+        facts.internal_ip = ip.clone();
+    }
     let mut delay = Duration::from_millis(100);
     while let Err(e) = node::register(&client, &facts).await {
         tracing::warn!(error = %format!("{e:#}"), "registering the node");
@@ -84,11 +106,33 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     let _ = node::post_status(&client, &facts.name, &node::status(&facts, None, &[], None)).await;
+    let mut network = None;
     let (socket, managed) = match &opts.container_runtime_endpoint {
         Some(s) => (s.clone(), None),
         None => {
             let cidr = node::wait_for_pod_cidr(&client, &facts.name).await?;
-            let copts = opts.containerd_options(&cidr);
+            let mut copts = opts.containerd_options(&cidr);
+            // The pod network across nodes decides the pods' MTU and who masquerades; a node
+            // whose overlay cannot be set up still runs pods, masqueraded by the bridge.
+            match crate::flannel::setup(
+                &client,
+                &opts.flannel,
+                &facts.name,
+                &facts.internal_ip,
+                &cidr,
+            )
+            .await
+            {
+                Ok(Some(n)) => {
+                    copts.ip_masq = false;
+                    copts.mtu = Some(n.pod_mtu);
+                    network = Some(n);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "setting up the pod network across nodes; pods stay on this node's network")
+                }
+            }
             let m = ManagedContainerd::start(copts)
                 .await
                 .context("starting containerd")?;
@@ -132,15 +176,27 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         image_backoff: Default::default(),
         tokens: Default::default(),
     });
+    let client_for_nodes = client.clone();
     let mut set = tokio::task::JoinSet::new();
     set.spawn(crate::logs::run(cri.clone(), opts.log_rotation));
-    set.spawn(crate::volumes::local_path::run(client.clone(), facts.name.clone()));
+    set.spawn(crate::volumes::local_path::run(
+        client.clone(),
+        facts.name.clone(),
+    ));
     set.spawn(async move {
         node::heartbeat(client, cri, facts, runtime_version).await;
         Ok(())
     });
     set.spawn(serve);
     set.spawn(pods::run(shared));
+    if let Some(network) = network {
+        let nodes = nodes.unwrap_or_else(|| {
+            let factory = kaji_runtime::informer::Factory::new(client_for_nodes.clone());
+            factory.start();
+            factory.informer::<Node>()
+        });
+        set.spawn(network.run(nodes));
+    }
     let r = tokio::select! {
         r = set.join_next() => match r { Some(r) => r.map_err(anyhow::Error::from).and_then(|r| r), None => Ok(()) },
         _ = tokio::signal::ctrl_c() => Ok(()),

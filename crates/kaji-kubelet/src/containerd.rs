@@ -52,6 +52,11 @@ pub struct ContainerdOptions {
     pub bridge_name: String,
     /// The CNI network name (host-local keys its allocations by it).
     pub network_name: String,
+    /// Whether the CNI bridge masquerades what leaves the node's /24 (no pod network across
+    /// nodes); false when the node's [`crate::flannel`] table masquerades instead.
+    pub ip_masq: bool,
+    /// The pods' MTU (the bridge's and veths'); None: the kernel's default.
+    pub mtu: Option<u32>,
 }
 
 impl ContainerdOptions {
@@ -65,6 +70,8 @@ impl ContainerdOptions {
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             bridge_name: "kaji0".to_string(),
             network_name: "kaji".to_string(),
+            ip_masq: true,
+            mtu: None,
         }
     }
 }
@@ -304,6 +311,8 @@ async fn prepare(opts: &ContainerdOptions, layout: &Layout) -> Result<()> {
         &opts.network_name,
         &opts.bridge_name,
         &opts.pod_cidr,
+        opts.ip_masq,
+        opts.mtu,
     );
     write_if_changed(
         &layout

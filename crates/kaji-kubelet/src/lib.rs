@@ -9,6 +9,7 @@ pub mod join;
 pub mod logs;
 pub mod agent;
 pub mod cri;
+pub mod flannel;
 pub mod node;
 pub mod pods;
 pub mod resources;

@@ -1,7 +1,8 @@
 //! `kaji killall`, k3s's `k3s-killall.sh` for one data dir: stops the `kaji server` and
 //! `kaji agent` processes of that data dir, its managed containerd with every shim and container,
 //! unmounts what lives under the data dir, and removes the node's network pieces (CNI bridge and
-//! pod veths, the proxy's nftables table, the cluster DNS address on `lo`). The state (store,
+//! pod veths, the proxy's nftables table, the cluster DNS address on `lo`, the pod network's
+//! VXLAN device and masquerade table). The state (store,
 //! certificates, images) stays: `kaji server` starts again from it.
 //!
 //! Everything is found from the data dir: processes by their command line (`kaji server|agent`
@@ -43,6 +44,10 @@ pub struct NodeSettings {
     pub cni_bridge_name: Option<String>,
     pub proxy_table: String,
     pub cluster_dns: Ipv4Addr,
+    /// The pod network's VXLAN device (vxlan backend).
+    pub flannel_device: Option<String>,
+    /// The pod network's masquerade table (ip family).
+    pub flannel_table: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -51,6 +56,8 @@ impl Default for NodeSettings {
             cni_bridge_name: Some("kaji0".into()),
             proxy_table: "kaji-proxy".into(),
             cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            flannel_device: None,
+            flannel_table: None,
         }
     }
 }
@@ -66,6 +73,12 @@ impl NodeSettings {
             "proxy-table={}\ncluster-dns={}\n",
             self.proxy_table, self.cluster_dns
         ));
+        if let Some(d) = &self.flannel_device {
+            out.push_str(&format!("flannel-vxlan-device={d}\n"));
+        }
+        if let Some(t) = &self.flannel_table {
+            out.push_str(&format!("flannel-nft-table={t}\n"));
+        }
         out
     }
 
@@ -85,6 +98,8 @@ impl NodeSettings {
             match key {
                 "cni-bridge-name" => s.cni_bridge_name = Some(value.to_string()),
                 "proxy-table" => s.proxy_table = value.to_string(),
+                "flannel-vxlan-device" => s.flannel_device = Some(value.to_string()),
+                "flannel-nft-table" => s.flannel_table = Some(value.to_string()),
                 "cluster-dns" => {
                     s.cluster_dns = value
                         .parse()
@@ -223,6 +238,16 @@ pub async fn run(args: KillallArgs) -> Result<()> {
             if let Err(e) = kaji_proxy::nft::delete_table(&node.proxy_table).await {
                 problems.push(format!("deleting table inet {}: {e:#}", node.proxy_table));
             }
+        }
+        // The pod network across nodes: the VXLAN device (its routes go with it) and the
+        // masquerade table.
+        for line in kaji_kubelet::flannel::ip::remove(
+            node.flannel_device.as_deref(),
+            node.flannel_table.as_deref(),
+        )
+        .await
+        {
+            report(format!("deleting {line}"));
         }
         if on_lo(node.cluster_dns).await {
             report(format!("removing {}/32 from lo", node.cluster_dns));
@@ -436,6 +461,8 @@ mod tests {
             cni_bridge_name: Some("kt1".into()),
             proxy_table: "kaji-proxy-kt1".into(),
             cluster_dns: Ipv4Addr::new(10, 200, 1, 10),
+            flannel_device: Some("kv1".into()),
+            flannel_table: Some("kaji-flannel-kt1".into()),
         };
         assert_eq!(NodeSettings::parse(&s.render()).unwrap(), s);
         let no_bridge = NodeSettings {

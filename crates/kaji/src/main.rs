@@ -167,6 +167,23 @@ struct NodeArgs {
     /// HTTPS port of the built-in ingress controller.
     #[arg(long, default_value_t = 443)]
     ingress_https_port: u16,
+    /// The node's InternalIP, also its address on the pod network's underlay (k3s's flag;
+    /// default: the address of the default route's interface).
+    #[arg(long)]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// The pod network across nodes (k3s's flag): `vxlan`, `host-gw` (nodes on one L2 segment)
+    /// or `none` (pods reach other nodes' pods only through masquerading).
+    #[arg(long, default_value = "vxlan")]
+    flannel_backend: kaji_kubelet::flannel::Backend,
+    /// The underlay interface of the pod network (k3s's flag; default: the one holding the node IP).
+    #[arg(long)]
+    flannel_iface: Option<String>,
+    /// The VXLAN device of the vxlan backend (one per node on a machine).
+    #[arg(long, default_value = "kaji.vxlan")]
+    flannel_vxlan_device: String,
+    /// The UDP port of the vxlan backend (flannel's; the same on every node of a cluster).
+    #[arg(long, default_value_t = 8472)]
+    flannel_vxlan_port: u16,
 }
 
 /// The Service network, shared by the API server (allocation, the `kube-dns` Service) and every
@@ -492,6 +509,10 @@ fn spawn_node(
         cni_bridge_name: node.container_runtime_endpoint.is_none().then(|| node.cni_bridge_name.clone()),
         proxy_table: net.proxy_table.clone(),
         cluster_dns: net.cluster_dns(),
+        flannel_device: (node.container_runtime_endpoint.is_none() && opts.flannel.backend == kaji_kubelet::flannel::Backend::Vxlan)
+            .then(|| opts.flannel.vxlan_device.clone()),
+        flannel_table: (node.container_runtime_endpoint.is_none() && opts.flannel.backend != kaji_kubelet::flannel::Backend::None)
+            .then(|| opts.flannel.nft_table.clone()),
     }
     .write(data_dir)?;
     // One informer per kind for the node's spokes (the proxy, DNS and ingress all read Services
@@ -508,7 +529,7 @@ fn spawn_node(
     };
     spokes.spawn(keep_running("the cluster DNS", kaji_dns::run(factory.clone(), dns)));
     if !disable.iter().any(|d| d == "ingress" || d == "traefik") {
-        let node_ips = kaji_kubelet::node::internal_ip().and_then(|ip| ip.parse().ok()).into_iter().collect();
+        let node_ips = opts.node_ip.clone().or_else(kaji_kubelet::node::internal_ip).and_then(|ip| ip.parse().ok()).into_iter().collect();
         let ingress = kaji_ingress::IngressOptions {
             http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], node.ingress_http_port)),
             https_addr: std::net::SocketAddr::from(([0, 0, 0, 0], node.ingress_https_port)),
@@ -517,7 +538,8 @@ fn spawn_node(
         };
         spokes.spawn(keep_running("the ingress controller", kaji_ingress::run(factory.clone(), ingress)));
     }
-    spokes.spawn(kaji_kubelet::agent::run(client.clone(), opts));
+    // The pod network watches Nodes through the node's informers (the kubelet may read its own Node only).
+    spokes.spawn(kaji_kubelet::agent::run_with_nodes(client.clone(), Some(factory.informer()), opts));
     Ok(())
 }
 
@@ -547,6 +569,16 @@ fn agent_options(data_dir: &Path, node: &NodeArgs) -> kaji_kubelet::agent::Agent
         },
         cluster_dns: node.network.cluster_dns().to_string(),
         cluster_domain: node.network.cluster_domain.clone(),
+        node_ip: node.node_ip.map(|ip| ip.to_string()),
+        flannel: kaji_kubelet::flannel::FlannelOptions {
+            backend: node.flannel_backend,
+            iface: node.flannel_iface.clone(),
+            vxlan_device: node.flannel_vxlan_device.clone(),
+            vxlan_port: node.flannel_vxlan_port,
+            // One masquerade table per node: named after its bridge (several nodes on a machine).
+            nft_table: format!("kaji-flannel-{}", node.cni_bridge_name),
+            ..Default::default()
+        },
         ..defaults
     }
 }

@@ -84,13 +84,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 /// The pod network: a bridge with host-local IPAM on the node's pod CIDR, and portmap for
 /// hostPort. IPAM state lives under the state dir so that cleanup knows this instance's pods.
+/// `ip_masq` false leaves masquerading to the node's pod network (pod IPs kept across nodes);
+/// `mtu` is the pods' MTU (below the underlay's when a VXLAN overlay carries them).
 pub fn cni_conflist(
     layout: &Layout,
     network_name: &str,
     bridge_name: &str,
     pod_cidr: &str,
+    ip_masq: bool,
+    mtu: Option<u32>,
 ) -> String {
-    let conf = json!({
+    let mut conf = json!({
         "cniVersion": "1.0.0",
         "name": network_name,
         "plugins": [
@@ -98,7 +102,7 @@ pub fn cni_conflist(
                 "type": "bridge",
                 "bridge": bridge_name,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": ip_masq,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -110,6 +114,9 @@ pub fn cni_conflist(
             { "type": "portmap", "capabilities": { "portMappings": true } },
         ],
     });
+    if let Some(mtu) = mtu {
+        conf["plugins"][0]["mtu"] = json!(mtu);
+    }
     serde_json::to_string_pretty(&conf).unwrap_or_default()
 }
 
@@ -141,8 +148,15 @@ mod tests {
     #[test]
     fn conflist_is_a_bridge_on_the_pod_cidr() {
         let layout = Layout::new(Path::new("/d/c"));
-        let v: serde_json::Value =
-            serde_json::from_str(&cni_conflist(&layout, "kaji", "kaji0", "10.42.0.0/24")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&cni_conflist(
+            &layout,
+            "kaji",
+            "kaji0",
+            "10.42.0.0/24",
+            true,
+            None,
+        ))
+        .unwrap();
         assert_eq!(v["plugins"][0]["bridge"], "kaji0");
         assert_eq!(
             v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
@@ -150,5 +164,21 @@ mod tests {
         );
         assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/d/c/cni/networks");
         assert_eq!(v["plugins"][1]["type"], "portmap");
+    }
+
+    #[test]
+    fn conflist_over_an_overlay_keeps_pod_ips_and_lowers_the_mtu() {
+        let layout = Layout::new(Path::new("/d/c"));
+        let v: serde_json::Value = serde_json::from_str(&cni_conflist(
+            &layout,
+            "kaji",
+            "kaji0",
+            "10.42.0.0/24",
+            false,
+            Some(1450),
+        ))
+        .unwrap();
+        assert_eq!(v["plugins"][0]["ipMasq"], false);
+        assert_eq!(v["plugins"][0]["mtu"], 1450);
     }
 }

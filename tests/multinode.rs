@@ -1,0 +1,275 @@
+//! A real 3-node cluster on one machine (`kaji server` in the root namespace, two `kaji agent`s in
+//! network namespaces on a test underlay, see support/multinode.rs), real containers, the pod
+//! network across nodes: pods spread over the nodes, reach each other by pod IP with their own
+//! source IP (no masquerade), and reach a Service whose only endpoint is on another node.
+
+#[path = "support/multinode.rs"]
+#[allow(dead_code)]
+mod multinode;
+mod support;
+
+use multinode::MultiNode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Polls `f` until it returns Some; on timeout fails with the pods, events and node logs.
+fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    support::wait_for(what, timeout, f)
+}
+
+fn wait_on<T>(mn: &MultiNode, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            let pods = mn.cluster.kubectl(&["get", "pods", "-o", "wide"]);
+            let events = mn.cluster.kubectl(&["get", "events"]);
+            panic!(
+                "timed out after {WAIT:?} waiting for {what}\n{}\n{}\n{}",
+                String::from_utf8_lossy(&pods.stdout),
+                String::from_utf8_lossy(&events.stdout),
+                mn.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A busybox web server on port 8080 whose `/cgi-bin/ip` answers `peer=<the client's IP>`.
+fn web_pod(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: web
+    image: busybox:latest
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho peer=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"]
+"#
+    )
+}
+
+fn sleeper(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: c
+    image: busybox:latest
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+fn apply(mn: &MultiNode, manifest: &str) {
+    mn.cluster.apply(support::KUBECTL_NEW, manifest);
+}
+
+fn jsonpath(mn: &MultiNode, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let jp = format!("jsonpath={path}");
+    args.extend(["-o", jp.as_str()]);
+    String::from_utf8_lossy(&mn.cluster.kubectl(&args).stdout).into_owned()
+}
+
+fn running_ip(mn: &MultiNode, pod: &str) -> String {
+    wait_on(mn, &format!("pod {pod} Running"), || {
+        let s = jsonpath(mn, &["pod", pod], "{.status.phase} {.status.podIP}");
+        match s.split_once(' ') {
+            Some(("Running", ip)) if !ip.is_empty() => Some(ip.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// `kubectl exec pod -- cmd`: (success, stdout + stderr).
+fn exec(mn: &MultiNode, pod: &str, cmd: &[&str]) -> (bool, String) {
+    let mut args = vec!["exec", pod, "--"];
+    args.extend_from_slice(cmd);
+    let out = mn.cluster.kubectl(&args);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The client address a `/cgi-bin/ip` page names (busybox httpd writes IPv4 peers as
+/// `[::ffff:a.b.c.d]`).
+fn peer(page: &str) -> String {
+    let p = page.trim().trim_start_matches("peer=");
+    p.trim_start_matches("[::ffff:")
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// The page at `url` fetched from inside `pod`, retried until it answers.
+fn fetch(mn: &MultiNode, pod: &str, url: &str) -> String {
+    wait_for(
+        &format!("{pod} to fetch {url}"),
+        Duration::from_secs(30),
+        || {
+            let (ok, out) = exec(mn, pod, &["wget", "-q", "-O", "-", url]);
+            ok.then_some(out)
+        },
+    )
+}
+
+/// The average RTT of `busybox ping -c 20` from `pod` to `ip`, in ms.
+fn ping_avg(mn: &MultiNode, pod: &str, ip: &str) -> f64 {
+    let (ok, out) = exec(mn, pod, &["busybox", "ping", "-c", "20", "-i", "0.2", ip]);
+    assert!(ok, "ping {ip} from {pod}: {out}");
+    // "round-trip min/avg/max = 0.071/0.094/0.166 ms"
+    out.lines()
+        .find_map(|l| {
+            l.split_once(" = ")
+                .filter(|(k, _)| k.contains("min/avg/max"))
+        })
+        .and_then(|(_, v)| v.split('/').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no RTT in {out}"))
+}
+
+#[test]
+fn three_nodes_share_one_pod_network_over_vxlan() {
+    let mn = MultiNode::start("multinode-vxlan", 3);
+
+    // Each node published flannel's annotations and got its own /24 of the cluster CIDR.
+    let nodes = jsonpath(
+        &mn,
+        &["nodes"],
+        "{range .items[*]}{.metadata.name} {.spec.podCIDR} {.metadata.annotations.flannel\\.alpha\\.coreos\\.com/public-ip} {.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-data}{\"\\n\"}{end}",
+    );
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    for (i, line) in nodes.lines().enumerate() {
+        let f: Vec<&str> = line.splitn(4, ' ').collect();
+        assert_eq!(f[0], format!("node-{}", i + 1), "{nodes}");
+        assert_eq!(f[2], format!("{}.{}", mn.underlay_prefix, i + 1), "{nodes}");
+        assert!(f[3].contains("\"VtepMAC\""), "{nodes}");
+    }
+
+    // 1. A Deployment of 6 spreads over the 3 nodes (maxSkew 1: two each).
+    apply(
+        &mn,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: spread
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: kubernetes.io/hostname
+        whenUnsatisfiable: DoNotSchedule
+        labelSelector: {matchLabels: {app: spread}}
+      containers:
+      - name: c
+        image: busybox:latest
+        command: ["sleep", "3600"]
+"#,
+    );
+    let per_node = wait_on(&mn, "6 spread pods Running", || {
+        let text = jsonpath(
+            &mn,
+            &["pods", "-l", "app=spread"],
+            "{range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+        );
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for l in text.lines() {
+            if let Some((node, "Running")) = l.split_once(' ') {
+                *per_node.entry(node.to_string()).or_default() += 1;
+            }
+        }
+        (per_node.values().sum::<usize>() == 6).then_some(per_node)
+    });
+    assert_eq!(
+        per_node,
+        BTreeMap::from([
+            ("node-1".into(), 2),
+            ("node-2".into(), 2),
+            ("node-3".into(), 2)
+        ]),
+        "the Deployment's pods per node"
+    );
+
+    // 2. A pod on node 1 reaches a pod on node 3 by pod IP, and the server sees the client's
+    //    own pod IP (pod-to-pod traffic is not masqueraded). Same from node 2 (namespace to
+    //    namespace).
+    apply(&mn, &web_pod("web", "node-3"));
+    apply(&mn, &sleeper("client1", "node-1"));
+    apply(&mn, &sleeper("client2", "node-2"));
+    apply(&mn, &sleeper("near", "node-1"));
+    let web_ip = running_ip(&mn, "web");
+    let client1_ip = running_ip(&mn, "client1");
+    let client2_ip = running_ip(&mn, "client2");
+    let near_ip = running_ip(&mn, "near");
+    let page = fetch(&mn, "client1", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(peer(&page), client1_ip, "{page}");
+    let page = fetch(&mn, "client2", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(peer(&page), client2_ip, "{page}");
+
+    // 3. A Service whose only endpoint is on node 3, from node 1 through its proxy.
+    apply(
+        &mn,
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#,
+    );
+    let cluster_ip = wait_for("the Service's ClusterIP", WAIT, || {
+        Some(jsonpath(&mn, &["service", "web"], "{.spec.clusterIP}")).filter(|s| !s.is_empty())
+    });
+    wait_for("the Service's endpoint", WAIT, || {
+        let eps = jsonpath(
+            &mn,
+            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
+            "{.items[*].endpoints[*].addresses[*]}",
+        );
+        (eps == web_ip).then_some(())
+    });
+    let page = fetch(&mn, "client1", &format!("http://{cluster_ip}/cgi-bin/ip"));
+    assert_eq!(peer(&page), client1_ip, "{page}");
+    // ... and by name, through the cluster DNS of node 2.
+    let page = fetch(
+        &mn,
+        "client2",
+        "http://web.default.svc.cluster.local/cgi-bin/ip",
+    );
+    assert_eq!(peer(&page), client2_ip, "{page}");
+
+    // Figures: pod-to-pod RTT across the VXLAN overlay and on the same node.
+    let across = ping_avg(&mn, "client1", &web_ip);
+    let same = ping_avg(&mn, "client1", &near_ip);
+    let ns_to_ns = ping_avg(&mn, "client2", &web_ip);
+    eprintln!(
+        "pod-to-pod RTT (busybox ping -c 20, avg): same node {same:.3} ms, node 1 -> node 3 over VXLAN {across:.3} ms, node 2 -> node 3 {ns_to_ns:.3} ms"
+    );
+}
