@@ -173,9 +173,36 @@ fn seed_004_hoges_with_kubectl() {
     let list: Value = serde_json::from_slice(&raw.stdout).unwrap_or(json!({}));
     assert_eq!(list["items"], json!([]), "{list}");
 
-    // Deleting the CRD deletes its objects, then the CRD, and discovery forgets the kind.
+    // Deleting the CRD deletes its objects, then the CRD, and discovery forgets the kind; an
+    // open watch sees the objects' DELETED events and then ends (upstream destroys the storage).
+    let mut raw_watch = std::process::Command::new(KUBECTL_NEW)
+        .args(["--kubeconfig", c.kubeconfig.to_str().expect("path"), "get", "--raw", "/apis/stable.example.com/v1/hoges?watch=1&timeoutSeconds=120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get --raw ?watch");
+    let watch_out = raw_watch.stdout.take().expect("stdout");
+    let (wtx, wrx) = std::sync::mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(watch_out).lines().map_while(Result::ok) {
+            let _ = wtx.send(Some(line));
+        }
+        let _ = wtx.send(None);
+    });
+    wait_for("the raw watch's initial events", Duration::from_secs(10), || wrx.recv_timeout(Duration::from_millis(100)).ok().flatten().filter(|l| l.contains("ADDED")));
     let start = Instant::now();
     c.ok(&["delete", "crd", "hoges.stable.example.com", "--timeout=30s"]);
+    let mut seen = Vec::new();
+    wait_for("the watch to end after the CRD's deletion", Duration::from_secs(10), || match wrx.recv_timeout(Duration::from_millis(100)) {
+        Ok(Some(line)) => {
+            seen.push(line);
+            None
+        }
+        Ok(None) => Some(()),
+        Err(_) => None,
+    });
+    let _ = raw_watch.wait();
+    assert!(seen.iter().any(|l| l.contains("\"DELETED\"") && l.contains("watched-hoge")), "the watch saw the objects deleted: {seen:?}");
     wait_for("hoges gone from discovery", Duration::from_secs(5), || discovered(&c, "stable.example.com", "hoges").is_none().then_some(()));
     assert!(start.elapsed() < Duration::from_secs(10), "deleting the CRD took {:?}", start.elapsed());
     let err = c.fails(&["get", "hoges"]);

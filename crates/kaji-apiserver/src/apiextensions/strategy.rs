@@ -93,6 +93,8 @@ pub struct CustomResource {
     printer: PrinterColumns,
     /// The CRD's conversion webhook (several versions, `strategy: Webhook`).
     webhook: Option<Arc<conversion::Webhook>>,
+    /// `Strategy::storage_identity`.
+    identity: u64,
 }
 
 impl CustomResource {
@@ -164,6 +166,14 @@ impl CustomResource {
             terminating,
             printer: PrinterColumns::new(version),
             webhook: None,
+            identity: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                crate::objects::meta_str(crd, "uid").unwrap_or_default().hash(&mut h);
+                spec.to_string().hash(&mut h);
+                names.to_string().hash(&mut h);
+                h.finish()
+            },
         }
     }
 
@@ -329,6 +339,10 @@ impl Strategy for CustomResource {
 
     fn conversion_webhook(&self) -> Option<&Arc<conversion::Webhook>> {
         self.webhook.as_ref()
+    }
+
+    fn storage_identity(&self) -> u64 {
+        self.identity
     }
 
     fn table(&self, items: &[Value], now: jiff::Timestamp) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {

@@ -223,6 +223,13 @@ pub trait Strategy: Send + Sync + 'static {
         obj
     }
 
+    /// What a custom kind's storage is made of (its CRD's uid, spec and accepted names, as a
+    /// hash): upstream tears a CRD's storage down, ending its watches, when these change or the
+    /// CRD goes. 0 for the built-in kinds.
+    fn storage_identity(&self) -> u64 {
+        0
+    }
+
     /// A custom kind's conversion webhook (a CRD with `spec.conversion.strategy: Webhook` and
     /// several versions): the generic store converts through it with `convert_stored` and
     /// `encode_for_storage`. None: `convert_*_storage` do all conversion.
@@ -269,6 +276,9 @@ pub struct Registry {
     by_path: ByPath,
     ordered: Vec<Arc<dyn Strategy>>,
     custom: RwLock<Arc<CustomKinds>>,
+    /// Bumped whenever the custom kinds are replaced (watches of custom kinds look whether
+    /// theirs is still served the same way).
+    custom_changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// One snapshot of the custom kinds (one strategy per served version of each established CRD).
@@ -317,7 +327,7 @@ impl Registry {
             let i = s.info();
             by_path.insert((i.group.to_string(), i.version.to_string(), i.plural.to_string()), s.clone());
         }
-        Registry { by_path, ordered: all, custom: RwLock::default() }
+        Registry { by_path, ordered: all, custom: RwLock::default(), custom_changes: tokio::sync::watch::channel(0).0 }
     }
 
     fn custom(&self) -> Arc<CustomKinds> {
@@ -327,6 +337,12 @@ impl Registry {
     /// Replaces the custom kinds (the CRD controller, after any CRD changed).
     pub fn set_custom(&self, kinds: CustomKinds) {
         *self.custom.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(kinds);
+        self.custom_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes when the custom kinds have been replaced.
+    pub fn custom_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.custom_changes.subscribe()
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Strategy>> {

@@ -134,6 +134,9 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
         Err(e) => return Err(crate::store_error(e)),
     };
     let gauge = call.server.metrics.long_running(long_running_labels(&call));
+    // A custom kind's watch ends when its CRD goes or changes what its storage is (upstream
+    // destroys the CRD's storage then, closing its watches; clients watch again).
+    let mut kind_changes = strategy.is_custom().then(|| (call.server.clone(), call.server.registry.custom_changes(), call.req.group.clone(), call.req.version.clone(), call.req.plural.clone()));
     tokio::spawn(async move {
         // Counted in apiserver_longrunning_requests while this task streams, whatever ends it.
         let _gauge = gauge;
@@ -159,6 +162,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                     }
                     continue;
                 }
+                () = kind_gone(&mut kind_changes, strategy.storage_identity()) => return,
                 ev = upstream.next() => ev,
             };
             let ev = match ev {
@@ -225,4 +229,21 @@ async fn convert_event(strategy: &dyn Strategy, mut ev: kaji_store::WatchEvent) 
     ev.kv = kvs.next().ok_or_else(|| ApiError::internal("conversion lost the watch event's object"))?;
     ev.prev = kvs.next();
     Ok(ev)
+}
+
+/// Resolves when the custom kind of a watch is no longer served as it was (see `watch`);
+/// never for a built-in kind.
+async fn kind_gone(changes: &mut Option<(Arc<crate::ApiServer>, tokio::sync::watch::Receiver<u64>, String, String, String)>, identity: u64) {
+    let Some((server, rx, group, version, plural)) = changes else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        match server.registry.get(group, version, plural) {
+            Some(s) if s.storage_identity() == identity => {}
+            _ => return,
+        }
+    }
 }
