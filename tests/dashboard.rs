@@ -91,10 +91,25 @@ fn dashboard_url(cluster: &Cluster) -> String {
 
 /// Runs `tests/dashboard/<script>` with `env`; fails with its output (and the server log's tail)
 /// unless it exits 0 within `timeout`. Returns its output.
-fn run_script(cluster: &Cluster, script: &str, env: &[(&str, &str)], timeout: Duration) -> String {
+fn run_script(
+    cluster: &mut Cluster,
+    script: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> String {
+    run_script_with(cluster, script, env, timeout, |_, _| {})
+}
+
+/// [`run_script`], calling `on_line` with each line the script prints as it prints it (a script
+/// asks the test to act on the cluster that way, e.g. to restart the server).
+fn run_script_with(
+    cluster: &mut Cluster,
+    script: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+    mut on_line: impl FnMut(&mut Cluster, &str),
+) -> String {
     let dir = repo().join("tests/dashboard");
-    let out_path = cluster.data_dir().join(format!("{script}.out"));
-    let out_file = std::fs::File::create(&out_path).expect("script output file");
     let mut child = Command::new("node")
         .arg(dir.join(script))
         .current_dir(&dir)
@@ -105,23 +120,52 @@ fn run_script(cluster: &Cluster, script: &str, env: &[(&str, &str)], timeout: Du
         .env("KUBECACHEDIR", cluster.data_dir().join("cache"))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(out_file.try_clone().expect("dup"))
-        .stderr(out_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("running node");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ]
+    .into_iter()
+    .map(|r| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(r)).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(tx);
     let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waiting for node") {
-            break Some(s);
+    let mut output = String::new();
+    let mut status = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                on_line(cluster, &line);
+                output.push_str(&line);
+                output.push('\n');
+            }
+            // Both pipes closed: the script has ended.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                status = child.wait().ok();
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    }
+    for r in readers {
+        let _ = r.join();
+    }
     println!("--- node {script} ({:?}):\n{output}", started.elapsed());
     assert!(
         status.is_some_and(|s| s.success()),
@@ -139,7 +183,7 @@ fn run_script(cluster: &Cluster, script: &str, env: &[(&str, &str)], timeout: Du
 #[test]
 fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
     require_browser();
-    let cluster = Cluster::start_with("dashboard", &["--hollow-nodes", "2"]);
+    let mut cluster = Cluster::start_with("dashboard", &["--hollow-nodes", "2"]);
     let admin = token(&cluster, "dash-admin", &["system:masters"]);
     let viewer = token(&cluster, "dash-viewer", &[]);
     cluster.ok(&[
@@ -150,7 +194,7 @@ fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
         "--user=dash-viewer",
     ]);
     let out = run_script(
-        &cluster,
+        &mut cluster,
         "cluster.mjs",
         &[("DASHBOARD_TOKEN", &admin), ("VIEW_TOKEN", &viewer)],
         Duration::from_secs(300),
@@ -179,7 +223,7 @@ fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
 #[test]
 fn dashboard_pod_logs_and_exec_on_a_real_node() {
     require_browser();
-    let n = Node::start("dashboard-node");
+    let mut n = Node::start("dashboard-node");
     n.apply(
         r#"apiVersion: v1
 kind: Pod
@@ -197,7 +241,7 @@ spec:
     n.wait_logs(&["talker"], "hello from kaji");
     let admin = token(&n.cluster, "dash-admin", &["system:masters"]);
     let out = run_script(
-        &n.cluster,
+        &mut n.cluster,
         "node.mjs",
         &[("DASHBOARD_TOKEN", &admin), ("POD", "talker")],
         Duration::from_secs(180),
@@ -212,10 +256,10 @@ spec:
 #[test]
 fn dashboard_list_page_with_2000_configmaps_is_virtualised() {
     require_browser();
-    let cluster = Cluster::start("dashboard-bench");
+    let mut cluster = Cluster::start("dashboard-bench");
     let admin = token(&cluster, "dash-admin", &["system:masters"]);
     let out = run_script(
-        &cluster,
+        &mut cluster,
         "bench.mjs",
         &[
             ("DASHBOARD_TOKEN", &admin),
@@ -231,4 +275,30 @@ fn dashboard_list_page_with_2000_configmaps_is_virtualised() {
     for l in out.lines().filter(|l| l.starts_with("MEASURE")) {
         println!("{l}");
     }
+}
+
+#[test]
+fn dashboard_reconnects_its_watches_when_the_server_restarts() {
+    require_browser();
+    let mut cluster = Cluster::start("dashboard-reconnect");
+    let admin = token(&cluster, "dash-admin", &["system:masters"]);
+    let mut restarted = false;
+    let out = run_script_with(
+        &mut cluster,
+        "reconnect.mjs",
+        &[("DASHBOARD_TOKEN", &admin)],
+        Duration::from_secs(180),
+        |cluster, line| match line {
+            // The server goes away; it comes back once the page has said so.
+            "STOP-SERVER" => cluster.kill(),
+            "START-SERVER" => {
+                // Same data dir and port: the page's token and resourceVersions stay valid.
+                cluster.spawn();
+                restarted = true;
+            }
+            _ => {}
+        },
+    );
+    assert!(restarted, "the script never asked for the restart:\n{out}");
+    assert!(out.contains("PASS reconnect"), "{out}");
 }
