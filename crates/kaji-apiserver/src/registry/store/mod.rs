@@ -644,13 +644,14 @@ impl<'a> Store<'a> {
             .guaranteed_update(namespace, name, Part::System, &mark, |cur| {
                 let mut next = cur.clone();
                 let already = objects::is_deleting(cur);
-                let mut finalizers = objects::finalizers(cur);
+                // The kind's own finalizers first (a CRD's cleanup), then the propagation's.
+                let stays = strategy.prepare_for_delete(&mut next);
+                let mut finalizers = objects::finalizers(&next);
                 match propagation.as_deref() {
                     Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
                     Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
                     _ => {}
                 }
-                let stays = strategy.prepare_for_delete(&mut next);
                 let wait = graceful.unwrap_or(0);
                 let meta = meta_mut(&mut next);
                 if !finalizers.is_empty() {

@@ -232,6 +232,17 @@ async fn delete_waits_for_finalizers_and_checks_preconditions() {
     assert!(!marked.removed);
     assert_eq!(objects::finalizers(&marked.object), ["orphan"]);
 
+    // A kind's own delete finalizer (a CRD's cleanup) stays beside the propagation's.
+    let crds = env.store("apiextensions.k8s.io", "customresourcedefinitions");
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "hoges.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "hoges", "kind": "Hoge"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
+    crds.create(None, crd, &opts()).await.unwrap();
+    let foreground = DeleteOptions { propagation_policy: Some("Foreground".into()), ..Default::default() };
+    let marked = crds.delete(None, "hoges.example.com", &foreground).await.unwrap();
+    assert!(!marked.removed);
+    assert_eq!(objects::finalizers(&marked.object), ["customresourcecleanup.apiextensions.k8s.io", "foregroundDeletion"]);
+
     // Without finalizers the object goes at once; dry run leaves it.
     cms.create(Some("default"), configmap("plain", json!({})), &opts()).await.unwrap();
     let dry = DeleteOptions { dry_run: true, ..Default::default() };
