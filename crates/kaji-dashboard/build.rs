@@ -83,7 +83,7 @@ fn main() {
         let bytes =
             std::fs::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
         // A precompressed `x.gz` is served for `x`, so its type is the original's.
-        let ct = content_type(rel.strip_suffix(".gz").unwrap_or(&rel));
+        let ct = content_type(rel.strip_suffix(".gz").unwrap_or(rel));
         let _ = writeln!(
             code,
             "    ({rel:?}, include_bytes!({:?}), {ct:?}, \"\\\"{:016x}\\\"\"),",
