@@ -273,3 +273,127 @@ spec:
         "pod-to-pod RTT (busybox ping -c 20, avg): same node {same:.3} ms, node 1 -> node 3 over VXLAN {across:.3} ms, node 2 -> node 3 {ns_to_ns:.3} ms"
     );
 }
+
+#[test]
+fn host_gw_routes_pods_between_nodes_on_one_segment() {
+    let mn = MultiNode::start_with("multinode-hostgw", 3, "host-gw", &[]);
+    apply(&mn, &web_pod("web", "node-3"));
+    apply(&mn, &sleeper("client", "node-1"));
+    let web_ip = running_ip(&mn, "web");
+    let client_ip = running_ip(&mn, "client");
+    let page = fetch(&mn, "client", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(peer(&page), client_ip, "{page}");
+    // Plain routes via the other nodes' underlay addresses, no VXLAN device.
+    let routes = mn.on_node(1, &["ip", "route", "show", "dev", &mn.underlay]);
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    let node3_cidr = jsonpath(&mn, &["node", "node-3"], "{.spec.podCIDR}");
+    assert!(
+        routes.contains(&format!("{node3_cidr} via {}.3", mn.underlay_prefix)),
+        "{routes}"
+    );
+    let links = mn.on_node(2, &["ip", "-br", "link"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("kaji.vxlan"),
+        "host-gw makes no VXLAN device"
+    );
+}
+
+/// Issue 14's "killing node 2's agent and containerd makes its pods Running elsewhere within
+/// the configured eviction time"; then the deleted Node's routes go from the other nodes.
+#[test]
+fn a_dead_nodes_pods_run_elsewhere_and_its_routes_go() {
+    let mn_flags = [
+        "--node-monitor-grace-period",
+        "20s",
+        "--default-unreachable-toleration-seconds",
+        "5",
+        "--default-not-ready-toleration-seconds",
+        "5",
+    ];
+    let mut mn = MultiNode::start_with("multinode-evict", 3, "vxlan", &mn_flags);
+    apply(
+        &mn,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: spread
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - maxSkew: 1
+        topologyKey: kubernetes.io/hostname
+        whenUnsatisfiable: ScheduleAnyway
+        labelSelector: {matchLabels: {app: spread}}
+      containers:
+      - name: c
+        image: busybox:latest
+        command: ["sleep", "3600"]
+"#,
+    );
+    let running = |mn: &MultiNode| -> Vec<(String, String)> {
+        jsonpath(
+            mn,
+            &["pods", "-l", "app=spread"],
+            "{range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        )
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() >= 3 && f[2] == "Running" && f.get(3).is_none_or(|d| d.is_empty()))
+                .then(|| (f[0].to_string(), f[1].to_string()))
+        })
+        .collect()
+    };
+    let before = wait_on(&mn, "3 spread pods Running", || {
+        let r = running(&mn);
+        (r.len() == 3).then_some(r)
+    });
+    let on_node2: Vec<String> = before
+        .iter()
+        .filter(|(_, n)| n == "node-2")
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(!on_node2.is_empty(), "a pod on node-2: {before:?}");
+
+    let killed = std::time::Instant::now();
+    mn.kill_node(2);
+    let after = wait_for(
+        "3 Running pods, none on node-2",
+        Duration::from_secs(120),
+        || {
+            let r = running(&mn);
+            (r.len() == 3 && r.iter().all(|(_, n)| n != "node-2")).then_some(r)
+        },
+    );
+    eprintln!(
+        "node-2 killed: its pods Running elsewhere after {:.1} s (grace period 20 s + toleration 5 s): {after:?}",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        killed.elapsed()
+    );
+
+    // The dead Node deleted: node 1 and node 3 drop its route, neighbour and FDB entries.
+    let node2_cidr = jsonpath(&mn, &["node", "node-2"], "{.spec.podCIDR}");
+    assert!(!node2_cidr.is_empty());
+    mn.cluster.ok(&["delete", "node", "node-2"]);
+    let device = format!("kv{:03}-1", mn.n);
+    for (i, dev) in [(1, device.as_str()), (3, "kaji.vxlan")] {
+        wait_for(
+            &format!("node-{i} to drop node-2's route"),
+            Duration::from_secs(30),
+            || {
+                let out = mn.on_node(i, &["ip", "route", "show", "dev", dev]);
+                let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+                (out.status.success() && !routes.contains(&node2_cidr)).then_some(())
+            },
+        );
+    }
+}
