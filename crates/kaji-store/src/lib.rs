@@ -8,6 +8,9 @@
 //!   Semantics follow etcd v3's MVCC store.
 //! - [`RedbStore`] is the embedded backend: a single file, group-committed and fsynced before
 //!   any write is acknowledged.
+//! - [`EtcdStore`] is the etcd v3 backend (`kaji server --datastore-endpoint`): each write one
+//!   etcd transaction whose comparison is the precondition, etcd's revisions as the store's,
+//!   keys stored as given; [`spawn_compactor`] compacts as kube-apiserver does.
 //! - [`testsuite`] is the behaviour every backend must pass; a new backend calls it from its tests.
 //!
 //! A fresh store starts at revision 1 (as etcd does), so the first write gets revision 2 and a

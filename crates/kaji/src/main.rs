@@ -91,6 +91,21 @@ struct ServerArgs {
     /// Store history kept, in seconds (0: no time window).
     #[arg(long, default_value_t = 300)]
     store_history_seconds: u64,
+    /// Keep the state in etcd instead of the embedded store (k3s's flag): `http(s)://host:port`,
+    /// comma-separated for several members. Compaction is then kube-apiserver's: every
+    /// --store-history-seconds (0: never), to the revision seen one interval earlier;
+    /// --store-history-revisions does not apply.
+    #[arg(long, value_delimiter = ',')]
+    datastore_endpoint: Vec<String>,
+    /// CA bundle of etcd's serving certificates (for https endpoints).
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    datastore_keyfile: Option<PathBuf>,
     /// Run N hollow nodes in-process in place of the real node agent (a simulation for tests).
     #[arg(long, default_value_t = 0)]
     hollow_nodes: usize,
@@ -604,8 +619,21 @@ async fn server(args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let db_dir = args.data_dir.join("server").join("db");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-    let store = kaji_store::RedbStore::open(&db_dir.join("state.redb"), store_options(&args))
-        .context("opening the embedded store")?;
+    let store: Arc<dyn kaji_store::Store> = if args.datastore_endpoint.is_empty() {
+        Arc::new(kaji_store::RedbStore::open(&db_dir.join("state.redb"), store_options(&args)).context("opening the embedded store")?)
+    } else {
+        let etcd = kaji_store::EtcdOptions {
+            ca_file: args.datastore_cafile.clone(),
+            cert_file: args.datastore_certfile.clone(),
+            key_file: args.datastore_keyfile.clone(),
+            ..kaji_store::EtcdOptions::new(args.datastore_endpoint.clone())
+        };
+        let store: Arc<dyn kaji_store::Store> = Arc::new(kaji_store::EtcdStore::connect(etcd).await.context("connecting to etcd (--datastore-endpoint)")?);
+        if args.store_history_seconds > 0 {
+            kaji_store::spawn_compactor(store.clone(), Duration::from_secs(args.store_history_seconds));
+        }
+        store
+    };
     let config = kaji_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
@@ -627,7 +655,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         },
         extra: (!args.disable.iter().any(|d| d == "dashboard")).then(dashboard::handler),
     };
-    let running = kaji_apiserver::start(config, Arc::new(store)).await?;
+    let running = kaji_apiserver::start(config, store).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     eprintln!(
         "Kaji is running: https://{}\n  export KUBECONFIG={}\n  kubectl get namespaces",

@@ -1,9 +1,9 @@
 //! The etcd v3 backend: [`Store`] over etcd's gRPC API, as kube-apiserver's `storage/etcd3`.
 //!
 //! Revisions are etcd's own (a list's revision, an object's resourceVersion and a watch's
-//! starting point are etcd revisions), keys are stored as given (`/registry/pods/ns/name`, so
-//! `etcdctl get --prefix /registry/` shows the familiar layout), and every write is one etcd
-//! transaction whose comparison is the precondition:
+//! starting point are etcd revisions), keys are stored as given (the API server's
+//! `/registry/core/v1/pods/ns/name`, what `etcdctl get --prefix /registry/` shows), and every
+//! write is one etcd transaction whose comparison is the precondition:
 //! - create: `create_revision(key) == 0` then put, else [`StoreError::AlreadyExists`];
 //! - update: `mod_revision(key) == expected && create_revision(key) > 0` then put, else a get
 //!   that tells [`StoreError::NotFound`] from [`StoreError::Conflict`];

@@ -139,7 +139,7 @@ async fn whole_suite_on_one_member() {
     eprintln!("store suite on etcd: {:?}", started.elapsed());
 }
 
-/// Keys are stored as given, so etcd's own tools show Kubernetes' layout.
+/// Keys are stored as given, so etcd's own tools show the API server's layout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_stored_as_given() {
     let member = Member::start();

@@ -1,0 +1,440 @@
+//! End-to-end on etcd: `kaji server --datastore-endpoint` against an etcd member the test starts
+//! (Debian's etcd-server), driven by stock kubectl 1.33: the kubectl bars (create, get, list,
+//! watch, apply, patch, delete, a Deployment scaled by the controllers on a hollow node), etcd's
+//! own view of the keys, and a restart of the server on the same etcd.
+//!
+//! Keys are Kaji's layout, `/registry/<group|core>/<version>/<resource>/[<ns>/]<name>`
+//! (kaji-apiserver's `objects::key`), not kube-apiserver's `/registry/<resource>/...`.
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use support::{Cluster, KUBECTL_NEW, free_port, wait_for};
+
+/// One etcd member on free loopback ports, data in a temporary directory; killed and removed on
+/// drop.
+struct Etcd {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::Builder::new()
+            .prefix("kaji-etcd-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
+        let child = Command::new("/usr/bin/etcd")
+            .arg("--name=e2e")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=e2e={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting /usr/bin/etcd (apt-get install etcd-server)");
+        let etcd = Etcd { child, dir, url };
+        wait_for("etcd to answer", Duration::from_secs(30), || {
+            etcd.etcdctl(&["endpoint", "health"])
+                .status
+                .success()
+                .then_some(())
+        });
+        etcd
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("/usr/bin/etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.url))
+            .args(args)
+            .output()
+            .expect("running etcdctl")
+    }
+
+    fn etcdctl_ok(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}\netcd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            support::tail(
+                &std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default(),
+                20
+            )
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kubectl get <what> --watch --output-watch-events`, its lines on a channel: a list, then a
+/// watch from the list's resourceVersion, so nothing written after the start is missed.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(c: &Cluster, args: &[&str]) -> Watch {
+        let mut child = Command::new(KUBECTL_NEW)
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["get", "--watch", "--output-watch-events", "--no-headers"])
+            .args(args)
+            .env("HOME", c.data_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl get --watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits for the line of event `event` (ADDED, MODIFIED, DELETED) about `name`.
+    fn expect(&self, event: &str, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.split_whitespace().take(2).eq([event, name]) => return,
+                Ok(l) => seen.push(l),
+                Err(_) => break,
+            }
+        }
+        panic!("the watch did not show {event} {name} within 20s; it showed {seen:?}");
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on_etcd(name: &str, etcd: &Etcd, flags: &[&str]) -> Cluster {
+    let mut all = vec!["--datastore-endpoint", etcd.url.as_str()];
+    all.extend_from_slice(flags);
+    Cluster::start_with(name, &all)
+}
+
+fn jsonpath(c: &Cluster, args: &[&str], path: &str) -> String {
+    let mut a = args.to_vec();
+    let output = format!("jsonpath={path}");
+    a.extend(["-o", &output]);
+    c.ok(&a)
+}
+
+#[test]
+fn kubectl_bars_on_etcd() {
+    let etcd = Etcd::start();
+    let mut c = on_etcd("etcd-bars", &etcd, &["--hollow-nodes", "1"]);
+
+    // The objects' keys, in etcd.
+    let keys = etcd.etcdctl_ok(&[
+        "get",
+        "--prefix",
+        "/registry/core/v1/namespaces/",
+        "--keys-only",
+    ]);
+    let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    for ns in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+        assert!(
+            keys.contains(&format!("/registry/core/v1/namespaces/{ns}").as_str()),
+            "etcdctl shows /registry/core/v1/namespaces/{ns}: {keys:?}"
+        );
+    }
+    let namespaces = c.ok(&["get", "namespaces"]);
+    assert!(namespaces.starts_with("NAME"), "{namespaces}");
+    assert!(namespaces.contains("kube-system"), "{namespaces}");
+
+    // create, watch, get: the resourceVersion is etcd's mod_revision of the key.
+    let watch = Watch::start(&c, &["configmaps", "-n", "default"]);
+    assert_eq!(
+        c.ok(&["create", "configmap", "one", "--from-literal=a=b"])
+            .trim(),
+        "configmap/one created"
+    );
+    watch.expect("ADDED", "one");
+    assert_eq!(jsonpath(&c, &["get", "configmap", "one"], "{.data.a}"), "b");
+    let rv = jsonpath(
+        &c,
+        &["get", "configmap", "one"],
+        "{.metadata.resourceVersion}",
+    );
+    let kv = etcd.etcdctl_ok(&[
+        "get",
+        "/registry/core/v1/configmaps/default/one",
+        "-w",
+        "fields",
+    ]);
+    let mod_revision = kv
+        .lines()
+        .find_map(|l| l.strip_prefix("\"ModRevision\" : "))
+        .unwrap_or_else(|| panic!("no ModRevision in {kv}"));
+    assert_eq!(
+        rv,
+        mod_revision.trim(),
+        "resourceVersion is etcd's revision"
+    );
+    let list = c.ok(&["get", "configmaps"]);
+    assert!(list.lines().any(|l| l.starts_with("one ")), "{list}");
+
+    // apply, twice.
+    let manifest = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  x: \"{v}\"\n"
+        )
+    };
+    assert_eq!(
+        c.ok_with(KUBECTL_NEW, &["apply", "-f", "-"], Some(&manifest("1")))
+            .trim(),
+        "configmap/applied created"
+    );
+    watch.expect("ADDED", "applied");
+    assert_eq!(
+        c.ok_with(KUBECTL_NEW, &["apply", "-f", "-"], Some(&manifest("2")))
+            .trim(),
+        "configmap/applied configured"
+    );
+    assert_eq!(
+        jsonpath(&c, &["get", "configmap", "applied"], "{.data.x}"),
+        "2"
+    );
+
+    // patch, then delete.
+    assert_eq!(
+        c.ok(&["patch", "configmap", "one", "-p", r#"{"data":{"a":"c"}}"#])
+            .trim(),
+        "configmap/one patched"
+    );
+    watch.expect("MODIFIED", "one");
+    assert_eq!(jsonpath(&c, &["get", "configmap", "one"], "{.data.a}"), "c");
+    assert_eq!(
+        c.ok(&["delete", "configmap", "one"]).trim(),
+        "configmap \"one\" deleted"
+    );
+    watch.expect("DELETED", "one");
+    let err = c.fails(&["get", "configmap", "one"]);
+    assert_eq!(
+        err.trim(),
+        "Error from server (NotFound): configmaps \"one\" not found"
+    );
+    let gone = etcd.etcdctl_ok(&[
+        "get",
+        "/registry/core/v1/configmaps/default/one",
+        "--keys-only",
+    ]);
+    assert!(gone.trim().is_empty(), "the key is gone from etcd: {gone}");
+    let conflict = c.fails(&["create", "configmap", "applied", "--from-literal=x=3"]);
+    assert_eq!(
+        conflict.trim(),
+        "error: failed to create configmap: configmaps \"applied\" already exists"
+    );
+    drop(watch);
+
+    // A Deployment scaled by the controllers; its pods run on the hollow node.
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    c.ok(&["scale", "deployment", "web", "--replicas=4"]);
+    wait_for("4 available replicas", Duration::from_secs(90), || {
+        let available = jsonpath(
+            &c,
+            &["get", "deployment", "web"],
+            "{.status.availableReplicas}",
+        );
+        (available == "4").then_some(())
+    });
+    let pods = c.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
+    let running = pods.lines().filter(|l| l.contains(" Running ")).count();
+    assert_eq!(running, 4, "{pods}");
+    let rs_keys = etcd.etcdctl_ok(&[
+        "get",
+        "--prefix",
+        "/registry/apps/v1/replicasets/default/",
+        "--keys-only",
+    ]);
+    assert!(
+        rs_keys.contains("/registry/apps/v1/replicasets/default/web-"),
+        "{rs_keys}"
+    );
+
+    // A restart of the server on the same etcd: everything is still there.
+    let list_rv = |c: &Cluster| -> i64 {
+        let list: serde_json::Value =
+            serde_json::from_str(&c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]))
+                .expect("a JSON list");
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or_else(|| panic!("a list resourceVersion in {list}"))
+    };
+    let before = list_rv(&c);
+    c.kill();
+    c.spawn();
+    assert_eq!(
+        jsonpath(&c, &["get", "configmap", "applied"], "{.data.x}"),
+        "2"
+    );
+    assert_eq!(
+        jsonpath(&c, &["get", "deployment", "web"], "{.spec.replicas}"),
+        "4"
+    );
+    let created = c.ok(&["create", "configmap", "after-restart"]);
+    assert_eq!(created.trim(), "configmap/after-restart created");
+    let after = jsonpath(
+        &c,
+        &["get", "configmap", "after-restart"],
+        "{.metadata.resourceVersion}",
+    );
+    let after: i64 = after.parse().expect("a revision");
+    assert!(
+        after > before,
+        "revisions go on after a restart: {before} then {after}"
+    );
+    wait_for(
+        "4 available replicas after the restart",
+        Duration::from_secs(90),
+        || {
+            let available = jsonpath(
+                &c,
+                &["get", "deployment", "web"],
+                "{.status.availableReplicas}",
+            );
+            (available == "4").then_some(())
+        },
+    );
+}
+
+/// No etcd at the endpoint: the server exits with a message naming it.
+#[test]
+fn unreachable_etcd_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+        .arg("--https-listen-port")
+        .arg(free_port().to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--datastore-endpoint", &url])
+        .output()
+        .expect("kaji server");
+    assert!(!out.status.success(), "kaji server ran without its etcd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connecting to etcd (--datastore-endpoint)") && stderr.contains(&url),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// ConfigMaps created by 8 concurrent clients (kube-rs), on etcd and on the embedded store;
+/// prints both rates (a figure, not a bar: both must only create every object).
+#[test]
+fn create_rate_etcd_and_embedded() {
+    const N: usize = 2000;
+    const CLIENTS: usize = 8;
+    let rate = |c: &Cluster| -> f64 {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let kubeconfig = Kubeconfig::read_from(&c.kubeconfig).expect("reading the kubeconfig");
+            let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kube config");
+            let client = Client::try_from(config).expect("kube client");
+            let api: Api<ConfigMap> = Api::namespaced(client, "default");
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|t| {
+                    let api = api.clone();
+                    tokio::spawn(async move {
+                        for i in (t..N).step_by(CLIENTS) {
+                            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                                "metadata": {"name": format!("cm-{i:04}")},
+                                "data": {"i": i.to_string()},
+                            }))
+                            .expect("a ConfigMap");
+                            api.create(&PostParams::default(), &cm)
+                                .await
+                                .expect("create");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("client task");
+            }
+            let took = started.elapsed();
+            let listed = api.list(&ListParams::default()).await.expect("list");
+            let ours = listed
+                .items
+                .iter()
+                .filter(|cm| {
+                    cm.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("cm-"))
+                })
+                .count();
+            assert_eq!(ours, N, "every ConfigMap is there");
+            N as f64 / took.as_secs_f64()
+        })
+    };
+    let etcd = Etcd::start();
+    let on_etcd_rate = {
+        let c = on_etcd(
+            "etcd-rate",
+            &etcd,
+            &["--disable-controllers", "--disable-scheduler"],
+        );
+        rate(&c)
+    };
+    let embedded_rate = {
+        let c = Cluster::start_with(
+            "embedded-rate",
+            &["--disable-controllers", "--disable-scheduler"],
+        );
+        rate(&c)
+    };
+    eprintln!(
+        "{N} ConfigMaps created by {CLIENTS} clients: {on_etcd_rate:.0}/s on etcd, {embedded_rate:.0}/s embedded"
+    );
+}
