@@ -206,8 +206,8 @@ fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
     ] {
         assert!(out.contains(want), "no {want:?} in:\n{out}");
     }
-    // What the browser did is what kubectl sees: 3 replicas from the YAML edit, still there
-    // after the viewer's refused delete.
+    // What the browser did is what kubectl sees: 4 replicas from the Scale button (3 from the
+    // YAML edit before), still there after the viewer's refused delete.
     assert_eq!(
         cluster.ok(&[
             "get",
@@ -216,7 +216,7 @@ fn dashboard_live_lists_relations_edit_and_rbac_in_a_browser() {
             "-o",
             "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
         ]),
-        "3 nginx:1.16"
+        "4 nginx:1.16"
     );
 }
 

@@ -3,7 +3,7 @@
 // Env: DASHBOARD_URL, DASHBOARD_TOKEN (system:masters), VIEW_TOKEN (a user bound to `view`),
 // KUBECTL and KUBECONFIG (the test drives the cluster with stock kubectl meanwhile).
 import { execFileSync } from 'node:child_process';
-import { run, login, shot, step, URL, TOKEN } from './lib.mjs';
+import { run, login, shot, step, waitCount, URL, TOKEN } from './lib.mjs';
 
 const VIEW_TOKEN = process.env.VIEW_TOKEN;
 function kubectl(...args) {
@@ -62,7 +62,7 @@ await run('cluster', async ({ page, browser }) => {
   await page.locator('tr[data-name="web"] a').click();
   const rel = page.getByTestId('relations');
   await rel.locator('[data-kind="ReplicaSet"][data-status^="new · 2/2"]').waitFor({ timeout: 30000 });
-  if ((await rel.locator('[data-kind="Pod"]').count()) !== 2) throw new Error('expected 2 pods before the rollout');
+  await waitCount(rel.locator('[data-kind="Pod"]'), 2, 'pods drawn before the rollout');
   await shot(page, '04-relations-before');
   kubectl('set', 'image', 'deployment/web', 'nginx=nginx:1.16');
   await rel.locator('[data-kind="ReplicaSet"][data-status^="old"]').waitFor({ timeout: 20000 });
@@ -92,14 +92,61 @@ await run('cluster', async ({ page, browser }) => {
   await page.getByTestId('applied').waitFor();
   await page.getByRole('tab', { name: 'Summary' }).click();
   await page.getByTestId('relations').locator('[data-kind="ReplicaSet"][data-status^="new · 3/3"]').waitFor({ timeout: 30000 });
-  const pods = await page.getByTestId('relations').locator('[data-kind="Pod"]').count();
-  if (pods !== 3) throw new Error(`after editing replicas to 3 the picture shows ${pods} pods`);
+  await waitCount(page.getByTestId('relations').locator('[data-kind="Pod"]'), 3, 'pods drawn after editing replicas to 3');
   const managers = kubectl('get', 'deployment', 'web', '--show-managed-fields', '-o', 'jsonpath={.metadata.managedFields[*].manager}');
   if (!managers.includes('kaji-dashboard')) throw new Error(`no kaji-dashboard field manager: ${managers}`);
   await shot(page, '08-scaled-by-edit');
 
+  step('scale with the Scale button, restart (a new ReplicaSet rolls out), cordon a node');
+  await page.getByTestId('scale').click();
+  await page.getByLabel('Replicas').fill('4');
+  await page.locator('form.panel').getByRole('button', { name: 'Scale' }).click();
+  await page.getByRole('status').getByText('Scaled to 4.').waitFor();
+  await page.getByTestId('relations').locator('[data-kind="ReplicaSet"][data-status^="new · 4/4"]').waitFor({ timeout: 30000 });
+  const oldRs = await page.getByTestId('relations').locator('[data-kind="ReplicaSet"]').getAttribute('data-name');
+  await page.getByRole('button', { name: 'Restart' }).click();
+  await page.getByRole('status').getByText('Restart requested').waitFor();
+  if (!kubectl('get', 'deployment', 'web', '-o', 'jsonpath={.spec.template.metadata.annotations}').includes('kubectl.kubernetes.io/restartedAt'))
+    throw new Error('no restartedAt annotation on the pod template');
+  await page.getByTestId('relations').locator(`[data-kind="ReplicaSet"][data-status^="new"]:not([data-name="${oldRs}"])`).waitFor({ timeout: 20000 });
+  await shot(page, '08b-restart-rolling');
+  await page.getByTestId('relations').locator(`[data-kind="ReplicaSet"][data-name="${oldRs}"]`).waitFor({ state: 'detached', timeout: 90000 });
+  await page.goto(URL + '#/r/core/v1/nodes/_/hollow-node-0');
+  await page.getByRole('button', { name: 'Cordon' }).click();
+  await page.getByRole('button', { name: 'Uncordon' }).waitFor();
+  if (kubectl('get', 'node', 'hollow-node-0', '-o', 'jsonpath={.spec.unschedulable}') !== 'true') throw new Error('the node is not cordoned');
+  await page.goto(URL + '#/');
+  await page.locator('.card', { hasText: 'hollow-node-0' }).getByText('SchedulingDisabled').waitFor();
+  await shot(page, '08c-node-cordoned');
+  await page.goto(URL + '#/r/core/v1/nodes/_/hollow-node-0');
+  await page.getByRole('button', { name: 'Uncordon' }).click();
+  await page.getByRole('button', { name: 'Cordon' }).waitFor();
+
+  step('search across kinds, label selector, namespace switcher, keyboard navigation');
+  await page.keyboard.press('/');
+  await page.keyboard.type('web\n');
+  await page.getByTestId('search-results').getByRole('link', { name: /Deployment\s+default\/web/ }).waitFor();
+  await shot(page, '08d-search');
+  await page.goto(URL + '#/r/core/v1/pods');
+  await page.getByTestId('label-selector').fill('app=nothing-here');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByText('No pods in namespace default.').waitFor();
+  await page.getByTestId('label-selector').fill('app=web');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.locator('tr[data-name^="web-"]').nth(3).waitFor();
+  await page.getByTestId('namespace').selectOption('kube-system');
+  await page.getByTestId('list').waitFor();
+  await page.locator('tr[data-name^="web-"]').first().waitFor({ state: 'detached' });
+  await page.getByTestId('namespace').selectOption('default');
+  await page.locator('tr[data-name^="web-"]').first().waitFor();
+  await page.locator('.vlist').focus();
+  await page.keyboard.press('ArrowDown');
+  const second = await page.locator('tr.sel').getAttribute('data-name');
+  await page.keyboard.press('Enter');
+  await page.getByTestId('detail').getByRole('heading', { name: new RegExp(second) }).waitFor();
+
   step('bad input: YAML that does not parse, and a value the server refuses (its causes shown)');
-  await page.getByRole('tab', { name: 'Edit' }).click();
+  await page.goto(URL + '#/r/apps/v1/deployments/default/web/edit');
   await editor.fill('apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n spec: [\n');
   await page.getByTestId('review').click();
   await page.getByTestId('parse-error').waitFor();

@@ -60,3 +60,15 @@ export async function login(page, token = TOKEN) {
   await page.goto(URL + '#token=' + encodeURIComponent(token));
   await page.getByRole('link', { name: 'Overview' }).waitFor();
 }
+
+/** Waits until `locator` matches exactly `n` elements (lists fed by separate watches settle apart). */
+export async function waitCount(locator, n, what, timeout = 30000) {
+  const deadline = Date.now() + timeout;
+  let c = -1;
+  while (Date.now() < deadline) {
+    c = await locator.count();
+    if (c === n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: ${c} shown, expected ${n} (waited ${timeout} ms)`);
+}
