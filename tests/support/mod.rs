@@ -81,12 +81,24 @@ impl Cluster {
 
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        // KAJI_TEST_DATASTORE_ENDPOINT=http://127.0.0.1:2379 runs every cluster on that etcd, each
+        // under its own key prefix.
+        let etcd: Vec<String> =
+            std::env::var("KAJI_TEST_DATASTORE_ENDPOINT").map_or(Vec::new(), |url| {
+                vec![
+                    "--datastore-endpoint".into(),
+                    url,
+                    "--datastore-key-prefix".into(),
+                    format!("/kaji-test/{}-{}", self.name, self.port),
+                ]
+            });
         let child = Command::new(env!("CARGO_BIN_EXE_kaji"))
             .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
+            .args(&etcd)
             .args(&self.extra_args)
             .env("KAJI_LOG", "info")
             .stdout(Stdio::null())

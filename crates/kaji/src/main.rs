@@ -106,6 +106,9 @@ struct ServerArgs {
     /// Client key for etcd.
     #[arg(long)]
     datastore_keyfile: Option<PathBuf>,
+    /// Put in front of every etcd key, so that several clusters can share one etcd (tests).
+    #[arg(long, default_value = "")]
+    datastore_key_prefix: String,
     /// Run N hollow nodes in-process in place of the real node agent (a simulation for tests).
     #[arg(long, default_value_t = 0)]
     hollow_nodes: usize,
@@ -626,6 +629,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             ca_file: args.datastore_cafile.clone(),
             cert_file: args.datastore_certfile.clone(),
             key_file: args.datastore_keyfile.clone(),
+            key_prefix: args.datastore_key_prefix.clone(),
             ..kaji_store::EtcdOptions::new(args.datastore_endpoint.clone())
         };
         let store: Arc<dyn kaji_store::Store> = Arc::new(kaji_store::EtcdStore::connect(etcd).await.context("connecting to etcd (--datastore-endpoint)")?);

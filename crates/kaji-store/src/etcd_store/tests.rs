@@ -29,6 +29,12 @@ pub(super) struct Member {
 
 impl Member {
     pub(super) fn start() -> Member {
+        Member::start_with(None)
+    }
+
+    /// With `tls`, etcd serves clients over TLS with `server.crt`/`server.key` from that
+    /// directory and requires client certificates signed by its `ca.crt`.
+    fn start_with(tls: Option<&Path>) -> Member {
         // On tmpfs when there is one: the tests measure the store, not the disk's fsync.
         let shm = Path::new("/dev/shm");
         let dir = if shm.is_dir() {
@@ -40,17 +46,28 @@ impl Member {
         }
         .expect("tempdir");
         let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new(ETCD)
-            .arg("--name=test")
+        let mut etcd = Command::new(ETCD);
+        etcd.arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"));
+        if let Some(tls) = tls {
+            etcd.arg(format!("--cert-file={}", tls.join("server.crt").display()))
+                .arg(format!("--key-file={}", tls.join("server.key").display()))
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    tls.join("ca.crt").display()
+                ))
+                .arg("--client-cert-auth");
+        }
+        let child = etcd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -243,5 +260,68 @@ async fn connect_to_nothing_fails_clearly() {
         Err(StoreError::Backend(text)) => assert!(text.contains("expected http://"), "{text}"),
         Err(e) => panic!("expected a backend error, got {e}"),
         Ok(_) => panic!("connected without a scheme"),
+    }
+}
+
+/// A CA, etcd's serving certificate (127.0.0.1) and a client certificate, as PEM files in `dir`.
+fn write_certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, SanType,
+    };
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).expect("write PEM");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name.push(DnType::CommonName, "etcd-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    write("ca.crt", ca.self_signed(&ca_key).expect("CA").pem());
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, usage) in [
+        ("server", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        write(&format!("{name}.crt"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+}
+
+/// etcd with client-certificate authentication (k3s's --datastore-cafile/certfile/keyfile):
+/// the store works with the client certificate, and without one the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    write_certificates(certs.path());
+    let member = Member::start_with(Some(certs.path()));
+    let mut opts = member.options();
+    opts.ca_file = Some(certs.path().join("ca.crt"));
+    opts.cert_file = Some(certs.path().join("client.crt"));
+    opts.key_file = Some(certs.path().join("client.key"));
+    let store = match EtcdStore::connect(opts.clone()).await {
+        Ok(store) => store,
+        Err(e) => panic!("connecting over TLS: {e}\netcd log:\n{}", member.log()),
+    };
+    let kv = store.create("/t/a", b"x".to_vec()).await.expect("create");
+    assert_eq!(store.get("/t/a").await.expect("get"), Some(kv));
+
+    let mut anonymous = opts.clone();
+    anonymous.cert_file = None;
+    anonymous.key_file = None;
+    anonymous.dial_timeout = Duration::from_secs(2);
+    assert!(
+        EtcdStore::connect(anonymous).await.is_err(),
+        "etcd requires a client certificate"
+    );
+    let mut no_ca = opts;
+    no_ca.ca_file = None;
+    match EtcdStore::connect(no_ca).await {
+        Err(StoreError::Backend(text)) => assert!(text.contains("--datastore-cafile"), "{text}"),
+        Err(e) => panic!("expected a backend error, got {e}"),
+        Ok(_) => panic!("connected over https without a CA"),
     }
 }
