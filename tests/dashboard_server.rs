@@ -173,6 +173,27 @@ fn dashboard_files_are_served_without_credentials() {
         js.headers
     );
     assert_eq!(js.header("content-length"), js.body.len().to_string());
+    // Its gzip copy, when the build made one, for a browser that takes gzip.
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kaji-dashboard/ui/dist");
+    if dist.join(format!("{script}.gz")).exists() {
+        let gz = curl(
+            &cluster,
+            &https(&cluster, &format!("/dashboard/{script}")),
+            &[("Accept-Encoding", "gzip, deflate, br")],
+        );
+        assert_eq!(gz.code, 200);
+        assert_eq!(
+            (gz.header("content-encoding"), gz.header("vary")),
+            ("gzip", "Accept-Encoding")
+        );
+        assert_eq!(gz.header("content-type"), "text/javascript; charset=utf-8");
+        assert!(
+            gz.header("content-length")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+                < js.body.len()
+        );
+    }
     assert_eq!(
         curl(
             &cluster,
