@@ -522,3 +522,79 @@ fn kube_rs_dynamic_objects() {
         assert_eq!(seen, ["ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"]);
     });
 }
+
+const GADGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.ssa.example.com
+spec:
+  group: ssa.example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
+              tags:
+                type: array
+                x-kubernetes-list-type: set
+                items: {type: string}
+"#;
+
+fn gadget(spec: &str) -> String {
+    format!("apiVersion: ssa.example.com/v1\nkind: Gadget\nmetadata: {{name: g, namespace: default}}\nspec: {spec}\n")
+}
+
+fn apply_as(c: &Cluster, manager: &str, manifest: &str) -> std::process::Output {
+    c.kubectl_with(KUBECTL_NEW, &["apply", "--server-side", "--field-manager", manager, "-f", "-"], Some(manifest))
+}
+
+/// Server-side apply of custom objects follows the CRD schema's list types: each manager owns
+/// its entries of a `map` list (by key) and of a `set`, and conflicts name the entry's field.
+#[test]
+fn server_side_apply_follows_the_schemas_list_types() {
+    let c = Cluster::start("crd-ssa");
+    c.apply(KUBECTL_NEW, GADGET_CRD);
+    established(&c, "gadgets.ssa.example.com");
+    wait_for("gadgets served", Duration::from_secs(10), || c.kubectl(&["get", "gadgets"]).status.success().then_some(()));
+    let out = apply_as(&c, "a", &gadget("{ports: [{name: http, port: 80}], tags: [red]}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply_as(&c, "b", &gadget("{ports: [{name: https, port: 443}], tags: [blue]}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let g = c.json(&["get", "gadget", "g", "--show-managed-fields"]);
+    assert_eq!(g["spec"]["ports"], json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]), "{g}");
+    assert_eq!(g["spec"]["tags"], json!(["red", "blue"]), "{g}");
+    let managers: Vec<&str> = g["metadata"]["managedFields"].as_array().expect("managedFields").iter().filter_map(|m| m["manager"].as_str()).collect();
+    assert_eq!(managers, ["a", "b"]);
+
+    // b changing a's entry conflicts, naming the entry by its key.
+    let out = apply_as(&c, "b", &gadget("{ports: [{name: https, port: 443}, {name: http, port: 8080}], tags: [blue]}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Apply failed with 1 conflict: conflict with \"a\": .spec.ports[name=\"http\"].port"), "{err}");
+
+    // a dropping its entry and tag removes them; b's stay.
+    let out = apply_as(&c, "a", &gadget("{}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let g = c.json(&["get", "gadget", "g"]);
+    assert_eq!(g["spec"]["ports"], json!([{"name": "https", "port": 443}]), "{g}");
+    assert_eq!(g["spec"]["tags"], json!(["blue"]), "{g}");
+}

@@ -17,7 +17,7 @@ mod v2;
 mod v3;
 pub mod validation;
 
-pub use custom::{CustomDocuments, CustomResourceVersion};
+pub use custom::{CustomDocuments, CustomResourceVersion, apply_definitions};
 pub use definitions::{definition_name, definitions};
 pub use protobuf::v2_protobuf;
 pub use types::builtin_kinds;

@@ -95,6 +95,9 @@ pub struct CustomResource {
     webhook: Option<Arc<conversion::Webhook>>,
     /// `Strategy::storage_identity`.
     identity: u64,
+    /// The version's `openAPIV3Schema`, and what server-side apply makes of it (on first use).
+    raw_schema: Option<Value>,
+    apply_defs: std::sync::OnceLock<(serde_json::Map<String, Value>, String)>,
 }
 
 impl CustomResource {
@@ -174,6 +177,8 @@ impl CustomResource {
                 names.to_string().hash(&mut h);
                 h.finish()
             },
+            raw_schema: version.pointer("/schema/openAPIV3Schema").filter(|s| s.is_object()).cloned(),
+            apply_defs: std::sync::OnceLock::new(),
         }
     }
 
@@ -343,6 +348,11 @@ impl Strategy for CustomResource {
 
     fn storage_identity(&self) -> u64 {
         self.identity
+    }
+
+    fn apply_definitions(&self) -> Option<(&serde_json::Map<String, Value>, &str)> {
+        let (defs, name) = self.apply_defs.get_or_init(|| kaji_openapi::apply_definitions(self.info.group, self.info.version, self.info.kind, self.raw_schema.as_ref()));
+        Some((defs, name.as_str()))
     }
 
     fn table(&self, items: &[Value], now: jiff::Timestamp) -> Option<(Vec<Value>, Vec<Vec<Value>>)> {

@@ -223,6 +223,12 @@ pub trait Strategy: Send + Sync + 'static {
         obj
     }
 
+    /// The definitions server-side apply walks for this kind and the root's name, when they are
+    /// not the built-in OpenAPI definitions (custom kinds: their CRD's schema).
+    fn apply_definitions(&self) -> Option<(&serde_json::Map<String, Value>, &str)> {
+        None
+    }
+
     /// What a custom kind's storage is made of (its CRD's uid, spec and accepted names, as a
     /// hash): upstream tears a CRD's storage down, ending its watches, when these change or the
     /// CRD goes. 0 for the built-in kinds.

@@ -53,8 +53,10 @@ pub async fn apply(call: Call<'_>, part: Part, applied: Value) -> Result<Reply, 
         }
     }
     let force = call.param("force") == Some("true");
-    let def = kaji_openapi::definition_name(info.group, info.version, info.kind).unwrap_or_default();
-    let defs = kaji_openapi::definitions();
+    let (defs, def) = call
+        .strategy
+        .apply_definitions()
+        .unwrap_or_else(|| (kaji_openapi::definitions(), kaji_openapi::definition_name(info.group, info.version, info.kind).unwrap_or_default()));
     let now = objects::now_rfc3339();
     let store = call.store();
     // managedFields are the apply's own: the store records none.

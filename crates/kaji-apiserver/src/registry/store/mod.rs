@@ -322,8 +322,11 @@ impl<'a> Store<'a> {
     /// `subresource: status` entry, apart from its writes of the main resource.
     fn record_managed_fields(&self, manager: &str, part: Part, old: Option<&Value>, new: &mut Value) {
         let info = self.strategy.info();
-        // Custom kinds have no definition: their fields are deduced (maps granular, lists atomic).
-        let def = kaji_openapi::definition_name(info.group, info.version, info.kind).or_else(|| self.strategy.is_custom().then_some(""));
+        // Custom kinds: the definitions made from their CRD's schema.
+        let (defs, def) = match self.strategy.apply_definitions() {
+            Some((defs, def)) => (defs, Some(def)),
+            None => (kaji_openapi::definitions(), kaji_openapi::definition_name(info.group, info.version, info.kind)),
+        };
         if let Some(def) = def {
             // Managed-fields bookkeeping never fails a write; a problem is logged.
             if let Err(e) = kaji_patch::apply::update_managed_fields(
@@ -334,7 +337,7 @@ impl<'a> Store<'a> {
                 &info.api_version(),
                 (part == Part::Status).then_some("status"),
                 &objects::now_rfc3339(),
-                kaji_openapi::definitions(),
+                defs,
                 def,
             ) {
                 tracing::warn!(error = %e, "recording managedFields");
