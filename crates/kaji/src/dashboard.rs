@@ -15,8 +15,9 @@ pub struct DashboardArgs {
     #[arg(long)]
     open: bool,
     /// The kubeconfig: with --listen, the cluster to show (its server and CA; its credentials
-    /// are not used, the viewer logs in); without, an admin kubeconfig in place of the data dir's.
-    #[arg(long, env = "KUBECONFIG")]
+    /// are not used, the viewer logs in; default $KUBECONFIG, then ~/.kube/config); without, an
+    /// admin kubeconfig in place of the data dir's.
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Serve the dashboard for a remote cluster on this address (plain HTTP, e.g.
     /// 127.0.0.1:8001) instead of printing a login URL.
@@ -34,12 +35,15 @@ pub fn handler() -> kaji_apiserver::ExtraHandler {
 
 pub async fn run(args: DashboardArgs) -> Result<()> {
     if let Some(listen) = args.listen {
-        let kubeconfig = match args.kubeconfig {
-            Some(k) => k,
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".kube/config"))
-                .context("give --kubeconfig (no $HOME for ~/.kube/config)")?,
-        };
+        // $KUBECONFIG as kubectl reads it (the first file of a list), then ~/.kube/config.
+        let from_env = std::env::var_os("KUBECONFIG")
+            .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()));
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+        let kubeconfig = args
+            .kubeconfig
+            .or(from_env)
+            .or(home)
+            .context("give --kubeconfig (no $KUBECONFIG, no $HOME)")?;
         let open = args.open;
         return kaji_dashboard::standalone::run(&kubeconfig, listen, |addr| {
             let url = format!("http://{addr}/dashboard/");
