@@ -394,10 +394,9 @@ impl Drop for Standalone {
     }
 }
 
-#[test]
-fn standalone_dashboard_proxies_as_the_viewer() {
-    let cluster = Cluster::start("dash-standalone");
-    let admin = token_of(&login_url(&cluster));
+/// Starts `kaji dashboard --listen 127.0.0.1:0` for the cluster: the process and its
+/// `http://host:port`, from the URL it prints.
+fn start_standalone(cluster: &Cluster) -> (Standalone, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kaji"))
         .args(["dashboard", "--listen", "127.0.0.1:0", "--kubeconfig"])
         .arg(&cluster.kubeconfig)
@@ -416,7 +415,15 @@ fn standalone_dashboard_proxies_as_the_viewer() {
         url.starts_with("http://127.0.0.1:") && url.ends_with("/dashboard/"),
         "{url:?}"
     );
-    let base = url.trim_end_matches("/dashboard/").to_string();
+    (standalone, url.trim_end_matches("/dashboard/").to_string())
+}
+
+#[test]
+fn standalone_dashboard_proxies_as_the_viewer() {
+    let cluster = Cluster::start("dash-standalone");
+    let admin = token_of(&login_url(&cluster));
+    let (standalone, base) = start_standalone(&cluster);
+    let url = format!("{base}/dashboard/");
     let index = curl(&cluster, &url, &[]);
     assert_eq!(index.code, 200);
     assert!(index.body.contains("<title>Kaji dashboard</title>"));
@@ -485,14 +492,17 @@ fn standalone_dashboard_proxies_as_the_viewer() {
 /// A WebSocket client as a browser's: TLS to the API server, the upgrade with the token in a
 /// subprotocol, masked binary frames out, the server's frames in.
 struct BrowserSocket {
-    tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    io: Box<dyn ReadWrite>,
     /// The upgrade answer's head.
     head: String,
 }
 
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
 impl BrowserSocket {
-    fn open(cluster: &Cluster, path: &str, protocols: &str) -> BrowserSocket {
-        use std::io::{Read, Write};
+    /// To the API server, over TLS trusting the cluster's CA.
+    fn to_cluster(cluster: &Cluster, path: &str, protocols: &str) -> BrowserSocket {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         let ca =
@@ -511,25 +521,48 @@ impl BrowserSocket {
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
         let conn =
             rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a TLS client");
-        let tcp = std::net::TcpStream::connect(("127.0.0.1", cluster.port)).expect("connecting");
+        let host = format!("127.0.0.1:{}", cluster.port);
+        let tcp = std::net::TcpStream::connect(&host).expect("connecting");
         tcp.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("a read timeout");
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        BrowserSocket::open(
+            Box::new(rustls::StreamOwned::new(conn, tcp)),
+            &format!("https://{host}"),
+            path,
+            protocols,
+        )
+    }
+
+    /// To a plain HTTP origin (`kaji dashboard --listen`), `base` as `http://host:port`.
+    fn to_plain(base: &str, path: &str, protocols: &str) -> BrowserSocket {
+        let host = base.trim_start_matches("http://");
+        let tcp = std::net::TcpStream::connect(host).expect("connecting");
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        BrowserSocket::open(Box::new(tcp), base, path, protocols)
+    }
+
+    fn open(
+        mut io: Box<dyn ReadWrite>,
+        origin: &str,
+        path: &str,
+        protocols: &str,
+    ) -> BrowserSocket {
+        let host = origin.split_once("://").map_or(origin, |(_, h)| h);
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n",
-            port = cluster.port
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"
         );
-        tls.write_all(request.as_bytes())
+        io.write_all(request.as_bytes())
             .expect("sending the upgrade");
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            tls.read_exact(&mut byte)
+            io.read_exact(&mut byte)
                 .expect("reading the upgrade's answer");
             head.push(byte[0]);
         }
         BrowserSocket {
-            tls,
+            io,
             head: String::from_utf8_lossy(&head).into_owned(),
         }
     }
@@ -553,27 +586,27 @@ impl BrowserSocket {
                 .enumerate()
                 .map(|(i, b)| b ^ mask[i % 4]),
         );
-        self.tls.write_all(&frame).expect("sending a message");
-        self.tls.flush().expect("flushing");
+        self.io.write_all(&frame).expect("sending a message");
+        self.io.flush().expect("flushing");
     }
 
     /// The next message: (opcode, payload); None when the connection ends.
     fn next(&mut self) -> Option<(u8, Vec<u8>)> {
         use std::io::Read;
         let mut h = [0u8; 2];
-        self.tls.read_exact(&mut h).ok()?;
+        self.io.read_exact(&mut h).ok()?;
         let mut len = u64::from(h[1] & 0x7f);
         if len == 126 {
             let mut b = [0u8; 2];
-            self.tls.read_exact(&mut b).ok()?;
+            self.io.read_exact(&mut b).ok()?;
             len = u64::from(u16::from_be_bytes(b));
         } else if len == 127 {
             let mut b = [0u8; 8];
-            self.tls.read_exact(&mut b).ok()?;
+            self.io.read_exact(&mut b).ok()?;
             len = u64::from_be_bytes(b);
         }
         let mut payload = vec![0u8; usize::try_from(len).ok()?];
-        self.tls.read_exact(&mut payload).ok()?;
+        self.io.read_exact(&mut payload).ok()?;
         Some((h[0] & 0x0f, payload))
     }
 }
@@ -601,12 +634,27 @@ fn browser_exec_terminal_over_websocket() {
     let path = format!(
         "/api/v1/namespaces/default/pods/shell/exec?command=sh&command=-c&command={query}&stdin=true&stdout=true&tty=true"
     );
+    let protocols = format!("v4.channel.k8s.io, {}", bearer_protocol(&token));
     let started = std::time::Instant::now();
-    let mut ws = BrowserSocket::open(
-        &n.cluster,
-        &path,
-        &format!("v4.channel.k8s.io, {}", bearer_protocol(&token)),
+    terminal_session(BrowserSocket::to_cluster(&n.cluster, &path, &protocols));
+    eprintln!(
+        "browser exec session through the API server: {:?}",
+        started.elapsed()
     );
+    // The same through the standalone dashboard: its proxy splices the upgraded connection.
+    let (standalone, base) = start_standalone(&n.cluster);
+    let started = std::time::Instant::now();
+    terminal_session(BrowserSocket::to_plain(&base, &path, &protocols));
+    eprintln!(
+        "browser exec session through kaji dashboard --listen: {:?}",
+        started.elapsed()
+    );
+    drop(standalone);
+}
+
+/// The terminal's session: the upgrade accepted with v4 (and never the token's protocol), a
+/// resize, a line typed, the output and the exit code.
+fn terminal_session(mut ws: BrowserSocket) {
     assert!(ws.head.starts_with("HTTP/1.1 101"), "{}", ws.head);
     let head = ws.head.to_ascii_lowercase();
     assert!(
@@ -631,7 +679,6 @@ fn browser_exec_terminal_over_websocket() {
             _ => {}
         }
     }
-    eprintln!("browser exec session: {:?}", started.elapsed());
     assert!(stdout.contains("IS-A-TTY"), "{stdout:?}");
     assert!(stdout.contains("33 91"), "no resize: {stdout:?}");
     assert!(stdout.contains("got-hello"), "{stdout:?}");
