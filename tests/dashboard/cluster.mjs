@@ -3,7 +3,7 @@
 // Env: DASHBOARD_URL, DASHBOARD_TOKEN (system:masters), VIEW_TOKEN (a user bound to `view`),
 // KUBECTL and KUBECONFIG (the test drives the cluster with stock kubectl meanwhile).
 import { execFileSync } from 'node:child_process';
-import { run, login, shot, step, waitCount, URL, TOKEN } from './lib.mjs';
+import { run, load, login, shot, step, waitCount, URL, TOKEN } from './lib.mjs';
 
 const VIEW_TOKEN = process.env.VIEW_TOKEN;
 function kubectl(...args) {
@@ -34,7 +34,7 @@ spec:
 
 await run('cluster', async ({ page, browser }) => {
   step('the login form rejects a bad token with the server message, then accepts a good one');
-  await page.goto(URL);
+  await load(page, URL, (p) => p.getByLabel('Bearer token'));
   await page.getByLabel('Bearer token').fill('not-a-token');
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.getByTestId('login-message').waitFor();
@@ -121,12 +121,27 @@ await run('cluster', async ({ page, browser }) => {
   await page.goto(URL + '#/r/core/v1/nodes/_/hollow-node-0');
   await page.getByRole('button', { name: 'Uncordon' }).click();
   await page.getByRole('button', { name: 'Cordon' }).waitFor();
+  // Drain: cordon and evict; the Deployment's pods come back on the other node.
+  await page.getByTestId('drain').click();
+  await page.getByTestId('confirm-drain').click();
+  await page.getByRole('status').getByText(/Node hollow-node-0 cordoned; \d+ pod\(s\) evicted/).waitFor({ timeout: 30000 });
+  await page.getByTestId('relations').locator('[data-kind="Node"][data-status="0 pods"]').waitFor({ timeout: 30000 });
+  const deadline = Date.now() + 60000;
+  for (;;) {
+    const nodes = kubectl('get', 'pods', '-l', 'app=web', '--field-selector=status.phase=Running', '-o', 'jsonpath={.items[*].spec.nodeName}').split(' ').filter(Boolean);
+    if (nodes.length === 4 && nodes.every((n) => n === 'hollow-node-1')) break;
+    if (Date.now() > deadline) throw new Error(`after the drain the web pods run on ${nodes.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await shot(page, '08d-node-drained');
+  await page.getByRole('button', { name: 'Uncordon' }).click();
+  await page.getByRole('button', { name: 'Cordon' }).waitFor();
 
   step('search across kinds, label selector, namespace switcher, keyboard navigation');
   await page.keyboard.press('/');
   await page.keyboard.type('web\n');
   await page.getByTestId('search-results').getByRole('link', { name: /Deployment\s+default\/web/ }).waitFor();
-  await shot(page, '08d-search');
+  await shot(page, '08e-search');
   await page.goto(URL + '#/r/core/v1/pods');
   await page.getByTestId('label-selector').fill('app=nothing-here');
   await page.getByRole('button', { name: 'Apply' }).click();

@@ -57,8 +57,25 @@ export async function run(name, f) {
 
 /** Opens the dashboard logged in through the URL `kaji dashboard` prints (#token=...). */
 export async function login(page, token = TOKEN) {
-  await page.goto(URL + '#token=' + encodeURIComponent(token));
-  await page.getByRole('link', { name: 'Overview' }).waitFor();
+  await load(page, URL + '#token=' + encodeURIComponent(token));
+}
+
+/**
+ * Loads the app. Chromium aborts requests in flight when the machine's interfaces change
+ * (ERR_NETWORK_CHANGED: other tests making bridges), which can leave a first load without its
+ * script; a second load is what a person would do, so it is allowed, and said.
+ */
+export async function load(page, url, ready = (p) => p.getByRole('link', { name: 'Overview' })) {
+  for (let i = 1; ; i++) {
+    await page.goto(url);
+    try {
+      await ready(page).waitFor({ timeout: 15000 });
+      return;
+    } catch (e) {
+      if (i === 3) throw e;
+      console.log(`RETRY loading ${url.replace(/#token=.*/, '#token=…')}: the app did not start (${e.message.split('\n')[0]})`);
+    }
+  }
 }
 
 /** Waits until `locator` matches exactly `n` elements (lists fed by separate watches settle apart). */

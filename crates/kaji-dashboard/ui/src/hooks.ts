@@ -34,7 +34,20 @@ export function useDiscovery() {
   const [res, set] = useState<Resource[] | null>(null);
   const [err, setErr] = useState<ApiError | null>(null);
   useEffect(() => {
-    discover().then(set, (e) => setErr(e));
+    // A dropped connection (server restarting, network change) is retried; other errors stay.
+    let stop = false;
+    let delay = 500;
+    const attempt = () =>
+      discover(true).then(
+        (r) => !stop && (set(r), setErr(null)),
+        (e: ApiError) => {
+          if (stop) return;
+          setErr(e);
+          if (e.code === 0) setTimeout(attempt, (delay = Math.min(delay * 2, 10000)));
+        },
+      );
+    discover().then(set, () => attempt());
+    return () => void (stop = true);
   }, []);
   return { resources: res, error: err };
 }

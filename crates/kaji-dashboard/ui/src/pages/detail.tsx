@@ -1,6 +1,6 @@
 import { useRef, useState } from 'preact/hooks';
 import { stringify } from 'yaml';
-import { age, ApiError, findResource, Resource, resourceForKind, resPath, send } from '../api';
+import { age, ApiError, findResource, getJSON, query, Resource, resourceForKind, resPath, send } from '../api';
 import { ErrorBox, LiveDot } from '../components';
 import { useListWatch, useTicker } from '../hooks';
 import { objHref, update } from '../state';
@@ -19,8 +19,29 @@ export function cleaned(o: any) {
 const SCALABLE = ['deployments', 'replicasets', 'statefulsets', 'replicationcontrollers'];
 const RESTARTABLE = ['deployments', 'statefulsets', 'daemonsets'];
 
+/** `kubectl drain`: cordon, then evict each pod on the node but DaemonSet and static pods. */
+async function drain(node: string): Promise<string> {
+  await send('PATCH', `/api/v1/nodes/${node}`, { spec: { unschedulable: true } }, 'application/merge-patch+json');
+  const pods = await getJSON('/api/v1/pods' + query({ fieldSelector: `spec.nodeName=${node}` }));
+  const refused: string[] = [];
+  let evicted = 0;
+  for (const p of pods.items ?? []) {
+    const m = p.metadata;
+    if ((m.ownerReferences ?? []).some((o: any) => o.kind === 'DaemonSet') || m.annotations?.['kubernetes.io/config.mirror']) continue;
+    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') continue;
+    try {
+      await send('POST', `/api/v1/namespaces/${m.namespace}/pods/${m.name}/eviction`, { apiVersion: 'policy/v1', kind: 'Eviction', metadata: { name: m.name, namespace: m.namespace } });
+      evicted++;
+    } catch (e) {
+      if ((e as ApiError).code === 403) throw e;
+      refused.push(`${m.namespace}/${m.name}: ${(e as Error).message}`);
+    }
+  }
+  return `Node ${node} cordoned; ${evicted} pod(s) evicted.` + (refused.length ? ` Not evicted (retry later): ${refused.join('; ')}` : '');
+}
+
 function Actions({ res, obj }: { res: Resource; obj: any }) {
-  const [panel, setPanel] = useState<'' | 'scale' | 'delete'>('');
+  const [panel, setPanel] = useState<'' | 'scale' | 'delete' | 'drain'>('');
   const [replicas, setReplicas] = useState<number>(obj.spec?.replicas ?? 1);
   const [policy, setPolicy] = useState('Background');
   const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
@@ -28,8 +49,8 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
   const act = async (what: string, f: () => Promise<unknown>, done: string) => {
     setMsg(null);
     try {
-      await f();
-      setMsg({ ok: true, text: done });
+      const r = await f();
+      setMsg({ ok: true, text: typeof r === 'string' ? r : done });
       setPanel('');
     } catch (e) {
       const err = e as ApiError;
@@ -72,6 +93,11 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
           {obj.spec?.unschedulable ? 'Uncordon' : 'Cordon'}
         </button>
       )}
+      {res.name === 'nodes' && (
+        <button onClick={() => setPanel(panel === 'drain' ? '' : 'drain')} data-testid="drain">
+          Drain
+        </button>
+      )}
       {res.verbs.includes('delete') && (
         <button class="danger" onClick={() => setPanel(panel === 'delete' ? '' : 'delete')} data-testid="delete">
           Delete
@@ -89,6 +115,22 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
             Replicas <input type="number" min={0} value={replicas} onInput={(e) => setReplicas(parseInt((e.target as HTMLInputElement).value, 10) || 0)} />
           </label>
           <button type="submit">Scale</button>
+        </form>
+      )}
+      {panel === 'drain' && (
+        <form
+          class="panel"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act(`drain node ${obj.metadata.name}`, () => drain(obj.metadata.name), '');
+          }}
+        >
+          <span>
+            Cordon <strong>{obj.metadata.name}</strong> and evict its pods (DaemonSet and static pods stay; PodDisruptionBudgets are honoured)?
+          </span>
+          <button type="submit" class="danger" data-testid="confirm-drain">
+            Drain
+          </button>
         </form>
       )}
       {panel === 'delete' && (
