@@ -236,4 +236,6 @@ function App() {
   return <Shell />;
 }
 
-render(<App />, document.getElementById('app')!);
+const root = document.getElementById('app')!;
+root.textContent = ''; // the loading text
+render(<App />, root);

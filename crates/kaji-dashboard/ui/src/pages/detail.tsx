@@ -16,6 +16,13 @@ export function cleaned(o: any) {
   return { ...o, metadata };
 }
 
+// Conditions where True is bad news (upstream's node pressure conditions, ReplicaFailure, ...).
+const NEGATIVE = new Set(['MemoryPressure', 'DiskPressure', 'PIDPressure', 'NetworkUnavailable', 'ReplicaFailure', 'Failed', 'FailureTarget', 'Terminating', 'DisruptionTarget']);
+function conditionTone(c: { type: string; status: string }) {
+  if (c.status !== 'True' && c.status !== 'False') return 'warn';
+  return (c.status === 'True') !== NEGATIVE.has(c.type) ? 'ok' : 'bad';
+}
+
 const SCALABLE = ['deployments', 'replicasets', 'statefulsets', 'replicationcontrollers'];
 const RESTARTABLE = ['deployments', 'statefulsets', 'daemonsets'];
 
@@ -217,6 +224,55 @@ export function ObjectEvents({ ns, uid, name, kind }: { ns: string; uid: string;
   );
 }
 
+function containerState(st: any): string {
+  if (st?.running) return `Running since ${age(st.running.startedAt)}`;
+  if (st?.waiting) return `Waiting: ${st.waiting.reason ?? ''}${st.waiting.message ? ` (${st.waiting.message})` : ''}`;
+  if (st?.terminated) return `Terminated: ${st.terminated.reason ?? ''} (exit ${st.terminated.exitCode})`;
+  return 'Pending';
+}
+
+/** A pod's containers with their status (image, ready, restarts, state, last termination). */
+function Containers({ pod }: { pod: any }) {
+  const statuses = new Map<string, any>([...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].map((c: any) => [c.name, c]));
+  const all = [...(pod.spec?.initContainers ?? []).map((c: any) => ({ ...c, init: true })), ...(pod.spec?.containers ?? [])];
+  return (
+    <section>
+      <h2>Containers</h2>
+      <table class="grid wrap" data-testid="containers">
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>Image</th>
+            <th>Ready</th>
+            <th>Restarts</th>
+            <th>State</th>
+          </tr>
+        </thead>
+        <tbody>
+          {all.map((c) => {
+            const st = statuses.get(c.name);
+            return (
+              <tr key={c.name}>
+                <td>
+                  {c.name}
+                  {c.init && <span class="muted small"> (init)</span>}
+                </td>
+                <td>{c.image}</td>
+                <td>{st?.ready ? 'yes' : 'no'}</td>
+                <td>{st?.restartCount ?? 0}</td>
+                <td>
+                  {containerState(st?.state)}
+                  {st?.lastState?.terminated && <span class="muted small"> · last: {containerState(st.lastState)}</span>}
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
 function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource; obj: any }) {
   const m = obj.metadata;
   const conds: any[] = obj.status?.conditions ?? [];
@@ -263,7 +319,7 @@ function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource
             <dt>Conditions</dt>
             <dd>
               {conds.map((c) => (
-                <span class={`pill ${c.status === 'True' ? 'ok' : 'bad'}`} key={c.type} title={c.message}>
+                <span class={`pill ${conditionTone(c)}`} key={c.type} title={c.message}>
                   {c.type}={c.status}
                 </span>
               ))}
@@ -271,6 +327,7 @@ function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource
           </>
         )}
       </dl>
+      {res.name === 'pods' && res.group === '' && <Containers pod={obj} />}
       <Relations resources={resources} res={res} obj={obj} />
       <ObjectEvents ns={m.namespace ?? ''} uid={m.uid} name={m.name} kind={obj.kind ?? res.kind} />
     </div>
@@ -294,8 +351,8 @@ export function DetailPage({ resources, group, plural, ns, name, tab }: { resour
   const tabs: [string, string][] = [
     ['summary', 'Summary'],
     ['yaml', 'YAML'],
-    ['edit', 'Edit'],
   ];
+  if (res.verbs.includes('patch')) tabs.push(['edit', 'Edit']);
   if (res.name === 'pods') tabs.push(['logs', 'Logs'], ['exec', 'Exec']);
   return (
     <div class="detail" data-testid="detail">
