@@ -38,4 +38,15 @@ await run('node', async ({ page }) => {
   await shot(page, '22-exec-echo-hi');
   await page.keyboard.type('exit\n');
   await page.getByTestId('exec-state').getByText('closed').waitFor({ timeout: 15000 });
+
+  step('usage charts from the metrics API: the node on the overview, the pod on its page');
+  await page.goto(URL + '#/');
+  const card = page.locator('.card', { hasText: 'kaji-test-node' });
+  await card.getByTestId('chart').first().locator('polyline, circle').first().waitFor({ timeout: 60000 });
+  console.log('node usage: ' + (await card.getByTestId('chart').allInnerTexts()).join(' · '));
+  await shot(page, '23-overview-usage');
+  await page.goto(URL + `#/r/core/v1/pods/default/${POD}`);
+  await page.getByTestId('pod-usage').getByTestId('chart').first().waitFor({ timeout: 60000 });
+  console.log('pod usage: ' + (await page.getByTestId('pod-usage').innerText()).replace(/\s+/g, ' '));
+  await shot(page, '24-pod-usage');
 });

@@ -1,7 +1,9 @@
 import { useRef, useState } from 'preact/hooks';
 import { stringify } from 'yaml';
 import { age, ApiError, findResource, getJSON, query, Resource, resourceForKind, resPath, send } from '../api';
-import { ErrorBox, LiveDot } from '../components';
+import { Chart, ErrorBox, LiveDot } from '../components';
+import { useUsage } from '../metrics';
+import { bytes, millicores } from '../units';
 import { useListWatch, useTicker } from '../hooks';
 import { objHref, update } from '../state';
 import { Relations } from './relations';
@@ -273,6 +275,20 @@ function Containers({ pod }: { pod: any }) {
   );
 }
 
+function PodUsage({ pod }: { pod: any }) {
+  const s = useUsage(`pod/${pod.metadata.namespace}/${pod.metadata.name}`);
+  if (!s || s.length === 0) return null;
+  return (
+    <section>
+      <h2>Usage, last hour</h2>
+      <div class="charts" data-testid="pod-usage">
+        <Chart label="CPU" points={s.map((x) => ({ t: x.t, v: x.cpu }))} format={millicores} />
+        <Chart label="Memory" points={s.map((x) => ({ t: x.t, v: x.mem }))} format={bytes} />
+      </div>
+    </section>
+  );
+}
+
 function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource; obj: any }) {
   const m = obj.metadata;
   const conds: any[] = obj.status?.conditions ?? [];
@@ -328,6 +344,7 @@ function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource
         )}
       </dl>
       {res.name === 'pods' && res.group === '' && <Containers pod={obj} />}
+      {res.name === 'pods' && res.group === '' && resources.some((r) => r.group === 'metrics.k8s.io') && <PodUsage pod={obj} />}
       <Relations resources={resources} res={res} obj={obj} />
       <ObjectEvents ns={m.namespace ?? ''} uid={m.uid} name={m.name} kind={obj.kind ?? res.kind} />
     </div>

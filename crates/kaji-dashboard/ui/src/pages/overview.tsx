@@ -1,35 +1,18 @@
-import { useEffect, useState } from 'preact/hooks';
-import { age, getJSON, Resource } from '../api';
-import { ErrorBox, LiveDot } from '../components';
+import { age, Resource } from '../api';
+import { Chart, ErrorBox, LiveDot } from '../components';
+import { useUsage } from '../metrics';
+import { bytes, millicores, quantity } from '../units';
 import { useListWatch, useTicker } from '../hooks';
 import { objHref, useStore } from '../state';
 
-/** Kubernetes quantities to numbers: CPU in cores, memory in bytes. */
-export function quantity(q?: string): number {
-  if (!q) return 0;
-  const m = /^([0-9.]+)([a-zA-Z]*)$/.exec(q);
-  if (!m) return 0;
-  const n = parseFloat(m[1]);
-  const f: Record<string, number> = {
-    n: 1e-9, u: 1e-6, m: 1e-3, '': 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12,
-    Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
-  };
-  return n * (f[m[2]] ?? 1);
-}
-
-export function bytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < u.length - 1) (n /= 1024), i++;
-  return `${n.toFixed(n < 10 && i > 0 ? 1 : 0)} ${u[i]}`;
-}
-
-function Bar({ used, total, label }: { used: number; total: number; label: string }) {
-  const pct = total > 0 ? Math.min(100, (100 * used) / total) : 0;
+function NodeUsage({ name, cpu, mem }: { name: string; cpu: number; mem: number }) {
+  const s = useUsage(`node/${name}`);
+  if (!s || s.length === 0) return <div class="muted small">no usage reported yet</div>;
   return (
-    <div class="bar" title={label} aria-label={label}>
-      <div style={{ width: `${pct}%` }} class={pct > 85 ? 'hot' : ''} />
-    </div>
+    <>
+      <Chart label="CPU" points={s.map((x) => ({ t: x.t, v: x.cpu }))} max={cpu} format={millicores} />
+      <Chart label="Memory" points={s.map((x) => ({ t: x.t, v: x.mem }))} max={mem} format={bytes} />
+    </>
   );
 }
 
@@ -43,22 +26,7 @@ export function Overview({ resources }: { resources: Resource[] }) {
   const pods = useListWatch(podsPath);
   const evPath = s.namespace ? `/api/v1/namespaces/${s.namespace}/events` : '/api/v1/events';
   const events = useListWatch(evPath, { fieldSelector: 'type=Warning' });
-  const [metrics, setMetrics] = useState<Map<string, any>>(new Map());
   const hasMetrics = resources.some((r) => r.group === 'metrics.k8s.io' && r.name === 'nodes');
-  useEffect(() => {
-    if (!hasMetrics) return;
-    let stop = false;
-    const poll = () =>
-      getJSON('/apis/metrics.k8s.io/v1beta1/nodes')
-        .then((l) => !stop && setMetrics(new Map((l.items ?? []).map((m: any) => [m.metadata.name, m]))))
-        .catch(() => {});
-    poll();
-    const t = setInterval(poll, 15000);
-    return () => {
-      stop = true;
-      clearInterval(t);
-    };
-  }, [hasMetrics]);
 
   const phases = new Map<string, number>();
   for (const p of pods.items) phases.set(p.status?.phase ?? 'Unknown', (phases.get(p.status?.phase ?? 'Unknown') ?? 0) + 1);
@@ -86,7 +54,6 @@ export function Overview({ resources }: { resources: Resource[] }) {
                 const ready = (n.status?.conditions ?? []).find((c: any) => c.type === 'Ready');
                 const bad = (n.status?.conditions ?? []).filter((c: any) => c.type !== 'Ready' && c.status === 'True');
                 const cap = n.status?.allocatable ?? n.status?.capacity ?? {};
-                const m = metrics.get(n.metadata.name);
                 const cpu = quantity(cap.cpu);
                 const mem = quantity(cap.memory);
                 return (
@@ -102,16 +69,7 @@ export function Overview({ resources }: { resources: Resource[] }) {
                     <div class="muted small">
                       {cap.cpu} CPU · {bytes(mem)} · {cap.pods} pods · {n.status?.nodeInfo?.kubeletVersion}
                     </div>
-                    {m ? (
-                      <>
-                        <div class="small">CPU {(quantity(m.usage?.cpu) * 1000).toFixed(0)}m</div>
-                        <Bar used={quantity(m.usage?.cpu)} total={cpu} label="CPU usage" />
-                        <div class="small">Memory {bytes(quantity(m.usage?.memory))}</div>
-                        <Bar used={quantity(m.usage?.memory)} total={mem} label="Memory usage" />
-                      </>
-                    ) : (
-                      <div class="muted small">{hasMetrics ? 'no usage reported yet' : 'no metrics API'}</div>
-                    )}
+                    {hasMetrics ? <NodeUsage name={n.metadata.name} cpu={cpu} mem={mem} /> : <div class="muted small">no metrics API</div>}
                   </a>
                 );
               })}
