@@ -636,15 +636,30 @@ fn browser_exec_terminal_over_websocket() {
     );
     let protocols = format!("v4.channel.k8s.io, {}", bearer_protocol(&token));
     let started = std::time::Instant::now();
-    terminal_session(BrowserSocket::to_cluster(&n.cluster, &path, &protocols));
+    terminal_session(
+        BrowserSocket::to_cluster(&n.cluster, &path, &protocols),
+        "v4.channel.k8s.io",
+    );
     eprintln!(
         "browser exec session through the API server: {:?}",
         started.elapsed()
     );
+    // A browser offering v5 first gets the API server's translation to the kubelet's SPDY.
+    let v5 = format!(
+        "v5.channel.k8s.io, v4.channel.k8s.io, {}",
+        bearer_protocol(&token)
+    );
+    terminal_session(
+        BrowserSocket::to_cluster(&n.cluster, &path, &v5),
+        "v5.channel.k8s.io",
+    );
     // The same through the standalone dashboard: its proxy splices the upgraded connection.
     let (standalone, base) = start_standalone(&n.cluster);
     let started = std::time::Instant::now();
-    terminal_session(BrowserSocket::to_plain(&base, &path, &protocols));
+    terminal_session(
+        BrowserSocket::to_plain(&base, &path, &protocols),
+        "v4.channel.k8s.io",
+    );
     eprintln!(
         "browser exec session through kaji dashboard --listen: {:?}",
         started.elapsed()
@@ -652,13 +667,13 @@ fn browser_exec_terminal_over_websocket() {
     drop(standalone);
 }
 
-/// The terminal's session: the upgrade accepted with v4 (and never the token's protocol), a
+/// The terminal's session: the upgrade accepted with `protocol` (and never the token's), a
 /// resize, a line typed, the output and the exit code.
-fn terminal_session(mut ws: BrowserSocket) {
+fn terminal_session(mut ws: BrowserSocket, protocol: &str) {
     assert!(ws.head.starts_with("HTTP/1.1 101"), "{}", ws.head);
     let head = ws.head.to_ascii_lowercase();
     assert!(
-        head.contains("sec-websocket-protocol: v4.channel.k8s.io\r\n"),
+        head.contains(&format!("sec-websocket-protocol: {protocol}\r\n")),
         "{}",
         ws.head
     );
