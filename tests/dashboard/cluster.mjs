@@ -216,5 +216,7 @@ await run('cluster', async ({ page, browser }) => {
   await page.evaluate(() => sessionStorage.setItem('kaji-dashboard-token', 'expired-token'));
   await page.goto(URL + '#/r/apps/v1/deployments');
   await page.getByTestId('login-message').waitFor();
+  const ended = await page.getByTestId('login-message').innerText();
+  if (!ended.includes('Unauthorized')) throw new Error(`the login page does not give the server's reason: ${ended}`);
   await shot(page, '16-session-ended');
 });

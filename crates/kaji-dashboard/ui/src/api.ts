@@ -57,6 +57,8 @@ export async function request(path: string, init: RequestInit = {}): Promise<Res
   }
   if (!r.ok) {
     const text = await r.text().catch(() => '');
+    // The page went away meanwhile (its requests aborted): nothing to report.
+    if (init.signal?.aborted) throw new DOMException('The request was aborted', 'AbortError');
     let status: Status;
     try {
       status = JSON.parse(text);

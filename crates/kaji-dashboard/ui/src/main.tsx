@@ -21,6 +21,7 @@ import './style.css';
 }
 
 onUnauthorized((message) => {
+  if (!token()) return; // the first 401 has said it already
   setToken(null);
   update({ loginMessage: `Your session has ended: the server rejected the token (${message}). Log in again.` });
   go('login');
