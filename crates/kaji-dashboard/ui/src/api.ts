@@ -251,7 +251,8 @@ export class ListWatch {
   }
 
   private key(x: any): string {
-    const m = this.o.accept === TABLE ? x.object?.metadata : x.metadata;
+    // Table rows carry the object's metadata in `object`; a server without Tables sends objects.
+    const m = x.object?.metadata ?? x.metadata;
     return `${m?.namespace ?? ''}/${m?.name ?? ''}`;
   }
 

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { findResource, Resource, resPath, TABLE } from '../api';
+import { age, findResource, Resource, resPath, TABLE } from '../api';
 import { ErrorBox, LiveDot } from '../components';
 import { useListWatch, useTicker } from '../hooks';
 import { go, objHref, useStore } from '../state';
@@ -37,14 +37,21 @@ export function ListPage({ resources, group, version, plural, params }: { resour
     return () => ro.disconnect();
   }, []);
 
-  const cols = lw.columns.filter((c: any) => c.priority === 0);
+  // Without a Table from the server (an aggregated API may not make one): name and age.
+  const fallback = lw.columns.length === 0;
+  const cols = fallback ? [{ name: 'Name' }, { name: 'Age' }] : lw.columns.filter((c: any) => c.priority === 0);
+  const cellOf = (r: any, c: any) => {
+    if (!fallback) return cell(r.cells?.[lw.columns.indexOf(c)], c);
+    const m = r.object?.metadata ?? r.metadata ?? {};
+    return c.name === 'Name' ? m.name : age(m.creationTimestamp);
+  };
   const nameIdx = cols.findIndex((c: any) => c.name === 'Name');
   const f = filter.toLowerCase();
   const rows = lw.items
-    .filter((r) => !f || `${r.object?.metadata?.namespace}/${r.object?.metadata?.name}`.toLowerCase().includes(f))
+    .filter((r) => !f || `${(r.object ?? r).metadata?.namespace}/${(r.object ?? r).metadata?.name}`.toLowerCase().includes(f))
     .sort((a, b) => {
-      const am = a.object?.metadata ?? {};
-      const bm = b.object?.metadata ?? {};
+      const am = (a.object ?? a).metadata ?? {};
+      const bm = (b.object ?? b).metadata ?? {};
       return (am.namespace ?? '').localeCompare(bm.namespace ?? '') || (am.name ?? '').localeCompare(bm.name ?? '');
     });
   const first = Math.max(0, Math.floor(scroll / ROW) - 10);
@@ -52,7 +59,7 @@ export function ListPage({ resources, group, version, plural, params }: { resour
   const showNs = res.namespaced && !ns;
 
   const open = (r: any) => {
-    const m = r.object?.metadata ?? {};
+    const m = (r.object ?? r).metadata ?? {};
     location.hash = objHref(res.group, res.version, res.name, m.namespace, m.name);
   };
   const onKey = (e: KeyboardEvent) => {
@@ -111,7 +118,7 @@ export function ListPage({ resources, group, version, plural, params }: { resour
             <tbody>
               <tr style={{ height: `${first * ROW}px` }} aria-hidden="true" />
               {rows.slice(first, last).map((r, i) => {
-                const m = r.object?.metadata ?? {};
+                const m = (r.object ?? r).metadata ?? {};
                 const idx = first + i;
                 return (
                   <tr key={m.uid ?? m.name} class={idx === sel ? 'sel' : ''} style={{ height: `${ROW}px` }} onClick={() => open(r)} data-name={m.name}>
@@ -120,10 +127,10 @@ export function ListPage({ resources, group, version, plural, params }: { resour
                       <td key={c.name}>
                         {ci === nameIdx ? (
                           <a href={objHref(res.group, res.version, res.name, m.namespace, m.name)} onClick={(e) => e.stopPropagation()}>
-                            {cell(r.cells?.[lw.columns.indexOf(c)], c)}
+                            {cellOf(r, c)}
                           </a>
                         ) : (
-                          cell(r.cells?.[lw.columns.indexOf(c)], c)
+                          cellOf(r, c)
                         )}
                       </td>
                     ))}
