@@ -1,7 +1,7 @@
 //! Embeds the front end's built files (`ui/dist/**`, committed; `npm run build` in `ui/` makes
 //! them) into the crate: a table of (path under `/dashboard/`, bytes, content type, ETag)
-//! generated into `$OUT_DIR/assets.rs` with one `include_bytes!` per file, so `cargo build`
-//! alone makes the whole binary and needs no node.
+//! generated into `$OUT_DIR/assets.rs` with one `include_bytes!` per file (of a copy in
+//! `$OUT_DIR/dist`), so `cargo build` alone makes the whole binary and needs no node.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -79,19 +79,31 @@ fn main() {
     let mut code = String::from(
         "/// (path under /dashboard/, contents, content type, ETag)\npub static FILES: &[(&str, &[u8], &str, &str)] = &[\n",
     );
-    for (rel, file) in &files {
-        let bytes =
-            std::fs::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    // Each file is copied into OUT_DIR and embedded from there, so a `npm run build` that
+    // replaces ui/dist while cargo compiles cannot leave the table naming files that are gone.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let copies = out_dir.join("dist");
+    let _ = std::fs::remove_dir_all(&copies);
+    std::fs::create_dir_all(&copies)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", copies.display()));
+    for (n, (rel, file)) in files.iter().enumerate() {
+        // A file that vanished since the walk (a rebuild under way) is left out; the rebuild's
+        // change to ui/dist makes cargo run this again.
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        };
+        let copy = copies.join(format!("{n}"));
+        std::fs::write(&copy, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", copy.display()));
         // A precompressed `x.gz` is served for `x`, so its type is the original's.
         let ct = content_type(rel.strip_suffix(".gz").unwrap_or(rel));
         let _ = writeln!(
             code,
             "    ({rel:?}, include_bytes!({:?}), {ct:?}, \"\\\"{:016x}\\\"\"),",
-            file.display().to_string(),
+            copy.display().to_string(),
             fnv(&bytes)
         );
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("assets.rs");
+    let out = out_dir.join("assets.rs");
     std::fs::write(&out, code).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }
