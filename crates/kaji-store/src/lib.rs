@@ -11,6 +11,8 @@
 //! - [`EtcdStore`] is the etcd v3 backend (`kaji server --datastore-endpoint`): each write one
 //!   etcd transaction whose comparison is the precondition, etcd's revisions as the store's,
 //!   keys stored as given; [`spawn_compactor`] compacts as kube-apiserver does.
+//! - [`WatchCache`] serves watches of recent revisions from memory over one backend watch
+//!   (kube-apiserver's watch cache); `kaji server` puts it in front of etcd.
 //! - [`testsuite`] is the behaviour every backend must pass; a new backend calls it from its tests.
 //!
 //! A fresh store starts at revision 1 (as etcd does), so the first write gets revision 2 and a
@@ -19,9 +21,11 @@
 mod etcd_store;
 mod redb_store;
 pub mod testsuite;
+mod watch_cache;
 
 pub use etcd_store::{EtcdOptions, EtcdStore, spawn_compactor};
 pub use redb_store::{RedbOptions, RedbStore};
+pub use watch_cache::WatchCache;
 
 /// A point in the store's history: every write (create, update, delete) gets the next one.
 pub type Revision = i64;

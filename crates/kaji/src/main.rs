@@ -93,8 +93,8 @@ struct ServerArgs {
     store_history_seconds: u64,
     /// Keep the state in etcd instead of the embedded store (k3s's flag): `http(s)://host:port`,
     /// comma-separated for several members. Compaction is then kube-apiserver's: every
-    /// --store-history-seconds (0: never), to the revision seen one interval earlier;
-    /// --store-history-revisions does not apply.
+    /// --store-history-seconds (0: never), to the revision seen one interval earlier; the
+    /// watch cache in front of etcd keeps the last --store-history-revisions events (0: none).
     #[arg(long, value_delimiter = ',')]
     datastore_endpoint: Vec<String>,
     /// CA bundle of etcd's serving certificates (for https endpoints).
@@ -632,7 +632,12 @@ async fn server(args: ServerArgs) -> Result<()> {
             key_prefix: args.datastore_key_prefix.clone(),
             ..kaji_store::EtcdOptions::new(args.datastore_endpoint.clone())
         };
-        let store: Arc<dyn kaji_store::Store> = Arc::new(kaji_store::EtcdStore::connect(etcd).await.context("connecting to etcd (--datastore-endpoint)")?);
+        let etcd = kaji_store::EtcdStore::connect(etcd).await.context("connecting to etcd (--datastore-endpoint)")?;
+        // Watches of the last --store-history-revisions events are served from memory over one etcd watch.
+        let store: Arc<dyn kaji_store::Store> = match usize::try_from(args.store_history_revisions) {
+            Ok(n) if n > 0 => Arc::new(kaji_store::WatchCache::new(etcd, n)),
+            _ => Arc::new(etcd),
+        };
         if args.store_history_seconds > 0 {
             kaji_store::spawn_compactor(store.clone(), Duration::from_secs(args.store_history_seconds));
         }

@@ -530,24 +530,33 @@ impl WatchState {
         self.done = true;
     }
 
-    async fn next(mut self) -> Option<(Result<WatchEvent>, WatchState)> {
+    /// Reads etcd's stream as fast as it comes, whatever the pace of the consumer: all of a
+    /// client's streams share one HTTP/2 connection, whose flow-control window a stream left
+    /// unread would fill, stalling every other request (grpc-go's transport buffers the same way).
+    async fn run(mut self, events: tokio::sync::mpsc::UnboundedSender<Result<WatchEvent>>) {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some((item, self));
+            while let Some(item) = self.pending.pop_front() {
+                if events.send(item).is_err() {
+                    return;
+                }
             }
             if self.done {
-                return None;
+                return;
             }
-            match self.stream.message().await {
-                Ok(Some(response)) => self.receive(response),
-                Ok(None) => self.finish(StoreError::Backend("etcd closed the watch stream".into())),
-                Err(status) => {
-                    let error = match Failure::from(status) {
-                        Failure::Other(e) => e,
-                        _ => StoreError::Backend("etcd watch failed".into()),
-                    };
-                    self.finish(error);
-                }
+            tokio::select! {
+                // The consumer dropped the stream: dropping etcd's cancels the watch.
+                () = events.closed() => return,
+                message = self.stream.message() => match message {
+                    Ok(Some(response)) => self.receive(response),
+                    Ok(None) => self.finish(StoreError::Backend("etcd closed the watch stream".into())),
+                    Err(status) => {
+                        let error = match Failure::from(status) {
+                            Failure::Other(e) => e,
+                            _ => StoreError::Backend("etcd watch failed".into()),
+                        };
+                        self.finish(error);
+                    }
+                },
             }
         }
     }
@@ -768,7 +777,12 @@ impl Store for EtcdStore {
             state.last = created.header.as_ref().map_or(0, |h| h.revision);
         }
         state.receive(created);
-        Ok(futures::stream::unfold(state, WatchState::next).boxed())
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(state.run(tx));
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed())
     }
 
     async fn current_revision(&self) -> Result<Revision> {

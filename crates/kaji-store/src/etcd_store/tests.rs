@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{EtcdOptions, EtcdStore};
 use crate::testsuite::{self, Backend};
-use crate::{ListOptions, Store, StoreError};
+use crate::{ListOptions, Store, StoreError, WatchCache};
 
 const ETCD: &str = "/usr/bin/etcd";
 
@@ -324,4 +324,132 @@ async fn tls_with_client_certificates() {
         Err(e) => panic!("expected a backend error, got {e}"),
         Ok(_) => panic!("connected over https without a CA"),
     }
+}
+
+/// The suite's stores behind a [`WatchCache`] of `capacity` events.
+struct CachedBackend {
+    member: Member,
+    capacity: usize,
+}
+
+#[async_trait::async_trait]
+impl Backend for CachedBackend {
+    type Store = WatchCache<EtcdStore>;
+
+    async fn open(&self, _name: &str) -> WatchCache<EtcdStore> {
+        match EtcdStore::connect(self.member.options()).await {
+            Ok(store) => WatchCache::new(store, self.capacity),
+            Err(e) => panic!("connecting to etcd: {e}\netcd log:\n{}", self.member.log()),
+        }
+    }
+
+    async fn close(&self, store: WatchCache<EtcdStore>) {
+        drop(store);
+    }
+}
+
+/// The whole suite through the watch cache: watches served from memory behave as etcd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_through_the_watch_cache() {
+    let backend = CachedBackend {
+        member: Member::start(),
+        capacity: 10_000,
+    };
+    testsuite::run_all(&backend).await;
+}
+
+/// With a window of one event, every watcher keeps falling back to etcd: still the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_through_a_tiny_watch_cache() {
+    let backend = CachedBackend {
+        member: Member::start(),
+        capacity: 1,
+    };
+    testsuite::run_all(&backend).await;
+}
+
+/// etcd's count of open watchers (its Prometheus gauge).
+fn etcd_watchers(member: &Member) -> u64 {
+    use std::io::{Read, Write};
+    let addr = member.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to etcd");
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or_else(
+            || panic!("no watcher gauge in etcd's metrics"),
+            |v| v as u64,
+        )
+}
+
+/// N watchers through the cache cost etcd one watcher; each still sees every event. Prints how
+/// long 50 watchers take to see 500 writes, with and without the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_share_one_etcd_watch() {
+    const WATCHERS: usize = 50;
+    const WRITES: usize = 500;
+    let member = Member::start();
+    let direct = EtcdStore::connect(member.options()).await.expect("connect");
+    let cached = WatchCache::new(
+        EtcdStore::connect(member.options()).await.expect("connect"),
+        10_000,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cached.is_live() {
+        assert!(Instant::now() < deadline, "the watch cache did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let base = etcd_watchers(&member);
+
+    async fn run(store: &dyn Store, prefix: &str, member: &Member) -> (Duration, u64) {
+        let mut watches = Vec::new();
+        for _ in 0..WATCHERS {
+            watches.push(store.watch(prefix, 0).await.expect("watch"));
+        }
+        let open = etcd_watchers(member);
+        let started = Instant::now();
+        for i in 0..WRITES {
+            store
+                .create(&format!("{prefix}{i:04}"), vec![])
+                .await
+                .expect("create");
+        }
+        let readers: Vec<_> = watches
+            .into_iter()
+            .map(|mut w| {
+                tokio::spawn(async move {
+                    for i in 0..WRITES {
+                        let e = tokio::time::timeout(Duration::from_secs(20), w.next())
+                            .await
+                            .expect("an event within 20 s")
+                            .expect("the watch goes on")
+                            .expect("an event");
+                        assert!(e.kv.key.ends_with(&format!("{i:04}")), "in order: {e:?}");
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.await.expect("reader");
+        }
+        (started.elapsed(), open)
+    }
+    use futures::StreamExt;
+    let (through_cache, cache_watchers) = run(&cached, "/cached/", &member).await;
+    let (straight, direct_watchers) = run(&direct, "/direct/", &member).await;
+    assert!(
+        cache_watchers <= base,
+        "{WATCHERS} cached watches opened {} etcd watchers",
+        cache_watchers - base
+    );
+    assert!(
+        direct_watchers >= base + WATCHERS as u64,
+        "direct watches are etcd watchers ({direct_watchers}, base {base})"
+    );
+    eprintln!(
+        "{WATCHERS} watchers x {WRITES} writes: {through_cache:?} through the watch cache (1 etcd watcher), {straight:?} straight on etcd ({WATCHERS} etcd watchers)"
+    );
 }
