@@ -44,6 +44,11 @@ pub async fn run(args: DashboardArgs) -> Result<()> {
             .or(from_env)
             .or(home)
             .context("give --kubeconfig (no $KUBECONFIG, no $HOME)")?;
+        if !listen.ip().is_loopback() {
+            eprintln!(
+                "Warning: {listen} is not a loopback address: the dashboard is served over plain HTTP, and viewers' tokens cross the network unencrypted"
+            );
+        }
         let open = args.open;
         return kaji_dashboard::standalone::run(&kubeconfig, listen, |addr| {
             let url = format!("http://{addr}/dashboard/");
