@@ -133,6 +133,23 @@ fn fetch(mn: &MultiNode, pod: &str, url: &str) -> String {
     )
 }
 
+/// `GET path` from `addr` (HTTP/1.0); the body of a 200.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: web\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    // busybox httpd passes a CGI's own header lines (ending in \n) through.
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .or_else(|| out.split_once("\n\n"))?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
 /// The average RTT of `busybox ping -c 20` from `pod` to `ip`, in ms.
 fn ping_avg(mn: &MultiNode, pod: &str, ip: &str) -> f64 {
     let (ok, out) = exec(mn, pod, &["busybox", "ping", "-c", "20", "-i", "0.2", ip]);
@@ -264,6 +281,41 @@ spec:
         "http://web.default.svc.cluster.local/cgi-bin/ip",
     );
     assert_eq!(peer(&page), client2_ip, "{page}");
+
+    // 4. A NodePort, from node 2's address (the test runs in the root namespace, on the
+    //    underlay): node 2's proxy sends it over the overlay to the pod on node 3.
+    apply(
+        &mn,
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web-np
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#,
+    );
+    let node_port = wait_for("the NodePort", WAIT, || {
+        Some(jsonpath(
+            &mn,
+            &["service", "web-np"],
+            "{.spec.ports[0].nodePort}",
+        ))
+        .filter(|s| !s.is_empty())
+    });
+    let node2 = format!("{}.2:{node_port}", mn.underlay_prefix);
+    let page = wait_for(
+        &format!("a page from {node2}"),
+        Duration::from_secs(30),
+        || http_get(&node2, "/cgi-bin/ip"),
+    );
+    // Masqueraded by node 2's proxy (externalTrafficPolicy Cluster) to its address on the
+    // overlay, the .0 of its podCIDR, as flannel's nodes do.
+    let node2_cidr = jsonpath(&mn, &["node", "node-2"], "{.spec.podCIDR}");
+    assert_eq!(format!("{}/24", peer(&page)), node2_cidr, "{page}");
 
     // Figures: pod-to-pod RTT across the VXLAN overlay and on the same node.
     let across = ping_avg(&mn, "client1", &web_ip);
