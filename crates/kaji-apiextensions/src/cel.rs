@@ -67,6 +67,43 @@ impl Program {
         }
     }
 
+    /// Compiles an expression of an environment with its own variables (an admission policy's
+    /// `object`, `oldObject`, `request`, `params`, `namespaceObject`, `variables`): references
+    /// to them are checked as `self`'s are. Deeply nested expressions are refused here (they
+    /// are parsed on the caller's stack).
+    pub fn compile_with_variables(expr: &str, variables: &[&str]) -> Result<Program, String> {
+        if !shallow(expr) {
+            return Err("ERROR: <input>:1:1: expression recursion limit exceeded".to_string());
+        }
+        match parser::parse_with(expr, variables) {
+            Ok(expr) => Ok(Program { expr, uses_old_self: false }),
+            Err(e) => Err(compile_error(expr, e.pos, &e.msg)),
+        }
+    }
+
+    /// Evaluates a program of `compile_with_variables` with the variables bound (JSON values;
+    /// a missing one reads as `null`, as an absent `oldObject` on create does upstream).
+    pub fn eval_with(&self, variables: &[(&str, &Value)]) -> Result<Value, String> {
+        let run = || {
+            let mut env = eval::Env::new(value::Val::Null, None);
+            for (name, v) in variables {
+                env.bind(name, value::Val::from_json(v));
+            }
+            env.eval(&self.expr).map(|v| v.to_json())
+        };
+        if self.expr.depth() <= INLINE_DEPTH {
+            return run();
+        }
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("cel-eval".to_string())
+                .stack_size(PARSE_STACK)
+                .spawn_scoped(s, run)
+                .map_err(|e| e.to_string())
+                .and_then(|h| h.join().unwrap_or_else(|_| Err("internal error".to_string())))
+        })
+    }
+
     /// Whether the rule reads `oldSelf` (a transition rule: evaluated only on updates where the
     /// old value exists).
     pub fn uses_old_self(&self) -> bool {

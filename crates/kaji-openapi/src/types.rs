@@ -115,6 +115,8 @@ builtin_kinds! {
         apiregistration::v1::APIService,
         admissionregistration::v1::ValidatingWebhookConfiguration,
         admissionregistration::v1::MutatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingAdmissionPolicy,
+        admissionregistration::v1::ValidatingAdmissionPolicyBinding,
         certificates::v1::CertificateSigningRequest,
     ],
     single: [

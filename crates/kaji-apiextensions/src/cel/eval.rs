@@ -29,6 +29,11 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// Binds a declared variable (`parser::parse_with`) for the evaluation.
+    pub(crate) fn bind(&mut self, name: &'a str, value: Val) {
+        self.vars.push((name, value));
+    }
+
     /// Charges `n` steps against the budget.
     pub(crate) fn charge(&mut self, n: u64) -> Result<(), String> {
         self.steps = self.steps.saturating_add(n);

@@ -161,6 +161,12 @@ impl From<LexError> for SyntaxError {
 }
 
 pub(crate) fn parse(src: &str) -> Result<Expr, SyntaxError> {
+    parse_with(src, &[])
+}
+
+/// `parse` in an environment that declares `variables` besides `self` and `oldSelf` (an
+/// admission policy's `object`, `request`, `params`, ...).
+pub(crate) fn parse_with(src: &str, variables: &[&str]) -> Result<Expr, SyntaxError> {
     let toks = lex(src)?;
     let mut p = Parser {
         src,
@@ -172,7 +178,7 @@ pub(crate) fn parse(src: &str) -> Result<Expr, SyntaxError> {
     if p.peek() != &Tok::Eof {
         return Err(p.mismatched("<EOF>"));
     }
-    check(&e, &mut Vec::new(), 0)?;
+    check(&e, &mut variables.iter().map(|v| v.to_string()).collect(), 0)?;
     Ok(e)
 }
 

@@ -612,3 +612,16 @@ fn programs_are_shareable() {
     assert_eq!(h.join().unwrap(), Ok(json!(true)));
     assert_eq!(p.eval(&json!("ba"), None), Ok(json!(false)));
 }
+
+#[test]
+fn declared_variables() {
+    let p = Program::compile_with_variables("object.spec.replicas <= params.max && request.operation != 'DELETE'", &["object", "params", "request"]).unwrap();
+    let (obj, params, req) = (json!({"spec": {"replicas": 3}}), json!({"max": 5}), json!({"operation": "CREATE"}));
+    assert_eq!(p.eval_with(&[("object", &obj), ("params", &params), ("request", &req)]).unwrap(), json!(true));
+    let many = json!({"spec": {"replicas": 9}});
+    assert_eq!(p.eval_with(&[("object", &many), ("params", &params), ("request", &req)]).unwrap(), json!(false));
+    let err = Program::compile_with_variables("objekt.spec", &["object"]).unwrap_err();
+    assert!(err.contains("undeclared reference to 'objekt'"), "{err}");
+    let null = Program::compile_with_variables("oldObject == null", &["oldObject"]).unwrap();
+    assert_eq!(null.eval_with(&[("oldObject", &Value::Null)]).unwrap(), json!(true));
+}

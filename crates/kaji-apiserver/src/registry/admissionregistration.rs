@@ -573,3 +573,224 @@ mod tests {
         );
     }
 }
+
+// ValidatingAdmissionPolicies and their bindings (upstream's `registry/admissionregistration/
+// validatingadmissionpolicy{,binding}`): v1 defaults and the validation users meet most
+// (required fields, actions, CEL expressions compiled with the policy's variables). The
+// plug-in that enforces them is `crate::admission::webhook::policy`.
+
+pub static POLICY_INFO: ResourceInfo = ResourceInfo {
+    categories: &["api-extensions"],
+    ..info(GROUP, "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", false, &[], &["status"])
+};
+
+pub static POLICY_BINDING_INFO: ResourceInfo = ResourceInfo {
+    categories: &["api-extensions"],
+    ..info(GROUP, "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", false, &[], &[])
+};
+
+/// The variables a policy's expressions may read (upstream's `authorizer` is not offered).
+pub const POLICY_VARIABLES: &[&str] = &["object", "oldObject", "request", "params", "namespaceObject", "variables"];
+
+pub fn register_policies(all: &mut Vec<Arc<dyn Strategy>>) {
+    all.push(Arc::new(Policy));
+    all.push(Arc::new(PolicyBinding));
+}
+
+/// The strategies the policy plug-in reads through.
+pub fn policy_strategies() -> (Arc<dyn Strategy>, Arc<dyn Strategy>) {
+    (Arc::new(Policy), Arc::new(PolicyBinding))
+}
+
+struct Policy;
+struct PolicyBinding;
+
+/// `matchConstraints` / `matchResources` defaults (v1 SetDefaults_MatchResources).
+fn default_match_resources(m: &mut Value) {
+    if !m.is_object() {
+        return;
+    }
+    default_key(m, "matchPolicy", json!("Equivalent"));
+    default_key(m, "namespaceSelector", json!({}));
+    default_key(m, "objectSelector", json!({}));
+    for key in ["resourceRules", "excludeResourceRules"] {
+        if let Some(rules) = m.get_mut(key).and_then(Value::as_array_mut) {
+            for rule in rules.iter_mut().filter(|r| r.is_object()) {
+                default_key(rule, "scope", json!("*"));
+            }
+        }
+    }
+}
+
+fn validate_match_resources(m: &Value, path: &str, require_rules: bool, errs: &mut Vec<FieldError>) {
+    let rules = m.get("resourceRules").and_then(Value::as_array);
+    if require_rules && rules.is_none_or(Vec::is_empty) {
+        errs.push(FieldError::required(format!("{path}.resourceRules"), ""));
+    }
+    for key in ["resourceRules", "excludeResourceRules"] {
+        for (i, rule) in m.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            validate_rule(rule, &format!("{path}.{key}[{i}]"), errs);
+        }
+    }
+    if let Some(p) = m.get("matchPolicy").and_then(Value::as_str)
+        && !["Exact", "Equivalent"].contains(&p)
+    {
+        errs.push(FieldError::not_supported(format!("{path}.matchPolicy"), p, &["Equivalent", "Exact"]));
+    }
+}
+
+/// A CEL expression of a policy, compiled as the plug-in will (upstream's
+/// `compilation failed: ...`).
+fn validate_expression(expr: Option<&Value>, path: String, errs: &mut Vec<FieldError>) {
+    match expr.and_then(Value::as_str).filter(|e| !e.trim().is_empty()) {
+        None => errs.push(FieldError::required(path, "expression is not specified")),
+        Some(e) => {
+            if let Err(m) = kaji_apiextensions::cel::Program::compile_with_variables(e, POLICY_VARIABLES) {
+                errs.push(FieldError::invalid(path, &json!(e), &format!("compilation failed: {m}")));
+            }
+        }
+    }
+}
+
+impl Strategy for Policy {
+    fn info(&self) -> &ResourceInfo {
+        &POLICY_INFO
+    }
+
+    fn has_status(&self) -> bool {
+        true
+    }
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn bumps_generation(&self, new: &Value, old: &Value) -> bool {
+        new.get("spec") != old.get("spec")
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else { return };
+        default_key(spec, "failurePolicy", json!("Fail"));
+        if let Some(m) = spec.get_mut("matchConstraints") {
+            default_match_resources(m);
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let spec = &obj["spec"];
+        match spec.get("matchConstraints").filter(|m| m.is_object()) {
+            None => errs.push(FieldError::required("spec.matchConstraints", "")),
+            Some(m) => validate_match_resources(m, "spec.matchConstraints", true, &mut errs),
+        }
+        if let Some(f) = spec.get("failurePolicy").and_then(Value::as_str)
+            && !["Fail", "Ignore"].contains(&f)
+        {
+            errs.push(FieldError::not_supported("spec.failurePolicy", f, &["Fail", "Ignore"]));
+        }
+        let validations = spec.get("validations").and_then(Value::as_array);
+        let audits = spec.get("auditAnnotations").and_then(Value::as_array);
+        if validations.is_none_or(Vec::is_empty) && audits.is_none_or(Vec::is_empty) {
+            errs.push(FieldError::required("spec.validations", "validations or auditAnnotations must contain at least one item"));
+        }
+        for (i, v) in validations.into_iter().flatten().enumerate() {
+            validate_expression(v.get("expression"), format!("spec.validations[{i}].expression"), &mut errs);
+            if let Some(m) = v.get("messageExpression").and_then(Value::as_str)
+                && let Err(e) = kaji_apiextensions::cel::Program::compile_with_variables(m, POLICY_VARIABLES)
+            {
+                errs.push(FieldError::invalid(format!("spec.validations[{i}].messageExpression"), &json!(m), &format!("compilation failed: {e}")));
+            }
+            if let Some(r) = v.get("reason").and_then(Value::as_str) {
+                const REASONS: [&str; 4] = ["Unauthorized", "Forbidden", "Invalid", "RequestEntityTooLarge"];
+                if !REASONS.contains(&r) {
+                    errs.push(FieldError::not_supported(format!("spec.validations[{i}].reason"), r, &REASONS));
+                }
+            }
+        }
+        for (key, what) in [("matchConditions", "matchConditions"), ("variables", "variables")] {
+            for (i, c) in spec.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+                if c.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("spec.{what}[{i}].name"), ""));
+                }
+                validate_expression(c.get("expression"), format!("spec.{what}[{i}].expression"), &mut errs);
+            }
+        }
+        if let Some(p) = spec.get("paramKind").filter(|p| !p.is_null()) {
+            for f in ["apiVersion", "kind"] {
+                if p.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errs.push(FieldError::required(format!("spec.paramKind.{f}"), ""));
+                }
+            }
+        }
+        errs
+    }
+
+    fn validate_update(&self, new: &Value, _old: &Value) -> Vec<FieldError> {
+        self.validate(new)
+    }
+}
+
+impl Strategy for PolicyBinding {
+    fn info(&self) -> &ResourceInfo {
+        &POLICY_BINDING_INFO
+    }
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn bumps_generation(&self, new: &Value, old: &Value) -> bool {
+        new.get("spec") != old.get("spec")
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else { return };
+        if let Some(m) = spec.get_mut("matchResources") {
+            default_match_resources(m);
+        }
+        if let Some(p) = spec.get_mut("paramRef").filter(|p| p.is_object()) {
+            default_key(p, "parameterNotFoundAction", json!("Deny"));
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let spec = &obj["spec"];
+        if spec.get("policyName").and_then(Value::as_str).is_none_or(str::is_empty) {
+            errs.push(FieldError::required("spec.policyName", ""));
+        }
+        let actions = strings(spec.get("validationActions"));
+        if actions.is_empty() {
+            errs.push(FieldError::required("spec.validationActions", "at least one validation action is required"));
+        }
+        for (i, a) in actions.iter().enumerate() {
+            if !["Audit", "Deny", "Warn"].contains(&a.as_str()) {
+                errs.push(FieldError::not_supported(format!("spec.validationActions[{i}]"), a, &["Audit", "Deny", "Warn"]));
+            }
+        }
+        if actions.iter().any(|a| a == "Deny") && actions.iter().any(|a| a == "Warn") {
+            errs.push(FieldError::invalid("spec.validationActions", &json!(actions), "must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)"));
+        }
+        if let Some(m) = spec.get("matchResources").filter(|m| m.is_object()) {
+            validate_match_resources(m, "spec.matchResources", false, &mut errs);
+        }
+        if let Some(p) = spec.get("paramRef").filter(|p| !p.is_null()) {
+            let named = p.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            let selected = p.get("selector").is_some_and(|s| !s.is_null());
+            if named == selected {
+                errs.push(FieldError::forbidden("spec.paramRef", "one of name or selector must be specified"));
+            }
+            if let Some(a) = p.get("parameterNotFoundAction").and_then(Value::as_str)
+                && !["Allow", "Deny"].contains(&a)
+            {
+                errs.push(FieldError::not_supported("spec.paramRef.parameterNotFoundAction", a, &["Allow", "Deny"]));
+            }
+        }
+        errs
+    }
+
+    fn validate_update(&self, new: &Value, _old: &Value) -> Vec<FieldError> {
+        self.validate(new)
+    }
+}

@@ -324,6 +324,7 @@ impl Registry {
         certificates::register(&mut all);
         scheduling::register(&mut all);
         admissionregistration::register(&mut all);
+        admissionregistration::register_policies(&mut all);
         apiextensions::register(&mut all);
         apiregistration::register(&mut all);
         authentication::register(&mut all);

@@ -6,7 +6,8 @@
 //! - `config`: the Validating/MutatingWebhookConfigurations, read from the store into a cache
 //!   that a configuration write (or half a second) makes stale;
 //! - `rules`: which webhooks a request matches (rules, scope, namespace and object selectors);
-//! - `client`: one AdmissionReview v1 POST over HTTPS, to a URL or through a Service.
+//! - `client`: one AdmissionReview v1 POST over HTTPS, to a URL or through a Service;
+//! - `policy`: the ValidatingAdmissionPolicy plug-in (CEL policies and bindings, no webhook).
 //!
 //! A request knows who asks and collects the webhooks' warnings through [`in_request`], which
 //! the HTTP server wraps around every request; writes outside a request (the server's own
@@ -14,6 +15,7 @@
 
 mod client;
 mod config;
+mod policy;
 pub(crate) use client::post_to;
 pub(crate) use config::{Target, client_config};
 mod rules;
@@ -67,6 +69,11 @@ where
         }
     }
     resp
+}
+
+/// Adds a `Warning` header to the request's response.
+fn warn(scope: &RequestScope, text: String) {
+    scope.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(text);
 }
 
 fn scope() -> Option<Arc<RequestScope>> {
@@ -319,6 +326,8 @@ async fn call_mutating(
 /// Runs the validating webhooks (in parallel, as upstream); the first failure in webhook
 /// order is the answer.
 pub async fn validate(a: &Attributes<'_>, obj: Option<&Value>) -> Result<(), ApiError> {
+    // The ValidatingAdmissionPolicy plug-in runs first, as upstream orders the plug-ins.
+    policy::validate(a, obj).await?;
     let Some((scope, hooks)) = matching(a, obj, false).await else {
         return Ok(());
     };
