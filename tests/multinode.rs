@@ -317,6 +317,22 @@ spec:
     let node2_cidr = jsonpath(&mn, &["node", "node-2"], "{.spec.podCIDR}");
     assert_eq!(format!("{}/24", peer(&page)), node2_cidr, "{page}");
 
+    // 5. Leaving the pod network, a pod's traffic is masqueraded to its node's address: a
+    //    host-network server on node 2 sees node 1's underlay address.
+    apply(
+        &mn,
+        &web_pod("hostweb", "node-2")
+            .replace("spec:\n", "spec:\n  hostNetwork: true\n")
+            .replace("-p 8080", "-p 18080"),
+    );
+    running_ip(&mn, "hostweb");
+    let page = fetch(
+        &mn,
+        "client1",
+        &format!("http://{}.2:18080/cgi-bin/ip", mn.underlay_prefix),
+    );
+    assert_eq!(peer(&page), format!("{}.1", mn.underlay_prefix), "{page}");
+
     // Figures: pod-to-pod RTT across the VXLAN overlay and on the same node.
     let across = ping_avg(&mn, "client1", &web_ip);
     let same = ping_avg(&mn, "client1", &near_ip);
