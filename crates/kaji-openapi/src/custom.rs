@@ -550,6 +550,48 @@ fn hash(doc: &Value) -> String {
     format!("{a:016X}{b:016X}")
 }
 
+/// The definitions server-side apply walks for a custom kind (upstream builds its type from the
+/// CRD's structural schema): the version's `openAPIV3Schema` as `<reversed group>.<version>.<kind>`,
+/// its `metadata` as ObjectMeta, and ObjectMeta's definitions (copied from the built-in ones),
+/// so list types and map keys of the schema (`x-kubernetes-list-type: map`) and of the
+/// metadata (ownerReferences by uid, finalizers as a set) decide what each manager owns.
+/// Returns the definitions and the root's name.
+pub fn apply_definitions(group: &str, version: &str, kind: &str, schema: Option<&Value>) -> (Map<String, Value>, String) {
+    const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+    let name = rest_friendly_name(group, version, kind);
+    let mut root = schema.cloned().unwrap_or_else(|| serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if let Some(props) = root.as_object_mut().map(|r| r.entry("properties").or_insert_with(|| serde_json::json!({}))).and_then(Value::as_object_mut) {
+        props.insert("metadata".into(), serde_json::json!({"$ref": format!("#/definitions/{OBJECT_META}")}));
+    }
+    let all = crate::definitions();
+    let mut defs = Map::new();
+    let mut todo = vec![OBJECT_META.to_string()];
+    while let Some(n) = todo.pop() {
+        if defs.contains_key(&n) {
+            continue;
+        }
+        let Some(d) = all.get(&n) else { continue };
+        collect_refs(d, &mut todo);
+        defs.insert(n, d.clone());
+    }
+    defs.insert(name.clone(), root);
+    (defs, name)
+}
+
+/// The definition names `v` refers to (`$ref: #/definitions/NAME`).
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                out.push(r.trim_start_matches("#/definitions/").trim_start_matches("#/components/schemas/").to_string());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,47 +836,5 @@ mod tests {
             index2["paths"]["apis/stable.example.com/v1"],
             index["paths"]["apis/stable.example.com/v1"]
         );
-    }
-}
-
-/// The definitions server-side apply walks for a custom kind (upstream builds its type from the
-/// CRD's structural schema): the version's `openAPIV3Schema` as `<reversed group>.<version>.<kind>`,
-/// its `metadata` as ObjectMeta, and ObjectMeta's definitions (copied from the built-in ones),
-/// so list types and map keys of the schema (`x-kubernetes-list-type: map`) and of the
-/// metadata (ownerReferences by uid, finalizers as a set) decide what each manager owns.
-/// Returns the definitions and the root's name.
-pub fn apply_definitions(group: &str, version: &str, kind: &str, schema: Option<&Value>) -> (Map<String, Value>, String) {
-    const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
-    let name = rest_friendly_name(group, version, kind);
-    let mut root = schema.cloned().unwrap_or_else(|| serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-    if let Some(props) = root.as_object_mut().map(|r| r.entry("properties").or_insert_with(|| serde_json::json!({}))).and_then(Value::as_object_mut) {
-        props.insert("metadata".into(), serde_json::json!({"$ref": format!("#/definitions/{OBJECT_META}")}));
-    }
-    let all = crate::definitions();
-    let mut defs = Map::new();
-    let mut todo = vec![OBJECT_META.to_string()];
-    while let Some(n) = todo.pop() {
-        if defs.contains_key(&n) {
-            continue;
-        }
-        let Some(d) = all.get(&n) else { continue };
-        collect_refs(d, &mut todo);
-        defs.insert(n, d.clone());
-    }
-    defs.insert(name.clone(), root);
-    (defs, name)
-}
-
-/// The definition names `v` refers to (`$ref: #/definitions/NAME`).
-fn collect_refs(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-                out.push(r.trim_start_matches("#/definitions/").trim_start_matches("#/components/schemas/").to_string());
-            }
-            m.values().for_each(|x| collect_refs(x, out));
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
-        _ => {}
     }
 }

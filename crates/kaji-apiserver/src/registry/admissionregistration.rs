@@ -502,78 +502,6 @@ fn validate_service(svc: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hook(extra: Value) -> Value {
-        let mut h = json!({"name": "x.example.com", "sideEffects": "None", "admissionReviewVersions": ["v1"], "clientConfig": {"url": "https://127.0.0.1:8443/validate"}, "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]});
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            h[k] = v.clone();
-        }
-        json!({"webhooks": [h]})
-    }
-
-    fn fields(errs: &[FieldError]) -> Vec<String> {
-        errs.iter()
-            .map(|e| format!("{}: {}", e.field, e.detail))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_and_valid() {
-        let s = WebhookConfiguration { mutating: true };
-        let mut o = hook(json!({"clientConfig": {"service": {"name": "s", "namespace": "n"}}}));
-        s.default(&mut o);
-        let h = &o["webhooks"][0];
-        assert_eq!(h["failurePolicy"], "Fail");
-        assert_eq!(h["matchPolicy"], "Equivalent");
-        assert_eq!(h["timeoutSeconds"], 10);
-        assert_eq!(h["reinvocationPolicy"], "Never");
-        assert_eq!(h["namespaceSelector"], json!({}));
-        assert_eq!(h["rules"][0]["scope"], "*");
-        assert_eq!(h["clientConfig"]["service"]["port"], 443);
-        assert!(s.validate(&o).is_empty(), "{:?}", fields(&s.validate(&o)));
-    }
-
-    #[test]
-    fn invalid() {
-        let s = WebhookConfiguration { mutating: false };
-        let o = hook(
-            json!({"name": "x", "sideEffects": null, "timeoutSeconds": 31, "clientConfig": {"url": "http://h/p?q=1"}, "admissionReviewVersions": []}),
-        );
-        let f = fields(&s.validate(&o));
-        assert!(f.iter().any(|e| e.contains("webhooks[0].name: Invalid value: \"x\": should be a domain with at least three segments")), "{f:?}");
-        assert!(f.iter().any(|e| e == "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"), "{f:?}");
-        assert!(f.iter().any(|e| e.contains("timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds")), "{f:?}");
-        assert!(
-            f.iter()
-                .any(|e| e.contains("'https' is the only allowed URL scheme")),
-            "{f:?}"
-        );
-        assert!(
-            f.iter()
-                .any(|e| e.contains("query parameters are not permitted in the URL")),
-            "{f:?}"
-        );
-        assert!(f.iter().any(|e| e == "webhooks[0].admissionReviewVersions: Required value: must specify one of v1, v1beta1"), "{f:?}");
-        let o = hook(json!({"clientConfig": {}}));
-        assert_eq!(
-            fields(&s.validate(&o)),
-            vec![
-                "webhooks[0].clientConfig: Required value: exactly one of url or service is required"
-            ]
-        );
-        let mut o = hook(json!({}));
-        let h = o["webhooks"][0].clone();
-        o["webhooks"].as_array_mut().unwrap().push(h);
-        assert_eq!(
-            fields(&s.validate(&o)),
-            vec!["webhooks[1].name: Duplicate value: \"x.example.com\""]
-        );
-    }
-}
-
 // ValidatingAdmissionPolicies and their bindings (upstream's `registry/admissionregistration/
 // validatingadmissionpolicy{,binding}`): v1 defaults and the validation users meet most
 // (required fields, actions, CEL expressions compiled with the policy's variables). The
@@ -792,5 +720,77 @@ impl Strategy for PolicyBinding {
 
     fn validate_update(&self, new: &Value, _old: &Value) -> Vec<FieldError> {
         self.validate(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(extra: Value) -> Value {
+        let mut h = json!({"name": "x.example.com", "sideEffects": "None", "admissionReviewVersions": ["v1"], "clientConfig": {"url": "https://127.0.0.1:8443/validate"}, "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            h[k] = v.clone();
+        }
+        json!({"webhooks": [h]})
+    }
+
+    fn fields(errs: &[FieldError]) -> Vec<String> {
+        errs.iter()
+            .map(|e| format!("{}: {}", e.field, e.detail))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_valid() {
+        let s = WebhookConfiguration { mutating: true };
+        let mut o = hook(json!({"clientConfig": {"service": {"name": "s", "namespace": "n"}}}));
+        s.default(&mut o);
+        let h = &o["webhooks"][0];
+        assert_eq!(h["failurePolicy"], "Fail");
+        assert_eq!(h["matchPolicy"], "Equivalent");
+        assert_eq!(h["timeoutSeconds"], 10);
+        assert_eq!(h["reinvocationPolicy"], "Never");
+        assert_eq!(h["namespaceSelector"], json!({}));
+        assert_eq!(h["rules"][0]["scope"], "*");
+        assert_eq!(h["clientConfig"]["service"]["port"], 443);
+        assert!(s.validate(&o).is_empty(), "{:?}", fields(&s.validate(&o)));
+    }
+
+    #[test]
+    fn invalid() {
+        let s = WebhookConfiguration { mutating: false };
+        let o = hook(
+            json!({"name": "x", "sideEffects": null, "timeoutSeconds": 31, "clientConfig": {"url": "http://h/p?q=1"}, "admissionReviewVersions": []}),
+        );
+        let f = fields(&s.validate(&o));
+        assert!(f.iter().any(|e| e.contains("webhooks[0].name: Invalid value: \"x\": should be a domain with at least three segments")), "{f:?}");
+        assert!(f.iter().any(|e| e == "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"), "{f:?}");
+        assert!(f.iter().any(|e| e.contains("timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|e| e.contains("'https' is the only allowed URL scheme")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|e| e.contains("query parameters are not permitted in the URL")),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|e| e == "webhooks[0].admissionReviewVersions: Required value: must specify one of v1, v1beta1"), "{f:?}");
+        let o = hook(json!({"clientConfig": {}}));
+        assert_eq!(
+            fields(&s.validate(&o)),
+            vec![
+                "webhooks[0].clientConfig: Required value: exactly one of url or service is required"
+            ]
+        );
+        let mut o = hook(json!({}));
+        let h = o["webhooks"][0].clone();
+        o["webhooks"].as_array_mut().unwrap().push(h);
+        assert_eq!(
+            fields(&s.validate(&o)),
+            vec!["webhooks[1].name: Duplicate value: \"x.example.com\""]
+        );
     }
 }

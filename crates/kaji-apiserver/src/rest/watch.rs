@@ -231,9 +231,12 @@ async fn convert_event(strategy: &dyn Strategy, mut ev: kaji_store::WatchEvent) 
     Ok(ev)
 }
 
+/// The server, its custom-kind change signal, and the watched group, version and plural.
+type KindChanges = (Arc<crate::ApiServer>, tokio::sync::watch::Receiver<u64>, String, String, String);
+
 /// Resolves when the custom kind of a watch is no longer served as it was (see `watch`);
 /// never for a built-in kind.
-async fn kind_gone(changes: &mut Option<(Arc<crate::ApiServer>, tokio::sync::watch::Receiver<u64>, String, String, String)>, identity: u64) {
+async fn kind_gone(changes: &mut Option<KindChanges>, identity: u64) {
     let Some((server, rx, group, version, plural)) = changes else {
         return std::future::pending().await;
     };
