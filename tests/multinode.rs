@@ -242,6 +242,21 @@ spec:
     let client1_ip = running_ip(&mn, "client1");
     let client2_ip = running_ip(&mn, "client2");
     let near_ip = running_ip(&mn, "near");
+    // The overlay: VNI 1 on the test's UDP port over eth0, MTU 50 below the underlay's, and
+    // the pods' MTU below the overlay's.
+    let dev = mn.on_node(3, &["ip", "-d", "link", "show", "kaji.vxlan"]);
+    let dev = String::from_utf8_lossy(&dev.stdout).into_owned();
+    assert!(dev.contains("mtu 1450 "), "{dev}");
+    assert!(
+        dev.contains(&format!(
+            "vxlan id 1 local {}.3 dev eth0",
+            mn.underlay_prefix
+        )) && dev.contains(&format!("dstport {}", mn.vxlan_port)),
+        "{dev}"
+    );
+    let (_, link) = exec(&mn, "client2", &["ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450 "), "{link}");
+
     let page = fetch(&mn, "client1", &format!("http://{web_ip}:8080/cgi-bin/ip"));
     assert_eq!(peer(&page), client1_ip, "{page}");
     let page = fetch(&mn, "client2", &format!("http://{web_ip}:8080/cgi-bin/ip"));
