@@ -332,6 +332,45 @@ spec:
     let node2_cidr = jsonpath(&mn, &["node", "node-2"], "{.spec.podCIDR}");
     assert_eq!(format!("{}/24", peer(&page)), node2_cidr, "{page}");
 
+    // externalTrafficPolicy Local: node 3 (the endpoint's node) answers with the client's own
+    // address kept; node 2 (no local endpoint) does not forward it to node 3.
+    apply(
+        &mn,
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web-local
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#,
+    );
+    let local_port = wait_for("the Local NodePort", WAIT, || {
+        Some(jsonpath(
+            &mn,
+            &["service", "web-local"],
+            "{.spec.ports[0].nodePort}",
+        ))
+        .filter(|s| !s.is_empty())
+    });
+    let node3 = format!("{}.3:{local_port}", mn.underlay_prefix);
+    let page = wait_for(
+        &format!("a page from {node3}"),
+        Duration::from_secs(30),
+        || http_get(&node3, "/cgi-bin/ip"),
+    );
+    assert_eq!(peer(&page), format!("{}.1", mn.underlay_prefix), "{page}");
+    let node2 = format!("{}.2:{local_port}", mn.underlay_prefix);
+    assert_eq!(
+        http_get(&node2, "/cgi-bin/ip"),
+        None,
+        "node 2 has no local endpoint"
+    );
+
     // 5. Leaving the pod network, a pod's traffic is masqueraded to its node's address: a
     //    host-network server on node 2 sees node 1's underlay address.
     apply(
