@@ -277,11 +277,29 @@ fn dashboard_list_page_with_2000_configmaps_is_virtualised() {
     }
 }
 
+/// Logged in through the URL `kaji dashboard` prints; the server restarts under the open page.
 #[test]
 fn dashboard_reconnects_its_watches_when_the_server_restarts() {
     require_browser();
     let mut cluster = Cluster::start("dashboard-reconnect");
-    let admin = token(&cluster, "dash-admin", &["system:masters"]);
+    // The login `kaji dashboard` prints (as `minikube dashboard`): the URL with a token.
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["dashboard", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .expect("running kaji dashboard");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kaji dashboard: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let login = format!("{}#token=", dashboard_url(&cluster));
+    let admin = printed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&login))
+        .unwrap_or_else(|| panic!("kaji dashboard printed no {login}...: {printed}"))
+        .to_string();
     let mut restarted = false;
     let out = run_script_with(
         &mut cluster,
