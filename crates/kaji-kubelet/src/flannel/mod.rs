@@ -192,8 +192,8 @@ pub async fn setup(
 }
 
 impl Network {
-    /// Keeps the other nodes' entries in line with the Nodes (added, changed, deleted) until
-    /// the informer's stream ends.
+    /// Keeps the other nodes' entries in line with the Nodes (added, changed, deleted); never
+    /// returns.
     pub async fn run(self, nodes: Arc<Informer<Node>>) -> Result<()> {
         let mut changes = Box::pin(nodes.subscribe());
         nodes.ready().await;
@@ -234,7 +234,12 @@ impl Network {
                 }
             }
             tokio::select! {
-                c = changes.next() => if c.is_none() { return Ok(()) },
+                c = changes.next() => if c.is_none() {
+                    // Only a dropped informer ends the stream; the entries stay as they are
+                    // (the agent must not stop over it).
+                    tracing::warn!("pod network: the Node informer ended; peers are no longer updated");
+                    std::future::pending::<()>().await;
+                },
                 () = tokio::time::sleep(RESYNC) => {
                     // Entries someone removed by hand come back.
                     applied.clear();
