@@ -3,7 +3,7 @@
 // Env: DASHBOARD_URL, DASHBOARD_TOKEN (system:masters), VIEW_TOKEN (a user bound to `view`),
 // KUBECTL and KUBECONFIG (the test drives the cluster with stock kubectl meanwhile).
 import { execFileSync } from 'node:child_process';
-import { run, load, login, shot, step, waitCount, URL, TOKEN } from './lib.mjs';
+import { run, load, login, retryNavigation, shot, step, waitCount, URL, TOKEN } from './lib.mjs';
 
 const VIEW_TOKEN = process.env.VIEW_TOKEN;
 function kubectl(...args) {
@@ -200,6 +200,7 @@ await run('cluster', async ({ page, browser }) => {
   step('a `view` user may look but gets the Forbidden page when deleting');
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
   const viewer = await ctx.newPage();
+  retryNavigation(viewer);
   await login(viewer, VIEW_TOKEN);
   await viewer.goto(URL + '#/r/apps/v1/deployments/default/web');
   await viewer.getByTestId('relations').waitFor();

@@ -25,9 +25,31 @@ export async function launch({ width = 1280, height = 800 } = {}) {
   });
   const context = await browser.newContext({ viewport: { width, height }, ignoreHTTPSErrors: true });
   const page = await context.newPage();
+  retryNavigation(page);
   page.on('pageerror', (e) => console.log(`PAGEERROR ${e.message}`));
   page.on('console', (m) => m.type() === 'error' && console.log(`CONSOLE ${m.text()}`));
   return { browser, context, page };
+}
+
+/**
+ * Chromium aborts loads in flight when the machine's interfaces change (ERR_NETWORK_CHANGED:
+ * other tests making bridges and network namespaces); a person would press reload, so
+ * navigations are tried again, and the retry is said in the output.
+ */
+export function retryNavigation(page) {
+  for (const verb of ['goto', 'reload']) {
+    const original = page[verb].bind(page);
+    page[verb] = async (...args) => {
+      for (let i = 1; ; i++) {
+        try {
+          return await original(...args);
+        } catch (e) {
+          if (i === 3 || !String(e.message).includes('ERR_NETWORK_CHANGED')) throw e;
+          console.log(`RETRY ${verb}: ERR_NETWORK_CHANGED`);
+        }
+      }
+    };
+  }
 }
 
 export async function shot(page, name) {
@@ -67,8 +89,8 @@ export async function login(page, token = TOKEN) {
  */
 export async function load(page, url, ready = (p) => p.getByRole('link', { name: 'Overview' })) {
   for (let i = 1; ; i++) {
-    await page.goto(url);
     try {
+      await page.goto(url);
       await ready(page).waitFor({ timeout: 15000 });
       return;
     } catch (e) {
