@@ -399,6 +399,28 @@ fn etcd_crash_and_restart() {
         started.elapsed()
     );
     etcd.restart();
+
+    // An etcd that stops answering: the request times out as upstream's do.
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(etcd.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig}");
+    };
+    signal("STOP");
+    let stalled = Instant::now();
+    let out = c.kubectl(&["create", "configmap", "stalled"]);
+    signal("CONT");
+    eprintln!(
+        "a write to a stopped etcd failed after {:?}",
+        stalled.elapsed()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: failed to create configmap: etcdserver: request timed out"
+    );
     let watch = Watch::start(&c, &["configmaps"]);
     wait_for("writes to work again", Duration::from_secs(60), || {
         c.kubectl(&["create", "configmap", "after", "--from-literal=a=2"])

@@ -69,6 +69,9 @@ pub fn store_error(e: StoreError) -> ApiError {
             e.retry_after_seconds = Some(1);
             e
         }
+        // etcd's own errors pass through as kube-apiserver's do: a 500 without a reason, which
+        // kubectl prints as "Error from server: etcdserver: request timed out".
+        StoreError::Backend(message) if message.starts_with("etcdserver:") => ApiError::new(500, "", message),
         other => ApiError::internal(other.to_string()),
     }
 }
