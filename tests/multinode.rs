@@ -166,7 +166,7 @@ fn ping_avg(mn: &MultiNode, pod: &str, ip: &str) -> f64 {
 
 #[test]
 fn three_nodes_share_one_pod_network_over_vxlan() {
-    let mn = MultiNode::start("multinode-vxlan", 3);
+    let mut mn = MultiNode::start("multinode-vxlan", 3);
 
     // Each node published flannel's annotations and got its own /24 of the cluster CIDR.
     let nodes = jsonpath(
@@ -386,6 +386,27 @@ spec:
         &format!("http://{}.2:18080/cgi-bin/ip", mn.underlay_prefix),
     );
     assert_eq!(peer(&page), format!("{}.1", mn.underlay_prefix), "{page}");
+
+    // 6. A restarted agent keeps its VXLAN device (the MAC the other nodes know) and the
+    //    overlay carries traffic again.
+    let vtep = |mn: &MultiNode| {
+        jsonpath(
+            mn,
+            &["node", "node-2"],
+            "{.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-data}",
+        )
+    };
+    let before = vtep(&mn);
+    mn.restart_agent(2);
+    wait_on(&mn, "node-2's agent to log its pod network again", || {
+        mn.agents[0]
+            .log()
+            .contains("pod network ready")
+            .then_some(())
+    });
+    assert_eq!(vtep(&mn), before);
+    let page = fetch(&mn, "client2", &format!("http://{web_ip}:8080/cgi-bin/ip"));
+    assert_eq!(peer(&page), client2_ip, "{page}");
 
     // Figures: pod-to-pod RTT across the VXLAN overlay and on the same node.
     let across = ping_avg(&mn, "client1", &web_ip);

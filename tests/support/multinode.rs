@@ -93,6 +93,8 @@ pub struct AgentNode {
     pub ip: String,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Its `kaji agent` flags, for a restart.
+    args: Vec<String>,
 }
 
 impl AgentNode {
@@ -327,9 +329,9 @@ impl MultiNode {
                 ip,
                 dir,
                 child: None,
+                args: node_flags(i),
             };
-            let args = node_flags(i);
-            mn.spawn_agent(&mut agent, &args);
+            mn.spawn_agent(&mut agent);
             mn.agents.push(agent);
         }
         let want = nodes;
@@ -354,7 +356,7 @@ impl MultiNode {
         mn
     }
 
-    fn spawn_agent(&self, agent: &mut AgentNode, node_flags: &[String]) {
+    fn spawn_agent(&self, agent: &mut AgentNode) {
         let log = std::fs::File::create(agent.dir.path().join("agent.log")).expect("agent log");
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", agent.netns))
@@ -371,7 +373,7 @@ impl MultiNode {
             .arg(agent.dir.path())
             .arg("--registries")
             .arg(&self.agent_registries)
-            .args(node_flags)
+            .args(&agent.args)
             .env("KAJI_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -383,6 +385,14 @@ impl MultiNode {
     /// The agent of `node-<i>` (i >= 2).
     pub fn agent(&mut self, i: usize) -> &mut AgentNode {
         &mut self.agents[i - 2]
+    }
+
+    /// Kills node `i`'s agent (SIGKILL; its containerd and pods keep running) and starts it again.
+    pub fn restart_agent(&mut self, i: usize) {
+        let mut agent = self.agents.remove(i - 2);
+        agent.kill();
+        self.spawn_agent(&mut agent);
+        self.agents.insert(i - 2, agent);
     }
 
     /// Stops everything of node `i` (i >= 2) as a dead machine would: its agent, containerd,

@@ -96,7 +96,7 @@ pub async fn ensure_vxlan(
             && d["id"].as_u64() == Some(u64::from(vni))
             && d["port"].as_u64() == Some(u64::from(port))
             && d["local"].as_str() == Some(&local.to_string())
-            && l["link"].as_str() == Some(dev);
+            && d["link"].as_str() == Some(dev);
         if !matches {
             tracing::info!(device = name, "replacing a VXLAN device of other settings");
             ip(&["link", "del", "dev", name]).await?;
