@@ -22,13 +22,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (API server with its embedded store, controllers), k3s-style.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the controller manager alone against an API server.
     ControllerManager(ControllerManagerArgs),
     /// Run the scheduler alone against an API server (leader-elected: several may run).
     Scheduler(SchedulerArgs),
     /// Run a node agent that joins a cluster (the kubelet, or hollow nodes with --hollow).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run the service proxy alone against an API server (nftables; root).
     Proxy(ProxyArgs),
     /// Stop everything of a data dir (k3s-killall.sh): kaji, containerd, shims and containers,
@@ -401,7 +401,7 @@ fn main() -> Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Server(args) => rt.block_on(server(args)),
+        Command::Server(args) => rt.block_on(server(*args)),
         Command::ControllerManager(args) => rt.block_on(async move {
             let client = client_from_kubeconfig(&args.kubeconfig, "kube-controller-manager").await?;
             let opts = kaji_controllers::Options {
@@ -427,7 +427,7 @@ fn main() -> Result<()> {
             }
             kaji_scheduler::run(client, opts).await
         }),
-        Command::Agent(args) => rt.block_on(agent(args)),
+        Command::Agent(args) => rt.block_on(agent(*args)),
         Command::Proxy(args) => rt.block_on(async move {
             let client = client_from_kubeconfig(&args.kubeconfig, "kube-proxy").await?;
             let node = args.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
