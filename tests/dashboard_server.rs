@@ -620,7 +620,9 @@ fn browser_exec_terminal_over_websocket() {
     n.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: sh\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n");
     n.wait_running("shell");
     let token = token_of(&login_url(&n.cluster));
-    let script = "test -t 0 && echo IS-A-TTY; read line; stty size; echo got-$line; exit 3";
+    // The runtime applies a resize asynchronously: `stty size` fails while the terminal is
+    // still 0x0 (busybox prints nothing then), so the script polls it (5 s at most) before printing it.
+    let script = "test -t 0 && echo IS-A-TTY; read line; i=0; until s=$(stty size 2>/dev/null); [ -n \"$s\" ] || [ $i -ge 25 ]; do i=$((i+1)); sleep 0.2; done; echo $s; echo got-$line; exit 3";
     let query: String = script
         .bytes()
         .map(|b| {
