@@ -417,9 +417,14 @@ fn etcd_crash_and_restart() {
         "a write to a stopped etcd failed after {:?}",
         stalled.elapsed()
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "error: failed to create configmap: etcdserver: request timed out"
+    // The store's 15 s deadline gives upstream's text; when the HTTP/2 keepalive gives up on the
+    // frozen member first, the call is cancelled instead (seen once in a full run). Either way a
+    // clear failure, never a hang or an acknowledged write.
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(
+        stderr == "error: failed to create configmap: etcdserver: request timed out"
+            || stderr == "error: failed to create configmap: Internal error occurred: storage backend: etcd: operation was canceled",
+        "{stderr}"
     );
     let watch = Watch::start(&c, &["configmaps"]);
     wait_for("writes to work again", Duration::from_secs(60), || {
