@@ -91,17 +91,7 @@ impl Program {
             }
             env.eval(&self.expr).map(|v| v.to_json())
         };
-        if self.expr.depth() <= INLINE_DEPTH {
-            return run();
-        }
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("cel-eval".to_string())
-                .stack_size(PARSE_STACK)
-                .spawn_scoped(s, run)
-                .map_err(|e| e.to_string())
-                .and_then(|h| h.join().unwrap_or_else(|_| Err("internal error".to_string())))
-        })
+        self.on_enough_stack(run)
     }
 
     /// Whether the rule reads `oldSelf` (a transition rule: evaluated only on updates where the
@@ -145,6 +135,12 @@ impl Program {
             let mut env = eval::Env::new(value::Val::from_json(self_), old);
             env.eval(&self.expr).map(|v| v.to_json())
         };
+        self.on_enough_stack(run)
+    }
+
+    /// Runs an evaluation on the caller's stack, or on a thread with `PARSE_STACK` for deep
+    /// programs.
+    fn on_enough_stack(&self, run: impl FnOnce() -> Result<Value, String> + Send) -> Result<Value, String> {
         if self.expr.depth() <= INLINE_DEPTH {
             return run();
         }
@@ -154,10 +150,7 @@ impl Program {
                 .stack_size(PARSE_STACK)
                 .spawn_scoped(s, run)
                 .map_err(|e| e.to_string())
-                .and_then(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("internal error".to_string()))
-                })
+                .and_then(|h| h.join().unwrap_or_else(|_| Err("internal error".to_string())))
         })
     }
 }
