@@ -21,6 +21,7 @@ pub mod allocator;
 pub mod auth;
 mod bootstrap;
 pub mod discovery;
+pub mod endpoint_reconciler;
 pub mod metrics;
 pub mod objects;
 pub mod pki;

@@ -1,6 +1,8 @@
 //! The controller manager: reconciliation loops that make the declared state so, each a client
 //! of the API server (kube-runtime watchers and controllers), one file per controller.
-//! Where to start: [`run`] starts them all; each controller's file opens with what it does.
+//! Where to start: [`run`] elects a leader (the Lease `kube-system/kube-controller-manager`,
+//! kaji-runtime's elector) and, while this process leads, runs them all; each controller's file
+//! opens with what it does.
 //! Controllers are built on kaji-runtime: one informer factory per controller manager (one watch
 //! per kind), the controller harness (per-key back-off) and the one event recorder.
 
@@ -53,6 +55,10 @@ pub struct Options {
     /// The tokens controller's key and CA (`--service-account-private-key-file`,
     /// `--root-ca-file`); None: off.
     pub service_account_tokens: Option<serviceaccount_tokens::Settings>,
+    /// Take part in leader election (upstream `--leader-elect`, default true).
+    pub leader_elect: bool,
+    /// Identity in the Lease (upstream: `<hostname>_<uuid>`).
+    pub identity: String,
 }
 
 impl Default for Options {
@@ -65,6 +71,65 @@ impl Default for Options {
             pod_gc: podgc::Settings::default(),
             cluster_signing: None,
             service_account_tokens: None,
+            leader_elect: true,
+            identity: kaji_runtime::leader::default_identity(),
+        }
+    }
+}
+
+/// Runs the controller manager until a controller fails: with `leader_elect`, only while this
+/// process holds the Lease `kube-system/kube-controller-manager` (others stand by).
+///
+/// A leader that cannot renew stops leading. Upstream's process exits then; here the controllers
+/// run in a term of their own (a runtime on its own thread) that is shut down, every task it
+/// spawned with it, and the process campaigns again: exiting would take down the API server
+/// and the node that share the process, and nothing of the old term keeps writing.
+/// Each term starts its informers afresh (a cold start of a second or so on a new leader).
+pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    if !opts.leader_elect {
+        return run_controllers(client, opts).await;
+    }
+    let mut elector = kaji_runtime::leader::LeaderElector::new(
+        client.clone(),
+        kaji_runtime::leader::LeaderElectionConfig::kube_controller_manager(&opts.identity),
+    );
+    loop {
+        elector.acquire().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (c, o) = (client.clone(), opts.clone());
+        std::thread::Builder::new()
+            .name("controllers".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("controllers")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let result = rt.block_on(async move {
+                    tokio::select! {
+                        r = run_controllers(c, o) => Some(r),
+                        _ = stopped => None,
+                    }
+                });
+                // Every task of the term (watches, workers, event writers) ends here.
+                rt.shutdown_timeout(Duration::from_secs(5));
+                if let Some(r) = result {
+                    let _ = done_tx.send(r);
+                }
+            })?;
+        tokio::select! {
+            () = elector.keep_renewing() => {
+                let _ = stop.send(());
+            }
+            r = done => return r.unwrap_or(Ok(())),
         }
     }
 }
@@ -72,7 +137,7 @@ impl Default for Options {
 /// Runs every controller until one of them fails. Each controller registers the informers it
 /// needs with one factory first, then the factory starts them, one watch per kind for the whole
 /// controller manager.
-pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+async fn run_controllers(client: Client, opts: Options) -> anyhow::Result<()> {
     let f = Factory::new(client.clone());
     let mut loops = vec![
         ("replicaset", replicaset::run(&f, opts.clone())),

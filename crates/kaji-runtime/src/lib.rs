@@ -10,6 +10,8 @@
 //!   exponential back-off (5 ms to 1000 s);
 //! - [`events`]: the one core/v1 Event recorder (dedup into `count`, aggregation of similar
 //!   events), used by the controllers, the scheduler and the kubelet;
+//! - [`leader`]: leader election on a Lease (client-go's), for the scheduler and the controller
+//!   manager;
 //! - [`selector`] and [`volume`]: label-selector matching on typed objects and PersistentVolume
 //!   matching, shared by the PV binder and the scheduler.
 
@@ -18,6 +20,7 @@ pub mod endpoints;
 pub mod events;
 pub mod http;
 pub mod informer;
+pub mod leader;
 pub mod selector;
 pub mod volume;
 pub mod watch;

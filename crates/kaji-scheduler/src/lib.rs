@@ -35,7 +35,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            identity: format!("kaji-scheduler-{}", std::process::id()),
+            identity: leader::default_identity(),
             leader_elect: true,
             percentage_of_nodes_to_score: 0,
         }
@@ -58,7 +58,6 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     );
     loop {
         elector.acquire().await;
-        tracing::info!(identity = %elector.identity(), "successfully acquired lease kube-system/kube-scheduler");
         let mut sched = {
             let (client, opts, factory, informers) = (
                 client.clone(),
@@ -71,7 +70,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
             })
         };
         tokio::select! {
-            () = elector.keep_renewing() => tracing::warn!("leader election lost"),
+            () = elector.keep_renewing() => {}
             r = &mut sched => match r {
                 Ok(Err(e)) => tracing::error!("scheduler stopped: {e:#}"),
                 Ok(Ok(())) => {}

@@ -69,6 +69,11 @@ struct ServerArgs {
     /// HTTPS port of the API server.
     #[arg(long, default_value_t = 6443)]
     https_listen_port: u16,
+    /// The address this server is listed under in the `kubernetes` Service's endpoints, which
+    /// agents fail over between (k3s's flag; default: --bind-address unless unspecified or
+    /// loopback, else the default route's address).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Run without the node agent (`--disable-agent=false` turns it back on; the last one wins).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set, overrides_with = "disable_agent")]
     disable_agent: bool,
@@ -666,6 +671,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     };
     let running = kaji_apiserver::start(config, store).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
+    // Every live server in the `kubernetes` endpoints (the lease endpoint reconciler).
+    let advertise_ip = args.advertise_address.unwrap_or_else(|| {
+        if args.bind_address.is_unspecified() || args.bind_address.is_loopback() { kaji_apiserver::pki::advertise_ip() } else { args.bind_address }
+    });
+    kaji_apiserver::endpoint_reconciler::start(&running.server, kaji_apiserver::endpoint_reconciler::Advertised { ip: advertise_ip, port: running.addr.port() });
     eprintln!(
         "Kaji is running: https://{}\n  export KUBECONFIG={}\n  kubectl get namespaces",
         running.addr,
@@ -702,6 +712,7 @@ async fn server(args: ServerArgs) -> Result<()> {
                 private_key_file: kaji_apiserver::auth::serviceaccount::key_path(&args.data_dir),
                 root_ca_file: args.data_dir.join("server/tls/ca.crt"),
             }),
+            ..Default::default()
         };
         spokes.spawn(kaji_controllers::run(client_from_kubeconfig(&controller_kubeconfig, "kube-controller-manager").await?, opts));
     }
