@@ -3,8 +3,9 @@
 //! watch, apply, patch, delete, a Deployment scaled by the controllers on a hollow node), etcd's
 //! own view of the keys, and a restart of the server on the same etcd.
 //!
-//! Keys are Kaji's layout, `/registry/<group|core>/<version>/<resource>/[<ns>/]<name>`
-//! (kaji-apiserver's `objects::key`), not kube-apiserver's `/registry/<resource>/...`.
+//! Keys are kube-apiserver's layout, `/registry/<resource>/[<ns>/]<name>` with upstream's
+//! exceptions (kaji-apiserver's `registry::keys`); objects under Kaji's former layout
+//! (`/registry/<group|core>/<version>/...`) are moved at start, on etcd and on the embedded store.
 mod support;
 
 use std::io::BufRead;
@@ -189,20 +190,33 @@ fn kubectl_bars_on_etcd() {
     let etcd = Etcd::start();
     let mut c = on_etcd("etcd-bars", &etcd, &["--hollow-nodes", "1"]);
 
-    // The objects' keys, in etcd.
-    let keys = etcd.etcdctl_ok(&[
-        "get",
-        "--prefix",
-        "/registry/core/v1/namespaces/",
-        "--keys-only",
-    ]);
+    // The objects' keys, in etcd, as on a kubeadm cluster.
+    let node = wait_for("the hollow node", Duration::from_secs(30), || {
+        let name = jsonpath(&c, &["get", "nodes"], "{.items[0].metadata.name}");
+        (!name.is_empty()).then_some(name)
+    });
+    let keys = etcd.etcdctl_ok(&["get", "--prefix", "/registry", "--keys-only"]);
     let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
-    for ns in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+    let mut expected: Vec<String> = ["default", "kube-node-lease", "kube-public", "kube-system"]
+        .iter()
+        .map(|ns| format!("/registry/namespaces/{ns}"))
+        .collect();
+    expected.extend([
+        "/registry/services/specs/default/kubernetes".to_string(),
+        "/registry/services/endpoints/default/kubernetes".to_string(),
+        format!("/registry/minions/{node}"),
+        "/registry/clusterroles/cluster-admin".to_string(),
+    ]);
+    for key in &expected {
         assert!(
-            keys.contains(&format!("/registry/core/v1/namespaces/{ns}").as_str()),
-            "etcdctl shows /registry/core/v1/namespaces/{ns}: {keys:?}"
+            keys.contains(&key.as_str()),
+            "etcdctl shows {key}: {keys:?}"
         );
     }
+    assert!(
+        !keys.iter().any(|k| k.starts_with("/registry/core/")),
+        "{keys:?}"
+    );
     let namespaces = c.ok(&["get", "namespaces"]);
     assert!(namespaces.starts_with("NAME"), "{namespaces}");
     assert!(namespaces.contains("kube-system"), "{namespaces}");
@@ -223,7 +237,7 @@ fn kubectl_bars_on_etcd() {
     );
     let kv = etcd.etcdctl_ok(&[
         "get",
-        "/registry/core/v1/configmaps/default/one",
+        "/registry/configmaps/default/one",
         "-w",
         "fields",
     ]);
@@ -281,7 +295,7 @@ fn kubectl_bars_on_etcd() {
     );
     let gone = etcd.etcdctl_ok(&[
         "get",
-        "/registry/core/v1/configmaps/default/one",
+        "/registry/configmaps/default/one",
         "--keys-only",
     ]);
     assert!(gone.trim().is_empty(), "the key is gone from etcd: {gone}");
@@ -312,15 +326,18 @@ fn kubectl_bars_on_etcd() {
     let pods = c.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
     let running = pods.lines().filter(|l| l.contains(" Running ")).count();
     assert_eq!(running, 4, "{pods}");
-    let rs_keys = etcd.etcdctl_ok(&[
-        "get",
-        "--prefix",
-        "/registry/apps/v1/replicasets/default/",
-        "--keys-only",
-    ]);
+    let app_keys = etcd.etcdctl_ok(&["get", "--prefix", "/registry/", "--keys-only"]);
     assert!(
-        rs_keys.contains("/registry/apps/v1/replicasets/default/web-"),
-        "{rs_keys}"
+        app_keys.contains("/registry/deployments/default/web\n"),
+        "{app_keys}"
+    );
+    assert!(
+        app_keys.contains("/registry/replicasets/default/web-"),
+        "{app_keys}"
+    );
+    assert!(
+        app_keys.contains("/registry/pods/default/web-"),
+        "{app_keys}"
     );
 
     // A restart of the server on the same etcd: everything is still there.
@@ -448,6 +465,87 @@ fn etcd_crash_and_restart() {
         r#"{"data":{"a":"3"}}"#,
     ]);
     watch.expect("MODIFIED", "before");
+}
+
+/// Objects written under Kaji's former key layout (`/registry/<group|core>/<version>/...`) come
+/// up under Kubernetes' at start: on etcd (written with etcdctl) and in an embedded data dir
+/// (written through kaji_store while the server is stopped).
+#[test]
+fn old_key_layout_is_migrated() {
+    let configmap = |name: &str| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "data": {"from": "old layout"},
+        })
+        .to_string()
+    };
+    let namespace = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"legacy","uid":"uid-legacy","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}"#;
+
+    // etcd: keys put before the server first starts.
+    let etcd = Etcd::start();
+    etcd.etcdctl_ok(&["put", "/registry/core/v1/namespaces/legacy", namespace]);
+    etcd.etcdctl_ok(&[
+        "put",
+        "/registry/core/v1/configmaps/default/old-etcd",
+        &configmap("old-etcd"),
+    ]);
+    let c = on_etcd(
+        "etcd-migrate",
+        &etcd,
+        &["--disable-controllers", "--disable-scheduler"],
+    );
+    assert_eq!(
+        jsonpath(&c, &["get", "configmap", "old-etcd"], "{.data.from}"),
+        "old layout"
+    );
+    assert_eq!(
+        jsonpath(&c, &["get", "namespace", "legacy"], "{.status.phase}"),
+        "Active"
+    );
+    let keys = etcd.etcdctl_ok(&["get", "--prefix", "/registry/", "--keys-only"]);
+    assert!(
+        keys.contains("/registry/configmaps/default/old-etcd\n")
+            && keys.contains("/registry/namespaces/legacy\n"),
+        "{keys}"
+    );
+    assert!(!keys.contains("/registry/core/"), "{keys}");
+    assert!(
+        c.log().contains("storage keys migrated to Kubernetes' layout"),
+        "the move is logged"
+    );
+    drop(c);
+
+    // The embedded store: a data dir whose server was stopped, an old key written into it.
+    let mut c = Cluster::start_with(
+        "embedded-migrate",
+        &["--disable-controllers", "--disable-scheduler"],
+    );
+    c.kill();
+    {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            use kaji_store::Store as _;
+            let path = c.data_dir().join("server/db/state.redb");
+            let store = kaji_store::RedbStore::open(&path, kaji_store::RedbOptions::default())
+                .expect("opening the stopped server's store");
+            store
+                .create(
+                    "/registry/core/v1/configmaps/default/old-redb",
+                    configmap("old-redb").into_bytes(),
+                )
+                .await
+                .expect("an old-layout key");
+        });
+    }
+    c.spawn();
+    assert_eq!(
+        jsonpath(&c, &["get", "configmap", "old-redb"], "{.data.from}"),
+        "old layout"
+    );
+    let list = c.ok(&["get", "configmaps", "-n", "default", "--no-headers"]);
+    assert!(list.lines().any(|l| l.starts_with("old-redb ")), "{list}");
 }
 
 /// No etcd at the endpoint: the server exits with a message naming it.

@@ -23,6 +23,7 @@ mod bootstrap;
 pub mod discovery;
 pub mod endpoint_reconciler;
 pub mod metrics;
+mod migrate;
 pub mod objects;
 pub mod pki;
 pub mod proxy;
@@ -215,6 +216,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         openapi_v3: OnceLock::new(),
         custom_openapi: Default::default(),
     });
+    migrate::legacy_keys(&*server.store, &server.registry).await?;
     bootstrap::restore_allocations(&server).await?;
     bootstrap::ensure_defaults(&server, addr, &config).await?;
     auth::rbac::Rbac::load(&server).await?;

@@ -5,20 +5,14 @@ use kaji_api::ResourceInfo;
 use kaji_store::KeyValue;
 use serde_json::{Map, Value, json};
 
-/// `/registry/<group|core>/<version>/<plural>/[<namespace>/]<name>`.
+/// `/registry/<resource>/[<namespace>/]<name>`: Kubernetes' layout (`registry::keys`).
 pub fn key(info: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
-    let mut k = prefix(info, namespace);
-    k.push_str(name);
-    k
+    crate::registry::keys::key(info, namespace, name)
 }
 
 /// The listing prefix for a kind, in one namespace or in all of them. Always ends with '/'.
 pub fn prefix(info: &ResourceInfo, namespace: Option<&str>) -> String {
-    let group = if info.group.is_empty() { "core" } else { info.group };
-    match namespace.filter(|_| info.namespaced) {
-        Some(ns) => format!("/registry/{group}/{}/{}/{ns}/", info.version, info.plural),
-        None => format!("/registry/{group}/{}/{}/", info.version, info.plural),
-    }
+    crate::registry::keys::prefix(info, namespace)
 }
 
 /// Decodes a stored value and stamps `metadata.resourceVersion` with its revision.

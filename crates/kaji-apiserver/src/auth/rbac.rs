@@ -25,8 +25,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
-/// Where the store keeps the four kinds.
-const PREFIX: &str = "/registry/rbac.authorization.k8s.io/v1/";
+/// The store keeps the four kinds under `/registry/<plural>/` (`registry::keys`): no common
+/// prefix of their own, so keys are matched below the root.
+const PREFIX: &str = crate::registry::keys::ROOT;
+const KINDS: [&str; 4] = ["roles", "rolebindings", "clusterroles", "clusterrolebindings"];
+
+/// The key root of each of the four kinds.
+fn kind_prefixes() -> [String; 4] {
+    KINDS.map(|plural| crate::registry::keys::resource_prefix(GROUP, plural))
+}
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
@@ -452,12 +459,16 @@ impl Rbac {
     }
 
     async fn follow(&self, store: Arc<dyn kaji_store::Store>) {
+        let prefixes = kind_prefixes();
         loop {
             let from = self.read().revision;
             match store.watch(PREFIX, from).await {
                 Ok(mut stream) => {
                     while let Some(ev) = stream.next().await {
                         match ev {
+                            Ok(ev) if !prefixes.iter().any(|p| ev.kv.key.starts_with(p.as_str())) => {
+                                self.write().revision = ev.revision();
+                            }
                             Ok(ev) => {
                                 let mut index = self.write();
                                 let obj = match ev.event_type {
@@ -511,29 +522,33 @@ async fn list_all(server: &Arc<ApiServer>) -> anyhow::Result<Index> {
 
 async fn list_store(store: &dyn kaji_store::Store) -> anyhow::Result<Index> {
     let mut index = Index::default();
-    let mut start_after = None;
-    loop {
-        let res = store
-            .list(
-                PREFIX,
-                kaji_store::ListOptions {
-                    start_after: start_after.clone(),
-                    limit: Some(1000),
-                    revision: index.revision.checked_add(0).filter(|r| *r > 0),
-                },
-            )
-            .await?;
-        index.revision = res.revision;
-        start_after = res.items.last().map(|kv| kv.key.clone());
-        for kv in &res.items {
-            if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
-                index.apply(&kv.key, Some(&obj));
+    // The four kinds at one revision: the first page's.
+    for prefix in kind_prefixes() {
+        let mut start_after = None;
+        loop {
+            let res = store
+                .list(
+                    &prefix,
+                    kaji_store::ListOptions {
+                        start_after: start_after.clone(),
+                        limit: Some(1000),
+                        revision: index.revision.checked_add(0).filter(|r| *r > 0),
+                    },
+                )
+                .await?;
+            index.revision = res.revision;
+            start_after = res.items.last().map(|kv| kv.key.clone());
+            for kv in &res.items {
+                if let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) {
+                    index.apply(&kv.key, Some(&obj));
+                }
+            }
+            if !res.more {
+                break;
             }
         }
-        if !res.more {
-            return Ok(index);
-        }
     }
+    Ok(index)
 }
 
 #[cfg(test)]

@@ -245,11 +245,11 @@ pub async fn dispatch(call: Call<'_>, method: &http::Method) -> Result<Reply, Ap
         let (key, what) = if pods {
             let ns = ns.clone().unwrap_or_default();
             (
-                format!("/registry/core/v1/pods/{ns}/{name}"),
+                format!("{}{ns}/{name}", crate::registry::keys::resource_prefix("", "pods")),
                 format!("{ns}/{name}"),
             )
         } else {
-            (format!("/registry/core/v1/nodes/{name}"), name.clone())
+            (format!("{}{name}", crate::registry::keys::resource_prefix("", "nodes")), name.clone())
         };
         let plural = if pods { "podmetrics" } else { "nodemetrics" };
         let not_found = || ApiError::not_found(GROUP, plural, &what);
@@ -266,12 +266,13 @@ pub async fn dispatch(call: Call<'_>, method: &http::Method) -> Result<Reply, Ap
     }
     let (lsel, fsel) = selectors(&call)?;
     let prefix = if pods {
+        let all = crate::registry::keys::resource_prefix("", "pods");
         match &ns {
-            Some(ns) => format!("/registry/core/v1/pods/{ns}/"),
-            None => "/registry/core/v1/pods/".to_string(),
+            Some(ns) => format!("{all}{ns}/"),
+            None => all,
         }
     } else {
-        "/registry/core/v1/nodes/".to_string()
+        crate::registry::keys::resource_prefix("", "nodes")
     };
     let items: Vec<Value> = stored_list(&call, &prefix)
         .await?

@@ -313,7 +313,7 @@ async fn scrape_loop(server: Weak<ApiServer>, resolution: Duration) {
         let nodes = match server
             .store
             .list(
-                "/registry/core/v1/nodes/",
+                &crate::registry::keys::resource_prefix("", "nodes"),
                 kaji_store::ListOptions::default(),
             )
             .await

@@ -16,6 +16,7 @@ pub mod coordination;
 pub mod core;
 pub mod discovery;
 pub mod events;
+pub mod keys;
 pub mod meta;
 pub mod networking;
 pub mod podspec;

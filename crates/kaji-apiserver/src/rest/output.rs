@@ -173,7 +173,7 @@ mod tests {
             let items: Vec<KeyValue> = (0..n)
                 .map(|i| {
                     let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
-                    KeyValue { key: format!("/registry/core/v1/configmaps/default/c{i}"), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
+                    KeyValue { key: strategy.key(Some("default"), &format!("c{i}")), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
                 })
                 .collect();
             let meta = json!({"resourceVersion": "400", "continue": "abc"});

@@ -51,7 +51,7 @@ pub async fn kubelet_address(storage: &dyn kaji_store::Store, pod: &Value) -> Re
         return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     }
     let node = storage
-        .get(&format!("/registry/core/v1/nodes/{node_name}"))
+        .get(&format!("{}{node_name}", crate::registry::keys::resource_prefix("", "nodes")))
         .await
         .map_err(crate::store_error)?
         .map(|kv| crate::objects::decode(&kv))
