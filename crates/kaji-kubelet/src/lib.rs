@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod hollow;
 pub mod images;
 pub mod join;
+pub mod loadbalancer;
 pub mod logs;
 pub mod agent;
 pub mod cri;

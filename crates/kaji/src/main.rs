@@ -369,6 +369,10 @@ struct AgentArgs {
     /// Lease duration of the nodes (upstream kubelet flag); leases are renewed every quarter of it.
     #[arg(long, default_value_t = 40)]
     node_lease_duration_seconds: u64,
+    /// Port of the agent's load balancer over the servers on 127.0.0.1 (k3s's flag; 0: any free
+    /// port; when 6444 is taken, another agent on this machine, any free port is used).
+    #[arg(long, default_value_t = 6444)]
+    lb_server_port: u16,
 }
 
 /// glibc's malloc keeps what a burst freed in its arenas (one per thread that allocated, the
@@ -470,10 +474,13 @@ async fn client_from_kubeconfig(path: &Path, component: &str) -> Result<kube::Cl
 
 async fn agent(args: AgentArgs) -> Result<()> {
     let token = std::fs::read_to_string(&args.token_file).with_context(|| format!("reading {}", args.token_file.display()))?;
+    // Every client of the node goes through the load balancer over the servers (k3s's agent).
+    let lb = agent_load_balancer(&args).await?;
+    let server = lb.url();
     // The join token only gets the agent its own credentials (as k3s's agents).
-    let joined = kaji_kubelet::join::client(&args.server, &token).await?;
+    let joined = kaji_kubelet::join::client(&server, &token).await?;
     let client_as = |field: &'static str, value: String, component: &'static str| {
-        let (joined, server) = (joined.clone(), args.server.clone());
+        let (joined, server) = (joined.clone(), server.clone());
         async move {
             let (cert, key, ca) = kaji_kubelet::join::client_certificate(&joined, field, &value).await?;
             kaji_kubelet::join::client_from_kubeconfig_text(&kaji_kubelet::join::kubeconfig(&server, &ca, &cert, &key), component).await
@@ -481,8 +488,9 @@ async fn agent(args: AgentArgs) -> Result<()> {
     };
     if !args.hollow {
         let node_name = args.node.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
-        let kubelet = kaji_kubelet::join::node_client(&args.server, &token, &node_name, &args.data_dir.join("agent")).await?;
+        let kubelet = kaji_kubelet::join::node_client(&server, &token, &node_name, &args.data_dir.join("agent")).await?;
         let services = client_as("user", "system:kube-proxy".into(), "kube-proxy").await?;
+        tokio::spawn(lb.clone().follow_endpoints(services.clone()));
         let mut spokes = tokio::task::JoinSet::new();
         spawn_node(&mut spokes, &kubelet, &services, &args.data_dir, &args.node, &[])?;
         return match spokes.join_next().await {
@@ -499,12 +507,26 @@ async fn agent(args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     let reader = client_as("user", "kaji:hollow-nodes".into(), "kubelet").await?;
+    tokio::spawn(lb.clone().follow_endpoints(client_as("user", "system:kube-proxy".into(), "kube-proxy").await?));
     let mut nodes = std::collections::HashMap::new();
     for i in 0..opts.nodes {
         let name = kaji_kubelet::hollow::node_name(&opts, i);
         nodes.insert(name.clone(), client_as("nodeName", name.clone(), "kubelet").await?);
     }
     kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts).await
+}
+
+/// The agent's load balancer on 127.0.0.1:--lb-server-port in front of --server.
+async fn agent_load_balancer(args: &AgentArgs) -> Result<kaji_kubelet::loadbalancer::LoadBalancer> {
+    use kaji_kubelet::loadbalancer::LoadBalancer;
+    let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match LoadBalancer::start(at(args.lb_server_port), &args.server).await {
+        Err(e) if args.lb_server_port != 0 => {
+            tracing::warn!(error = %format!("{e:#}"), "the load balancer's port is taken; using any free port");
+            LoadBalancer::start(at(0), &args.server).await
+        }
+        r => r,
+    }
 }
 
 fn proxy_options(node_name: &str, net: &NetworkArgs) -> Result<kaji_proxy::ProxyOptions> {
