@@ -149,3 +149,74 @@ pub async fn restore_allocations(server: &Arc<ApiServer>) -> Result<()> {
         }
     }
 }
+
+/// Where a joining server gets the cluster's shared material (k3s's `/v1-k3s/server-bootstrap`).
+pub const SERVER_BOOTSTRAP_PATH: &str = "/v1-kaji/server-bootstrap";
+
+/// What every server of a cluster shares, relative to the data dir: the cluster CA, the
+/// service-account signing key, the etcd CAs, and both tokens.
+const SHARED_FILES: &[&str] = &[
+    "server/tls/ca.crt",
+    "server/tls/ca.key",
+    "server/tls/service-account.key",
+    "server/tls/etcd/server-ca.crt",
+    "server/tls/etcd/server-ca.key",
+    "server/tls/etcd/peer-ca.crt",
+    "server/tls/etcd/peer-ca.key",
+    "server/token",
+    "token",
+];
+
+/// The critical configuration a server records at start (`--cluster-cidr`, `--service-cidr`,
+/// its etcd member's client URL), handed to joining servers, which must agree.
+pub const CRITICAL_CONFIG_FILE: &str = "server/critical-config.json";
+
+/// `GET /v1-kaji/server-bootstrap`, basic auth `server:<password of the server token>`, served
+/// before authentication: `{"files": {path: PEM}, "config": {...}}`; 401 for any other credentials
+/// (and where this server has no server token, i.e. no managed etcd).
+pub async fn server_bootstrap(server: &ApiServer, headers: &http::HeaderMap) -> http::Response<crate::server::Body> {
+    use http_body_util::BodyExt;
+    let respond = |code: u16, body: &Value| {
+        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default())).boxed());
+        *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        resp
+    };
+    let Some(data_dir) = server.pki.dir.parent().and_then(std::path::Path::parent) else {
+        return respond(404, &kaji_api::ApiError::new(404, "NotFound", "no data dir").to_status());
+    };
+    let expected = std::fs::read_to_string(crate::pki::server_token_path(data_dir)).ok();
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let authorized = match (&expected, &given) {
+        (Some(expected), Some(given)) => {
+            let want = crate::pki::token_password(expected);
+            given.strip_prefix("server:").is_some_and(|p| !want.is_empty() && constant_time_eq(p.as_bytes(), want.as_bytes()))
+        }
+        _ => false,
+    };
+    if !authorized {
+        tracing::warn!("refused a server bootstrap request: wrong or missing server token");
+        return respond(401, &kaji_api::ApiError::unauthorized().to_status());
+    }
+    let mut files = serde_json::Map::new();
+    for rel in SHARED_FILES {
+        if let Ok(text) = std::fs::read_to_string(data_dir.join(rel)) {
+            files.insert((*rel).to_string(), Value::String(text));
+        }
+    }
+    let config = std::fs::read_to_string(data_dir.join(CRITICAL_CONFIG_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .unwrap_or_else(|| json!({}));
+    tracing::info!("handed the cluster's shared material to a joining server");
+    respond(200, &json!({"files": files, "config": config}))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

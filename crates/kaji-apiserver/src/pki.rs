@@ -301,3 +301,62 @@ impl Pki {
         self.token.split_once("::").map_or(self.token.as_str(), |(_, s)| s)
     }
 }
+
+/// Where the server token lives (k3s's `server/token`).
+pub fn server_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("server").join("token")
+}
+
+/// The password of a token as k3s reads it: `K10<hash>::server:<password>`, `K10<hash>::<password>`
+/// or the bare password.
+pub fn token_password(token: &str) -> &str {
+    let token = token.trim();
+    let rest = token.strip_prefix("K10").and_then(|t| t.split_once("::")).map_or(token, |(_, s)| s);
+    rest.strip_prefix("server:").unwrap_or(rest)
+}
+
+/// The server token (k3s's `<data-dir>/server/token`, `K10<sha256 of the CA>::server:<password>`),
+/// which further servers join with. Made once, from `given` (`--token`: a full token or the
+/// bare password) or at random; a later `given` must carry the same password. The agent token
+/// (`<data-dir>/token`, `::node:`) is separate and unchanged.
+pub fn load_or_create_server_token(data_dir: &Path, ca_cert_pem: &str, given: Option<&str>) -> Result<String> {
+    let path = server_token_path(data_dir);
+    if path.exists() {
+        let token = read(&path)?.trim().to_string();
+        if let Some(given) = given
+            && token_password(given) != token_password(&token)
+        {
+            anyhow::bail!("--token does not match the server token in {} (the cluster's token cannot be changed here)", path.display());
+        }
+        return Ok(token);
+    }
+    let password = match given.map(token_password) {
+        Some(p) if !p.is_empty() => p.to_string(),
+        Some(_) => anyhow::bail!("--token is empty"),
+        None => (0..32).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect(),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let token = format!("K10{}::server:{password}", ca_hash(ca_cert_pem));
+    write_private(&path, &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// Writes a private file (mode 0600), for material a joining server receives.
+pub fn write_private_file(path: &Path, contents: &str) -> Result<()> {
+    write_private(path, contents)
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_password;
+
+    #[test]
+    fn passwords_of_every_token_spelling() {
+        assert_eq!(token_password("K10abc::server:s3cret\n"), "s3cret");
+        assert_eq!(token_password("K10abc::s3cret"), "s3cret");
+        assert_eq!(token_password("s3cret"), "s3cret");
+        assert_eq!(token_password("server:s3cret"), "s3cret");
+    }
+}

@@ -252,6 +252,14 @@ async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net:
         }
         req = Request::from_parts(parts, body);
     }
+    // A joining server authenticates with the server token itself (bootstrap::server_bootstrap).
+    if path == crate::bootstrap::SERVER_BOOTSTRAP_PATH {
+        let (parts, body) = req.into_parts();
+        drain(body).await;
+        let resp = crate::bootstrap::server_bootstrap(&server, &parts.headers).await;
+        server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
     // Authentication, impersonation and authorization, in upstream's filter order.
     let user = match crate::auth::authn::authenticate(&server, cert_user, req.headers()).await {
         Ok(Some(user)) => Ok(user),

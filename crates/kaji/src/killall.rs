@@ -159,6 +159,23 @@ pub async fn run(args: KillallArgs) -> Result<()> {
         }
     }
 
+    // 1b. The managed etcd member (it dies with its server; one left over from a crash or an
+    //     orphaned supervisor is stopped here). Its data stays.
+    let etcd = crate::etcd::member_pids(&data_dir);
+    for pid in &etcd {
+        report(format!("stopping etcd member (pid {pid})"));
+        signal(*pid, libc::SIGTERM);
+    }
+    if !wait_gone(&etcd, Duration::from_secs(10)).await {
+        for pid in etcd.iter().filter(|p| alive(**p)) {
+            report(format!("etcd pid {pid} ignored SIGTERM for 10s: killing it"));
+            signal(*pid, libc::SIGKILL);
+        }
+        if !wait_gone(&etcd, Duration::from_secs(5)).await {
+            problems.push(format!("etcd processes {etcd:?} did not exit"));
+        }
+    }
+
     // 2. The node: what it recorded, unless flags say otherwise. A data dir where no node ran has
     //    no containerd or network to remove, unless flags name them.
     let recorded = NodeSettings::read(&data_dir)?;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod dashboard;
+mod etcd;
+mod ha;
 mod killall;
 mod users;
 
@@ -41,6 +43,8 @@ enum Command {
     /// Print a URL that opens the dashboard logged in (as `minikube dashboard`), or serve it
     /// for a remote cluster (`--kubeconfig F --listen 127.0.0.1:PORT`).
     Dashboard(dashboard::DashboardArgs),
+    /// Save, list or restore snapshots of the managed etcd (k3s's `etcd-snapshot`).
+    EtcdSnapshot(etcd::EtcdSnapshotArgs),
 }
 
 /// Durations as upstream flags write them: `40s`, `5m`, `1h`, `500ms`.
@@ -79,6 +83,9 @@ struct ServerArgs {
     disable_agent: bool,
     #[command(flatten)]
     node: NodeArgs,
+    /// --cluster-init, --server, --token, --cluster-reset: servers on a managed etcd (`ha.rs`).
+    #[command(flatten)]
+    ha: ha::HaArgs,
     /// The pod network: each node gets a /24 of it.
     #[arg(long, default_value = "10.42.0.0/16", value_parser = kaji_controllers::nodeipam::parse_cidr)]
     cluster_cidr: (std::net::Ipv4Addr, u8),
@@ -448,6 +455,7 @@ fn main() -> Result<()> {
         Command::Kubeconfig(args) => users::kubeconfig(args),
         Command::Token(args) => users::token(args),
         Command::Dashboard(args) => rt.block_on(dashboard::run(args)),
+        Command::EtcdSnapshot(args) => etcd::snapshot(args),
     }
 }
 
@@ -645,8 +653,18 @@ fn store_options(args: &ServerArgs) -> kaji_store::RedbOptions {
     }
 }
 
-async fn server(args: ServerArgs) -> Result<()> {
+async fn server(mut args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    if args.ha.cluster_reset {
+        return etcd::cluster_reset(&args.data_dir, args.ha.cluster_reset_restore_path.as_deref());
+    }
+    // A managed etcd member (--cluster-init, --server, or one this data dir has) is the datastore.
+    let critical = ha::Critical { cluster_cidr: format!("{}/{}", args.cluster_cidr.0, args.cluster_cidr.1), service_cidr: args.node.network.service_cidr.to_string() };
+    let managed_etcd = ha::start(&args.ha, &args.data_dir, args.bind_address, args.node.network.service_cidr.nth(1), &critical).await?;
+    if let Some(m) = &managed_etcd {
+        args.datastore_endpoint = vec![m.endpoint.clone()];
+        (args.datastore_cafile, args.datastore_certfile, args.datastore_keyfile) = (Some(m.tls.ca_file.clone()), Some(m.tls.cert_file.clone()), Some(m.tls.key_file.clone()));
+    }
     let db_dir = args.data_dir.join("server").join("db");
     std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
     let store: Arc<dyn kaji_store::Store> = if args.datastore_endpoint.is_empty() {
@@ -670,6 +688,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         }
         store
     };
+    let dashboard = (!args.disable.iter().any(|d| d == "dashboard")).then(kaji_dashboard::Dashboard::new);
     let config = kaji_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
@@ -689,7 +708,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             modes: args.authorization_mode.clone(),
             audit_log_path: args.audit_log_path.clone(),
         },
-        extra: (!args.disable.iter().any(|d| d == "dashboard")).then(dashboard::handler),
+        extra: dashboard.clone().map(dashboard::handler),
     };
     let running = kaji_apiserver::start(config, store).await?;
     tracing::info!(addr = %running.addr, elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
@@ -718,6 +737,10 @@ async fn server(args: ServerArgs) -> Result<()> {
     let scheduler_kubeconfig = spoke("scheduler", "system:kube-scheduler", &[], cred.join("scheduler.kubeconfig"))?;
     let proxy_kubeconfig = spoke("kube-proxy", "system:kube-proxy", &[], cred.join("proxy.kubeconfig"))?;
     let mut spokes = tokio::task::JoinSet::new();
+    if let Some(d) = dashboard {
+        let sampler = spoke("dashboard", dashboard::sampler_user(), &[], cred.join("dashboard.kubeconfig"))?;
+        spokes.spawn(dashboard::run_in_server(d, running.kubeconfig.clone(), sampler, args.metric_resolution));
+    }
     if !args.disable_controllers {
         let opts = kaji_controllers::Options {
             node_monitor_grace_period: args.node_monitor_grace_period,

@@ -1,0 +1,350 @@
+//! Servers on a managed etcd, as k3s: `--cluster-init`, joining with `--server`/`--token`,
+//! the refusals of a join (wrong token, CA hash, critical config), restarts, and etcd snapshots
+//! restored with `--cluster-reset --cluster-reset-restore-path`. Every server listens on
+//! 127.0.0.1 with its own API and etcd ports and data dir; dropping a server kills it, and its
+//! etcd member dies with it (PR_SET_PDEATHSIG).
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::{Cluster, wait_for};
+
+/// A server with a managed etcd member on free ports, started with `flags`.
+fn server(name: &str, flags: &[&str]) -> Cluster {
+    let (client, peer) = (
+        support::free_port().to_string(),
+        support::free_port().to_string(),
+    );
+    let mut all = vec!["--etcd-client-port", &client, "--etcd-peer-port", &peer];
+    all.extend_from_slice(flags);
+    Cluster::start_with(name, &all)
+}
+
+fn url(c: &Cluster) -> String {
+    format!("https://127.0.0.1:{}", c.port)
+}
+
+fn server_token(c: &Cluster) -> String {
+    std::fs::read_to_string(c.data_dir().join("server/token"))
+        .expect("server/token")
+        .trim()
+        .to_string()
+}
+
+/// `etcdctl member list` through the member of `c`, with its client certificate.
+fn members(c: &Cluster) -> Vec<Value> {
+    let tls = c.data_dir().join("server/tls/etcd");
+    let config =
+        std::fs::read_to_string(c.data_dir().join("server/db/etcd/config")).expect("etcd config");
+    let endpoint = config
+        .lines()
+        .find_map(|l| l.strip_prefix("advertise-client-urls: "))
+        .map(|s| s.trim_matches('"').to_string())
+        .expect("client URL in the etcd config");
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--cacert")
+        .arg(tls.join("server-ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("client.crt"))
+        .arg("--key")
+        .arg(tls.join("client.key"))
+        .args(["member", "list", "-w", "json"])
+        .output()
+        .expect("etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl member list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("etcdctl JSON");
+    v["members"].as_array().cloned().unwrap_or_default()
+}
+
+/// Members that have started (a name and client URLs: etcdctl prints "started").
+fn started(members: &[Value]) -> usize {
+    members
+        .iter()
+        .filter(|m| {
+            m["name"].as_str().is_some_and(|n| !n.is_empty())
+                && m["clientURLs"].as_array().is_some_and(|u| !u.is_empty())
+        })
+        .count()
+}
+
+/// etcd processes of a data dir (they die with their server).
+fn etcd_running(dir: &Path) -> bool {
+    let config = dir.join("server/db/etcd/config");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                return false;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            !zombie
+                && argv.windows(2).any(|w| {
+                    w[0] == b"--config-file" && Path::new(&*String::from_utf8_lossy(w[1])) == config
+                })
+        })
+}
+
+fn kill_and_wait(c: &mut Cluster) {
+    c.kill();
+    wait_for(
+        "the etcd member to die with its server",
+        Duration::from_secs(20),
+        || (!etcd_running(c.data_dir())).then_some(()),
+    );
+}
+
+/// Runs `kaji server` that must refuse to join: non-zero exit, `message` on stderr, and
+/// nothing written to its data dir.
+fn refused_join(first: &Cluster, token: &str, extra: &[&str], message: &str) {
+    let dir = tempfile::Builder::new()
+        .prefix("kaji-ha-refused-")
+        .tempdir()
+        .expect("tempdir");
+    let (port, client, peer) = (
+        support::free_port().to_string(),
+        support::free_port().to_string(),
+        support::free_port().to_string(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--server",
+            &url(first),
+            "--token",
+            token,
+            "--etcd-client-port",
+            &client,
+            "--etcd-peer-port",
+            &peer,
+        ])
+        .args(extra)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("kaji server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the join should have been refused; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in:\n{stderr}"
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("data dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(written.is_empty(), "a refused join wrote {written:?}");
+}
+
+#[test]
+fn cluster_init_restart_and_snapshot_restore() {
+    let mut s1 = server("ha-init", &["--cluster-init"]);
+    let m = members(&s1);
+    assert_eq!((m.len(), started(&m)), (1, 1), "{m:?}");
+    assert!(server_token(&s1).starts_with("K10") && server_token(&s1).contains("::server:"));
+    // The agent token is still the node token.
+    let agent_token = std::fs::read_to_string(s1.data_dir().join("token")).expect("token");
+    assert!(agent_token.contains("::node:"), "{agent_token}");
+    s1.ok(&["create", "configmap", "kept", "--from-literal=a=1"]);
+
+    // A restart without --cluster-init keeps the member and its objects (k3s).
+    kill_and_wait(&mut s1);
+    s1.spawn();
+    assert_eq!(
+        s1.ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    assert_eq!(members(&s1).len(), 1);
+
+    // Snapshot, delete, restore: the object is back.
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["etcd-snapshot", "save", "--data-dir"])
+        .arg(s1.data_dir())
+        .output()
+        .expect("kaji etcd-snapshot");
+    assert!(
+        out.status.success(),
+        "etcd-snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshots: Vec<_> = std::fs::read_dir(s1.data_dir().join("server/db/snapshots"))
+        .expect("snapshots dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let snapshot = &snapshots[0];
+    assert!(
+        snapshot
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("on-demand-"),
+        "{snapshot:?}"
+    );
+    s1.ok(&["delete", "configmap", "kept"]);
+    s1.ok(&["create", "configmap", "after-save"]);
+
+    // Restoring while the server runs is refused.
+    let reset = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kaji"))
+            .args(["server", "--cluster-reset", "--cluster-reset-restore-path"])
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("kaji server --cluster-reset")
+    };
+    let out = reset(s1.data_dir());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop kaji server first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    kill_and_wait(&mut s1);
+    let out = reset(s1.data_dir());
+    assert!(
+        out.status.success(),
+        "cluster reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restart without --cluster-reset flag now")
+    );
+    s1.spawn();
+    assert_eq!(
+        s1.ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    assert!(
+        s1.fails(&["get", "configmap", "after-save"])
+            .contains("NotFound")
+    );
+}
+
+#[test]
+fn three_servers_share_one_etcd_and_refuse_bad_joins() {
+    let s1 = server("ha-s1", &["--cluster-init"]);
+    let token = server_token(&s1);
+    let s2 = server("ha-s2", &["--server", &url(&s1), "--token", &token]);
+    // --token-file works as well (k3s's flag).
+    let token_file = s1.data_dir().join("server/token");
+    let s3 = server(
+        "ha-s3",
+        &[
+            "--server",
+            &url(&s2),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let m = wait_for("3 started etcd members", Duration::from_secs(30), || {
+        let m = members(&s3);
+        (started(&m) == 3).then_some(m)
+    });
+    assert_eq!(m.len(), 3, "{m:?}");
+
+    // One store: written through server 1, read through server 3 and 2.
+    s1.ok(&["create", "configmap", "shared", "--from-literal=k=v"]);
+    assert_eq!(
+        s3.ok(&["get", "configmap", "shared", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    s3.ok(&["label", "configmap", "shared", "by=s3"]);
+    assert_eq!(
+        s2.ok(&[
+            "get",
+            "configmap",
+            "shared",
+            "-o",
+            "jsonpath={.metadata.labels.by}"
+        ]),
+        "s3"
+    );
+
+    // One CA: the three servers hand out the same one, and server 1's kubeconfig works on 3.
+    let ca = |c: &Cluster| std::fs::read_to_string(c.data_dir().join("server/tls/ca.crt")).unwrap();
+    assert_eq!(ca(&s1), ca(&s3));
+    assert_eq!(ca(&s1), ca(&s2));
+    let out = s1.ok(&[
+        "--server",
+        &url(&s3),
+        "get",
+        "configmap",
+        "shared",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "configmap/shared");
+    // Agents join any server with the one agent token.
+    let agent = |c: &Cluster| std::fs::read_to_string(c.data_dir().join("token")).unwrap();
+    assert_eq!(agent(&s1), agent(&s3));
+
+    // Refusals: each exits non-zero with a clear message and writes nothing.
+    let (hash, _) = token.split_once("::").unwrap();
+    refused_join(
+        &s1,
+        &format!("{hash}::server:not-the-password"),
+        &[],
+        "the server rejected the token (401 Unauthorized)",
+    );
+    let other_ca = format!(
+        "K10{}::server:{}",
+        "0".repeat(64),
+        token.rsplit_once(':').unwrap().1
+    );
+    refused_join(
+        &s1,
+        &other_ca,
+        &[],
+        "the server's CA does not match the token's hash",
+    );
+    refused_join(
+        &s1,
+        &token,
+        &["--cluster-cidr", "10.99.0.0/16"],
+        "critical configuration value mismatch between servers: --cluster-cidr is 10.42.0.0/16",
+    );
+    refused_join(
+        &s1,
+        &token,
+        &["--service-cidr", "10.96.0.0/12"],
+        "critical configuration value mismatch between servers: --service-cidr",
+    );
+    let after = members(&s1);
+    assert_eq!(
+        (after.len(), started(&after)),
+        (3, 3),
+        "refused joins changed the membership: {after:?}"
+    );
+}
