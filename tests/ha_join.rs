@@ -76,28 +76,36 @@ fn started(members: &[Value]) -> usize {
         .count()
 }
 
-/// etcd processes of a data dir (they die with their server).
-fn etcd_running(dir: &Path) -> bool {
+/// The etcd processes of a data dir's member (they die with their server).
+fn etcd_pids(dir: &Path) -> Vec<i32> {
     let config = dir.join("server/db/etcd/config");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                return false;
-            };
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            !zombie
-                && argv.windows(2).any(|w| {
-                    w[0] == b"--config-file" && Path::new(&*String::from_utf8_lossy(w[1])) == config
-                })
-        })
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if !zombie
+            && argv.windows(2).any(|w| {
+                w[0] == b"--config-file" && Path::new(&*String::from_utf8_lossy(w[1])) == config
+            })
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn etcd_running(dir: &Path) -> bool {
+    !etcd_pids(dir).is_empty()
 }
 
 fn kill_and_wait(c: &mut Cluster) {
@@ -183,6 +191,27 @@ fn cluster_init_restart_and_snapshot_restore() {
     );
     assert_eq!(members(&s1).len(), 1);
 
+    // The supervisor restarts a member that dies, and the API works again.
+    let pid = etcd_pids(s1.data_dir())[0];
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let restarted = wait_for("etcd to be restarted", Duration::from_secs(30), || {
+        etcd_pids(s1.data_dir()).into_iter().find(|p| *p != pid)
+    });
+    assert_ne!(restarted, pid);
+    wait_for(
+        "the API to work on the restarted etcd",
+        Duration::from_secs(60),
+        || {
+            s1.kubectl(&["create", "configmap", "after-etcd-restart"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+
     // Snapshot, delete, restore: the object is back.
     let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
         .args(["etcd-snapshot", "save", "--data-dir"])
@@ -250,13 +279,35 @@ fn cluster_init_restart_and_snapshot_restore() {
         s1.fails(&["get", "configmap", "after-save"])
             .contains("NotFound")
     );
+
+    // kaji killall stops the server and its etcd member; the data stays.
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["killall", "--data-dir"])
+        .arg(s1.data_dir())
+        .output()
+        .expect("kaji killall");
+    assert!(
+        out.status.success(),
+        "killall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!etcd_running(s1.data_dir()));
+    assert!(s1.data_dir().join("server/db/etcd/member").is_dir());
 }
 
 #[test]
 fn three_servers_share_one_etcd_and_refuse_bad_joins() {
-    let s1 = server("ha-s1", &["--cluster-init"]);
+    // The first server's password from --token (k3s); a bare password joins too (no CA check).
+    let s1 = server("ha-s1", &["--cluster-init", "--token", "ha-join-password"]);
     let token = server_token(&s1);
-    let s2 = server("ha-s2", &["--server", &url(&s1), "--token", &token]);
+    assert!(
+        token.starts_with("K10") && token.ends_with("::server:ha-join-password"),
+        "{token}"
+    );
+    let s2 = server(
+        "ha-s2",
+        &["--server", &url(&s1), "--token", "ha-join-password"],
+    );
     // --token-file works as well (k3s's flag).
     let token_file = s1.data_dir().join("server/token");
     let s3 = server(
