@@ -682,3 +682,42 @@ pub fn cluster_reset(data_dir: &Path, restore: Option<&Path>) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_config_round_trips() {
+        let dir = std::env::temp_dir().join(format!("kaji-etcd-config-{}", random_hex(8)));
+        let mut m = Member::new(IpAddr::from([127, 0, 0, 2]), 12379, 12380);
+        m.initial_cluster = format!("a=https://127.0.0.1:2380,{}={}", m.name, m.peer_url);
+        m.initial_cluster_state = "existing".into();
+        m.write(&dir).unwrap();
+        assert_eq!(Member::read(&dir).unwrap(), m);
+        let text = std::fs::read_to_string(config_path(&dir)).unwrap();
+        assert!(
+            text.contains("advertise-client-urls: \"https://127.0.0.2:12379\""),
+            "{text}"
+        );
+        assert!(text.contains("force-new-cluster: false"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_routable_member_also_listens_on_loopback() {
+        let m = Member::new(IpAddr::from([10, 1, 2, 3]), 2379, 2380);
+        assert_eq!(
+            m.listen_client_urls,
+            "https://10.1.2.3:2379,https://127.0.0.1:2379"
+        );
+        assert_eq!(
+            m.initial_cluster,
+            format!("{}=https://10.1.2.3:2380", m.name)
+        );
+        assert!(
+            m.name
+                .starts_with(&format!("{}-", kaji_apiserver::pki::hostname()))
+        );
+    }
+}
