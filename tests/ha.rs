@@ -348,3 +348,76 @@ fn kill_the_leader_during_writes() {
         "{events}"
     );
 }
+
+/// An agent given one server's URL keeps its nodes Ready when that server dies: its load
+/// balancer moves to another server of the `kubernetes` endpoints, through which the nodes'
+/// Leases keep being renewed, and the new controller-manager leader's node lifecycle controller
+/// finds them fresh.
+#[test]
+fn an_agent_fails_over_when_its_server_dies() {
+    let mut c = ha::HaCluster::start("ha-agent", 1, 2, &["--node-monitor-grace-period", "10s"]);
+    let agent = c.start_hollow_agent(0, 2, "fo-node", &["--node-lease-duration-seconds", "4"]);
+    let ready = |c: &ha::HaCluster| {
+        c.ok(&[
+            "get", "nodes", "-l", "kaji.io/hollow=true", "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
+        ])
+    };
+    wait_for("both nodes Ready", Duration::from_secs(60), || {
+        (ready(&c).trim() == "fo-node-0=True fo-node-1=True").then_some(())
+    });
+    wait_for(
+        "the agent to learn both servers",
+        Duration::from_secs(30),
+        || {
+            let log = c.agent_log(agent);
+            (log.contains("server list updated") && log.contains(&c.servers[1].ip)).then_some(())
+        },
+    );
+    let old_leader = c.lease_holder("kube-controller-manager").expect("a leader");
+
+    c.kill(0);
+    let renewed = |c: &ha::HaCluster, node: &str| {
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    for node in ["fo-node-0", "fo-node-1"] {
+        let before = renewed(&c, node);
+        wait_for(
+            &format!("{node}'s Lease renewed through server 1"),
+            Duration::from_secs(20),
+            || (renewed(&c, node) != before).then_some(()),
+        );
+    }
+    assert!(
+        c.agent_log(agent).contains("switching server"),
+        "{}",
+        tail(&c.agent_log(agent), 30)
+    );
+    // Server 1's controller manager leads now; for longer than the grace period after that,
+    // the nodes stay Ready.
+    wait_for(
+        "server 1 leading the controller manager",
+        Duration::from_secs(40),
+        || {
+            c.lease_holder("kube-controller-manager")
+                .filter(|h| *h != old_leader)
+        },
+    );
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(15) {
+        assert_eq!(
+            ready(&c).trim(),
+            "fo-node-0=True fo-node-1=True",
+            "the nodes stay Ready"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
