@@ -320,3 +320,53 @@ fn dashboard_reconnects_its_watches_when_the_server_restarts() {
     assert!(restarted, "the script never asked for the restart:\n{out}");
     assert!(out.contains("PASS reconnect"), "{out}");
 }
+
+#[test]
+fn dashboard_draws_the_servers_metrics_history_when_a_page_opens() {
+    require_browser();
+    let mut cluster = Cluster::start_with(
+        "dashboard-history",
+        &["--hollow-nodes", "1", "--metric-resolution", "1s"],
+    );
+    let admin = token(&cluster, "dash-admin", &["system:masters"]);
+    cluster.ok(&[
+        "run",
+        "busy",
+        "--image=nginx",
+        "--annotations=kaji.io/hollow-cpu-millicores=300",
+        "--annotations=kaji.io/hollow-memory-bytes=100000000",
+    ]);
+    // The samples are taken before any page opens.
+    let min = 8;
+    wait_for(
+        "the dashboard to hold 8 samples of the pod",
+        Duration::from_secs(90),
+        || {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert"])
+                .arg(cluster.data_dir().join("server/tls/ca.crt"))
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {admin}"))
+                .arg(format!(
+                    "https://127.0.0.1:{}/dashboard/api/history/namespaces/default/pods/busy",
+                    cluster.port
+                ))
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["points"].as_array()?.len() >= min).then_some(())
+        },
+    );
+    let out = run_script(
+        &mut cluster,
+        "history.mjs",
+        &[
+            ("DASHBOARD_TOKEN", &admin),
+            ("POD", "busy"),
+            ("NODE", "hollow-node-0"),
+            ("MIN", &min.to_string()),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("PASS history"), "{out}");
+}

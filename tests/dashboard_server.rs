@@ -4,7 +4,9 @@
 //! fallback; `kaji dashboard` prints a URL whose token is a cluster-admin's bearer token; a
 //! WebSocket exec authenticated by upstream's bearer subprotocol (what a browser can send) is
 //! judged as the token's user; `kaji dashboard --kubeconfig F --listen ADDR` serves the files and
-//! proxies the API with the viewer's own token, never the kubeconfig's credentials.
+//! proxies the API with the viewer's own token, never the kubeconfig's credentials; both keep
+//! an hour of CPU and memory from the metrics API and give it only to viewers RBAC lets read
+//! those metrics.
 
 mod support;
 
@@ -704,4 +706,147 @@ fn terminal_session(mut ws: BrowserSocket, protocol: &str) {
         status.contains("NonZeroExitCode") && status.contains("\"message\":\"3\""),
         "{status}"
     );
+}
+
+/// The history's points (`[ms, cores, bytes]`) in an answer, with `key` (None: `points`).
+fn history_points(body: &str, key: Option<&str>) -> Vec<(i64, f64, f64)> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let points = match key {
+        Some(k) => &v["items"][k],
+        None => &v["points"],
+    };
+    points
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p[0].as_i64().unwrap_or(0),
+                        p[1].as_f64().unwrap_or(-1.0),
+                        p[2].as_f64().unwrap_or(-1.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn metrics_history_is_kept_by_the_dashboard_and_given_by_rbac() {
+    let cluster = Cluster::start_with(
+        "dash-history",
+        &["--hollow-nodes", "1", "--metric-resolution", "1s"],
+    );
+    let admin = token_of(&login_url(&cluster));
+    let bearer = |t: &str| format!("Bearer {t}");
+    // A hollow pod using 250m and 64 MiB (the hollow kubelet reports what it is told).
+    cluster.ok(&[
+        "run",
+        "busy",
+        "--image=nginx",
+        "--annotations=kaji.io/hollow-cpu-millicores=250",
+        "--annotations=kaji.io/hollow-memory-bytes=67108864",
+    ]);
+    let pod_url = https(&cluster, "/dashboard/api/history/namespaces/default/pods/busy");
+    let nodes_url = https(&cluster, "/dashboard/api/history/nodes");
+    // Samples accumulate in the server while no page is open.
+    let points = support::wait_for(
+        "five samples of the pod in the dashboard's history",
+        Duration::from_secs(90),
+        || {
+            let seen = curl(&cluster, &pod_url, &[("Authorization", &bearer(&admin))]);
+            assert_eq!(seen.code, 200, "{}", seen.body);
+            let p = history_points(&seen.body, None);
+            (p.iter().filter(|(_, cpu, _)| *cpu > 0.2).count() >= 5).then_some(p)
+        },
+    );
+    let last = points.last().copied().expect("a sample");
+    assert!(
+        (last.1 - 0.25).abs() < 0.01 && (last.2 - 67_108_864.0).abs() < 67_108_864.0 / 500.0,
+        "the pod's last sample: {last:?}"
+    );
+    assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "{points:?}");
+    // `since` gives only what came after.
+    let later = curl(
+        &cluster,
+        &format!("{pod_url}?since={}", last.0),
+        &[("Authorization", &bearer(&admin))],
+    );
+    assert!(history_points(&later.body, None).iter().all(|p| p.0 > last.0));
+    let nodes = curl(&cluster, &nodes_url, &[("Authorization", &bearer(&admin))]);
+    assert_eq!(nodes.code, 200, "{}", nodes.body);
+    let node = history_points(&nodes.body, Some("hollow-node-0"));
+    assert!(
+        node.len() >= 3 && node.last().is_some_and(|p| p.1 >= 0.2),
+        "{}",
+        nodes.body
+    );
+
+    // RBAC decides, as for the metrics themselves: nobody without credentials, a service
+    // account without rights gets the API server's own 403, one that may read pod metrics in
+    // the pod's namespace reads the pod's history but not the nodes'.
+    assert_eq!(curl(&cluster, &pod_url, &[]).code, 401);
+    cluster.ok(&["create", "serviceaccount", "nometrics"]);
+    cluster.ok(&["create", "serviceaccount", "viewer"]);
+    cluster.ok(&[
+        "create",
+        "role",
+        "pod-metrics",
+        "--verb=get,list",
+        "--resource=pods.metrics.k8s.io",
+    ]);
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "viewer-pod-metrics",
+        "--role=pod-metrics",
+        "--serviceaccount=default:viewer",
+    ]);
+    let nometrics = cluster.ok(&["create", "token", "nometrics"]);
+    let viewer = cluster.ok(&["create", "token", "viewer"]);
+    let refused = curl(&cluster, &pod_url, &[("Authorization", &bearer(&nometrics))]);
+    assert_eq!(refused.code, 403, "{}", refused.body);
+    let message = serde_json::from_str::<serde_json::Value>(&refused.body).unwrap_or_default()
+        ["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        message,
+        "pods.metrics.k8s.io \"busy\" is forbidden: User \"system:serviceaccount:default:nometrics\" cannot get resource \"pods\" in API group \"metrics.k8s.io\" in the namespace \"default\"",
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("points"));
+    let nodes_refused = curl(&cluster, &nodes_url, &[("Authorization", &bearer(&nometrics))]);
+    assert_eq!(nodes_refused.code, 403, "{}", nodes_refused.body);
+    let wrong = curl(&cluster, &pod_url, &[("Authorization", "Bearer wrong")]);
+    assert_eq!(wrong.code, 401, "{}", wrong.body);
+    support::wait_for(
+        "the viewer's rights to apply",
+        Duration::from_secs(30),
+        || {
+            let seen = curl(&cluster, &pod_url, &[("Authorization", &bearer(&viewer))]);
+            (seen.code == 200 && !history_points(&seen.body, None).is_empty()).then_some(())
+        },
+    );
+    let viewer_nodes = curl(&cluster, &nodes_url, &[("Authorization", &bearer(&viewer))]);
+    assert_eq!(viewer_nodes.code, 403, "{}", viewer_nodes.body);
+
+    // `kaji dashboard --listen` keeps its own history, sampled with the kubeconfig's
+    // credentials, and asks the cluster about each viewer the same way.
+    let (_standalone, base) = start_standalone(&cluster);
+    let url = format!("{base}/dashboard/api/history/namespaces/default/pods/busy");
+    support::wait_for(
+        "three samples in the standalone dashboard's history",
+        Duration::from_secs(60),
+        || {
+            let seen = curl(&cluster, &url, &[("Authorization", &bearer(&admin))]);
+            assert_eq!(seen.code, 200, "{}", seen.body);
+            (history_points(&seen.body, None).len() >= 3).then_some(())
+        },
+    );
+    let refused = curl(&cluster, &url, &[("Authorization", &bearer(&nometrics))]);
+    assert_eq!(refused.code, 403, "{}", refused.body);
+    assert_eq!(curl(&cluster, &url, &[]).code, 401);
 }

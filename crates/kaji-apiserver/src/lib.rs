@@ -109,7 +109,7 @@ pub struct Config {
 pub struct ExtraHandler {
     pub prefix: &'static str,
     #[allow(clippy::type_complexity)]
-    pub handle: Arc<dyn Fn(&http::request::Parts) -> Option<http::Response<server::Body>> + Send + Sync>,
+    pub handle: Arc<dyn Fn(&http::request::Parts) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<server::Body>> + Send>>> + Send + Sync>,
 }
 
 impl ExtraHandler {

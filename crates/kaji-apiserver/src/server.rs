@@ -247,6 +247,7 @@ async fn handle(server: Arc<ApiServer>, cert_user: Option<User>, peer: std::net:
         let (parts, body) = req.into_parts();
         if let Some(resp) = (extra.handle)(&parts) {
             drain(body).await;
+            let resp = resp.await;
             server.metrics.observe(&method, &path, resp.status().as_u16(), started.elapsed());
             return resp;
         }

@@ -194,6 +194,69 @@ fn forwarded(from: &HeaderMap, upstream: &Upstream) -> HeaderMap {
     out
 }
 
+/// A fresh HTTP/1.1 connection to the API server (TLS checked against the kubeconfig's CA).
+async fn dial<B>(upstream: &Upstream) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = match tokio::time::timeout(
+        DIAL_TIMEOUT,
+        tokio::net::TcpStream::connect((upstream.host.as_str(), upstream.port)),
+    )
+    .await
+    {
+        Err(_) => return Err("dial timeout".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(t)) => t,
+    };
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(
+        DIAL_TIMEOUT,
+        tokio_rustls::TlsConnector::from(upstream.tls.clone())
+            .connect(upstream.server_name.clone(), tcp),
+    )
+    .await
+    {
+        Err(_) => return Err("TLS handshake timeout".into()),
+        Ok(Err(e)) => return Err(format!("tls: {e}")),
+        Ok(Ok(t)) => t,
+    };
+    let (sender, conn) = hyper::client::conn::http1::handshake::<_, B>(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "connection to the API server ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// `GET path` on the API server with the viewer's `Authorization`: the status and body.
+pub(crate) async fn get_as(
+    upstream: &Upstream,
+    path: &str,
+    authorization: &HeaderValue,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut sender = dial::<Full<Bytes>>(upstream).await?;
+    let req = Request::get(path)
+        .header(header::HOST, upstream.authority.as_str())
+        .header(header::AUTHORIZATION, authorization.clone())
+        .header(header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let code = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 16 << 20)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((code, body))
+}
+
 /// Sends one request on to the cluster and streams its answer back.
 async fn proxy(upstream: &Upstream, mut req: Request<Incoming>) -> Response<Body> {
     let unavailable = |e: String| {
@@ -206,38 +269,10 @@ async fn proxy(upstream: &Upstream, mut req: Request<Incoming>) -> Response<Body
             ),
         )
     };
-    let tcp = match tokio::time::timeout(
-        DIAL_TIMEOUT,
-        tokio::net::TcpStream::connect((upstream.host.as_str(), upstream.port)),
-    )
-    .await
-    {
-        Err(_) => return unavailable("dial timeout".into()),
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Ok(Ok(t)) => t,
+    let mut sender = match dial::<Incoming>(upstream).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e),
     };
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(
-        DIAL_TIMEOUT,
-        tokio_rustls::TlsConnector::from(upstream.tls.clone())
-            .connect(upstream.server_name.clone(), tcp),
-    )
-    .await
-    {
-        Err(_) => return unavailable("TLS handshake timeout".into()),
-        Ok(Err(e)) => return unavailable(format!("tls: {e}")),
-        Ok(Ok(t)) => t,
-    };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tls)).await {
-            Ok(s) => s,
-            Err(e) => return unavailable(e.to_string()),
-        };
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "connection to the API server ended");
-        }
-    });
     let upgrade = is_upgrade(req.headers());
     let path_and_query = req
         .uri()
@@ -305,10 +340,25 @@ fn proxied(path: &str) -> bool {
     })
 }
 
-async fn handle(upstream: Arc<Upstream>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    upstream: Arc<Upstream>,
+    dashboard: Arc<crate::Dashboard>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if proxied(&path) {
         return proxy(&upstream, req).await;
+    }
+    if path.starts_with(crate::service::HISTORY) {
+        let (parts, _) = req.into_parts();
+        if let Some(r) = dashboard.respond(&parts) {
+            return r.await.map(boxed);
+        }
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
     }
     if path == "/" {
         let mut r = Response::new(
@@ -332,6 +382,17 @@ async fn handle(upstream: Arc<Upstream>, req: Request<Incoming>) -> Response<Bod
     }
 }
 
+/// A client with the kubeconfig's own credentials, for the metrics sampler.
+pub async fn sampler_client(kubeconfig: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading the kubeconfig {}", kubeconfig.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("loading the kubeconfig {}", kubeconfig.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// Serves until the listener fails; `ready` is told the bound address.
 pub async fn run(
     kubeconfig: &Path,
@@ -339,6 +400,22 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let upstream = Arc::new(Upstream::from_kubeconfig(kubeconfig)?);
+    // The history is sampled with the kubeconfig's own credentials (the viewers' are not kept);
+    // each viewer still needs the right to read those metrics to see it.
+    let dashboard = crate::Dashboard::new();
+    dashboard.set_api(Upstream::from_kubeconfig(kubeconfig)?);
+    match sampler_client(kubeconfig).await {
+        Ok(client) => {
+            tokio::spawn(crate::history::run_sampler(
+                dashboard.history.clone(),
+                client,
+                None,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no CPU and memory history: the kubeconfig's credentials cannot be used")
+        }
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -349,10 +426,12 @@ pub async fn run(
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let upstream = upstream.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let upstream = upstream.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(upstream, req).await) }
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(upstream, dashboard, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder

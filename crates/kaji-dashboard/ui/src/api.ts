@@ -223,6 +223,8 @@ export type ListWatchOptions = {
   params?: Record<string, string | undefined>;
   accept?: string; // TABLE for rows, plain JSON otherwise
   pageSize?: number;
+  /** Count the objects instead of keeping them (Table rows with includeObject=None carry no name). */
+  count?: boolean;
   onChange: () => void;
   onState: (s: LiveState, err?: ApiError) => void;
 };
@@ -234,6 +236,8 @@ export type ListWatchOptions = {
  */
 export class ListWatch {
   items = new Map<string, any>();
+  /** With `count`: how many objects the list and the watch's ADDED and DELETED events make. */
+  count = 0;
   columns: any[] = [];
   loaded = 0;
   complete = false;
@@ -269,6 +273,7 @@ export class ListWatch {
     let cont = '';
     let rv = '';
     const fresh = new Map<string, any>();
+    let counted = 0;
     this.complete = false;
     do {
       // A small first page paints at once; bigger ones fill in behind it.
@@ -276,8 +281,11 @@ export class ListWatch {
       const l = await getJSON(url, this.o.accept, this.abort.signal);
       if (!rv) rv = l.metadata?.resourceVersion ?? '';
       if (l.columnDefinitions) this.columns = l.columnDefinitions;
-      for (const x of l.rows ?? l.items ?? []) fresh.set(this.key(x), x);
+      if (this.o.count) counted += (l.rows ?? l.items ?? []).length;
+      else for (const x of l.rows ?? l.items ?? []) fresh.set(this.key(x), x);
       cont = l.metadata?.continue ?? '';
+      // Pages add up as they come (a re-list shows the old count until it ends).
+      if (this.o.count) this.count = Math.max(this.count, counted);
       // Show the first page at once; later pages fill in behind it.
       if (this.items.size === 0 || !cont) this.items = fresh;
       this.loaded = fresh.size;
@@ -285,6 +293,7 @@ export class ListWatch {
       this.changed();
     } while (cont && !this.stopped);
     this.items = fresh;
+    this.count = counted;
     this.complete = true;
     this.changed();
     return rv;
@@ -319,6 +328,11 @@ export class ListWatch {
           const newRv = o?.metadata?.resourceVersion ?? rows[0]?.object?.metadata?.resourceVersion;
           if (newRv) rv = newRv;
           if (e.type === 'BOOKMARK') return;
+          if (this.o.count) {
+            this.count += e.type === 'ADDED' ? 1 : e.type === 'DELETED' ? -1 : 0;
+            this.changed();
+            return;
+          }
           for (const x of rows) {
             if (e.type === 'DELETED') this.items.delete(this.key(x));
             else this.items.set(this.key(x), x);

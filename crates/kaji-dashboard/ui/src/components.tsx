@@ -42,7 +42,7 @@ export function Chart({ label, points, max, format }: { label: string; points: {
   const xy = points.map((p) => `${(((p.t - from) / (now - from)) * 240).toFixed(1)},${(40 - (p.v / top) * 38).toFixed(1)}`).join(' ');
   const last = points[points.length - 1];
   return (
-    <figure class="chart" data-testid="chart" aria-label={`${label} over the last hour`}>
+    <figure class="chart" data-testid="chart" data-points={points.length} aria-label={`${label} over the last hour`}>
       <figcaption>
         {label} <strong>{last ? format(last.v) : '–'}</strong>
         {max ? <span class="muted"> of {format(max)}</span> : null}

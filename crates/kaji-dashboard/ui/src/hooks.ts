@@ -2,11 +2,11 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, discover, ListWatch, LiveState, Resource } from './api';
 
 /** A live list: re-renders as watch events arrive (batched). */
-export function useListWatch(path: string | null, params: Record<string, string | undefined> = {}, accept?: string) {
+export function useListWatch(path: string | null, params: Record<string, string | undefined> = {}, accept?: string, count = false) {
   const [, tick] = useState(0);
   const [state, setState] = useState<{ s: LiveState; err?: ApiError }>({ s: 'loading' });
   const lw = useRef<ListWatch | null>(null);
-  const key = path + JSON.stringify(params) + accept;
+  const key = path + JSON.stringify(params) + accept + count;
   useEffect(() => {
     if (!path) return;
     setState({ s: 'loading' });
@@ -14,6 +14,8 @@ export function useListWatch(path: string | null, params: Record<string, string 
       path,
       params,
       accept,
+      count,
+      pageSize: count ? 1000 : undefined,
       onChange: () => tick((n) => n + 1),
       onState: (s, err) => setState({ s, err }),
     });
@@ -23,6 +25,7 @@ export function useListWatch(path: string | null, params: Record<string, string 
   const w = lw.current;
   return {
     items: w && path ? [...w.items.values()] : [],
+    count: w && path ? w.count : 0,
     columns: w?.columns ?? [],
     complete: w?.complete ?? false,
     state: state.s,

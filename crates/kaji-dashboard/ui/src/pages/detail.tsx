@@ -3,7 +3,7 @@ import { stringify } from 'yaml';
 import { age, ApiError, findResource, getJSON, query, Resource, resourceForKind, resPath, send } from '../api';
 import { Chart, ErrorBox, LiveDot } from '../components';
 import { useUsage } from '../metrics';
-import { bytes, millicores } from '../units';
+import { bytes, millicores, quantity } from '../units';
 import { useListWatch, useTicker } from '../hooks';
 import { objHref, update } from '../state';
 import { Relations } from './relations';
@@ -289,6 +289,21 @@ function PodUsage({ pod }: { pod: any }) {
   );
 }
 
+function NodeUsage({ node }: { node: any }) {
+  const s = useUsage(`node/${node.metadata.name}`);
+  if (!s || s.length === 0) return null;
+  const cap = node.status?.allocatable ?? node.status?.capacity ?? {};
+  return (
+    <section>
+      <h2>Usage, last hour</h2>
+      <div class="charts" data-testid="node-usage">
+        <Chart label="CPU" points={s.map((x) => ({ t: x.t, v: x.cpu }))} max={quantity(cap.cpu)} format={millicores} />
+        <Chart label="Memory" points={s.map((x) => ({ t: x.t, v: x.mem }))} max={quantity(cap.memory)} format={bytes} />
+      </div>
+    </section>
+  );
+}
+
 function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource; obj: any }) {
   const m = obj.metadata;
   const conds: any[] = obj.status?.conditions ?? [];
@@ -345,6 +360,7 @@ function Summary({ resources, res, obj }: { resources: Resource[]; res: Resource
       </dl>
       {res.name === 'pods' && res.group === '' && <Containers pod={obj} />}
       {res.name === 'pods' && res.group === '' && resources.some((r) => r.group === 'metrics.k8s.io') && <PodUsage pod={obj} />}
+      {res.name === 'nodes' && res.group === '' && resources.some((r) => r.group === 'metrics.k8s.io') && <NodeUsage node={obj} />}
       <Relations resources={resources} res={res} obj={obj} />
       <ObjectEvents ns={m.namespace ?? ''} uid={m.uid} name={m.name} kind={obj.kind ?? res.kind} />
     </div>
