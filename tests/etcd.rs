@@ -436,7 +436,13 @@ fn etcd_crash_and_restart() {
     );
     // The store's 15 s deadline gives upstream's text; when the HTTP/2 keepalive gives up on the
     // frozen member first, the call is cancelled instead (seen once in a full run). Either way a
-    // clear failure, never a hang or an acknowledged write.
+    // clear failure, never a hang or an acknowledged write, and after one timeout: the store
+    // fails the create path's further reads at once instead of waiting 15 s for each.
+    assert!(
+        stalled.elapsed() < Duration::from_secs(25),
+        "the failure took {:?}",
+        stalled.elapsed()
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert!(
         stderr == "error: failed to create configmap: etcdserver: request timed out"

@@ -10,9 +10,12 @@
 //!   any write is acknowledged.
 //! - [`EtcdStore`] is the etcd v3 backend (`kaji server --datastore-endpoint`): each write one
 //!   etcd transaction whose comparison is the precondition, etcd's revisions as the store's,
-//!   keys stored as given; [`spawn_compactor`] compacts as kube-apiserver does.
-//! - [`WatchCache`] serves watches of recent revisions from memory over one backend watch
-//!   (kube-apiserver's watch cache); `kaji server` puts it in front of etcd.
+//!   keys stored as given (the API server's are Kubernetes' `/registry/<resource>/...`); after
+//!   one request timed out, requests fail at once until etcd answers again;
+//!   [`spawn_compactor`] compacts as kube-apiserver does.
+//! - [`WatchCache`] keeps every key and recent events in memory over one backend watch
+//!   (kube-apiserver's watch cache): watches of recent revisions and lists of the current state
+//!   are served from it; `kaji server` puts it in front of etcd.
 //! - [`testsuite`] is the behaviour every backend must pass; a new backend calls it from its tests.
 //!
 //! A fresh store starts at revision 1 (as etcd does), so the first write gets revision 2 and a

@@ -1,7 +1,18 @@
 //! A watch cache in front of a [`Store`], in the role of kube-apiserver's watch cache: one
-//! watch of the whole keyspace on the backend feeds a window of recent events in memory, and
-//! every watch from a revision inside that window is served from it, so N watchers cost one
-//! backend watch (on etcd: one gRPC stream instead of N).
+//! watch of the whole keyspace on the backend feeds a window of recent events and the current
+//! value of every key in memory; every watch from a revision inside that window is served from
+//! it, so N watchers cost one backend watch (on etcd: one gRPC stream instead of N), and lists
+//! are served from the objects (upstream 1.31+'s ConsistentListFromCache).
+//!
+//! - The objects are loaded by a list at the revision the backend watch then starts from, and
+//!   kept current by its events.
+//! - A list of the current state asks the backend for its revision (one cheap request: on etcd
+//!   a count-only range of one key), waits until the cache has applied the events up to it
+//!   (at most [`CATCH_UP`]), and answers from memory at the cache's revision. A list at the
+//!   cache's revision exactly (the next page of a paged list, while nothing changed) is served
+//!   from memory too. Any other list (an older revision, a cache that did not catch up in
+//!   time, e.g. an etcd shared with other clusters under other key prefixes, whose writes take
+//!   revisions this watch never sees, or a restarting feed) goes to the backend.
 //!
 //! - A watch from before the window (or while the backend watch is being re-established) goes
 //!   to the backend, which replays its own history or answers [`StoreError::Compacted`].
@@ -11,21 +22,33 @@
 //! - Compactions made through the cache shrink the window (a watch from before the compacted
 //!   revision fails as the backend's would); compactions by others (another server) do not, so
 //!   the cache may still serve a little history the backend has dropped, as upstream's does.
-//! - Everything else (reads, writes, lists) goes straight to the backend.
+//! - Everything else (reads, writes) goes straight to the backend.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::{KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream};
+use crate::{
+    EventType, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream,
+};
 
-/// [`Store`] that serves watches of recent revisions from memory.
+/// How long a list of the current state waits for the cache to catch up with the backend's
+/// revision before it goes to the backend.
+pub const CATCH_UP: Duration = Duration::from_millis(250);
+
+/// Keys per page of the list that loads the objects.
+const LOAD_PAGE: usize = 1_000;
+
+/// [`Store`] that serves watches of recent revisions and lists from memory.
 pub struct WatchCache<S: Store> {
     inner: Arc<S>,
     window: Arc<Mutex<Window>>,
+    /// The revision the objects reflect (0 while loading): lists wait on it.
+    progress: watch::Receiver<Revision>,
     feed: tokio::task::JoinHandle<()>,
 }
 
@@ -34,8 +57,15 @@ struct Window {
     events: VecDeque<Arc<WatchEvent>>,
     start: Revision,
     capacity: usize,
-    /// `None` while the backend watch is (re)starting: watches then go to the backend.
+    /// `None` while the backend watch is (re)starting: watches and lists then go to the backend.
     live: Option<broadcast::Sender<Arc<WatchEvent>>>,
+    /// Every key's value at `revision` (while `live`).
+    objects: BTreeMap<String, KeyValue>,
+    /// The revision of the last event applied to `objects` (or of the list that loaded them).
+    revision: Revision,
+    /// The highest revision compacted through the cache: a list at an older one fails as the
+    /// backend's would, even when the cache lags behind and is still there.
+    compacted: Revision,
 }
 
 fn lock(window: &Mutex<Window>) -> MutexGuard<'_, Window> {
@@ -56,13 +86,64 @@ impl<S: Store> WatchCache<S> {
             start: 0,
             capacity,
             live: None,
+            objects: BTreeMap::new(),
+            revision: 0,
+            compacted: 0,
         }));
-        let feed = tokio::spawn(feed(inner.clone(), window.clone()));
+        let (progress_tx, progress) = watch::channel(0);
+        let feed = tokio::spawn(feed(inner.clone(), window.clone(), progress_tx));
         WatchCache {
             inner,
             window,
+            progress,
             feed,
         }
+    }
+
+    /// Waits (at most [`CATCH_UP`]) until the objects reflect `revision` or a later one.
+    async fn catch_up(&self, revision: Revision) -> bool {
+        let mut progress = self.progress.clone();
+        matches!(
+            tokio::time::timeout(CATCH_UP, progress.wait_for(|r| *r >= revision)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A page of the objects under `prefix`, if the cache is live and at `at` (an exact
+    /// revision) or at least at `min`.
+    fn list_cached(
+        &self,
+        prefix: &str,
+        opts: &ListOptions,
+        at: Option<Revision>,
+        min: Revision,
+    ) -> Option<ListResult> {
+        let w = lock(&self.window);
+        w.live.as_ref()?;
+        if at.is_some_and(|at| at != w.revision || at < w.compacted) || w.revision < min {
+            return None;
+        }
+        let start = match &opts.start_after {
+            Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(prefix),
+        };
+        let mut keys = w
+            .objects
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let items: Vec<KeyValue> = keys
+            .by_ref()
+            .take(limit)
+            .map(|(_, kv)| kv.clone())
+            .collect();
+        let remaining = keys.count() as u64;
+        Some(ListResult {
+            items,
+            revision: w.revision,
+            more: remaining > 0,
+            remaining,
+        })
     }
 
     /// Whether the feed is running (watches are served from memory).
@@ -77,15 +158,39 @@ impl<S: Store> Drop for WatchCache<S> {
     }
 }
 
-/// Keeps one backend watch of everything running and the window filled from it.
-async fn feed<S: Store>(inner: Arc<S>, window: Arc<Mutex<Window>>) {
+/// Every key at `revision`, a page at a time.
+async fn load<S: Store>(inner: &S, revision: Revision) -> Result<BTreeMap<String, KeyValue>> {
+    let mut objects = BTreeMap::new();
+    let mut start_after = None;
+    loop {
+        let opts = ListOptions {
+            start_after,
+            limit: Some(LOAD_PAGE),
+            revision: Some(revision),
+        };
+        let page = inner.list("", opts).await?;
+        start_after = page.items.last().map(|kv| kv.key.clone());
+        objects.extend(page.items.into_iter().map(|kv| (kv.key.clone(), kv)));
+        if !page.more {
+            return Ok(objects);
+        }
+    }
+}
+
+/// Keeps one backend watch of everything running and the window and objects filled from it.
+async fn feed<S: Store>(
+    inner: Arc<S>,
+    window: Arc<Mutex<Window>>,
+    progress: watch::Sender<Revision>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = async {
             let revision = inner.current_revision().await?;
-            Ok::<_, crate::StoreError>((revision, inner.watch("", revision).await?))
+            let objects = load(&*inner, revision).await?;
+            Ok::<_, crate::StoreError>((revision, objects, inner.watch("", revision).await?))
         };
-        let (revision, mut events) = match started.await {
+        let (revision, objects, mut events) = match started.await {
             Ok(started) => started,
             Err(e) => {
                 tracing::warn!(error = %e, "watch cache: starting the backend watch");
@@ -98,11 +203,15 @@ async fn feed<S: Store>(inner: Arc<S>, window: Arc<Mutex<Window>>) {
         {
             let mut w = lock(&window);
             w.events.clear();
-            w.start = revision;
+            // A compaction through the cache while this feed was starting still counts.
+            w.start = revision.max(w.compacted);
+            w.objects = objects;
+            w.revision = revision;
             // Watchers read from the window first; the channel only has to cover the events
             // that arrive while they catch up.
             w.live = Some(broadcast::channel(w.capacity).0);
         }
+        progress.send_replace(revision);
         let error = loop {
             match events.next().await {
                 Some(Ok(event)) => {
@@ -118,9 +227,21 @@ async fn feed<S: Store>(inner: Arc<S>, window: Arc<Mutex<Window>>) {
                         }
                         w.events.push_back(event.clone());
                     }
+                    match event.event_type {
+                        EventType::Put => {
+                            w.objects.insert(event.kv.key.clone(), event.kv.clone());
+                        }
+                        EventType::Delete => {
+                            w.objects.remove(&event.kv.key);
+                        }
+                    }
+                    let revision = event.revision();
+                    w.revision = revision;
                     if let Some(live) = &w.live {
                         let _ = live.send(event);
                     }
+                    drop(w);
+                    progress.send_replace(revision);
                 }
                 Some(Err(e)) => break e.to_string(),
                 None => break "the backend watch ended".to_string(),
@@ -128,7 +249,13 @@ async fn feed<S: Store>(inner: Arc<S>, window: Arc<Mutex<Window>>) {
         };
         tracing::info!(error, "watch cache: restarting the backend watch");
         // Dropping the sender moves every cached watcher over to a backend watch.
-        lock(&window).live = None;
+        {
+            let mut w = lock(&window);
+            w.live = None;
+            w.objects = BTreeMap::new();
+            w.revision = 0;
+        }
+        progress.send_replace(0);
     }
 }
 
@@ -215,7 +342,21 @@ impl<S: Store> Store for WatchCache<S> {
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
-        self.inner.list(prefix, opts).await
+        let cached = match opts.revision.filter(|r| *r > 0) {
+            Some(at) => self.list_cached(prefix, &opts, Some(at), 0),
+            None => {
+                let current = self.inner.current_revision().await?;
+                if self.catch_up(current).await {
+                    self.list_cached(prefix, &opts, None, current)
+                } else {
+                    None
+                }
+            }
+        };
+        match cached {
+            Some(list) => Ok(list),
+            None => self.inner.list(prefix, opts).await,
+        }
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
@@ -265,6 +406,7 @@ impl<S: Store> Store for WatchCache<S> {
             w.events.pop_front();
         }
         w.start = w.start.max(revision);
+        w.compacted = w.compacted.max(revision);
         Ok(())
     }
 

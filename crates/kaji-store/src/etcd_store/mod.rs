@@ -2,7 +2,7 @@
 //!
 //! Revisions are etcd's own (a list's revision, an object's resourceVersion and a watch's
 //! starting point are etcd revisions), keys are stored as given (the API server's
-//! `/registry/core/v1/pods/ns/name`, what `etcdctl get --prefix /registry/` shows), and every
+//! `/registry/pods/ns/name`, what `etcdctl get --prefix /registry/` shows), and every
 //! write is one etcd transaction whose comparison is the precondition:
 //! - create: `create_revision(key) == 0` then put, else [`StoreError::AlreadyExists`];
 //! - update: `mod_revision(key) == expected && create_revision(key) > 0` then put, else a get
@@ -17,7 +17,10 @@
 //!
 //! Errors map as kube-apiserver's do: a request that gets no answer within
 //! [`EtcdOptions::request_timeout`] fails with `etcdserver: request timed out`; etcd's own
-//! errors keep their text (`etcdserver: ...`).
+//! errors keep their text (`etcdserver: ...`). After such a timeout etcd is taken as
+//! unresponsive: further requests fail at once with the same text, while one probe at a time
+//! asks etcd for its revision, until an answer comes back. So an API request whose path reads the store several times fails after one timeout,
+//! not one per read.
 
 mod compactor;
 mod pb;
@@ -26,7 +29,8 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -90,6 +94,8 @@ pub struct EtcdStore {
     request_timeout: Duration,
     /// The highest revision known to be compacted (a lower bound of etcd's).
     compacted: AtomicI64,
+    /// Set by a request that timed out, cleared by the next answer (see the module docs).
+    unresponsive: Arc<AtomicBool>,
 }
 
 /// A failed etcd request: the two errors whose store error needs more context, or any other.
@@ -203,6 +209,7 @@ impl EtcdStore {
             prefix: opts.key_prefix.clone().into_bytes(),
             request_timeout: opts.request_timeout,
             compacted: AtomicI64::new(0),
+            unresponsive: Arc::new(AtomicBool::new(false)),
         };
         let deadline = tokio::time::Instant::now() + opts.dial_timeout;
         loop {
@@ -259,24 +266,28 @@ impl EtcdStore {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let call = async {
-            let mut grpc = Grpc::new(self.channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
-            grpc.unary(
-                tonic::Request::new(request),
-                PathAndQuery::from_static(path),
-                ProstCodec::<Req, Resp>::default(),
-            )
-            .await
-        };
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Err(_) => Err(Failure::Other(StoreError::Backend(
+        if self.unresponsive.load(Ordering::Acquire) {
+            return Err(Failure::Other(StoreError::Backend(
                 REQUEST_TIMED_OUT.into(),
-            ))),
-            Ok(Err(status)) => Err(status.into()),
-            Ok(Ok(response)) => Ok(response.into_inner()),
+            )));
+        }
+        match call(&self.channel, self.request_timeout, path, request).await {
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                if !self.unresponsive.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        timeout = ?self.request_timeout,
+                        "etcd did not answer: failing requests at once until it does"
+                    );
+                    tokio::spawn(probe(
+                        self.channel.clone(),
+                        self.request_timeout,
+                        self.unresponsive.clone(),
+                    ));
+                }
+                Err(status.into())
+            }
+            Err(status) => Err(status.into()),
+            Ok(response) => Ok(response),
         }
     }
 
@@ -392,7 +403,7 @@ impl EtcdStore {
         let requests =
             futures::stream::once(async move { request }).chain(futures::stream::pending());
         let open = async {
-            let mut grpc = Grpc::new(self.channel.clone());
+            let mut grpc = Grpc::new(self.channel.clone()).max_decoding_message_size(usize::MAX);
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
@@ -450,6 +461,58 @@ impl EtcdStore {
                 Ok(Ok(Some(response))) => response,
             };
         }
+    }
+}
+
+/// One unary gRPC call that gives up after `timeout` (as `DeadlineExceeded`).
+async fn call<Req, Resp>(
+    channel: &Channel,
+    timeout: Duration,
+    path: &'static str,
+    request: Req,
+) -> std::result::Result<Resp, Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let call = async {
+        // A list of many objects is one response: no 4 MiB cap (kube-apiserver's etcd client
+        // takes up to 2 GiB).
+        let mut grpc = Grpc::new(channel.clone()).max_decoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
+        grpc.unary(
+            tonic::Request::new(request),
+            PathAndQuery::from_static(path),
+            ProstCodec::<Req, Resp>::default(),
+        )
+        .await
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(Status::deadline_exceeded(REQUEST_TIMED_OUT)),
+        Ok(result) => result.map(tonic::Response::into_inner),
+    }
+}
+
+/// Asks an unresponsive etcd for its revision until it answers, then lets requests through.
+async fn probe(channel: Channel, timeout: Duration, unresponsive: Arc<AtomicBool>) {
+    loop {
+        let request = pb::RangeRequest {
+            key: vec![0],
+            count_only: true,
+            ..Default::default()
+        };
+        let answer = call::<_, pb::RangeResponse>(&channel, timeout, pb::RANGE, request).await;
+        // Any answer (even an error status) is etcd answering; only silence keeps the gate.
+        let silent = matches!(&answer, Err(s) if s.code() == tonic::Code::DeadlineExceeded
+            || s.code() == tonic::Code::Unavailable);
+        if !silent {
+            unresponsive.store(false, Ordering::Release);
+            tracing::info!("etcd answers again");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
