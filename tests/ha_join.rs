@@ -147,9 +147,13 @@ fn refused_join(first: &Cluster, token: &str, extra: &[&str], message: &str) {
             token,
             "--etcd-client-port",
             &client,
-            "--etcd-peer-port",
-            &peer,
         ])
+        .args(
+            (!extra.contains(&"--etcd-peer-port"))
+                .then_some(["--etcd-peer-port", &peer])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -391,6 +395,15 @@ fn three_servers_share_one_etcd_and_refuse_bad_joins() {
         &token,
         &["--service-cidr", "10.96.0.0/12"],
         "critical configuration value mismatch between servers: --service-cidr",
+    );
+    // A taken etcd port is refused before the member is added (it would cost the quorum).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    refused_join(
+        &s1,
+        &token,
+        &["--etcd-peer-port", &taken_port],
+        "the etcd member cannot listen on 127.0.0.1:",
     );
     let after = members(&s1);
     assert_eq!(

@@ -108,6 +108,7 @@ pub async fn start(
         };
         join(url, token, data_dir, ip, args, critical).await?;
     } else if args.cluster_init {
+        ports_free(ip, args)?;
         etcd::ensure_cas(data_dir)?;
         etcd::ensure_member_certs(data_dir, ip)?;
         Member::new(ip, args.etcd_client_port, args.etcd_peer_port).write(data_dir)?;
@@ -225,6 +226,8 @@ async fn join(
             bail!("the bootstrap data from {url} lacks {required}");
         }
     }
+    // A member added but never started would cost the cluster its quorum: its ports first.
+    ports_free(ip, args)?;
     // Checked: now write. Only the known relative paths (the answer names them).
     for (rel, text) in files {
         let safe = !rel.starts_with('/') && !rel.split('/').any(|c| c == ".." || c.is_empty());
@@ -289,6 +292,22 @@ async fn join(
     member.initial_cluster_state = "existing".into();
     member.write(data_dir)?;
     tracing::info!(member = %member.name, cluster = %member.initial_cluster, "joined the etcd cluster");
+    Ok(())
+}
+
+/// Refuses ports the member could not listen on, before anything is written or added.
+fn ports_free(ip: IpAddr, args: &HaArgs) -> Result<()> {
+    for (flag, port) in [
+        ("--etcd-client-port", args.etcd_client_port),
+        ("--etcd-peer-port", args.etcd_peer_port),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind((ip, port)) {
+            bail!(
+                "the etcd member cannot listen on {}: {e} (choose another {flag}); nothing was written",
+                std::net::SocketAddr::new(ip, port)
+            );
+        }
+    }
     Ok(())
 }
 
