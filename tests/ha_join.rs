@@ -302,19 +302,19 @@ fn cluster_init_restart_and_snapshot_restore() {
 #[test]
 fn three_servers_share_one_etcd_and_refuse_bad_joins() {
     // The first server's password from --token (k3s); a bare password joins too (no CA check).
-    let s1 = server("ha-s1", &["--cluster-init", "--token", "ha-join-password"]);
+    let mut s1 = server("ha-s1", &["--cluster-init", "--token", "ha-join-password"]);
     let token = server_token(&s1);
     assert!(
         token.starts_with("K10") && token.ends_with("::server:ha-join-password"),
         "{token}"
     );
-    let s2 = server(
+    let mut s2 = server(
         "ha-s2",
         &["--server", &url(&s1), "--token", "ha-join-password"],
     );
     // --token-file works as well (k3s's flag).
     let token_file = s1.data_dir().join("server/token");
-    let s3 = server(
+    let mut s3 = server(
         "ha-s3",
         &[
             "--server",
@@ -411,4 +411,37 @@ fn three_servers_share_one_etcd_and_refuse_bad_joins() {
         (3, 3),
         "refused joins changed the membership: {after:?}"
     );
+
+    // All three down: --cluster-reset makes server 1's member a cluster of one, with the data.
+    for s in [&mut s3, &mut s2, &mut s1] {
+        kill_and_wait(s);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
+        .args(["server", "--cluster-reset", "--data-dir"])
+        .arg(s1.data_dir())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("kaji server --cluster-reset");
+    assert!(
+        out.status.success(),
+        "cluster reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("restart without --cluster-reset flag now")
+    );
+    s1.spawn();
+    let m = members(&s1);
+    assert_eq!((m.len(), started(&m)), (1, 1), "{m:?}");
+    assert_eq!(
+        s1.ok(&[
+            "get",
+            "configmap",
+            "shared",
+            "-o",
+            "jsonpath={.metadata.labels.by}"
+        ]),
+        "s3"
+    );
+    s1.ok(&["create", "configmap", "after-reset"]);
 }
