@@ -8,6 +8,8 @@ import { run, login, step } from './lib.mjs';
 const URL = process.env.DASHBOARD_URL;
 const pages = [
   ['overview', '#/', (p) => p.getByTestId('phases').locator('.phase-Running .n').filter({ hasNotText: /^0$/ })],
+  // Every pod counted (EXPECT Running pods, default 5,000), not only a first page.
+  ['overview, all counted', '#/', (p) => p.getByTestId('phases').locator('.phase-Running .n').getByText(process.env.EXPECT ?? '5000', { exact: true })],
   ['pods list', '#/r/core/v1/pods', (p) => p.locator('tr[data-name]').first()],
   ['deployments list', '#/r/apps/v1/deployments', (p) => p.locator('tr[data-name]').first()],
   ['nodes list', '#/r/core/v1/nodes', (p) => p.locator('tr[data-name]').first()],

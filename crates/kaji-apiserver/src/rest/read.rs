@@ -52,7 +52,11 @@ pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
         let envelope = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": list_meta(&page), "items": []});
         return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), &envelope, page.items)) });
     }
-    let page = call.store().list(call.namespace(), &filter, &list_options(&call)).await?;
+    let page = if call.output.shape == Shape::PartialMetadata {
+        call.store().list_metadata(call.namespace(), &filter, &list_options(&call)).await?
+    } else {
+        call.store().list(call.namespace(), &filter, &list_options(&call)).await?
+    };
     let meta = list_meta(&page);
     Ok(Reply::ok(call.output.list(call.strategy.as_ref(), &info.list_kind(), &info.api_version(), meta, page.items)))
 }

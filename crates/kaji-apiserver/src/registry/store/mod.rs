@@ -245,7 +245,13 @@ impl<'a> Store<'a> {
             let page = self.list_stored(namespace, filter, opts).await?;
             return Ok(Page { items: page.items.iter().map(|kv| strategy.decode(kv)).collect(), revision: page.revision, continue_token: page.continue_token, remaining: page.remaining });
         }
+        // Judged on a light parse of the stored bytes (only what the selectors read) when it
+        // can be, so only the objects that match are decoded.
+        let light = filter.is_everything() || filter.sparse.is_some();
         self.list_with(namespace, filter, opts, |kv| {
+            if light {
+                return filter.matches_stored(strategy, &kv).then(|| strategy.decode(&kv));
+            }
             let obj = strategy.decode(&kv);
             filter.matches(strategy, &obj).then_some(obj)
         })
@@ -259,6 +265,27 @@ impl<'a> Store<'a> {
         let mut page = self.list_with(namespace, filter, opts, |kv| filter.matches_stored(strategy, &kv).then_some(kv)).await?;
         page.items = strategy.convert_stored(page.items).await?;
         Ok(page)
+    }
+
+    /// `list` with each object reduced to its `metadata` (for PartialObjectMetadata): read from
+    /// the stored bytes without building the rest of the object, when the kind is stored as
+    /// served; else decoded whole.
+    pub async fn list_metadata(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions) -> Result<Page, ApiError> {
+        let strategy = self.strategy.as_ref();
+        if strategy.storage_info().is_some() || strategy.conversion_webhook().is_some() {
+            return self.list(namespace, filter, opts).await;
+        }
+        let mut metadata = sparse::Paths::default();
+        metadata.add(&["metadata"]);
+        self.list_with(namespace, filter, opts, |kv| {
+            if !filter.matches_stored(strategy, &kv) {
+                return None;
+            }
+            let mut obj = metadata.decode(&kv.value).unwrap_or_else(|| strategy.decode(&kv));
+            crate::objects::set_rv(&mut obj, kv.mod_revision);
+            Some(obj)
+        })
+        .await
     }
 
     /// The paging loop of `list`: `keep` turns a stored object into an item, or drops it.

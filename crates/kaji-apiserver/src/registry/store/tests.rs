@@ -346,3 +346,29 @@ fn stored_objects_match_as_decoded_ones() {
     let kv = kaji_store::KeyValue { key: "/k/pv1".into(), value: crate::objects::encode(&pv), create_revision: 2, mod_revision: 3 };
     assert!(filter.matches_stored(pvs.as_ref(), &kv));
 }
+
+/// A list with a selector gives what decoding every object and filtering would (it judges the
+/// stored bytes and decodes only the matches), and its metadata-only form gives each match's
+/// `metadata` exactly as the whole object has it (resourceVersion included).
+#[tokio::test]
+async fn selected_lists_and_metadata_lists_match_whole_decodes() {
+    let env = Env::new().await;
+    let cms = env.store("", "configmaps");
+    for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        cms.create(Some("default"), configmap(name, json!({"tier": tier})), &opts()).await.unwrap();
+    }
+    let web = Filter::parse(cms.strategy.as_ref(), "tier=web", "metadata.name!=zz").unwrap();
+    assert!(web.sparse.is_some());
+    let all = cms.list(Some("default"), &Filter::everything(), &ListOptions::default()).await.unwrap();
+    let expected: Vec<Value> = all.items.iter().filter(|o| web.matches(cms.strategy.as_ref(), o)).cloned().collect();
+    let got = cms.list(Some("default"), &web, &ListOptions::default()).await.unwrap();
+    assert_eq!(got.items, expected);
+    assert_eq!(got.items.len(), 2);
+    let meta = cms.list_metadata(Some("default"), &web, &ListOptions::default()).await.unwrap();
+    let want: Vec<Value> = expected.iter().map(|o| json!({"metadata": o["metadata"]})).collect();
+    assert_eq!(meta.items, want);
+    assert!(meta.items.iter().all(|o| o["metadata"]["resourceVersion"].is_string()));
+    let page = cms.list_metadata(None, &Filter::everything(), &ListOptions { limit: Some(1), ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.continue_token.is_some());
+}
