@@ -158,7 +158,7 @@ impl CustomResource {
             .map(|p| p.trim_start_matches('.').to_string())
             .collect();
         CustomResource {
-            prefix: crate::registry::keys::custom_resource_prefix(&group, &plural),
+            prefix: crate::registry::keys::custom_resource_prefix(group, plural),
             info,
             storage,
             schema,
