@@ -155,4 +155,10 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, revision: Revision) -> Result<()>;
     /// The revision up to which history has been dropped (0 if never).
     async fn compacted_revision(&self) -> Result<Revision>;
+    /// Whether every revision is a write this store's watches see. Not so for an etcd shared
+    /// under a key prefix: other tenants' writes take revisions too, so a cache cannot tell from
+    /// its watch alone that it has caught up with the current revision.
+    fn sees_every_revision(&self) -> bool {
+        true
+    }
 }

@@ -11,8 +11,10 @@
 //!   (at most [`CATCH_UP`]), and answers from memory at the cache's revision. A list at the
 //!   cache's revision exactly (the next page of a paged list, while nothing changed) is served
 //!   from memory too. Any other list (an older revision, a cache that did not catch up in
-//!   time, e.g. an etcd shared with other clusters under other key prefixes, whose writes take
-//!   revisions this watch never sees, or a restarting feed) goes to the backend.
+//!   time, a restarting feed) goes to the backend, and so do lists of the current state when
+//!   [`Store::sees_every_revision`] is false (an etcd shared with other clusters under other
+//!   key prefixes, whose writes take revisions this watch never sees; etcd's progress requests
+//!   would tell the cache it is current: not done yet).
 //!
 //! - A watch from before the window (or while the backend watch is being re-established) goes
 //!   to the backend, which replays its own history or answers [`StoreError::Compacted`].
@@ -344,6 +346,8 @@ impl<S: Store> Store for WatchCache<S> {
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
         let cached = match opts.revision.filter(|r| *r > 0) {
             Some(at) => self.list_cached(prefix, &opts, Some(at), 0),
+            // Under a key prefix the cache may never see the current revision: etcd answers.
+            None if !self.inner.sees_every_revision() => None,
             None => {
                 let current = self.inner.current_revision().await?;
                 if self.catch_up(current).await {
@@ -412,5 +416,9 @@ impl<S: Store> Store for WatchCache<S> {
 
     async fn compacted_revision(&self) -> Result<Revision> {
         self.inner.compacted_revision().await
+    }
+
+    fn sees_every_revision(&self) -> bool {
+        self.inner.sees_every_revision()
     }
 }

@@ -877,6 +877,10 @@ impl Store for EtcdStore {
         }
     }
 
+    fn sees_every_revision(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
     async fn compacted_revision(&self) -> Result<Revision> {
         let known = self.compacted.load(Ordering::Relaxed);
         // A range at the known compacted revision succeeds unless someone compacted further.
