@@ -412,6 +412,37 @@ fn three_servers_share_one_etcd_and_refuse_bad_joins() {
         "refused joins changed the membership: {after:?}"
     );
 
+    // kill -9 of server 1 takes its member with it; the other two keep the quorum and serve
+    // writes, and server 1 comes back on its member and catches up.
+    kill_and_wait(&mut s1);
+    wait_for(
+        "a write through server 2 with server 1 dead",
+        Duration::from_secs(30),
+        || {
+            s2.kubectl(&["create", "configmap", "while-s1-down"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        s3.ok(&["get", "configmap", "while-s1-down", "-o", "name"])
+            .trim(),
+        "configmap/while-s1-down"
+    );
+    let m = members(&s3);
+    assert_eq!(
+        (m.len(), started(&m)),
+        (3, 3),
+        "a dead member stays a member: {m:?}"
+    );
+    s1.spawn();
+    assert_eq!(
+        s1.ok(&["get", "configmap", "while-s1-down", "-o", "name"])
+            .trim(),
+        "configmap/while-s1-down"
+    );
+
     // All three down: --cluster-reset makes server 1's member a cluster of one, with the data.
     for s in [&mut s3, &mut s2, &mut s1] {
         kill_and_wait(s);
