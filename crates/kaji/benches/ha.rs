@@ -12,7 +12,6 @@
 
 #[path = "../../../tests/support/ha.rs"]
 mod ha;
-#[allow(dead_code)]
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
