@@ -245,8 +245,14 @@ pub fn ensure_member_certs(data_dir: &Path, ip: IpAddr) -> Result<()> {
     if let Ok(h) = kaji_apiserver::pki::hostname().as_str().try_into() {
         sans.push(SanType::DnsName(h));
     }
-    if ip != IpAddr::from([127, 0, 0, 1]) {
-        sans.push(SanType::IpAddress(ip));
+    // Also every address of the host: etcd checks a peer's client certificate against the
+    // connection's source address, which for members on one host (tests on 127.0.X.Y) is the
+    // address dialled, not the dialler's own.
+    for a in std::iter::once(ip).chain(kaji_apiserver::pki::host_addresses()) {
+        let san = SanType::IpAddress(a);
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
     }
     for (name, ca, cn, usages) in [
         (

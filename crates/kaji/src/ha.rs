@@ -73,7 +73,7 @@ impl HaArgs {
     }
 }
 
-/// The member's address: the server's bind address, else its advertised one.
+/// The member's address: `--advertise-address`, else `--bind-address`, else the default route's.
 fn member_ip(bind: IpAddr) -> IpAddr {
     if bind.is_unspecified() {
         kaji_apiserver::pki::advertise_ip()
