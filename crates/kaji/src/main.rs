@@ -342,7 +342,7 @@ struct ControllerManagerArgs {
 struct SchedulerArgs {
     #[arg(long)]
     kubeconfig: PathBuf,
-    /// Identity in the leader-election Lease (default: a name with the process id).
+    /// Identity in the leader-election Lease (default: `<hostname>_<uuid>`, as upstream).
     #[arg(long)]
     identity: Option<String>,
 }
