@@ -23,8 +23,53 @@ fn server(name: &str, flags: &[&str]) -> Cluster {
     Cluster::start_with(name, &all)
 }
 
+/// The server's URL, as its admin kubeconfig names it.
 fn url(c: &Cluster) -> String {
-    format!("https://127.0.0.1:{}", c.port)
+    let kubeconfig = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server in the kubeconfig")
+        .to_string()
+}
+
+/// Three addresses of a free 127.0.X.0/24 on `lo` (.21 to .23), one per server as on three
+/// machines, removed on drop.
+struct Addresses(Vec<String>);
+
+impl Addresses {
+    fn claim() -> Addresses {
+        for x in 40..=250u8 {
+            let first = format!("127.0.{x}.21");
+            let added = Command::new("ip")
+                .args(["addr", "add", &format!("{first}/32"), "dev", "lo"])
+                .output()
+                .expect("running ip");
+            if !added.status.success() {
+                continue;
+            }
+            let mut addrs = vec![first];
+            for i in 22..=23 {
+                let a = format!("127.0.{x}.{i}");
+                let _ = Command::new("ip")
+                    .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
+                    .output();
+                addrs.push(a);
+            }
+            return Addresses(addrs);
+        }
+        panic!("no free 127.0.X.21 block");
+    }
+}
+
+impl Drop for Addresses {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{a}/32"), "dev", "lo"])
+                .output();
+        }
+    }
 }
 
 fn server_token(c: &Cluster) -> String {
@@ -301,27 +346,51 @@ fn cluster_init_restart_and_snapshot_restore() {
 
 #[test]
 fn three_servers_share_one_etcd_and_refuse_bad_joins() {
+    // Each server and its member on its own address (etcd's default ports would do; free ones
+    // keep clear of anything else on the machine). Dropped last, after the servers.
+    let ips = Addresses::claim();
+    let at = |i: usize| ["--bind-address", ips.0[i].as_str()];
     // The first server's password from --token (k3s); a bare password joins too (no CA check).
-    let mut s1 = server("ha-s1", &["--cluster-init", "--token", "ha-join-password"]);
+    let mut s1 = server(
+        "ha-s1",
+        &[
+            &at(0)[..],
+            &["--cluster-init", "--token", "ha-join-password"],
+        ]
+        .concat(),
+    );
     let token = server_token(&s1);
     assert!(
         token.starts_with("K10") && token.ends_with("::server:ha-join-password"),
         "{token}"
     );
+    assert!(
+        url(&s1).starts_with(&format!("https://{}:", ips.0[0])),
+        "{}",
+        url(&s1)
+    );
     let mut s2 = server(
         "ha-s2",
-        &["--server", &url(&s1), "--token", "ha-join-password"],
+        &[
+            &at(1)[..],
+            &["--server", &url(&s1), "--token", "ha-join-password"],
+        ]
+        .concat(),
     );
     // --token-file works as well (k3s's flag).
     let token_file = s1.data_dir().join("server/token");
     let mut s3 = server(
         "ha-s3",
         &[
-            "--server",
-            &url(&s2),
-            "--token-file",
-            token_file.to_str().unwrap(),
-        ],
+            &at(2)[..],
+            &[
+                "--server",
+                &url(&s2),
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
     );
     let m = wait_for("3 started etcd members", Duration::from_secs(30), || {
         let m = members(&s3);
