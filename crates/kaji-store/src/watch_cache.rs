@@ -13,8 +13,10 @@
 //!   from memory too. Any other list (an older revision, a cache that did not catch up in
 //!   time, a restarting feed) goes to the backend, and so do lists of the current state when
 //!   [`Store::sees_every_revision`] is false (an etcd shared with other clusters under other
-//!   key prefixes, whose writes take revisions this watch never sees; etcd's progress requests
-//!   would tell the cache it is current: not done yet).
+//!   key prefixes, whose writes take revisions this watch never sees). etcd's progress
+//!   requests could tell the cache it is current, as upstream's `RequestWatchProgress` does,
+//!   but Debian's etcd 3.4.23 answers them ahead of events still in flight (tried: the store
+//!   suite then lists stale keys; fixed in etcd 3.4.24/3.5.8, etcd-io/etcd#15220).
 //!
 //! - A watch from before the window (or while the backend watch is being re-established) goes
 //!   to the backend, which replays its own history or answers [`StoreError::Compacted`].
