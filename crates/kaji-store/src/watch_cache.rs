@@ -16,7 +16,7 @@
 //!   key prefixes, whose writes take revisions this watch never sees). etcd's progress
 //!   requests could tell the cache it is current, as upstream's `RequestWatchProgress` does,
 //!   but Debian's etcd 3.4.23 answers them ahead of events still in flight (tried: the store
-//!   suite then lists stale keys; fixed in etcd 3.4.24/3.5.8, etcd-io/etcd#15220).
+//!   suite then lists stale keys; etcd-io/etcd#15220, fixed by #15237 in later 3.4 and 3.5).
 //!
 //! - A watch from before the window (or while the backend watch is being re-established) goes
 //!   to the backend, which replays its own history or answers [`StoreError::Compacted`].
