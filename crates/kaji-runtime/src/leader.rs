@@ -247,3 +247,48 @@ impl LeaderElector {
         &self.cfg.identity
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elector(identity: &str) -> LeaderElector {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        LeaderElector::new(
+            client,
+            LeaderElectionConfig::kube_controller_manager(identity),
+        )
+    }
+
+    #[test]
+    fn identities_are_hostname_and_a_v4_uuid() {
+        let id = default_identity();
+        let (host, uuid) = id.rsplit_once('_').expect("<hostname>_<uuid>");
+        assert!(!host.is_empty());
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        assert_eq!(&uuid[14..15], "4", "{uuid}");
+        assert_ne!(default_identity(), id, "unique per call");
+    }
+
+    #[tokio::test]
+    async fn a_new_holder_counts_a_transition_and_a_renewal_keeps_the_acquire_time() {
+        let e = elector("b");
+        let first = e.record(None);
+        assert_eq!(first.holder_identity.as_deref(), Some("b"));
+        assert_eq!(first.lease_transitions, Some(0));
+        assert_eq!(first.lease_duration_seconds, Some(15));
+        let renewed = e.record(Some(&first));
+        assert_eq!(renewed.acquire_time, first.acquire_time);
+        assert_eq!(renewed.lease_transitions, Some(0));
+        let theirs = LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_transitions: Some(3),
+            ..first.clone()
+        };
+        let taken = e.record(Some(&theirs));
+        assert_eq!(taken.holder_identity.as_deref(), Some("b"));
+        assert_eq!(taken.lease_transitions, Some(4));
+    }
+}
