@@ -4,6 +4,8 @@
 //! 127.0.0.1 with its own API and etcd ports and data dir; dropping a server kills it, and its
 //! etcd member dies with it (PR_SET_PDEATHSIG).
 
+#[path = "support/ha.rs"]
+mod ha;
 mod support;
 
 use serde_json::Value;
@@ -81,9 +83,13 @@ fn server_token(c: &Cluster) -> String {
 
 /// `etcdctl member list` through the member of `c`, with its client certificate.
 fn members(c: &Cluster) -> Vec<Value> {
-    let tls = c.data_dir().join("server/tls/etcd");
-    let config =
-        std::fs::read_to_string(c.data_dir().join("server/db/etcd/config")).expect("etcd config");
+    members_in(c.data_dir())
+}
+
+/// `etcdctl member list` through the member of data dir `dir`.
+fn members_in(dir: &Path) -> Vec<Value> {
+    let tls = dir.join("server/tls/etcd");
+    let config = std::fs::read_to_string(dir.join("server/db/etcd/config")).expect("etcd config");
     let endpoint = config
         .lines()
         .find_map(|l| l.strip_prefix("advertise-client-urls: "))
@@ -544,4 +550,70 @@ fn three_servers_share_one_etcd_and_refuse_bad_joins() {
         "s3"
     );
     s1.ok(&["create", "configmap", "after-reset"]);
+}
+
+/// B's HA cluster (`support/ha.rs`) on managed etcd: 3 servers, each with its member on its own
+/// address; kill -9 of the server holding the controller-manager and scheduler Leases takes its
+/// member with it, and the other two keep the quorum, the API and the leaders going.
+#[test]
+fn managed_etcd_survives_the_leaders_kill() {
+    let mut c = ha::HaCluster::start_managed("ha-managed", 3, &[]);
+    let m = members_in(&c.servers[2].dir);
+    assert_eq!((m.len(), started(&m)), (3, 3), "{m:?}");
+    let holder = wait_for(
+        "a controller-manager leader",
+        Duration::from_secs(30),
+        || c.lease_holder("kube-controller-manager"),
+    );
+    let leader = c
+        .server_of(&holder)
+        .expect("the leader's log names its identity");
+    c.ok(&["create", "configmap", "before-kill"]);
+
+    c.kill(leader);
+    let killed = std::time::Instant::now();
+    let other = (leader + 1) % 3;
+    wait_for(
+        "a write through another server",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(other, &["create", "configmap", "after-kill"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let write_after = killed.elapsed();
+    let new_holder = wait_for(
+        "a new controller-manager leader",
+        Duration::from_secs(60),
+        || {
+            c.lease_holder("kube-controller-manager")
+                .filter(|h| *h != holder)
+        },
+    );
+    let takeover = killed.elapsed();
+    assert_ne!(c.server_of(&new_holder), Some(leader));
+    let third = (leader + 2) % 3;
+    let out = c.kubectl(
+        third,
+        &[
+            "get",
+            "configmap",
+            "before-kill",
+            "after-kill",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = members_in(&c.servers[third].dir);
+    assert_eq!(m.len(), 3, "the dead member stays listed: {m:?}");
+    eprintln!(
+        "managed etcd, kill -9 of the leader: a write through another server after {write_after:?}, new controller-manager leader after {takeover:?}"
+    );
 }

@@ -408,3 +408,74 @@ impl Drop for HaCluster {
         }
     }
 }
+
+// ---- Managed etcd (helper A): the same cluster on `--cluster-init` / `--server` ----
+
+impl HaCluster {
+    /// `servers` servers on Kaji's managed etcd (k3s's embedded-etcd HA): server 0 with
+    /// `--cluster-init`, the others joining it one at a time with `--server <server 0>
+    /// --token-file <server 0>/server/token` (etcd takes one new member at a time). Each
+    /// server's member listens on its own address with etcd's default ports and dies with its
+    /// server (kill -9 included); a respawned server finds its member in its data dir. `extra`
+    /// flags go to every server, as in [`HaCluster::start`].
+    pub fn start_managed(name: &str, servers: usize, extra: &[&str]) -> HaCluster {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("kaji-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let (_, addresses) = claim_block(servers);
+        // No external members: spawn's --datastore-endpoint is empty, the managed member wins.
+        let etcd = EtcdCluster {
+            members: Vec::new(),
+            client_urls: Vec::new(),
+            dir: tempfile::Builder::new()
+                .prefix("kaji-ha-etcd-")
+                .tempdir()
+                .expect("tempdir"),
+        };
+        let base: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        let mut c = HaCluster {
+            name: name.to_string(),
+            etcd,
+            port: free_port(),
+            servers: addresses
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| {
+                    let dir = root.path().join(format!("server-{i}"));
+                    HaServer {
+                        ip: ip.clone(),
+                        kubeconfig: dir.join("kubeconfig.yaml"),
+                        dir,
+                        child: None,
+                    }
+                })
+                .collect(),
+            agents: Vec::new(),
+            addresses,
+            root,
+            extra: base.clone(),
+        };
+        c.extra = [base.clone(), vec!["--cluster-init".to_string()]].concat();
+        c.spawn(0);
+        c.wait_ready(0);
+        let first = c.servers[0].url(c.port);
+        let token = c.servers[0].dir.join("server/token");
+        for i in 1..servers {
+            c.extra = [
+                base.clone(),
+                vec![
+                    "--server".to_string(),
+                    first.clone(),
+                    "--token-file".to_string(),
+                    token.display().to_string(),
+                ],
+            ]
+            .concat();
+            c.spawn(i);
+            c.wait_ready(i);
+        }
+        c.extra = base;
+        c
+    }
+}

@@ -662,7 +662,7 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     let critical = ha::Critical { cluster_cidr: format!("{}/{}", args.cluster_cidr.0, args.cluster_cidr.1), service_cidr: args.node.network.service_cidr.to_string() };
     let managed_etcd = ha::start(&args.ha, &args.data_dir, args.advertise_address.unwrap_or(args.bind_address), args.node.network.service_cidr.nth(1), &critical).await?;
     if let Some(m) = &managed_etcd {
-        if !args.datastore_endpoint.is_empty() {
+        if args.datastore_endpoint.iter().any(|e| !e.is_empty()) {
             tracing::warn!("this server runs a managed etcd member (--cluster-init/--server); --datastore-endpoint is ignored");
         }
         args.datastore_endpoint = vec![m.endpoint.clone()];
