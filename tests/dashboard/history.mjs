@@ -1,6 +1,6 @@
 // The CPU and memory history is the dashboard server's, not the page's: a page that opens after
 // samples were taken draws them at once (more than it could have gathered itself), then appends
-// live ones. The overview counts pods by phase without downloading them, live. Env: DASHBOARD_URL, DASHBOARD_TOKEN, POD (a hollow pod in `default` using CPU), NODE,
+// live ones. The overview counts pods by phase without downloading the Running ones, live. Env: DASHBOARD_URL, DASHBOARD_TOKEN, POD (a hollow pod in `default` using CPU), NODE,
 // MIN (how many samples the server holds already).
 import { execFileSync } from 'node:child_process';
 import { run, login, shot, step, URL } from './lib.mjs';
@@ -46,7 +46,7 @@ await run('history', async ({ page }) => {
   console.log(`node history: drawn ${nodeMs} ms after opening the page`);
   await shot(page, '41-node-history');
 
-  step('the overview counts pods by phase (Table rows without objects) and follows them live');
+  step('the overview counts pods by phase (the total counted, only the pods not Running read) and follows them live');
   await page.goto(URL + '#/');
   const running = page.getByTestId('phases').locator('.phase-Running .n');
   await running.getByText('1', { exact: true }).waitFor({ timeout: 15000 });
@@ -56,5 +56,10 @@ await run('history', async ({ page }) => {
   kubectl('delete', 'pod', 'second', '--wait=false');
   await running.getByText('1', { exact: true }).waitFor({ timeout: 30000 });
   console.log('overview: Running back to 1 after the delete');
+  const pending = page.getByTestId('phases').locator('.phase-Pending .n');
+  kubectl('run', 'stuck', '--image=nginx', '--overrides={"spec":{"nodeSelector":{"kaji.io/nowhere":"x"}}}');
+  await pending.getByText('1', { exact: true }).waitFor({ timeout: 30000 });
+  await running.getByText('1', { exact: true }).waitFor({ timeout: 5000 });
+  console.log('overview: a pod that cannot be scheduled counts as Pending, Running stays 1');
   await shot(page, '42-overview-phases');
 });

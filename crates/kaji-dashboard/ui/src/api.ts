@@ -223,7 +223,7 @@ export type ListWatchOptions = {
   params?: Record<string, string | undefined>;
   accept?: string; // TABLE for rows, plain JSON otherwise
   pageSize?: number;
-  /** Count the objects instead of keeping them (Table rows with includeObject=None carry no name). */
+  /** Count the objects instead of keeping them (from remainingItemCount when the server gives it). */
   count?: boolean;
   onChange: () => void;
   onState: (s: LiveState, err?: ApiError) => void;
@@ -284,6 +284,11 @@ export class ListWatch {
       if (this.o.count) counted += (l.rows ?? l.items ?? []).length;
       else for (const x of l.rows ?? l.items ?? []) fresh.set(this.key(x), x);
       cont = l.metadata?.continue ?? '';
+      // The server says how many are left (a list without selectors): counted without reading them.
+      if (this.o.count && cont && typeof l.metadata?.remainingItemCount === 'number') {
+        counted += l.metadata.remainingItemCount;
+        cont = '';
+      }
       // Pages add up as they come (a re-list shows the old count until it ends).
       if (this.o.count) this.count = Math.max(this.count, counted);
       // Show the first page at once; later pages fill in behind it.

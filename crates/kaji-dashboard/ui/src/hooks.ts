@@ -15,7 +15,7 @@ export function useListWatch(path: string | null, params: Record<string, string 
       params,
       accept,
       count,
-      pageSize: count ? 1000 : undefined,
+      pageSize: count ? 1 : undefined,
       onChange: () => tick((n) => n + 1),
       onState: (s, err) => setState({ s, err }),
     });

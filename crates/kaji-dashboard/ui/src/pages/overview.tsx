@@ -1,4 +1,4 @@
-import { age, Resource, TABLE } from '../api';
+import { age, METADATA, Resource } from '../api';
 import { Chart, ErrorBox, LiveDot } from '../components';
 import { useUsage } from '../metrics';
 import { bytes, millicores, quantity } from '../units';
@@ -23,15 +23,19 @@ export function Overview({ resources }: { resources: Resource[] }) {
   useTicker(5000);
   const nodes = useListWatch('/api/v1/nodes');
   const podsPath = s.namespace ? `/api/v1/namespaces/${s.namespace}/pods` : '/api/v1/pods';
-  // Counted, not downloaded: per phase a Table list without objects (a row of cells per pod,
-  // about 100 bytes) and a watch whose ADDED and DELETED events move the count.
-  const byPhase = PHASES.map((ph) => [ph, useListWatch(podsPath, { fieldSelector: `status.phase=${ph}`, includeObject: 'None' }, TABLE, true)] as const);
-  const pods = byPhase.find(([, lw]) => lw.error) ?? byPhase.find(([, lw]) => lw.state !== 'live') ?? byPhase[0];
+  // Not every pod downloaded: the pods that are not Running (few, in a healthy cluster) as
+  // objects, and the total counted (a one-item page's remainingItemCount, then a metadata-only
+  // watch whose ADDED and DELETED events move it); Running is the difference.
+  const total = useListWatch(podsPath, {}, METADATA, true);
+  const others = useListWatch(podsPath, { fieldSelector: 'status.phase!=Running' });
+  const pods = [total, others].find((lw) => lw.error) ?? [total, others].find((lw) => lw.state !== 'live') ?? others;
   const evPath = s.namespace ? `/api/v1/namespaces/${s.namespace}/events` : '/api/v1/events';
   const events = useListWatch(evPath, { fieldSelector: 'type=Warning' });
   const hasMetrics = resources.some((r) => r.group === 'metrics.k8s.io' && r.name === 'nodes');
 
-  const phases = new Map<string, number>(byPhase.map(([ph, lw]) => [ph, lw.count]));
+  const phases = new Map<string, number>();
+  for (const p of others.items) phases.set(p.status?.phase ?? 'Unknown', (phases.get(p.status?.phase ?? 'Unknown') ?? 0) + 1);
+  if (total.complete && others.complete) phases.set('Running', Math.max(0, total.count - others.items.length));
   const warnings = events.items
     .filter((e) => e.type === 'Warning')
     .sort((a, b) => (b.lastTimestamp ?? b.eventTime ?? '').localeCompare(a.lastTimestamp ?? a.eventTime ?? ''))
@@ -80,10 +84,10 @@ export function Overview({ resources }: { resources: Resource[] }) {
       </section>
       <section>
         <h2>
-          Pods by phase <LiveDot state={pods[1].state} error={pods[1].error} />
+          Pods by phase <LiveDot state={pods.state} error={pods.error} />
         </h2>
-        {pods[1].error ? (
-          <ErrorBox error={pods[1].error} />
+        {pods.error ? (
+          <ErrorBox error={pods.error} />
         ) : (
           <div class="phases" data-testid="phases">
             {PHASES.map((ph) => (
