@@ -3,7 +3,8 @@
 //! client of the node (kubelet, proxy, DNS, ingress, hollow nodes) dials instead of a server.
 //! The servers are the URL the agent was given plus every address of the `kubernetes` Service's
 //! endpoints (refreshed every few seconds). Connections go to the current server; when it
-//! refuses a connection or fails a health check (a TCP connect every second) the balancer
+//! refuses a connection or fails a health check (every second: a connect and an answer within
+//! 2 s, so that a hung server counts as failed too) the balancer
 //! switches to the next healthy one and closes the connections still open to the failed one,
 //! so that clients reconnect (their watches start again) through a live server.
 //!
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 
 /// How long a dial of a server may take before the next one is tried.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a health check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often every server is health-checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the server list is read from the `kubernetes` endpoints.
@@ -136,6 +139,7 @@ impl LoadBalancer {
         }
         addrs.dedup();
         let current = s.servers.get(s.current).map(|c| c.addr.clone());
+        let before: Vec<String> = s.servers.iter().map(|x| x.addr.clone()).collect();
         let mut old: Vec<Server> = std::mem::take(&mut s.servers);
         let mut next = Vec::new();
         for a in &addrs {
@@ -148,11 +152,7 @@ impl LoadBalancer {
                 }),
             }
         }
-        if next
-            .iter()
-            .map(|n| &n.addr)
-            .ne(s.servers.iter().map(|n| &n.addr))
-        {
+        if next.iter().map(|n| &n.addr).ne(before.iter()) {
             tracing::info!(servers = ?addrs, "agent load balancer: server list updated");
         }
         // Servers no longer listed: their connections close.
@@ -236,10 +236,7 @@ impl LoadBalancer {
             tokio::time::sleep(HEALTH_INTERVAL).await;
             let addrs: Vec<String> = self.lock().servers.iter().map(|s| s.addr.clone()).collect();
             let checks = addrs.into_iter().map(|a| async move {
-                let ok = matches!(
-                    tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&a)).await,
-                    Ok(Ok(_))
-                );
+                let ok = probe(&a).await;
                 (a, ok)
             });
             for (a, ok) in futures::future::join_all(checks).await {
@@ -297,6 +294,27 @@ impl LoadBalancer {
     }
 }
 
+/// Whether the server at `addr` answers: a TCP connect, then a plaintext HTTP request, to which a
+/// live TLS server answers at once (an alert, or it closes). A process that is stopped or hung
+/// still gets its connections accepted by the kernel, but answers nothing.
+async fn probe(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut conn = TcpStream::connect(addr).await.ok()?;
+        conn.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = [0u8; 64];
+        // Bytes, EOF and a reset all mean a live process answered.
+        let _ = conn.read(&mut buf).await;
+        Some(())
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, check).await,
+        Ok(Some(()))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +348,28 @@ mod tests {
             .ok()?
             .ok()?;
         Some(b[0])
+    }
+
+    #[tokio::test]
+    async fn a_hung_server_fails_its_health_check() {
+        // Bound but never accepting: the kernel completes the handshake, nobody answers.
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = hung.local_addr().unwrap();
+        let (b, _hb) = echo_server(b'b').await;
+        let lb = LoadBalancer::start("127.0.0.1:0".parse().unwrap(), &format!("https://{a}"))
+            .await
+            .unwrap();
+        lb.set_servers(vec![a.to_string(), b.to_string()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lb.servers()[0] != b.to_string() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still on the hung server"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(ask(&lb).await, Some(b'b'));
+        drop(hung);
     }
 
     #[test]
