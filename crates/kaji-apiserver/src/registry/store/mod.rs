@@ -84,6 +84,14 @@ pub struct Filter {
     /// The members the selectors read, when a sparse decode of a stored object is enough to
     /// judge it (`matches_stored`); None: decode it whole.
     sparse: Option<sparse::Paths>,
+    /// Texts any matching object's stored bytes must contain (the values of `=` requirements
+    /// judged on the sparse decode): an object without one is refused before any parse.
+    needles: Vec<String>,
+}
+
+/// A selector value whose JSON text is itself (nothing to escape), worth searching for.
+fn plain_text(v: &str) -> bool {
+    v.len() >= 3 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/:@+".contains(&b))
 }
 
 impl Filter {
@@ -97,12 +105,28 @@ impl Filter {
             }
         }
         let sparse = sparse_paths(strategy, &fields);
-        Ok(Filter { labels, fields, sparse })
+        let mut needles = Vec::new();
+        if sparse.is_some() {
+            for r in &labels.requirements {
+                if let kaji_api::selector::Requirement::Equals(_, v) = r {
+                    needles.push(v.clone());
+                }
+            }
+            // A field the strategy defaults when absent may match without its text stored.
+            for r in fields.requirements.iter().filter(|r| !r.negated) {
+                let generic = matches!(r.field.as_str(), "metadata.name" | "metadata.namespace");
+                if generic || strategy.field_value(&json!({}), &r.field).as_deref() != Some(r.value.as_str()) {
+                    needles.push(r.value.clone());
+                }
+            }
+            needles.retain(|v| plain_text(v));
+        }
+        Ok(Filter { labels, fields, sparse, needles })
     }
 
     /// Everything.
     pub fn everything() -> Filter {
-        Filter { labels: LabelSelector::default(), fields: FieldSelector::default(), sparse: None }
+        Filter { labels: LabelSelector::default(), fields: FieldSelector::default(), sparse: None, needles: Vec::new() }
     }
 
     pub fn matches(&self, strategy: &dyn Strategy, obj: &Value) -> bool {
@@ -118,6 +142,13 @@ impl Filter {
     pub fn matches_stored(&self, strategy: &dyn Strategy, kv: &kaji_store::KeyValue) -> bool {
         if self.is_everything() {
             return true;
+        }
+        // std's substring search (optimised even in a debug build) before any parse.
+        if !self.needles.is_empty() {
+            let Ok(text) = std::str::from_utf8(&kv.value) else { return self.matches(strategy, &strategy.decode(kv)) };
+            if !self.needles.iter().all(|n| text.contains(n.as_str())) {
+                return false;
+            }
         }
         match self.sparse.as_ref().and_then(|p| p.decode(&kv.value)) {
             Some(obj) => self.matches(strategy, &obj),
@@ -158,6 +189,9 @@ fn sparse_paths(strategy: &dyn Strategy, fields: &FieldSelector) -> Option<spars
     }
     Some(paths)
 }
+
+/// How many stored objects a selector list reads at a time when it pages (`limit`).
+const LIST_BATCH: usize = 1000;
 
 /// Paging of a list (upstream's ListOptions: limit, continue, resourceVersionMatch=Exact).
 #[derive(Clone, Debug, Default)]
@@ -306,16 +340,32 @@ impl<'a> Store<'a> {
         let mut items = Vec::new();
         loop {
             let want = limit.map(|l| l - items.len());
-            let store_opts = kaji_store::ListOptions { start_after: start_after.clone(), limit: want, revision };
+            // With a selector most objects are passed over: read batches, not only as many as
+            // are missing (each store read also counts what remains after it).
+            let batch = if filter.is_everything() { want } else { want.map(|w| w.max(LIST_BATCH)) };
+            let store_opts = kaji_store::ListOptions { start_after: start_after.clone(), limit: batch, revision };
             let res = self.storage.list(&prefix, store_opts).await.map_err(|e| match e {
                 kaji_store::StoreError::Compacted { .. } if opts.continue_token.is_some() => ApiError::gone(CONTINUE_TOO_OLD),
                 other => crate::store_error(other),
             })?;
             revision = Some(res.revision);
-            let last_key = res.items.last().map(|kv| kv.key.clone());
-            items.extend(res.items.into_iter().filter_map(&mut keep));
+            let read = res.items.len();
+            let mut last_key = None;
+            // The page filled before the batch's end: the rest is the next page's.
+            let mut stopped_early = false;
+            for (i, kv) in res.items.into_iter().enumerate() {
+                let key = kv.key.clone();
+                if let Some(item) = keep(kv) {
+                    items.push(item);
+                }
+                last_key = Some(key);
+                if limit.is_some_and(|l| items.len() >= l) {
+                    stopped_early = i + 1 < read;
+                    break;
+                }
+            }
             let full = limit.is_some_and(|l| items.len() >= l);
-            if !res.more {
+            if !res.more && !stopped_early {
                 return Ok(Page { items, revision: res.revision, continue_token: None, remaining: None });
             }
             if full || limit.is_none() {

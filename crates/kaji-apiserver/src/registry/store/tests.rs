@@ -372,3 +372,60 @@ async fn selected_lists_and_metadata_lists_match_whole_decodes() {
     assert_eq!(page.items.len(), 1);
     assert!(page.continue_token.is_some());
 }
+
+/// The text prefilter (values an object's bytes must contain) refuses only what the selector
+/// refuses: names, labels and fields with `=`, not `!=`, and not a field's default value.
+#[test]
+fn text_prefilter_refuses_only_non_matches() {
+    let registry = Registry::builtin();
+    let pods = registry.get("", "v1", "pods").expect("pods").clone();
+    let objs = [
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "prod", "labels": {"tier": "back"}}, "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-2", "namespace": "prod"}, "spec": {"nodeName": "node-10"}, "status": {"phase": "Pending"}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-1", "namespace": "test"}, "spec": {}}),
+    ];
+    let cases = [
+        ("", "spec.nodeName=node-1"),
+        ("", "spec.nodeName!=node-1"),
+        ("", "spec.nodeName==node-10,metadata.namespace=prod"),
+        ("tier=back", ""),
+        ("tier!=back", "status.phase=Running"),
+        ("", "status.phase!=Running"),
+        ("", "metadata.name=db-1"),
+    ];
+    for (labels, fields) in cases {
+        let filter = Filter::parse(pods.as_ref(), labels, fields).expect("selector");
+        assert!(filter.sparse.is_some());
+        for (i, obj) in objs.iter().enumerate() {
+            let kv = kaji_store::KeyValue { key: format!("/k/{i}"), value: crate::objects::encode(obj), create_revision: 2, mod_revision: 3 };
+            assert_eq!(filter.matches_stored(pods.as_ref(), &kv), filter.matches(pods.as_ref(), &pods.decode(&kv)), "{labels:?} {fields:?} {obj}");
+        }
+    }
+    assert_eq!(Filter::parse(pods.as_ref(), "tier=back", "spec.nodeName=node-1,status.phase!=Failed").unwrap().needles, ["back", "node-1"]);
+}
+
+/// A selector list paged with `limit` reads the store in batches, yet every page ends at its
+/// last item and the pages together hold every match once.
+#[tokio::test]
+async fn selected_lists_page_through_every_match_once() {
+    let env = Env::new().await;
+    let cms = env.store("", "configmaps");
+    for i in 0..30 {
+        cms.create(Some("default"), configmap(&format!("c{i:02}"), json!({"tier": if i % 3 == 0 { "web" } else { "db" }})), &opts()).await.unwrap();
+    }
+    let web = Filter::parse(cms.strategy.as_ref(), "tier=web", "").unwrap();
+    let (mut names, mut token, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = cms.list_stored(Some("default"), &web, &ListOptions { limit: Some(4), continue_token: token.clone(), ..Default::default() }).await.unwrap();
+        assert!(page.items.len() <= 4 && page.remaining.is_none());
+        names.extend(page.items.iter().map(|kv| kv.key.rsplit('/').next().unwrap_or_default().to_string()));
+        pages += 1;
+        token = page.continue_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let want: Vec<String> = (0..30).filter(|i| i % 3 == 0).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(names, want);
+    assert_eq!(pages, 3);
+}
