@@ -45,34 +45,60 @@ impl Member {
             tempfile::Builder::new().prefix("kaji-etcd-").tempdir()
         }
         .expect("tempdir");
-        let (client, peer) = (free_port(), free_port());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
-        let mut etcd = Command::new(ETCD);
-        etcd.arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"));
-        if let Some(tls) = tls {
-            etcd.arg(format!("--cert-file={}", tls.join("server.crt").display()))
-                .arg(format!("--key-file={}", tls.join("server.key").display()))
-                .arg(format!(
-                    "--trusted-ca-file={}",
-                    tls.join("ca.crt").display()
-                ))
-                .arg("--client-cert-auth");
+        // A free port can be taken by a parallel test's member between our probe and etcd's
+        // bind: that etcd then exits, and requests would reach the other test's member. So
+        // wait for this member's own "ready" line, and try new ports if it exited instead.
+        for attempt in 1..=5 {
+            let (client, peer) = (free_port(), free_port());
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log_path = dir.path().join("etcd.log");
+            let log = std::fs::File::create(&log_path).expect("log file");
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            let mut etcd = Command::new(ETCD);
+            etcd.arg("--name=test")
+                .arg(format!("--data-dir={}", dir.path().join("data").display()))
+                .arg(format!("--listen-client-urls={url}"))
+                .arg(format!("--advertise-client-urls={url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster=test={peer_url}"));
+            if let Some(tls) = tls {
+                etcd.arg(format!("--cert-file={}", tls.join("server.crt").display()))
+                    .arg(format!("--key-file={}", tls.join("server.key").display()))
+                    .arg(format!(
+                        "--trusted-ca-file={}",
+                        tls.join("ca.crt").display()
+                    ))
+                    .arg("--client-cert-auth");
+            }
+            let mut child = etcd
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {ETCD}: {e} (apt-get install etcd-server)"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!(
+                        "etcd exited ({status}) on attempt {attempt}: {}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                    break;
+                }
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if text.contains("ready to serve client requests") {
+                    return Member { child, dir, url };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("etcd not ready after 30 s:\n{text}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        let child = etcd
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {ETCD}: {e} (apt-get install etcd-server)"));
-        Member { child, dir, url }
+        panic!("etcd could not start on free ports in 5 attempts")
     }
 
     pub(super) fn pid(&self) -> u32 {
