@@ -335,6 +335,8 @@ pub async fn run_sampler(
 ) {
     let mut warned = false;
     loop {
+        // One round per resolution, however long the reading takes.
+        let started = tokio::time::Instant::now();
         let get = |path: &'static str| {
             let client = client.clone();
             async move {
@@ -382,7 +384,7 @@ pub async fn run_sampler(
                 .map_or(0, |d| d.as_millis() as i64);
             history.record(now, every, nodes, pods);
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep_until(started + every).await;
     }
 }
 
