@@ -34,17 +34,54 @@ impl Etcd {
             .prefix("kaji-etcd-e2e-")
             .tempdir()
             .expect("tempdir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let child = Etcd::spawn(dir.path(), &url, &peer_url);
-        let etcd = Etcd {
-            child,
-            dir,
-            url,
-            peer_url,
-        };
-        etcd.wait_healthy();
-        etcd
+        // A probed free port can be taken by a parallel test's member before etcd binds it:
+        // that etcd exits, and health checks would be answered by the other member. So each
+        // start waits for this member's own "ready" line, on new ports if it exited.
+        for _ in 0..5 {
+            let url = format!("http://127.0.0.1:{}", free_port());
+            let peer_url = format!("http://127.0.0.1:{}", free_port());
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            let mut child = Etcd::spawn(dir.path(), &url, &peer_url);
+            if Etcd::wait_ready(&mut child, dir.path(), 0) {
+                let etcd = Etcd {
+                    child,
+                    dir,
+                    url,
+                    peer_url,
+                };
+                etcd.wait_healthy();
+                return etcd;
+            }
+        }
+        panic!("etcd could not start on free ports in 5 attempts")
+    }
+
+    /// The number of times the member's log in `dir` says it is ready.
+    fn ready_lines(dir: &std::path::Path) -> usize {
+        std::fs::read_to_string(dir.join("etcd.log"))
+            .unwrap_or_default()
+            .matches("ready to serve client requests")
+            .count()
+    }
+
+    /// Waits until the log has more than `before` ready lines (true) or the member exited (false).
+    fn wait_ready(child: &mut Child, dir: &std::path::Path, before: usize) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if Etcd::ready_lines(dir) > before {
+                return true;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+                eprintln!("etcd exited ({status}): {}", support::tail(&log, 5));
+                return false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd not ready after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(dir: &std::path::Path, url: &str, peer_url: &str) -> Child {
@@ -84,7 +121,12 @@ impl Etcd {
 
     /// Starts the member again on its ports and data.
     fn restart(&mut self) {
+        let before = Etcd::ready_lines(self.dir.path());
         self.child = Etcd::spawn(self.dir.path(), &self.url, &self.peer_url);
+        assert!(
+            Etcd::wait_ready(&mut self.child, self.dir.path(), before),
+            "etcd did not start again on its ports"
+        );
         self.wait_healthy();
     }
 
@@ -235,12 +277,7 @@ fn kubectl_bars_on_etcd() {
         &["get", "configmap", "one"],
         "{.metadata.resourceVersion}",
     );
-    let kv = etcd.etcdctl_ok(&[
-        "get",
-        "/registry/configmaps/default/one",
-        "-w",
-        "fields",
-    ]);
+    let kv = etcd.etcdctl_ok(&["get", "/registry/configmaps/default/one", "-w", "fields"]);
     let mod_revision = kv
         .lines()
         .find_map(|l| l.strip_prefix("\"ModRevision\" : "))
@@ -293,11 +330,7 @@ fn kubectl_bars_on_etcd() {
         err.trim(),
         "Error from server (NotFound): configmaps \"one\" not found"
     );
-    let gone = etcd.etcdctl_ok(&[
-        "get",
-        "/registry/configmaps/default/one",
-        "--keys-only",
-    ]);
+    let gone = etcd.etcdctl_ok(&["get", "/registry/configmaps/default/one", "--keys-only"]);
     assert!(gone.trim().is_empty(), "the key is gone from etcd: {gone}");
     let conflict = c.fails(&["create", "configmap", "applied", "--from-literal=x=3"]);
     assert_eq!(
@@ -446,7 +479,8 @@ fn etcd_crash_and_restart() {
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert!(
         stderr == "error: failed to create configmap: etcdserver: request timed out"
-            || stderr == "error: failed to create configmap: Internal error occurred: storage backend: etcd: operation was canceled",
+            || stderr
+                == "error: failed to create configmap: Internal error occurred: storage backend: etcd: operation was canceled",
         "{stderr}"
     );
     let watch = Watch::start(&c, &["configmaps"]);
@@ -518,7 +552,8 @@ fn old_key_layout_is_migrated() {
     );
     assert!(!keys.contains("/registry/core/"), "{keys}");
     assert!(
-        c.log().contains("storage keys migrated to Kubernetes' layout"),
+        c.log()
+            .contains("storage keys migrated to Kubernetes' layout"),
         "the move is logged"
     );
     drop(c);
