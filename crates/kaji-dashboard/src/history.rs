@@ -9,7 +9,6 @@
 //! 5.5 MiB with their names. A series whose object has left the metrics for a few rounds (the
 //! pod or node is gone) is dropped.
 
-use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -263,62 +262,99 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-fn usage(u: &Value) -> (u64, u64) {
-    let q = |k: &str, scale: i128| {
-        u[k].as_str()
+/// A NodeMetricsList or PodMetricsList, only what the history keeps (parsed straight into
+/// these: at 5,000 pods a `Value` of the list costs several times its bytes on every round).
+#[derive(serde::Deserialize, Default)]
+pub struct MetricsList {
+    #[serde(default)]
+    pub items: Vec<Metrics>,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct Metrics {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct Meta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct Container {
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct Usage {
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+}
+
+fn usage(u: &Usage) -> (u64, u64) {
+    let q = |v: &Option<String>, scale: i128| {
+        v.as_deref()
             .and_then(|s| kaji_api::quantity::scaled(s, scale))
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0)
     };
-    (q("cpu", 1_000_000_000), q("memory", 1))
+    (q(&u.cpu, 1_000_000_000), q(&u.memory, 1))
+}
+
+fn window(list: &MetricsList) -> Option<Duration> {
+    list.items
+        .iter()
+        .find_map(|m| m.window.as_deref().and_then(parse_go_duration))
 }
 
 /// A NodeMetricsList's (name, nanocores, bytes) and its window.
-pub fn node_samples(list: &Value) -> (Vec<(String, u64, u64)>, Option<Duration>) {
-    let mut window = None;
-    let items = list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let samples = items
+pub fn node_samples(list: &MetricsList) -> (Vec<(String, u64, u64)>, Option<Duration>) {
+    let samples = list
+        .items
         .iter()
-        .filter_map(|m| {
-            window = window.or_else(|| m["window"].as_str().and_then(parse_go_duration));
-            let name = m["metadata"]["name"].as_str()?;
-            let (cpu, mem) = usage(&m["usage"]);
-            Some((name.to_string(), cpu, mem))
+        .filter(|m| !m.metadata.name.is_empty())
+        .map(|m| {
+            let (cpu, mem) = usage(&m.usage);
+            (m.metadata.name.clone(), cpu, mem)
         })
         .collect();
-    (samples, window)
+    (samples, window(list))
 }
 
 /// A PodMetricsList's (namespace/name, nanocores, bytes: its containers summed) and window.
-pub fn pod_samples(list: &Value) -> (Vec<(String, u64, u64)>, Option<Duration>) {
-    let mut window = None;
-    let items = list["items"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let samples = items
+pub fn pod_samples(list: &MetricsList) -> (Vec<(String, u64, u64)>, Option<Duration>) {
+    let samples = list
+        .items
         .iter()
-        .filter_map(|m| {
-            window = window.or_else(|| m["window"].as_str().and_then(parse_go_duration));
-            let ns = m["metadata"]["namespace"].as_str()?;
-            let name = m["metadata"]["name"].as_str()?;
+        .filter(|m| !m.metadata.name.is_empty() && !m.metadata.namespace.is_empty())
+        .map(|m| {
             let (mut cpu, mut mem) = (0u64, 0u64);
-            for c in m["containers"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let (c_cpu, c_mem) = usage(&c["usage"]);
+            for c in &m.containers {
+                let (c_cpu, c_mem) = usage(&c.usage);
                 cpu = cpu.saturating_add(c_cpu);
                 mem = mem.saturating_add(c_mem);
             }
-            Some((format!("{ns}/{name}"), cpu, mem))
+            (
+                format!("{}/{}", m.metadata.namespace, m.metadata.name),
+                cpu,
+                mem,
+            )
         })
         .collect();
-    (samples, window)
+    (samples, window(list))
 }
 
 /// The default resolution, metrics-server's.
@@ -343,7 +379,7 @@ pub async fn run_sampler(
                 let req = http::Request::get(path)
                     .body(Vec::new())
                     .map_err(kube::Error::HttpError)?;
-                client.request::<Value>(req).await
+                client.request::<MetricsList>(req).await
             }
         };
         let (nodes, pods) = tokio::join!(
