@@ -59,6 +59,8 @@ pub struct Options {
     pub leader_elect: bool,
     /// Identity in the Lease (upstream: `<hostname>_<uuid>`).
     pub identity: String,
+    /// Lease duration, renew deadline and retry period of the election.
+    pub leader_election: kaji_runtime::leader::Timing,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             service_account_tokens: None,
             leader_elect: true,
             identity: kaji_runtime::leader::default_identity(),
+            leader_election: kaji_runtime::leader::Timing::default(),
         }
     }
 }
@@ -91,7 +94,8 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     }
     let mut elector = kaji_runtime::leader::LeaderElector::new(
         client.clone(),
-        kaji_runtime::leader::LeaderElectionConfig::kube_controller_manager(&opts.identity),
+        kaji_runtime::leader::LeaderElectionConfig::kube_controller_manager(&opts.identity)
+            .with_timing(opts.leader_election),
     );
     loop {
         elector.acquire().await;

@@ -26,7 +26,37 @@ pub struct LeaderElectionConfig {
     pub retry_period: Duration,
 }
 
+/// How long a lease lasts and how often it is renewed and retried: upstream's
+/// `--leader-elect-lease-duration`, `--leader-elect-renew-deadline`, `--leader-elect-retry-period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    /// Upstream's defaults: 15 s, 10 s, 2 s.
+    fn default() -> Timing {
+        Timing {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
 impl LeaderElectionConfig {
+    /// The same lease with other timing.
+    pub fn with_timing(self, t: Timing) -> LeaderElectionConfig {
+        LeaderElectionConfig {
+            lease_duration: t.lease_duration,
+            renew_deadline: t.renew_deadline,
+            retry_period: t.retry_period,
+            ..self
+        }
+    }
+
     /// Upstream's defaults (`--leader-elect-lease-duration` 15 s, `--leader-elect-renew-deadline`
     /// 10 s, `--leader-elect-retry-period` 2 s) for the Lease `kube-system/<name>`.
     pub fn defaults(name: &str, component: &str, identity: &str) -> LeaderElectionConfig {

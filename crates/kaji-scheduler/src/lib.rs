@@ -28,6 +28,8 @@ pub struct Options {
     pub identity: String,
     /// Take part in leader election (upstream `--leader-elect`, default true).
     pub leader_elect: bool,
+    /// Lease duration, renew deadline and retry period of the election.
+    pub leader_election: kaji_runtime::leader::Timing,
     /// Percentage of nodes to find feasible before scoring; 0 = upstream's adaptive default.
     pub percentage_of_nodes_to_score: usize,
 }
@@ -37,6 +39,7 @@ impl Default for Options {
         Options {
             identity: leader::default_identity(),
             leader_elect: true,
+            leader_election: kaji_runtime::leader::Timing::default(),
             percentage_of_nodes_to_score: 0,
         }
     }
@@ -54,7 +57,8 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
     }
     let mut elector = leader::LeaderElector::new(
         client.clone(),
-        leader::LeaderElectionConfig::kube_scheduler(&opts.identity),
+        leader::LeaderElectionConfig::kube_scheduler(&opts.identity)
+            .with_timing(opts.leader_election),
     );
     loop {
         elector.acquire().await;

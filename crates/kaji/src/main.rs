@@ -139,6 +139,16 @@ struct ServerArgs {
     /// How long a node may miss heartbeats before it is marked NotReady/Unknown.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: Duration,
+    /// How long a leader's Lease lasts without renewal before a standby server's controller
+    /// manager or scheduler takes over (upstream's --leader-elect-lease-duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long a leader keeps trying to renew before it stops leading (--leader-elect-renew-deadline).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often candidates try to take or renew the Lease (--leader-elect-retry-period).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
     #[command(flatten)]
     hpa: HpaArgs,
     /// Terminated pods kept before the pod garbage collector deletes the oldest (0: keep all).
@@ -644,6 +654,24 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).filter(|n| *n > 0).ok_or_else(|| format!("{s:?} is out of range"))
 }
 
+/// The leader election's timing from the flags, checked as upstream's (lease > renew deadline >
+/// retry period; upstream multiplies the retry period by a 1.2 jitter factor).
+fn leader_timing(args: &ServerArgs) -> Result<kaji_runtime::leader::Timing> {
+    let t = kaji_runtime::leader::Timing {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    // client-go's NewLeaderElector's checks and texts.
+    if t.lease_duration <= t.renew_deadline {
+        anyhow::bail!("leaseDuration must be greater than renewDeadline");
+    }
+    if t.renew_deadline <= t.retry_period.mul_f64(1.2) {
+        anyhow::bail!("renewDeadline must be greater than retryPeriod*JitterFactor");
+    }
+    Ok(t)
+}
+
 /// The embedded store's history windows from the flags.
 fn store_options(args: &ServerArgs) -> kaji_store::RedbOptions {
     kaji_store::RedbOptions {
@@ -655,6 +683,7 @@ fn store_options(args: &ServerArgs) -> kaji_store::RedbOptions {
 
 async fn server(mut args: ServerArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    let timing = leader_timing(&args)?;
     if args.ha.cluster_reset {
         return etcd::cluster_reset(&args.data_dir, args.ha.cluster_reset_restore_path.as_deref());
     }
@@ -760,12 +789,16 @@ async fn server(mut args: ServerArgs) -> Result<()> {
                 private_key_file: kaji_apiserver::auth::serviceaccount::key_path(&args.data_dir),
                 root_ca_file: args.data_dir.join("server/tls/ca.crt"),
             }),
+            leader_election: timing,
             ..Default::default()
         };
         spokes.spawn(kaji_controllers::run(client_from_kubeconfig(&controller_kubeconfig, "kube-controller-manager").await?, opts));
     }
     if !args.disable_scheduler {
-        spokes.spawn(kaji_scheduler::run(client_from_kubeconfig(&scheduler_kubeconfig, "kube-scheduler").await?, kaji_scheduler::Options::default()));
+        spokes.spawn(kaji_scheduler::run(
+            client_from_kubeconfig(&scheduler_kubeconfig, "kube-scheduler").await?,
+            kaji_scheduler::Options { leader_election: timing, ..Default::default() },
+        ));
     }
     if args.hollow_nodes > 0 {
         let opts = kaji_kubelet::hollow::HollowOptions {
