@@ -442,7 +442,8 @@ fn host_gw_routes_pods_between_nodes_on_one_segment() {
 }
 
 /// Issue 14's "killing node 2's agent and containerd makes its pods Running elsewhere within
-/// the configured eviction time"; then the deleted Node's routes go from the other nodes.
+/// the configured eviction time"; node 2 coming back cleans up its stale pods; `kubectl drain`
+/// moves node 3's pods; then the deleted Node's routes go from the other nodes.
 #[test]
 fn a_dead_nodes_pods_run_elsewhere_and_its_routes_go() {
     let mn_flags = [
@@ -523,7 +524,51 @@ spec:
         killed.elapsed()
     );
 
+    // Node 2 comes back: the pods the cluster gave up on (Terminating, bound to node-2) are
+    // cleaned up by its kubelet, and it is Ready again.
+    let stale_on_node2 = |mn: &MultiNode| -> Vec<String> {
+        jsonpath(
+            mn,
+            &["pods", "-l", "app=spread", "--field-selector", "spec.nodeName=node-2"],
+            "{range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    assert!(
+        !stale_on_node2(&mn).is_empty(),
+        "node-2's pods are still in the API (Terminating) while it is down"
+    );
+    mn.restart_agent(2);
+    wait_on(&mn, "node-2 back and its stale pods gone", || {
+        let ready = jsonpath(
+            &mn,
+            &["node", "node-2"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
+        (ready == "True" && stale_on_node2(&mn).is_empty()).then_some(())
+    });
+
+    // `kubectl drain` moves node 3's real pods to the other nodes.
+    let drained = mn.cluster.ok(&[
+        "drain",
+        "node-3",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=90s",
+    ]);
+    assert!(drained.contains("node/node-3 drained"), "{drained}");
+    let moved = wait_on(&mn, "3 Running spread pods, none on the drained node-3", || {
+        let r = running(&mn);
+        (r.len() == 3 && r.iter().all(|(_, n)| n != "node-3")).then_some(r)
+    });
+    eprintln!("after draining node-3: {moved:?}");
+    let unschedulable = jsonpath(&mn, &["node", "node-3"], "{.spec.unschedulable}");
+    assert_eq!(unschedulable, "true");
+
     // The dead Node deleted: node 1 and node 3 drop its route, neighbour and FDB entries.
+    mn.kill_node(2);
     let node2_cidr = jsonpath(&mn, &["node", "node-2"], "{.spec.podCIDR}");
     assert!(!node2_cidr.is_empty());
     mn.cluster.ok(&["delete", "node", "node-2"]);
