@@ -529,7 +529,13 @@ spec:
     let stale_on_node2 = |mn: &MultiNode| -> Vec<String> {
         jsonpath(
             mn,
-            &["pods", "-l", "app=spread", "--field-selector", "spec.nodeName=node-2"],
+            &[
+                "pods",
+                "-l",
+                "app=spread",
+                "--field-selector",
+                "spec.nodeName=node-2",
+            ],
             "{range .items[*]}{.metadata.name}{\"\\n\"}{end}",
         )
         .lines()
@@ -559,10 +565,14 @@ spec:
         "--timeout=90s",
     ]);
     assert!(drained.contains("node/node-3 drained"), "{drained}");
-    let moved = wait_on(&mn, "3 Running spread pods, none on the drained node-3", || {
-        let r = running(&mn);
-        (r.len() == 3 && r.iter().all(|(_, n)| n != "node-3")).then_some(r)
-    });
+    let moved = wait_on(
+        &mn,
+        "3 Running spread pods, none on the drained node-3",
+        || {
+            let r = running(&mn);
+            (r.len() == 3 && r.iter().all(|(_, n)| n != "node-3")).then_some(r)
+        },
+    );
     eprintln!("after draining node-3: {moved:?}");
     let unschedulable = jsonpath(&mn, &["node", "node-3"], "{.spec.unschedulable}");
     assert_eq!(unschedulable, "true");
