@@ -3,7 +3,9 @@
 //! upstream's `rbac/bootstrap-roles` PostStartHook: an object whose
 //! `rbac.authorization.k8s.io/autoupdate` annotation is not "false" gets back the rules,
 //! labels, aggregation selectors and subjects it lacks (a binding whose roleRef changed is
-//! recreated).
+//! recreated). Beside upstream's, metrics-server's `system:aggregated-metrics-reader`
+//! (aggregated into view, edit and admin), since the metrics API is built in here as k3s
+//! ships metrics-server.
 //!
 //! The policy is a table ([`POLICY`]), one line per role, rule or binding:
 //! - `role NAME [+L]... [~L]...`: a ClusterRole; `+L` labels it
@@ -71,6 +73,8 @@ role system:aggregate-to-view +aggregate-to-view
   R extensions daemonsets,daemonsets/status,deployments,deployments/scale,deployments/status,ingresses,ingresses/status,replicasets,replicasets/scale,replicasets/status,replicationcontrollers/scale,networkpolicies
   R policy poddisruptionbudgets,poddisruptionbudgets/status
   R networking.k8s.io networkpolicies,ingresses,ingresses/status
+role system:aggregated-metrics-reader +aggregate-to-view +aggregate-to-edit +aggregate-to-admin
+  R metrics.k8s.io pods,nodes
 role system:heapster
   R core events,pods,nodes,namespaces
   R extensions deployments
