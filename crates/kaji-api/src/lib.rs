@@ -2,6 +2,7 @@
 //! kind (routing, discovery and OpenAPI share it); [`status::ApiError`] is every error the API
 //! answers with; [`selector`] holds label and field selectors; [`validation`] upstream's name rules.
 pub mod cidr;
+pub mod duration;
 pub mod jwt;
 pub mod qos;
 pub mod quota;

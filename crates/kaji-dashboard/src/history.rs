@@ -233,33 +233,9 @@ fn points_of(g: &Inner, s: &Series, since_ms: i64) -> Vec<Point> {
 
 /// A Go duration such as metrics-server's `window` (`15s`, `1m0s`, `500ms`, `1.5s`).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[u..];
-    }
-    Duration::try_from_secs_f64(total).ok()
+    kaji_api::duration::parse_go(s.trim())
+        .and_then(|n| u64::try_from(n).ok())
+        .map(Duration::from_nanos)
 }
 
 /// A NodeMetricsList or PodMetricsList, only what the history keeps (parsed straight into

@@ -132,53 +132,7 @@ pub(crate) fn format_timestamp(nanos: i128) -> String {
 
 /// Parses a Go duration string (`1h30m`, `1.5s`, `-300ms`) into nanoseconds.
 pub(crate) fn parse_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i128 = 0;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number = &rest[..n];
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit: i128 = match &rest[..u] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => NANOS,
-            "m" => 60 * NANOS,
-            "h" => 3600 * NANOS,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-        if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
-            return None;
-        }
-        let whole: i128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        total = total.checked_add(whole.checked_mul(unit)?)?;
-        if !frac.is_empty() {
-            let digits = &frac[..frac.len().min(18)];
-            let f: i128 = digits.parse().ok()?;
-            total += f * unit / 10i128.pow(u32::try_from(digits.len()).ok()?);
-        }
-        if total > i128::from(i64::MAX) {
-            return None;
-        }
-    }
-    i64::try_from(if neg { -total } else { total }).ok()
+    kaji_api::duration::parse_go(s)
 }
 
 /// A duration as protobuf JSON prints it: seconds with a fraction (`90s`, `1.5s`).

@@ -66,34 +66,7 @@ pub fn parse(schedule: &str, time_zone: Option<&str>) -> Result<Schedule, String
 
 /// A Go duration such as `1h30m`, `90s`, `1.5h`.
 fn parse_go_duration(s: &str) -> Option<SignedDuration> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        if num_len == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * factor;
-        rest = &rest[unit_len..];
-    }
-    Some(SignedDuration::from_secs_f64(total))
+    kaji_api::duration::parse_go(s).map(SignedDuration::from_nanos)
 }
 
 impl Schedule {

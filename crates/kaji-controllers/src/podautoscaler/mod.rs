@@ -152,37 +152,9 @@ async fn request(
     })
 }
 
-/// Go's duration text (`15s`, `1m0.5s`, `250ms`) in milliseconds.
+/// Go's duration text (`15s`, `1m0.5s`, `250ms`) in milliseconds (0 if it does not parse).
 fn parse_go_duration(s: &str) -> i64 {
-    let mut total = 0.0;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_digit() || n == '.' {
-                break;
-            }
-            unit.push(n);
-            chars.next();
-        }
-        let v: f64 = num.parse().unwrap_or(0.0);
-        num.clear();
-        total += v * match unit.as_str() {
-            "h" => 3_600_000.0,
-            "m" => 60_000.0,
-            "s" => 1000.0,
-            "ms" => 1.0,
-            "us" | "µs" => 0.001,
-            "ns" => 0.000_001,
-            _ => 0.0,
-        };
-    }
-    total as i64
+    kaji_api::duration::parse_go(s).map_or(0, |n| n / 1_000_000)
 }
 
 fn rfc3339_ms(v: &Value) -> Option<i64> {
