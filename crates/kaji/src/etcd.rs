@@ -483,43 +483,20 @@ fn spawn_etcd(config: &Path, log_path: &Path) -> Result<std::process::Child> {
 /// etcd processes running the member of `data_dir` (for `kaji killall` and offline commands).
 pub fn member_pids(data_dir: &Path) -> Vec<i32> {
     let config = config_path(data_dir);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_etcd = argv
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .is_some_and(|n| n == "etcd");
-        let ours = argv
-            .windows(2)
-            .any(|w| w[0] == "--config-file" && Path::new(&w[1]) == config);
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        });
-        if is_etcd && ours && !zombie {
-            out.push(pid);
-        }
-    }
-    out
+    crate::killall::processes()
+        .into_iter()
+        .filter(|(_, argv)| {
+            let is_etcd = argv
+                .first()
+                .and_then(|a| Path::new(a).file_name())
+                .is_some_and(|n| n == "etcd");
+            is_etcd
+                && argv
+                    .windows(2)
+                    .any(|w| w[0] == "--config-file" && Path::new(&w[1]) == config)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 // ---- snapshots and reset (offline) ----

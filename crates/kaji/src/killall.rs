@@ -305,8 +305,8 @@ fn absolute(p: &Path) -> PathBuf {
     })
 }
 
-/// `kaji server` and `kaji agent` processes whose data dir is `data_dir`: `(pid, subcommand)`.
-fn kaji_processes(data_dir: &Path) -> Vec<(i32, String)> {
+/// Every live process but this one, with its argv (from /proc; zombies left out).
+pub(crate) fn processes() -> Vec<(i32, Vec<String>)> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -331,6 +331,17 @@ fn kaji_processes(data_dir: &Path) -> Vec<(i32, String)> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        if !is_zombie(pid) {
+            out.push((pid, argv));
+        }
+    }
+    out
+}
+
+/// `kaji server` and `kaji agent` processes whose data dir is `data_dir`: `(pid, subcommand)`.
+fn kaji_processes(data_dir: &Path) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for (pid, argv) in processes() {
         let Some(role) = kaji_role(&argv) else {
             continue;
         };
@@ -340,7 +351,7 @@ fn kaji_processes(data_dir: &Path) -> Vec<(i32, String)> {
             Ok(cwd) if dir.is_relative() => cwd.join(dir),
             _ => dir,
         };
-        if same_dir(&dir, data_dir) && !is_zombie(pid) {
+        if same_dir(&dir, data_dir) {
             out.push((pid, role.to_string()));
         }
     }
