@@ -74,7 +74,7 @@ impl EtcdCluster {
                     .expect("starting /usr/bin/etcd (apt-get install etcd-server)")
             })
             .collect();
-        let etcd = EtcdCluster {
+        let mut etcd = EtcdCluster {
             members,
             client_urls: urls.into_iter().map(|(c, _)| c).collect(),
             dir,
@@ -93,6 +93,15 @@ impl EtcdCluster {
                     .map(|_| ())
             },
         );
+        // A member that could not bind its probed free port (taken meanwhile by a parallel
+        // test) has exited, and another test's member may be answering there: fail loudly.
+        for (i, m) in etcd.members.iter_mut().enumerate() {
+            if let Ok(Some(status)) = m.try_wait() {
+                let log = std::fs::read_to_string(etcd.dir.path().join(format!("etcd-{i}.log")))
+                    .unwrap_or_default();
+                panic!("etcd member m{i} exited ({status}):\n{}", tail(&log, 10));
+            }
+        }
         etcd
     }
 
@@ -170,15 +179,15 @@ fn claim_block(n: usize) -> (u8, Vec<String>) {
 }
 
 impl HaCluster {
-    /// `servers` servers on an etcd of `members` members; `extra` flags for every server.
-    pub fn start(name: &str, members: usize, servers: usize, extra: &[&str]) -> HaCluster {
-        let etcd = EtcdCluster::start(members);
+    /// The cluster's description before anything runs: `servers` servers on their own
+    /// loopback addresses with data dirs under one temporary root.
+    fn new(name: &str, etcd: EtcdCluster, servers: usize, extra: &[&str]) -> HaCluster {
         let root = tempfile::Builder::new()
             .prefix(&format!("kaji-{name}-"))
             .tempdir()
             .expect("tempdir");
         let (_, addresses) = claim_block(servers);
-        let mut c = HaCluster {
+        HaCluster {
             name: name.to_string(),
             etcd,
             port: free_port(),
@@ -199,7 +208,13 @@ impl HaCluster {
             addresses,
             root,
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
-        };
+        }
+    }
+
+    /// `servers` servers on an etcd of `members` members; `extra` flags for every server.
+    pub fn start(name: &str, members: usize, servers: usize, extra: &[&str]) -> HaCluster {
+        let etcd = EtcdCluster::start(members);
+        let mut c = HaCluster::new(name, etcd, servers, extra);
         c.spawn(0);
         c.wait_ready(0);
         // The others share the first one's CA, service-account key and token.
@@ -419,11 +434,6 @@ impl HaCluster {
     /// server (kill -9 included); a respawned server finds its member in its data dir. `extra`
     /// flags go to every server, as in [`HaCluster::start`].
     pub fn start_managed(name: &str, servers: usize, extra: &[&str]) -> HaCluster {
-        let root = tempfile::Builder::new()
-            .prefix(&format!("kaji-{name}-"))
-            .tempdir()
-            .expect("tempdir");
-        let (_, addresses) = claim_block(servers);
         // No external members: spawn's --datastore-endpoint is empty, the managed member wins.
         let etcd = EtcdCluster {
             members: Vec::new(),
@@ -434,28 +444,7 @@ impl HaCluster {
                 .expect("tempdir"),
         };
         let base: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
-        let mut c = HaCluster {
-            name: name.to_string(),
-            etcd,
-            port: free_port(),
-            servers: addresses
-                .iter()
-                .enumerate()
-                .map(|(i, ip)| {
-                    let dir = root.path().join(format!("server-{i}"));
-                    HaServer {
-                        ip: ip.clone(),
-                        kubeconfig: dir.join("kubeconfig.yaml"),
-                        dir,
-                        child: None,
-                    }
-                })
-                .collect(),
-            agents: Vec::new(),
-            addresses,
-            root,
-            extra: base.clone(),
-        };
+        let mut c = HaCluster::new(name, etcd, servers, extra);
         c.extra = [base.clone(), vec!["--cluster-init".to_string()]].concat();
         c.spawn(0);
         c.wait_ready(0);
