@@ -191,6 +191,7 @@ async fn stored(call: &Call<'_>, key: &str) -> Result<Option<Value>, ApiError> {
         .map(|kv| crate::objects::decode(&kv)))
 }
 
+/// The stored pods or nodes under `prefix`, each reduced to what metrics need (see [`Light`]).
 async fn stored_list(call: &Call<'_>, prefix: &str) -> Result<Vec<Value>, ApiError> {
     let l = call
         .server
@@ -198,7 +199,60 @@ async fn stored_list(call: &Call<'_>, prefix: &str) -> Result<Vec<Value>, ApiErr
         .list(prefix, kaji_store::ListOptions::default())
         .await
         .map_err(crate::store_error)?;
-    Ok(l.items.iter().map(crate::objects::decode).collect())
+    Ok(l.items.iter().filter_map(|kv| light(&kv.value)).collect())
+}
+
+/// Only what a metrics answer reads of a stored pod or node: name, namespace, labels and the
+/// containers' names. A whole pod as a `Value` tree is many times its bytes in small allocations,
+/// and a list of every pod each metric resolution (the dashboard's sampler, `kubectl top`) left
+/// the allocator's arenas holding tens of MiB more at 5,000 pods.
+#[derive(serde::Deserialize)]
+struct Light {
+    metadata: LightMeta,
+    #[serde(default)]
+    spec: Option<LightSpec>,
+}
+
+#[derive(serde::Deserialize)]
+struct LightMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LightSpec {
+    #[serde(default)]
+    containers: Vec<LightContainer>,
+}
+
+#[derive(serde::Deserialize)]
+struct LightContainer {
+    #[serde(default)]
+    name: String,
+}
+
+/// The [`Light`] view of stored bytes as the small object the metrics code reads.
+fn light(bytes: &[u8]) -> Option<Value> {
+    let l: Light = serde_json::from_slice(bytes).ok()?;
+    let mut meta = json!({ "name": l.metadata.name });
+    if let Some(ns) = l.metadata.namespace {
+        meta["namespace"] = Value::String(ns);
+    }
+    if let Some(labels) = l.metadata.labels {
+        meta["labels"] = Value::Object(labels);
+    }
+    let containers: Vec<Value> = l
+        .spec
+        .map(|s| s.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| json!({ "name": c.name }))
+        .collect();
+    Some(json!({ "metadata": meta, "spec": { "containers": containers } }))
 }
 
 fn selectors(call: &Call<'_>) -> Result<(LabelSelector, FieldSelector), ApiError> {
