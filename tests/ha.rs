@@ -78,6 +78,20 @@ async fn writer(clients: Vec<kube::Client>, t: usize, done: Arc<AtomicUsize>) ->
     out
 }
 
+/// The addresses in the `kubernetes` endpoints, sorted.
+fn endpoint_ips(c: &ha::HaCluster) -> Vec<String> {
+    let eps = c.ok(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    let mut got: Vec<String> = eps.split_whitespace().map(str::to_string).collect();
+    got.sort();
+    got
+}
+
 #[test]
 fn kill_the_leader_during_writes() {
     // A 10 s lease (upstream's flags; 15 s by default) so that a standby takes over within 15 s
@@ -119,18 +133,7 @@ fn kill_the_leader_during_writes() {
     wait_for(
         "every server in the kubernetes endpoints",
         Duration::from_secs(30),
-        || {
-            let eps = c.ok(&[
-                "get",
-                "endpoints",
-                "kubernetes",
-                "-o",
-                "jsonpath={.subsets[*].addresses[*].ip}",
-            ]);
-            let mut got: Vec<String> = eps.split_whitespace().map(str::to_string).collect();
-            got.sort();
-            (got == all).then_some(())
-        },
+        || (endpoint_ips(&c) == all).then_some(()),
     );
     let identities = c.ok(&[
         "get",
@@ -288,18 +291,7 @@ fn kill_the_leader_during_writes() {
     wait_for(
         "the dead server out of the kubernetes endpoints",
         Duration::from_secs(40),
-        || {
-            let eps = c.ok(&[
-                "get",
-                "endpoints",
-                "kubernetes",
-                "-o",
-                "jsonpath={.subsets[*].addresses[*].ip}",
-            ]);
-            let mut got: Vec<String> = eps.split_whitespace().map(str::to_string).collect();
-            got.sort();
-            (got == live).then_some(())
-        },
+        || (endpoint_ips(&c) == live).then_some(()),
     );
 
     // The agent given the dead server failed over: its node stays Ready and its Lease renews.

@@ -41,26 +41,7 @@ struct Addresses(Vec<String>);
 
 impl Addresses {
     fn claim() -> Addresses {
-        for x in 40..=250u8 {
-            let first = format!("127.0.{x}.21");
-            let added = Command::new("ip")
-                .args(["addr", "add", &format!("{first}/32"), "dev", "lo"])
-                .output()
-                .expect("running ip");
-            if !added.status.success() {
-                continue;
-            }
-            let mut addrs = vec![first];
-            for i in 22..=23 {
-                let a = format!("127.0.{x}.{i}");
-                let _ = Command::new("ip")
-                    .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
-                    .output();
-                addrs.push(a);
-            }
-            return Addresses(addrs);
-        }
-        panic!("no free 127.0.X.21 block");
+        Addresses(ha::claim_block(21, 3).1)
     }
 }
 

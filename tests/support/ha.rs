@@ -153,21 +153,22 @@ pub struct HaCluster {
     extra: Vec<String>,
 }
 
-/// Claims a free 127.0.X.0/24 block: the first X whose .11 can be added to `lo` (a taken one
-/// is refused with "File exists"), so concurrent clusters never share addresses.
-fn claim_block(n: usize) -> (u8, Vec<String>) {
+/// Claims `n` addresses 127.0.X.`first`.. of a free 127.0.X.0/24 block: the first X whose
+/// .`first` can be added to `lo` (a taken one is refused with "File exists"), so concurrent
+/// clusters never share addresses (the HA clusters use .11.., tests/ha_join.rs .21..).
+pub fn claim_block(first: u8, n: usize) -> (u8, Vec<String>) {
     for x in 40..=250u8 {
-        let first = format!("127.0.{x}.11");
+        let head = format!("127.0.{x}.{first}");
         let added = Command::new("ip")
-            .args(["addr", "add", &format!("{first}/32"), "dev", "lo"])
+            .args(["addr", "add", &format!("{head}/32"), "dev", "lo"])
             .output()
             .expect("running ip");
         if !added.status.success() {
             continue;
         }
-        let mut addrs = vec![first];
+        let mut addrs = vec![head];
         for i in 1..n {
-            let a = format!("127.0.{x}.{}", 11 + i);
+            let a = format!("127.0.{x}.{}", usize::from(first) + i);
             let _ = Command::new("ip")
                 .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
                 .output();
@@ -175,7 +176,7 @@ fn claim_block(n: usize) -> (u8, Vec<String>) {
         }
         return (x, addrs);
     }
-    panic!("no free 127.0.X.11 block");
+    panic!("no free 127.0.X.{first} block");
 }
 
 impl HaCluster {
@@ -186,7 +187,7 @@ impl HaCluster {
             .prefix(&format!("kaji-{name}-"))
             .tempdir()
             .expect("tempdir");
-        let (_, addresses) = claim_block(servers);
+        let (_, addresses) = claim_block(11, servers);
         HaCluster {
             name: name.to_string(),
             etcd,
