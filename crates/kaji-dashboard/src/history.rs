@@ -15,8 +15,12 @@ use std::time::Duration;
 
 /// How long the history lasts.
 pub const HOUR: Duration = Duration::from_secs(3600);
-/// At most this many rounds are kept, whatever the resolution (a 1 s resolution keeps 15 min).
-pub const MAX_ROUNDS: usize = 900;
+/// At most this many rounds are kept, whatever the resolution (an hour at 1 s).
+pub const MAX_ROUNDS: usize = 3600;
+/// What the samples of every series together may cost: with more series than an hour of rounds
+/// at the resolution affords, rounds are spaced further apart (fewer, still over the hour).
+/// 5,000 pods at any resolution: about 260 rounds (one each 14 s), 5 MiB of samples.
+pub const BUDGET_BYTES: usize = 5 << 20;
 /// A series absent from this many rounds in a row belongs to an object that is gone.
 const GONE_AFTER: u64 = 4;
 /// No sample in a round (the object had no metrics then).
@@ -64,25 +68,38 @@ impl Series {
     }
 
     fn push(&mut self, round: u64, sample: u32, keep: usize) {
-        match self.last_round() {
-            None => self.start = round,
-            Some(last) => {
-                // Rounds without a sample (bounded by `keep`: older ones would be trimmed).
-                let gap = round.saturating_sub(last + 1).min(keep as u64);
-                if gap == keep as u64 {
-                    self.samples.clear();
-                    self.start = round;
-                } else {
-                    self.samples
-                        .extend(std::iter::repeat_n(MISSING, gap as usize));
-                }
+        let mut gap = match self.last_round() {
+            None => {
+                self.start = round;
+                0
             }
+            Some(last) => round.saturating_sub(last + 1),
+        };
+        // Rounds without a sample (bounded by `keep`: older ones would be trimmed).
+        if gap >= keep as u64 {
+            self.samples.clear();
+            self.start = round;
+            gap = 0;
         }
-        self.samples.push_back(sample);
-        while self.samples.len() > keep {
+        let add = gap as usize + 1;
+        while !self.samples.is_empty() && self.samples.len() + add > keep {
             self.samples.pop_front();
             self.start += 1;
         }
+        // Grown by doubling as a VecDeque does, but never past `keep` (a full ring of `keep`
+        // would otherwise hold up to twice that), and shrunk when `keep` shrank.
+        let need = self.samples.len() + add;
+        if need > self.samples.capacity() {
+            let target = (self.samples.capacity() * 2)
+                .clamp(8, keep.max(need))
+                .max(need);
+            self.samples.reserve_exact(target - self.samples.len());
+        } else if self.samples.capacity() > keep.max(8) + keep / 2 {
+            self.samples.shrink_to(keep.max(need));
+        }
+        self.samples
+            .extend(std::iter::repeat_n(MISSING, gap as usize));
+        self.samples.push_back(sample);
     }
 }
 
@@ -126,6 +143,20 @@ impl History {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The time between two rounds for `series` nodes and pods at `resolution`: the
+    /// resolution, or longer when an hour of rounds for that many series would cost more than
+    /// [`BUDGET_BYTES`].
+    pub fn spacing(resolution: Duration, series: usize) -> Duration {
+        let rounds = (BUDGET_BYTES / (4 * series.max(1))).clamp(2, MAX_ROUNDS);
+        resolution.max(HOUR / rounds as u32)
+    }
+
+    /// Nodes and pods with a series now.
+    pub fn series(&self) -> usize {
+        let g = self.lock();
+        g.nodes.len() + g.pods.len()
+    }
+
     /// The resolution of the samples (zero before the first round).
     pub fn resolution(&self) -> Duration {
         self.lock().resolution
@@ -147,9 +178,12 @@ impl History {
         inner.keep = ((HOUR.as_millis() / res.as_millis()) as usize).clamp(2, MAX_ROUNDS);
         let round = inner.next_round;
         inner.next_round += 1;
-        inner.times.push_back(time_ms);
-        while inner.times.len() > inner.keep {
+        while inner.times.len() >= inner.keep {
             inner.times.pop_front();
+        }
+        inner.times.push_back(time_ms);
+        if inner.times.capacity() > 2 * inner.keep + 64 {
+            inner.times.shrink_to(inner.keep);
         }
         let keep = inner.keep;
         for (map, samples) in [(&mut inner.nodes, nodes), (&mut inner.pods, pods)] {
@@ -336,65 +370,106 @@ pub fn pod_samples(list: &MetricsList) -> (Vec<(String, u64, u64)>, Option<Durat
 /// The default resolution, metrics-server's.
 pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(15);
 
-/// Reads the metrics API with `client` once per resolution into `history`, forever. The
-/// resolution is `resolution` when the caller knows it (in `kaji server`, `--metric-resolution`),
-/// else the metrics' own `window` (the time between the provider's two last scrapes: its
-/// resolution), else 15 s.
+/// One reading of the metrics: each kind's samples (None: that kind could not be read), the
+/// metrics' window, and what went wrong.
+#[derive(Default)]
+pub struct Reading {
+    pub nodes: Option<Vec<(String, u64, u64)>>,
+    pub pods: Option<Vec<(String, u64, u64)>>,
+    pub window: Option<Duration>,
+    pub error: Option<String>,
+}
+
+/// Reads the metrics API with `client` once per resolution into `history`, forever (the
+/// standalone dashboard's sampler; see [`run`]).
 pub async fn run_sampler(
     history: std::sync::Arc<History>,
     client: kube::Client,
     resolution: Option<Duration>,
 ) {
+    run(history, move || read_api(client.clone()), resolution).await
+}
+
+/// One reading of `metrics.k8s.io` nodes and pods, as lists over HTTP.
+pub async fn read_api(client: kube::Client) -> Reading {
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get(path)
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?;
+            client.request::<MetricsList>(req).await
+        }
+    };
+    let (nodes, pods) = tokio::join!(
+        get("/apis/metrics.k8s.io/v1beta1/nodes"),
+        get("/apis/metrics.k8s.io/v1beta1/pods")
+    );
+    let error = [nodes.as_ref().err(), pods.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(ToString::to_string);
+    let (nodes, node_window) = match &nodes {
+        Ok(l) => {
+            let (s, w) = node_samples(l);
+            (Some(s), w)
+        }
+        Err(_) => (None, None),
+    };
+    let (pods, pod_window) = match &pods {
+        Ok(l) => {
+            let (s, w) = pod_samples(l);
+            (Some(s), w)
+        }
+        Err(_) => (None, None),
+    };
+    Reading {
+        nodes,
+        pods,
+        window: node_window.or(pod_window),
+        error,
+    }
+}
+
+/// Calls `read` once per round into `history`, forever. A round lasts `resolution` when the
+/// caller knows it (in `kaji server`, `--metric-resolution`), else the metrics' own `window`
+/// (the time between the provider's two last scrapes: its resolution), else 15 s; longer when
+/// the cluster has more nodes and pods than an hour at that resolution affords
+/// ([`History::spacing`]).
+pub async fn run<F, Fut>(
+    history: std::sync::Arc<History>,
+    mut read: F,
+    resolution: Option<Duration>,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Reading>,
+{
     let mut warned = false;
     loop {
-        // One round per resolution, however long the reading takes.
+        // One round per spacing, however long the reading takes.
         let started = tokio::time::Instant::now();
-        let get = |path: &'static str| {
-            let client = client.clone();
-            async move {
-                let req = http::Request::get(path)
-                    .body(Vec::new())
-                    .map_err(kube::Error::HttpError)?;
-                client.request::<MetricsList>(req).await
-            }
-        };
-        let (nodes, pods) = tokio::join!(
-            get("/apis/metrics.k8s.io/v1beta1/nodes"),
-            get("/apis/metrics.k8s.io/v1beta1/pods")
-        );
-        for e in [nodes.as_ref().err(), pods.as_ref().err()]
-            .into_iter()
-            .flatten()
+        let reading = read().await;
+        if let Some(e) = &reading.error
+            && !warned
         {
-            if !warned {
-                tracing::warn!(error = %e, "the dashboard cannot read the metrics API; it keeps trying");
-                warned = true;
-            }
+            tracing::warn!(error = %e, "the dashboard cannot read the metrics API; it keeps trying");
+            warned = true;
         }
-        let (nodes, node_window) = match &nodes {
-            Ok(l) => {
-                let (s, w) = node_samples(l);
-                (Some(s), w)
-            }
-            Err(_) => (None, None),
-        };
-        let (pods, pod_window) = match &pods {
-            Ok(l) => {
-                let (s, w) = pod_samples(l);
-                (Some(s), w)
-            }
-            Err(_) => (None, None),
-        };
         let every = resolution
-            .or(node_window)
-            .or(pod_window)
+            .or(reading.window)
             .unwrap_or(DEFAULT_RESOLUTION)
             .clamp(Duration::from_millis(500), Duration::from_secs(120));
-        if nodes.is_some() || pods.is_some() {
+        let series = match (&reading.nodes, &reading.pods) {
+            (None, None) => history.series(),
+            (n, p) => n.as_ref().map_or(0, Vec::len) + p.as_ref().map_or(0, Vec::len),
+        };
+        let every = History::spacing(every, series);
+        if reading.nodes.is_some() || reading.pods.is_some() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            history.record(now, every, nodes, pods);
+            history.record(now, every, reading.nodes, reading.pods);
         }
         tokio::time::sleep_until(started + every).await;
     }
@@ -488,13 +563,59 @@ mod tests {
                 )
             })
             .collect();
-        for r in 0..240 {
+        assert_eq!(History::spacing(res, 5000), res);
+        for r in 0..300 {
             h.record(r, res, Some(vec![]), Some(pods.clone()));
         }
         let (series, bytes) = h.footprint();
         assert_eq!(series, 5000);
         println!("an hour of 5,000 pods at 15 s: {bytes} bytes");
-        assert!(bytes < 8 << 20, "{bytes} bytes");
+        assert!(bytes < 6 << 20, "{bytes} bytes");
+        assert_eq!(
+            h.points(Kind::Pods, "namespace-0/deployment-5d8f7c9b6-00000", 0)
+                .unwrap()
+                .len(),
+            240
+        );
+    }
+
+    #[test]
+    fn a_finer_resolution_spaces_rounds_within_the_budget() {
+        // At 5 s an hour is 720 rounds: for 5,000 pods that is over the budget, so rounds are
+        // spaced to still cover the hour.
+        let spacing = History::spacing(Duration::from_secs(5), 5000);
+        assert!(
+            spacing > Duration::from_secs(13) && spacing < Duration::from_secs(15),
+            "{spacing:?}"
+        );
+        assert_eq!(
+            History::spacing(Duration::from_secs(5), 50),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            History::spacing(Duration::from_secs(1), 10),
+            Duration::from_secs(1)
+        );
+        let h = History::new();
+        let pods: Vec<(String, u64, u64)> = (0..5000)
+            .map(|i| (format!("default/big-5d8f7c9b6-{i:05}"), 1_000_000, 50 << 20))
+            .collect();
+        // A small cluster first (finer rounds, longer rings), then 5,000 pods.
+        for r in 0..800 {
+            h.record(r, Duration::from_secs(5), None, Some(pods[..10].to_vec()));
+        }
+        let rounds = (HOUR.as_millis() / spacing.as_millis()) as i64;
+        for r in 800..800 + rounds + 20 {
+            h.record(r, spacing, None, Some(pods.clone()));
+        }
+        let (series, bytes) = h.footprint();
+        assert_eq!(series, 5000);
+        println!("an hour of 5,000 pods at 5 s: {bytes} bytes");
+        assert!(bytes < 6 << 20, "{bytes} bytes");
+        let first = h
+            .points(Kind::Pods, "default/big-5d8f7c9b6-00000", 0)
+            .unwrap();
+        assert_eq!(first.len() as i64, rounds);
     }
 
     #[test]

@@ -35,82 +35,43 @@ pub fn handler(dashboard: Arc<kaji_dashboard::Dashboard>) -> kaji_apiserver::Ext
     }
 }
 
-/// The name the in-server dashboard's sampler acts as, and its RBAC objects.
-const SAMPLER_USER: &str = "system:kaji-dashboard";
-const SAMPLER_ROLE: &str = "system:kaji-dashboard-metrics";
-
 /// In `kaji server`, once the API is up: the dashboard checks viewers against the server (the
-/// admin kubeconfig's URL and CA, no credentials of its own on those requests) and samples the
-/// metrics API every `resolution` as `system:kaji-dashboard` (`sampler_kubeconfig`, a client
-/// certificate), which a ClusterRole allows to get and list node and pod metrics and nothing
-/// else. Never returns (a spoke): a failure costs the history, not the server.
+/// admin kubeconfig's URL and CA, no credentials of its own on those requests) and keeps the
+/// history from the API server's metrics provider, read in-process
+/// (`kaji_apiserver::metrics::round`: what the metrics API would list, without building,
+/// sending and parsing a list of every pod each round). Never returns (a spoke): a failure
+/// costs the history, not the server.
 pub async fn run_in_server(
     dashboard: Arc<kaji_dashboard::Dashboard>,
+    server: Arc<kaji_apiserver::ApiServer>,
     admin_kubeconfig: PathBuf,
-    sampler_kubeconfig: PathBuf,
     resolution: std::time::Duration,
 ) -> Result<()> {
-    if let Err(e) = sample(dashboard, admin_kubeconfig, sampler_kubeconfig, resolution).await {
-        tracing::error!(error = %e, "the dashboard keeps no CPU and memory history");
+    match kaji_dashboard::standalone::Upstream::from_kubeconfig(&admin_kubeconfig) {
+        Ok(api) => {
+            dashboard.set_api(api);
+            let read = move || {
+                let server = server.clone();
+                async move {
+                    match kaji_apiserver::metrics::round(&server).await {
+                        Ok(r) => kaji_dashboard::history::Reading {
+                            nodes: Some(r.nodes),
+                            pods: Some(r.pods),
+                            window: r.window,
+                            error: None,
+                        },
+                        Err(e) => kaji_dashboard::history::Reading {
+                            error: Some(e.to_string()),
+                            ..Default::default()
+                        },
+                    }
+                }
+            };
+            kaji_dashboard::history::run(dashboard.history.clone(), read, Some(resolution)).await;
+        }
+        Err(e) => tracing::error!(error = %e, "the dashboard keeps no CPU and memory history"),
     }
     std::future::pending().await
-}
-
-async fn sample(
-    dashboard: Arc<kaji_dashboard::Dashboard>,
-    admin_kubeconfig: PathBuf,
-    sampler_kubeconfig: PathBuf,
-    resolution: std::time::Duration,
-) -> Result<()> {
-    dashboard.set_api(kaji_dashboard::standalone::Upstream::from_kubeconfig(
-        &admin_kubeconfig,
-    )?);
-    let admin = kaji_dashboard::standalone::sampler_client(&admin_kubeconfig).await?;
-    let role = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": SAMPLER_ROLE, "labels": {"app.kubernetes.io/managed-by": "kaji-dashboard"}},
-        "rules": [{"apiGroups": ["metrics.k8s.io"], "resources": ["nodes", "pods"], "verbs": ["get", "list"]}]});
-    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": SAMPLER_ROLE, "labels": {"app.kubernetes.io/managed-by": "kaji-dashboard"}},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SAMPLER_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": SAMPLER_USER}]});
-    let pp = kube::api::PatchParams::apply("kaji-dashboard").force();
-    let dynamic = |kind: &str, plural: &str| {
-        let ar = kube::api::ApiResource {
-            group: "rbac.authorization.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        kube::Api::<kube::api::DynamicObject>::all_with(admin.clone(), &ar)
-    };
-    // Applied until it works (the API server may still be starting its RBAC).
-    loop {
-        let r = async {
-            dynamic("ClusterRole", "clusterroles")
-                .patch(SAMPLER_ROLE, &pp, &kube::api::Patch::Apply(&role))
-                .await?;
-            dynamic("ClusterRoleBinding", "clusterrolebindings")
-                .patch(SAMPLER_ROLE, &pp, &kube::api::Patch::Apply(&binding))
-                .await
-        }
-        .await;
-        match r {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "the dashboard's metrics role; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-        }
-    }
-    let client = kaji_dashboard::standalone::sampler_client(&sampler_kubeconfig).await?;
-    kaji_dashboard::history::run_sampler(dashboard.history.clone(), client, Some(resolution)).await;
-    Ok(())
-}
-
-/// The user `run_in_server`'s sampler acts as.
-pub fn sampler_user() -> &'static str {
-    SAMPLER_USER
 }
 
 pub async fn run(args: DashboardArgs) -> Result<()> {

@@ -770,8 +770,7 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     let proxy_kubeconfig = spoke("kube-proxy", "system:kube-proxy", &[], cred.join("proxy.kubeconfig"))?;
     let mut spokes = tokio::task::JoinSet::new();
     if let Some(d) = dashboard {
-        let sampler = spoke("dashboard", dashboard::sampler_user(), &[], cred.join("dashboard.kubeconfig"))?;
-        spokes.spawn(dashboard::run_in_server(d, running.kubeconfig.clone(), sampler, args.metric_resolution));
+        spokes.spawn(dashboard::run_in_server(d, running.server.clone(), running.kubeconfig.clone(), args.metric_resolution));
     }
     if !args.disable_controllers {
         let opts = kaji_controllers::Options {

@@ -10,9 +10,10 @@
 mod prom;
 mod scraper;
 
-pub use scraper::{Provider, Usage};
 pub(crate) use scraper::kubelet_target;
+pub use scraper::{Provider, Usage};
 
+use crate::ApiServer;
 use crate::registry::Strategy;
 use crate::rest::{Call, Reply};
 use kaji_api::selector::{FieldSelector, LabelSelector};
@@ -299,11 +300,20 @@ pub async fn dispatch(call: Call<'_>, method: &http::Method) -> Result<Reply, Ap
         let (key, what) = if pods {
             let ns = ns.clone().unwrap_or_default();
             (
-                format!("{}{ns}/{name}", crate::registry::keys::resource_prefix("", "pods")),
+                format!(
+                    "{}{ns}/{name}",
+                    crate::registry::keys::resource_prefix("", "pods")
+                ),
                 format!("{ns}/{name}"),
             )
         } else {
-            (format!("{}{name}", crate::registry::keys::resource_prefix("", "nodes")), name.clone())
+            (
+                format!(
+                    "{}{name}",
+                    crate::registry::keys::resource_prefix("", "nodes")
+                ),
+                name.clone(),
+            )
         };
         let plural = if pods { "podmetrics" } else { "nodemetrics" };
         let not_found = || ApiError::not_found(GROUP, plural, &what);
@@ -353,6 +363,95 @@ pub async fn dispatch(call: Call<'_>, method: &http::Method) -> Result<Reply, Ap
         json!({}),
         items,
     )))
+}
+
+/// One reading of the provider for an in-process reader (the dashboard's history in
+/// `kaji server`): what the metrics API would list of every node and pod, without building,
+/// sending and parsing the lists.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// (name, nano-cores, bytes).
+    pub nodes: Vec<(String, u64, u64)>,
+    /// (`namespace/name`, nano-cores, bytes: its containers summed).
+    pub pods: Vec<(String, u64, u64)>,
+    /// The metrics' window (the time between the provider's two last scrapes), when any.
+    pub window: Option<std::time::Duration>,
+}
+
+/// How many stored keys [`round`] reads at a time (their values come along: a page, not the
+/// whole list, is held at once).
+const ROUND_PAGE: usize = 256;
+
+/// The names (what follows `prefix`) of the stored objects under `prefix`, a page at a time.
+async fn stored_names(
+    server: &ApiServer,
+    prefix: &str,
+    mut each: impl FnMut(Vec<String>),
+) -> Result<(), ApiError> {
+    let mut opts = kaji_store::ListOptions {
+        limit: Some(ROUND_PAGE),
+        ..Default::default()
+    };
+    loop {
+        let page = server
+            .store
+            .list(prefix, opts.clone())
+            .await
+            .map_err(crate::store_error)?;
+        let last = page.items.last().map(|kv| kv.key.clone());
+        let names: Vec<String> = page
+            .items
+            .into_iter()
+            .filter_map(|kv| kv.key.strip_prefix(prefix).map(str::to_string))
+            .collect();
+        each(names);
+        match last {
+            // Each page at the current revision (not the first's: no history to read back).
+            Some(last) if page.more => opts.start_after = Some(last),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Every node's and pod's usage as the metrics API lists them (starting the provider, as a
+/// metrics request does): only stored nodes and pods, so a deleted pod the kubelets still
+/// report is left out as the API leaves it out.
+pub async fn round(server: &Arc<ApiServer>) -> Result<Round, ApiError> {
+    let provider = &server.resource_metrics;
+    provider.ensure_started(server).await;
+    let mut out = Round::default();
+    let mut window_ms = None;
+    stored_names(
+        server,
+        &crate::registry::keys::resource_prefix("", "nodes"),
+        |names| {
+            for name in names {
+                if let Some(u) = provider.node(&name) {
+                    window_ms.get_or_insert(u.window_ms);
+                    out.nodes.push((name, u.nano_cores, u.memory_bytes));
+                }
+            }
+        },
+    )
+    .await?;
+    let mut pods = Vec::new();
+    stored_names(
+        server,
+        &crate::registry::keys::resource_prefix("", "pods"),
+        |names| provider.pods_summed(names.iter().map(String::as_str), &mut pods),
+    )
+    .await?;
+    out.pods = pods
+        .into_iter()
+        .map(|(key, cpu, mem, w)| {
+            window_ms.get_or_insert(w);
+            (key, cpu, mem)
+        })
+        .collect();
+    out.window = window_ms
+        .and_then(|w| u64::try_from(w).ok())
+        .map(std::time::Duration::from_millis);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -81,8 +81,8 @@ pub struct Usage {
 #[derive(Default)]
 struct State {
     nodes: HashMap<String, Entry>,
-    /// (namespace, pod) -> container -> entry.
-    pods: HashMap<(String, String), HashMap<String, Entry>>,
+    /// `namespace/pod` -> container -> entry.
+    pods: HashMap<String, HashMap<String, Entry>>,
 }
 
 /// One node's scrape: its own point and its containers'.
@@ -195,18 +195,16 @@ impl Provider {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut nodes = HashMap::new();
-        let mut pods: HashMap<(String, String), HashMap<String, Entry>> = HashMap::new();
+        let mut pods: HashMap<String, HashMap<String, Entry>> = HashMap::new();
         for (node, b) in batches {
             if let Some(p) = b.node {
                 nodes.insert(node.clone(), Entry::next(st.nodes.get(&node), p));
             }
             for ((ns, pod, c), p) in b.containers {
-                let old = st
-                    .pods
-                    .get(&(ns.clone(), pod.clone()))
-                    .and_then(|m| m.get(&c));
+                let key = format!("{ns}/{pod}");
+                let old = st.pods.get(&key).and_then(|m| m.get(&c));
                 let e = Entry::next(old, p);
-                pods.entry((ns, pod)).or_default().insert(c, e);
+                pods.entry(key).or_default().insert(c, e);
             }
         }
         st.nodes = nodes;
@@ -229,12 +227,43 @@ impl Provider {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let cs = st.pods.get(&(namespace.to_string(), name.to_string()))?;
+        let cs = st.pods.get(&format!("{namespace}/{name}"))?;
         let out: Vec<(String, Usage)> = cs
             .iter()
             .filter_map(|(c, e)| Some((c.clone(), e.usage()?)))
             .collect();
         (!out.is_empty()).then_some(out)
+    }
+
+    /// For in-process readers: the usage of each pod named by `keys` (`namespace/name`), its
+    /// containers summed, as `(key, nano-cores, bytes, window ms)`, the pods without metrics
+    /// left out (as the metrics API lists them), under one lock.
+    pub fn pods_summed<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+        out: &mut Vec<(String, u64, u64, i64)>,
+    ) {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in keys {
+            let Some(cs) = st.pods.get(key) else {
+                continue;
+            };
+            let (mut cpu, mut mem, mut first) = (0u64, 0u64, None::<Usage>);
+            for u in cs.values().filter_map(Entry::usage) {
+                cpu = cpu.saturating_add(u.nano_cores);
+                mem = mem.saturating_add(u.memory_bytes);
+                // The pod's window is its earliest container's, as the metrics API gives it.
+                if first.is_none_or(|f| u.timestamp_ms < f.timestamp_ms) {
+                    first = Some(u);
+                }
+            }
+            if let Some(f) = first {
+                out.push((key.to_string(), cpu, mem, f.window_ms));
+            }
+        }
     }
 }
 
