@@ -81,54 +81,72 @@ pub struct Usage {
 #[derive(Default)]
 struct State {
     nodes: HashMap<String, Entry>,
-    /// `namespace/pod` -> container -> entry.
-    pods: HashMap<String, HashMap<String, Entry>>,
+    /// `namespace/pod` -> (container, entry): pods have few containers, a map each would cost
+    /// several times more at thousands of pods.
+    pods: HashMap<String, Vec<(String, Entry)>>,
 }
 
-/// One node's scrape: its own point and its containers'.
+/// One node's scrape: its own point and its containers' (`namespace/pod`, container, point).
 #[derive(Default, Debug)]
 pub struct Batch {
     pub node: Option<Point>,
-    pub containers: HashMap<(String, String, String), Point>,
+    pub containers: Vec<(String, String, Point)>,
 }
 
 /// Reads a `/metrics/resource` answer.
 pub fn decode_batch(text: &str, scraped_ms: i64) -> Batch {
+    /// A container's figures as its lines come.
+    #[derive(Default)]
+    struct Partial {
+        cpu: Option<(f64, i64)>,
+        memory: Option<f64>,
+        start: Option<f64>,
+    }
     let mut batch = Batch::default();
     let mut node_cpu = None;
     let mut node_mem = None;
-    let mut cpu: HashMap<(String, String, String), (f64, i64)> = HashMap::new();
-    let mut mem: HashMap<(String, String, String), f64> = HashMap::new();
-    let mut start: HashMap<(String, String, String), f64> = HashMap::new();
+    // By `namespace/pod/container` (none of them holds a `/`), the key copied once a container.
+    let mut containers: HashMap<String, Partial> = HashMap::new();
+    let mut key = String::new();
     for s in prom::parse(text) {
-        let key = || {
-            Some((
-                s.labels.get("namespace")?.clone(),
-                s.labels.get("pod")?.clone(),
-                s.labels.get("container")?.clone(),
-            ))
-        };
-        match s.name.as_str() {
+        match s.name {
             "node_cpu_usage_seconds_total" => {
-                node_cpu = Some((s.value, s.timestamp_ms.unwrap_or(scraped_ms)))
+                node_cpu = Some((s.value, s.timestamp_ms.unwrap_or(scraped_ms)));
+                continue;
             }
-            "node_memory_working_set_bytes" => node_mem = Some(s.value),
+            "node_memory_working_set_bytes" => {
+                node_mem = Some(s.value);
+                continue;
+            }
+            "container_cpu_usage_seconds_total"
+            | "container_memory_working_set_bytes"
+            | "container_start_time_seconds" => {}
+            _ => continue,
+        }
+        let (Some(ns), Some(pod), Some(c)) =
+            (s.label("namespace"), s.label("pod"), s.label("container"))
+        else {
+            continue;
+        };
+        if [ns, pod, c].iter().any(|p| p.is_empty() || p.contains('/')) {
+            continue;
+        }
+        key.clear();
+        key.push_str(ns);
+        key.push('/');
+        key.push_str(pod);
+        key.push('/');
+        key.push_str(c);
+        let partial = match containers.get_mut(key.as_str()) {
+            Some(p) => p,
+            None => containers.entry(key.clone()).or_default(),
+        };
+        match s.name {
             "container_cpu_usage_seconds_total" => {
-                if let Some(k) = key() {
-                    cpu.insert(k, (s.value, s.timestamp_ms.unwrap_or(scraped_ms)));
-                }
+                partial.cpu = Some((s.value, s.timestamp_ms.unwrap_or(scraped_ms)))
             }
-            "container_memory_working_set_bytes" => {
-                if let Some(k) = key() {
-                    mem.insert(k, s.value);
-                }
-            }
-            "container_start_time_seconds" => {
-                if let Some(k) = key() {
-                    start.insert(k, s.value);
-                }
-            }
-            _ => {}
+            "container_memory_working_set_bytes" => partial.memory = Some(s.value),
+            _ => partial.start = Some(s.value),
         }
     }
     if let (Some((c, ts)), Some(m)) = (node_cpu, node_mem) {
@@ -139,20 +157,24 @@ pub fn decode_batch(text: &str, scraped_ms: i64) -> Batch {
             start_time: None,
         });
     }
-    for (k, (c, ts)) in cpu {
+    for (k, p) in containers {
         // metrics-server drops containers without both figures.
-        if let Some(m) = mem.get(&k) {
-            let start_time = start.get(&k).copied();
-            batch.containers.insert(
-                k,
-                Point {
-                    timestamp_ms: ts,
-                    cpu_seconds: c,
-                    memory_bytes: *m,
-                    start_time,
-                },
-            );
-        }
+        let (Some((c, ts)), Some(m)) = (p.cpu, p.memory) else {
+            continue;
+        };
+        let Some((pod, container)) = k.rsplit_once('/') else {
+            continue;
+        };
+        batch.containers.push((
+            pod.to_string(),
+            container.to_string(),
+            Point {
+                timestamp_ms: ts,
+                cpu_seconds: c,
+                memory_bytes: m,
+                start_time: p.start,
+            },
+        ));
     }
     batch
 }
@@ -194,18 +216,25 @@ impl Provider {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut nodes = HashMap::new();
-        let mut pods: HashMap<String, HashMap<String, Entry>> = HashMap::new();
+        let mut nodes = HashMap::with_capacity(st.nodes.len());
+        let mut pods: HashMap<String, Vec<(String, Entry)>> = HashMap::with_capacity(st.pods.len());
         for (node, b) in batches {
             if let Some(p) = b.node {
-                nodes.insert(node.clone(), Entry::next(st.nodes.get(&node), p));
+                let e = Entry::next(st.nodes.get(&node), p);
+                nodes.insert(node, e);
             }
-            for ((ns, pod, c), p) in b.containers {
-                let key = format!("{ns}/{pod}");
-                let old = st.pods.get(&key).and_then(|m| m.get(&c));
+            for (pod, c, p) in b.containers {
+                let old = st
+                    .pods
+                    .get(&pod)
+                    .and_then(|cs| cs.iter().find(|(n, _)| *n == c))
+                    .map(|(_, e)| e);
                 let e = Entry::next(old, p);
-                pods.entry(key).or_default().insert(c, e);
+                pods.entry(pod).or_default().push((c, e));
             }
+        }
+        for cs in pods.values_mut() {
+            cs.shrink_to_fit();
         }
         st.nodes = nodes;
         st.pods = pods;
@@ -252,7 +281,7 @@ impl Provider {
                 continue;
             };
             let (mut cpu, mut mem, mut first) = (0u64, 0u64, None::<Usage>);
-            for u in cs.values().filter_map(Entry::usage) {
+            for u in cs.iter().filter_map(|(_, e)| e.usage()) {
                 cpu = cpu.saturating_add(u.nano_cores);
                 mem = mem.saturating_add(u.memory_bytes);
                 // The pod's window is its earliest container's, as the metrics API gives it.
@@ -412,6 +441,12 @@ mod tests {
             })
         );
         assert_eq!(p.pod("ns", "p").unwrap()[0].1.memory_bytes, 4096);
+        let mut summed = Vec::new();
+        p.pods_summed(["ns/p", "ns/gone"], &mut summed);
+        assert_eq!(
+            summed,
+            vec![("ns/p".to_string(), 500_000_000, 4096, 10_000)]
+        );
         // A node missing from a round is gone.
         p.store(vec![]);
         assert_eq!(p.node("n"), None);
