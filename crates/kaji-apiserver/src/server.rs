@@ -10,7 +10,7 @@ use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kaji_api::ApiError;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
@@ -164,6 +164,10 @@ async fn kubelet_client_cert(server: &ApiServer, user: &User, req: Request<Incom
     }
 }
 
+/// How long an HTTP/1 connection may wait for its next request's headers (upstream's
+/// IdleTimeout is 90 s and its ReadHeaderTimeout 32 s; hyper has one timer for both).
+const HTTP1_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Accepts connections until the listener fails.
 pub async fn serve(server: Arc<ApiServer>, listener: TcpListener) -> Result<()> {
     let acceptor = tls_acceptor(&server)?;
@@ -184,9 +188,15 @@ pub async fn serve(server: Arc<ApiServer>, listener: TcpListener) -> Result<()> 
             let svc = hyper::service::service_fn(move |req| {
                 let server = server.clone();
                 let user = user.clone();
-                async move { Ok::<_, Infallible>(handle(server, user, peer, req).await) }
+                // Boxed: hyper keeps a connection's in-flight future in a box sized for it
+                // (about 90 KiB for `handle`) for the connection's whole life, idle or not.
+                async move { Ok::<_, Infallible>(Box::pin(handle(server, user, peer, req)).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Idle keep-alive connections are closed, as upstream's http.Server IdleTimeout:
+            // kube-rs clients never drop idle pooled connections, so those a burst opened
+            // would otherwise stay with their buffers (tens of MiB after a pod burst).
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HTTP1_IDLE_TIMEOUT);
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
