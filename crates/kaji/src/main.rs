@@ -395,21 +395,35 @@ struct AgentArgs {
 /// glibc's malloc keeps what a burst freed in its arenas (one per thread that allocated, the
 /// store's readers on tokio's blocking pool included) and returns only the top of each heap to
 /// the kernel: after 3,000 pods were created and deleted the server held ~200 MiB it no longer
-/// used. Every few seconds, when the arenas hold more than 16 MiB free, `malloc_trim` gives
-/// their free pages back (a walk of the free lists: a few ms, only after big frees).
+/// used. Two remedies:
+/// - Blocks of 1 MiB and more (a list's or a delete-collection's response, its Vec growing by
+///   doubling) are mapped on their own and unmapped when freed. glibc's default threshold
+///   starts at 128 KiB but rises to the largest block freed so far (up to 32 MiB), after
+///   which such responses land in the arenas and leave holes there; setting it fixes it.
+///   Measured on 3,000 pods (3.2 KiB each) created, listed and deleted by one
+///   delete-collection: RSS right after the delete 363 -> 226 MiB.
+/// - Every few seconds, when the arenas hold more than 16 MiB free and that changed since the
+///   last time, `malloc_trim` gives their free pages back (a walk of the free lists: a few ms).
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    let _ = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| {
-        loop {
-            std::thread::sleep(Duration::from_secs(5));
-            // SAFETY: mallinfo2 and malloc_trim have no preconditions.
-            let free = unsafe { libc::mallinfo2() }.fordblks;
-            if free > 16 << 20 {
-                unsafe { libc::malloc_trim(0) };
-                tracing::debug!(free_mib = free >> 20, "returned free heap memory to the kernel");
+    {
+        // SAFETY: mallopt has no preconditions.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        let _ = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| {
+            let mut trimmed_at = 0;
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                // SAFETY: mallinfo2 and malloc_trim have no preconditions.
+                let free = unsafe { libc::mallinfo2() }.fordblks;
+                // Trimmed pages still count as free: only a change is worth another walk.
+                if free > 16 << 20 && free.abs_diff(trimmed_at) > 1 << 20 {
+                    unsafe { libc::malloc_trim(0) };
+                    trimmed_at = free;
+                    tracing::debug!(free_mib = free >> 20, "returned free heap memory to the kernel");
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 fn main() -> Result<()> {
