@@ -114,8 +114,18 @@ fn unindex<K: Resource>(
         set.remove(r);
         if set.is_empty() {
             map.remove(key);
+        } else if sparse(set.len(), set.capacity()) {
+            set.shrink_to(set.len() * 2);
         }
     }
+}
+
+/// Whether a map or set that many deletes left at a quarter of its capacity (and is not small)
+/// should give the rest back: after a burst of thousands of pods is deleted, the indexes would
+/// otherwise keep their tables at the burst's size. Shrinking to twice the length keeps it
+/// amortized.
+fn sparse(len: usize, capacity: usize) -> bool {
+    capacity > 256 && len < capacity / 4
 }
 
 impl<K: Resource + 'static> Indexes<K>
@@ -142,6 +152,9 @@ where
 
     fn remove(&mut self, r: &ObjectRef<K>) {
         let Some(k) = self.keys.remove(r) else { return };
+        if sparse(self.keys.len(), self.keys.capacity()) {
+            self.keys.shrink_to(self.keys.len() * 2);
+        }
         unindex(&mut self.by_namespace, &k.namespace, r);
         for o in &k.owners {
             unindex(&mut self.by_owner, o, r);
@@ -624,5 +637,34 @@ mod tests {
             "another selector is another informer"
         );
         assert_eq!(f.inner.informers.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn indexes_give_memory_back_after_mass_deletes() {
+        let mut ix = Indexes::<Pod>::default();
+        let pod = |i: usize| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("p-{i}"), "namespace": "default"},
+                "spec": {"nodeName": "n1", "containers": []},
+            }))
+            .unwrap()
+        };
+        for i in 0..3000 {
+            let p = pod(i);
+            ix.insert(ObjectRef::from_obj(&p), &p);
+        }
+        let burst = ix.keys.capacity();
+        for i in 10..3000 {
+            ix.remove(&ObjectRef::from_obj(&pod(i)));
+        }
+        assert_eq!(ix.keys.len(), 10);
+        assert!(
+            ix.keys.capacity() < burst / 8,
+            "{} of {burst}",
+            ix.keys.capacity()
+        );
+        assert!(ix.by_namespace["default"].capacity() < burst / 8);
+        assert!(ix.by_node["n1"].capacity() < burst / 8);
+        assert_eq!(ix.by_node["n1"].len(), 10);
     }
 }
