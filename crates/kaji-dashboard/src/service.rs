@@ -187,8 +187,14 @@ impl Dashboard {
             if allowed.get(&key).is_some_and(|until| *until > now) {
                 return Ok(());
             }
-            if allowed.len() > 4096 {
+            // Bounded: a remembered viewer is a token (up to a few KiB) and a path; the expired
+            // go once there are a few, and a flood of viewers empties it.
+            if allowed.len() > 256 {
                 allowed.retain(|_, until| *until > now);
+                if allowed.len() > 1024 {
+                    allowed.clear();
+                }
+                allowed.shrink_to_fit();
             }
         }
         match crate::standalone::get_as(api, path, authorization).await {
