@@ -27,14 +27,23 @@ pub fn decode(kv: &KeyValue) -> Value {
 
 /// Appends a stored object (JSON as `encode` wrote it, without resourceVersion) to `out` with
 /// `metadata.resourceVersion` set to `rv`, without parsing it into a `Value`: the member is
-/// spliced in before the closing brace of the top-level `metadata` object, where `set_rv`'s
-/// insert would put it, so the bytes are those `serde_json::to_vec(&decode(kv))` gives for what
-/// `encode` stores. Only the members before and inside `metadata` are scanned (stored objects
-/// come from serde_json: their keys are unique). Answers false, leaving `out` as it was, for
-/// anything unexpected (not an object, an escaped key, a resourceVersion already there, bytes
+/// spliced in where `set_rv`'s insert puts it (before `metadata.managedFields`, else at the end of
+/// `metadata`), so the bytes are those `serde_json::to_vec(&decode(kv))` gives for what `encode`
+/// stores. Only the members before `managedFields` are scanned when the bytes hold no
+/// `"resourceVersion"` anywhere (one SIMD search; then no such member can follow), so a list or
+/// watch event costs little more than a copy; otherwise the whole `metadata` is scanned (stored
+/// objects come from serde_json: their keys are unique). Answers false, leaving `out` as it was,
+/// for anything unexpected (not an object, an escaped key, a resourceVersion already there, bytes
 /// that do not scan): the caller then decodes.
 pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
-    match metadata_close(raw) {
+    static RV_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"resourceVersion\""));
+    let quick = RV_KEY.find(raw).is_none();
+    let member = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"\"resourceVersion\":\"");
+        out.extend_from_slice(itoa(rv, &mut [0u8; 20]));
+        out.push(b'"');
+    };
+    match metadata_splice(raw, quick) {
         Some(Splice::Nothing) => {
             out.extend_from_slice(raw);
             true
@@ -45,14 +54,40 @@ pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
             if !empty {
                 out.push(b',');
             }
-            out.extend_from_slice(b"\"resourceVersion\":\"");
-            out.extend_from_slice(rv.to_string().as_bytes());
-            out.push(b'"');
+            member(out);
             out.extend_from_slice(&raw[close..]);
+            true
+        }
+        Some(Splice::Before { at }) => {
+            out.reserve(raw.len() + 40);
+            out.extend_from_slice(&raw[..at]);
+            member(out);
+            out.push(b',');
+            out.extend_from_slice(&raw[at..]);
             true
         }
         None => false,
     }
+}
+
+/// `n` in decimal, written into `buf`, without an allocation.
+fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let neg = n < 0;
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if neg {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 /// Where `write_stamped` puts the resourceVersion.
@@ -62,6 +97,8 @@ enum Splice {
     Nothing,
     /// Before the `}` at `close` that ends `metadata`; `empty` when it has no members.
     At { close: usize, empty: bool },
+    /// Before the member (`managedFields`) whose key starts at `at`.
+    Before { at: usize },
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -139,7 +176,9 @@ fn member(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
     Some((&b[i + 1..end - 1], skip_ws(b, colon + 1)))
 }
 
-fn metadata_close(b: &[u8]) -> Option<Splice> {
+/// Where the resourceVersion goes; `quick` when the bytes hold no `"resourceVersion"`, so the
+/// scan may stop at `managedFields`.
+fn metadata_splice(b: &[u8], quick: bool) -> Option<Splice> {
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -160,15 +199,27 @@ fn metadata_close(b: &[u8]) -> Option<Splice> {
             if b.get(j) == Some(&b'}') {
                 return Some(Splice::At { close: j, empty: true });
             }
+            let mut managed_fields = None;
             loop {
                 let (key, at) = member(b, j)?;
                 if key == b"resourceVersion" {
                     return None;
                 }
+                if key == b"managedFields" {
+                    if quick {
+                        return Some(Splice::Before { at: j });
+                    }
+                    managed_fields = Some(j);
+                }
                 j = skip_ws(b, value_end(b, at)?);
                 match b.get(j)? {
                     b',' => j = skip_ws(b, j + 1),
-                    b'}' => return Some(Splice::At { close: j, empty: false }),
+                    b'}' => {
+                        return Some(match managed_fields {
+                            Some(at) => Splice::Before { at },
+                            None => Splice::At { close: j, empty: false },
+                        });
+                    }
                     _ => return None,
                 }
             }
@@ -182,9 +233,22 @@ fn metadata_close(b: &[u8]) -> Option<Splice> {
     }
 }
 
+/// Sets `metadata.resourceVersion`; a new member goes before `managedFields` (kept last, as in
+/// upstream's ObjectMeta), else at the end. `write_stamped` splices it at the same place.
 pub fn set_rv(v: &mut Value, rv: i64) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        let value = json!(rv.to_string());
+        match meta.get_mut("resourceVersion") {
+            Some(old) => *old = value,
+            None => match meta.keys().position(|k| k == "managedFields") {
+                Some(i) => {
+                    meta.shift_insert(i, "resourceVersion".into(), value);
+                }
+                None => {
+                    meta.insert("resourceVersion".into(), value);
+                }
+            },
+        }
     }
 }
 
@@ -337,6 +401,13 @@ mod tests {
             json!({"metadata": {"name": "ünïcødé-名前", "annotations": {"q": "say \"hi\" \\ \n\t\u{1} }{", "emoji": "🦀"}, "labels": {"a": "b"}}}),
             json!({"metadata": {"managedFields": [{"fieldsV1": {"f:metadata": {"f:labels": {".": {}, "k:{\"name\":\"web\"}": {}}}}}], "uid": "u"}, "data": {"resourceVersion": "not meta"}}),
             json!({"data": {"x": "\"metadata\":{"}, "metadata": {"generation": 3, "deletionGracePeriodSeconds": 0, "finalizers": ["a/b"]}}),
+            // managedFields last (what the server writes), and not last; with and without a
+            // "resourceVersion" text elsewhere (the quick path and the whole scan).
+            json!({"apiVersion": "v1", "data": {"p": "x"}, "kind": "ConfigMap", "metadata": {"name": "a", "uid": "u", "managedFields": [{"manager": "m", "fieldsV1": {"f:data": {}}}]}}),
+            json!({"metadata": {"name": "a", "managedFields": [{"manager": "m"}], "labels": {"z": "1"}}, "spec": {}}),
+            json!({"metadata": {"name": "a", "managedFields": [], "annotations": {"note": "\"resourceVersion\""}}}),
+            json!({"data": {"resourceVersion": "1"}, "metadata": {"managedFields": [{"manager": "m"}]}}),
+            json!({"metadata": {"name": "a", "annotations": {"last": "{\"metadata\":{\"resourceVersion\":\"3\"}}"}, "managedFields": [{}]}}),
         ];
         for obj in objects {
             let raw = encode(&obj);

@@ -354,11 +354,12 @@ impl<'a> Store<'a> {
             // The page filled before the batch's end: the rest is the next page's.
             let mut stopped_early = false;
             for (i, kv) in res.items.into_iter().enumerate() {
-                let key = kv.key.clone();
+                // The key is kept only where a page can end (a copy per object otherwise).
+                let key = (limit.is_some() || i + 1 == read).then(|| kv.key.clone());
                 if let Some(item) = keep(kv) {
                     items.push(item);
                 }
-                last_key = Some(key);
+                last_key = key;
                 if limit.is_some_and(|l| items.len() >= l) {
                     stopped_early = i + 1 < read;
                     break;
