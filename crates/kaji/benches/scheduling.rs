@@ -7,7 +7,8 @@
 //! 5,000 nodes, which measures the scheduler alone; here a real API server shares the machine.
 //! Sizes: KAJI_BENCH_NODES (comma list, "1000,5000"), KAJI_BENCH_PODS (10000),
 //! KAJI_BENCH_CREATORS (16 concurrent creating tasks); KAJI_BENCH_LOG sets the server's KAJI_LOG
-//! (`warn`) and KAJI_BENCH_SERVER_LOG names a file for its log (none).
+//! (`warn`) and KAJI_BENCH_SERVER_LOG names a file for its log (none); KAJI_BENCH_BIN runs another
+//! `kaji` binary (a saved build, to compare two versions on one machine).
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -26,7 +27,6 @@ use common::{Proc, pct, usage};
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
-
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -50,7 +50,7 @@ async fn start(dir: &std::path::Path, nodes: usize) -> anyhow::Result<(Proc, kub
         .port()
         .to_string();
     let server = Proc(
-        Command::new(env!("CARGO_BIN_EXE_kaji"))
+        Command::new(env_or("KAJI_BENCH_BIN", env!("CARGO_BIN_EXE_kaji")))
             .args([
                 "server",
                 "--disable-agent",
