@@ -49,11 +49,23 @@ export async function request(path: string, init: RequestInit = {}): Promise<Res
   if (t) headers.set('Authorization', 'Bearer ' + t);
   if (!headers.has('Accept')) headers.set('Accept', 'application/json');
   let r: Response;
-  try {
-    r = await fetch(path, { ...init, headers });
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') throw e;
-    throw new ApiError(0, { message: 'The API server cannot be reached: ' + (e as Error).message });
+  // A read that fails before any answer (the browser reports a network change, say
+  // ERR_NETWORK_CHANGED when an interface comes or goes on this machine) is tried again twice
+  // after a short pause; a write is not, since it may have reached the server.
+  const method = (init.method ?? 'GET').toUpperCase();
+  const tries = method === 'GET' || method === 'HEAD' ? 3 : 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      r = await fetch(path, { ...init, headers });
+      break;
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') throw e;
+      if (attempt >= tries) {
+        throw new ApiError(0, { message: 'The API server cannot be reached: ' + (e as Error).message });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      if (init.signal?.aborted) throw new DOMException('The request was aborted', 'AbortError');
+    }
   }
   if (!r.ok) {
     const text = await r.text().catch(() => '');
