@@ -6,12 +6,6 @@
 //! PersistentVolumeClaims, PersistentVolumes and StorageClasses for VolumeBinding (any of them
 //! added or changed retries the pods it rejected).
 //!
-//! Pods come through two watches, as upstream's scheduler once had them (`spec.nodeName=` for the
-//! queue, `spec.nodeName!=` for the cache): the pending pods' watch carries one event per pod
-//! (its creation) and is not held up behind the bound pods' status updates, which are two thirds
-//! of all pod events in a burst; each is decoded by its own task. A pod being bound leaves the
-//! first (a DELETED event there, which only takes it off the queue) and enters the second.
-//!
 //! As upstream, the informers are started once for the process, before leader election, so a
 //! standby scheduler's caches are warm; each term of leadership builds its cache and queue from
 //! them ([`Informers::handle`]).
@@ -27,7 +21,6 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kaji_runtime::informer::{Change, Factory, Informer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use std::sync::{Arc, Mutex};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -47,10 +40,7 @@ const ON_VOLUME_CHANGE: &[&str] = &[volume_binding::NAME];
 /// The scheduler's informers, one per kind, registered on the process's factory.
 #[derive(Clone)]
 pub struct Informers {
-    /// Pods not bound to a node (`spec.nodeName=`).
-    pub pending_pods: Arc<Informer<Pod>>,
-    /// Pods bound to a node (`spec.nodeName!=`).
-    pub bound_pods: Arc<Informer<Pod>>,
+    pub pods: Arc<Informer<Pod>>,
     pub nodes: Arc<Informer<Node>>,
     pub listers: Listers,
 }
@@ -71,9 +61,7 @@ impl Informers {
     /// Registers every informer the scheduler reads (no I/O; the caller starts the factory).
     pub fn register(factory: &Factory) -> Informers {
         Informers {
-            pending_pods: factory
-                .informer_with(watcher::Config::default().fields("spec.nodeName=")),
-            bound_pods: factory.informer_with(watcher::Config::default().fields("spec.nodeName!=")),
+            pods: factory.informer(),
             nodes: factory.informer(),
             listers: Listers {
                 services: factory.informer(),
@@ -99,21 +87,10 @@ impl Informers {
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
         let (c, q, l) = (cache.clone(), queue.clone(), self.listers.clone());
-        tasks.spawn(each(
-            self.pending_pods.subscribe(),
-            move |change| match change {
-                Change::Applied(p) => on_pod(p, &l, &c, &q),
-                Change::Deleted(p) => on_pending_pod_gone(&p, &q),
-            },
-        ));
-        let (c, q, l) = (cache.clone(), queue.clone(), self.listers.clone());
-        tasks.spawn(each(
-            self.bound_pods.subscribe(),
-            move |change| match change {
-                Change::Applied(p) => on_pod(p, &l, &c, &q),
-                Change::Deleted(p) => on_pod_delete(&p, &c, &q),
-            },
-        ));
+        tasks.spawn(each(self.pods.subscribe(), move |change| match change {
+            Change::Applied(p) => on_pod(p, &l, &c, &q),
+            Change::Deleted(p) => on_pod_delete(&p, &c, &q),
+        }));
         let (c, q) = (cache.clone(), queue.clone());
         tasks.spawn(each(self.nodes.subscribe(), move |change| match change {
             Change::Applied(n) => on_node(n, &c, &q),
@@ -132,11 +109,7 @@ impl Informers {
         for n in self.nodes.state() {
             on_node(n, cache, queue);
         }
-        // Bound pods first: a pod bound since the pending pods' list is not queued again.
-        for p in self.bound_pods.state() {
-            on_pod(p, &self.listers, cache, queue);
-        }
-        for p in self.pending_pods.state() {
+        for p in self.pods.state() {
             on_pod(p, &self.listers, cache, queue);
         }
     }
@@ -275,20 +248,11 @@ pub fn on_pod(pod: Arc<Pod>, listers: &Listers, cache: &Mutex<Cache>, queue: &Sc
                 .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME);
             if !ours || terminal || pod.metadata.deletion_timestamp.is_some() {
                 queue.delete(&uid);
-            } else if !lock(cache).contains_pod(&uid) {
-                // Not assumed, and not already seen bound (the bound pods' watch may be ahead
-                // of the pending pods' one).
+            } else if !lock(cache).is_assumed(&uid) {
                 queue.add(Arc::new(PodInfo::new(pod, priority)));
             }
         }
     }
-}
-
-/// A pod left the pending pods' watch: deleted, or bound (then the bound pods' watch has it, or
-/// will). Either way it leaves the queue; the cache is the bound pods' watch's and the binder's
-/// (a binding of a deleted pod fails and forgets its assumption).
-pub fn on_pending_pod_gone(pod: &Pod, queue: &SchedulingQueue) {
-    queue.delete(pod.metadata.uid.as_deref().unwrap_or_default());
 }
 
 pub fn on_pod_delete(pod: &Pod, cache: &Mutex<Cache>, queue: &SchedulingQueue) {
