@@ -30,8 +30,8 @@ pub fn decode(kv: &KeyValue) -> Value {
 /// spliced in where `set_rv`'s insert puts it (before `metadata.managedFields`, else at the end of
 /// `metadata`), so the bytes are those `serde_json::to_vec(&decode(kv))` gives for what `encode`
 /// stores. Only the members before `managedFields` are scanned when the bytes hold no
-/// `"resourceVersion"` anywhere (one SIMD search; then no such member can follow), so a list or
-/// watch event costs little more than a copy; otherwise the whole `metadata` is scanned (stored
+/// `"resourceVersion"` anywhere (one SIMD search; then no such member can follow), not the
+/// managedFields after them; otherwise the whole `metadata` is scanned (stored
 /// objects come from serde_json: their keys are unique). Answers false, leaving `out` as it was,
 /// for anything unexpected (not an object, an escaped key, a resourceVersion already there, bytes
 /// that do not scan): the caller then decodes.
@@ -40,7 +40,7 @@ pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
     let quick = RV_KEY.find(raw).is_none();
     let member = |out: &mut Vec<u8>| {
         out.extend_from_slice(b"\"resourceVersion\":\"");
-        out.extend_from_slice(itoa(rv, &mut [0u8; 20]));
+        out.extend_from_slice(rv.to_string().as_bytes());
         out.push(b'"');
     };
     match metadata_splice(raw, quick) {
@@ -68,26 +68,6 @@ pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
         }
         None => false,
     }
-}
-
-/// `n` in decimal, written into `buf`, without an allocation.
-fn itoa(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let neg = n < 0;
-    let mut m = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    if neg {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
 }
 
 /// Where `write_stamped` puts the resourceVersion.
