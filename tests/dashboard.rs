@@ -85,6 +85,84 @@ fn token(cluster: &Cluster, user: &str, groups: &[&str]) -> String {
     token
 }
 
+/// Connections from the browser's namespace (a Unix socket, which namespaces do not separate)
+/// passed to `127.0.0.1:port`, byte for byte, a thread per direction. Stops and removes the
+/// socket when dropped.
+struct Forward {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forward {
+    fn start(path: &Path, port: u16) -> Forward {
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::Ordering;
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("binding the browser's forwarding socket");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(unix) = conn else { continue };
+                // The server may be down (a restart test): the browser then sees the connection close.
+                let Ok(tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let pipe = |mut from: Box<dyn std::io::Read + Send>,
+                            mut to: Box<dyn std::io::Write + Send>,
+                            done: Box<dyn FnOnce() + Send>| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        done();
+                    });
+                };
+                let (u2, t2) = (
+                    unix.try_clone().expect("unix clone"),
+                    tcp.try_clone().expect("tcp clone"),
+                );
+                let (u3, t3) = (
+                    unix.try_clone().expect("unix clone"),
+                    tcp.try_clone().expect("tcp clone"),
+                );
+                pipe(
+                    Box::new(unix),
+                    Box::new(tcp),
+                    Box::new(move || {
+                        let _ = t3.shutdown(std::net::Shutdown::Write);
+                    }),
+                );
+                pipe(
+                    Box::new(t2),
+                    Box::new(u2),
+                    Box::new(move || {
+                        let _ = u3.shutdown(std::net::Shutdown::Write);
+                    }),
+                );
+            }
+        });
+        Forward {
+            path: path.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn dashboard_url(cluster: &Cluster) -> String {
     format!("https://127.0.0.1:{}/dashboard/", cluster.port)
 }
@@ -110,9 +188,17 @@ fn run_script_with(
     mut on_line: impl FnMut(&mut Cluster, &str),
 ) -> String {
     let dir = repo().join("tests/dashboard");
-    let mut child = Command::new("node")
+    // The browser runs in a network namespace of its own: Chromium aborts every request in flight
+    // (ERR_NETWORK_CHANGED) when an interface comes or goes in its namespace, and tests running
+    // beside this one make CNI bridges and veths all the time. Inside, forward.mjs serves the
+    // server's port on 127.0.0.1 and hands each connection to `forward`'s Unix socket, which
+    // connects it to the real port here. The namespace goes away with the script.
+    let forward = Forward::start(&cluster.data_dir().join("browser.sock"), cluster.port);
+    let mut child = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec node \"$0\""])
         .arg(dir.join(script))
         .current_dir(&dir)
+        .env("FORWARD_SOCKET", &forward.path)
         .env("DASHBOARD_URL", dashboard_url(cluster))
         .env("SCREENSHOTS", screenshots())
         .env("KUBECTL", KUBECTL_NEW)
@@ -166,6 +252,7 @@ fn run_script_with(
     for r in readers {
         let _ = r.join();
     }
+    drop(forward);
     println!("--- node {script} ({:?}):\n{output}", started.elapsed());
     assert!(
         status.is_some_and(|s| s.success()),

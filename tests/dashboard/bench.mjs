@@ -17,11 +17,24 @@ await run('bench', async ({ page }) => {
         while (next < n) {
           const i = next++;
           const name = `cm-${String(i).padStart(4, '0')}`;
-          const r = await fetch('/api/v1/namespaces/default/configmaps', {
-            method: 'POST',
-            headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
-            body: JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, labels: { bench: 'yes' } }, data: { key: `value-${i}` } }),
-          });
+          const post = () =>
+            fetch('/api/v1/namespaces/default/configmaps', {
+              method: 'POST',
+              headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+              body: JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, labels: { bench: 'yes' } }, data: { key: `value-${i}` } }),
+            });
+          // Chromium aborts requests in flight when the machine's interfaces change (other tests'
+          // bridges): a create that got no answer is sent again (409 if the first one landed).
+          let r;
+          for (let attempt = 1; ; attempt++) {
+            try {
+              r = await post();
+              break;
+            } catch (e) {
+              if (attempt === 5) throw e;
+              await new Promise((res) => setTimeout(res, 200 * attempt));
+            }
+          }
           if (!r.ok && r.status !== 409) throw new Error(`creating ${name}: HTTP ${r.status} ${await r.text()}`);
         }
       };

@@ -2,8 +2,10 @@
 // browser here), a step logger, screenshots under $SCREENSHOTS, and a failure that says which
 // step failed with the page's visible text.
 import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
 export const URL = process.env.DASHBOARD_URL; // e.g. https://127.0.0.1:6443/dashboard/
 export const TOKEN = process.env.DASHBOARD_TOKEN;
@@ -18,7 +20,26 @@ export function step(msg) {
   console.log(`STEP ${msg}`);
 }
 
+/**
+ * In a network namespace of its own (FORWARD_SOCKET set by tests/dashboard.rs), the server's
+ * port is served by forward.mjs, a separate process so that a script blocked in a kubectl call
+ * does not hold up the browser's connections.
+ */
+async function forward() {
+  if (!process.env.FORWARD_SOCKET) return;
+  const child = spawn(process.execPath, [new globalThis.URL('./forward.mjs', import.meta.url).pathname], {
+    env: { ...process.env, FORWARD_PORT: new globalThis.URL(URL).port },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout });
+  await new Promise((resolve, reject) => {
+    lines.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`forward.mjs exited (${code}) before listening`)));
+  });
+}
+
 export async function launch({ width = 1280, height = 800 } = {}) {
+  await forward();
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
@@ -33,9 +54,19 @@ export async function launch({ width = 1280, height = 800 } = {}) {
 
 /**
  * Chromium aborts loads in flight when the machine's interfaces change (ERR_NETWORK_CHANGED:
- * other tests making bridges and network namespaces); a person would press reload, so
- * navigations are tried again, and the retry is said in the output.
+ * other tests making bridges, veths and network namespaces), and its error page then reloads
+ * itself, which can in turn interrupt the next navigation ("interrupted by another navigation").
+ * A person would press reload, so navigations are tried again after the page has settled, and
+ * each retry is said in the output.
  */
+const redact = (s) => s.replace(/#token=[^"\s]*/g, '#token=…');
+const RETRYABLE = /ERR_NETWORK_CHANGED|interrupted by another navigation/;
+
+/** Lets a navigation that Chromium started by itself (an error page's reload) finish. */
+async function settle(page) {
+  await page.waitForLoadState('load', { timeout: 10000 }).catch(() => {});
+}
+
 export function retryNavigation(page) {
   for (const verb of ['goto', 'reload']) {
     const original = page[verb].bind(page);
@@ -44,8 +75,9 @@ export function retryNavigation(page) {
         try {
           return await original(...args);
         } catch (e) {
-          if (i === 3 || !String(e.message).includes('ERR_NETWORK_CHANGED')) throw e;
-          console.log(`RETRY ${verb}: ERR_NETWORK_CHANGED`);
+          if (i === 5 || !RETRYABLE.test(String(e.message))) throw e;
+          console.log(`RETRY ${verb}: ${redact(String(e.message).split('\n')[0])}`);
+          await settle(page);
         }
       }
     };
@@ -94,8 +126,14 @@ export async function load(page, url, ready = (p) => p.getByRole('link', { name:
       await ready(page).waitFor({ timeout: 15000 });
       return;
     } catch (e) {
-      if (i === 3) throw e;
-      console.log(`RETRY loading ${url.replace(/#token=.*/, '#token=…')}: the app did not start (${e.message.split('\n')[0]})`);
+      if (i === 4) throw e;
+      console.log(`RETRY loading ${redact(url)}: the app did not start (${redact(e.message.split('\n')[0])})`);
+      // The error page's own reload may already be bringing the app up.
+      await settle(page);
+      if (await ready(page).isVisible().catch(() => false)) return;
+      // A page whose script failed stays at "Loading…", and going to the same URL again would
+      // only be a same-document jump to its #fragment: leave it first.
+      await page.goto('about:blank').catch(() => {});
     }
   }
 }

@@ -50,10 +50,10 @@ export async function request(path: string, init: RequestInit = {}): Promise<Res
   if (!headers.has('Accept')) headers.set('Accept', 'application/json');
   let r: Response;
   // A read that fails before any answer (the browser reports a network change, say
-  // ERR_NETWORK_CHANGED when an interface comes or goes on this machine) is tried again twice
-  // after a short pause; a write is not, since it may have reached the server.
+  // ERR_NETWORK_CHANGED when an interface comes or goes on this machine) is tried again four
+  // times after growing pauses (2.5 s in all); a write is not, since it may have reached the server.
   const method = (init.method ?? 'GET').toUpperCase();
-  const tries = method === 'GET' || method === 'HEAD' ? 3 : 1;
+  const tries = method === 'GET' || method === 'HEAD' ? 5 : 1;
   for (let attempt = 1; ; attempt++) {
     try {
       r = await fetch(path, { ...init, headers });
@@ -85,8 +85,16 @@ export async function request(path: string, init: RequestInit = {}): Promise<Res
 }
 
 export async function getJSON<T = any>(path: string, accept?: string, signal?: AbortSignal): Promise<T> {
-  const r = await request(path, { headers: accept ? { Accept: accept } : {}, signal });
-  return r.json();
+  for (let attempt = 1; ; attempt++) {
+    const r = await request(path, { headers: accept ? { Accept: accept } : {}, signal });
+    try {
+      return await r.json();
+    } catch (e) {
+      // A body cut by the network (a TypeError, not a SyntaxError) is read again, as above.
+      if (!(e instanceof TypeError) || attempt >= 3 || signal?.aborted) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
+  }
 }
 
 export async function send<T = any>(

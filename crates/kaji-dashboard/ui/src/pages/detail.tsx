@@ -55,12 +55,14 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
   const [policy, setPolicy] = useState('Background');
   const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
   const path = resPath(res, obj.metadata.namespace, obj.metadata.name);
-  const act = async (what: string, f: () => Promise<unknown>, done: string) => {
+  // `from` is the panel the action was confirmed in, closed when it succeeds; an action of a plain
+  // button (cordon, restart) leaves alone whatever panel was opened while it ran.
+  const act = async (what: string, f: () => Promise<unknown>, done: string, from?: 'scale' | 'delete' | 'drain') => {
     setMsg(null);
     try {
       const r = await f();
       setMsg({ ok: true, text: typeof r === 'string' ? r : done });
-      setPanel('');
+      if (from) setPanel((p) => (p === from ? '' : p));
     } catch (e) {
       const err = e as ApiError;
       if (err.code === 403) update({ forbidden: { message: err.message, action: what } });
@@ -117,7 +119,7 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
           class="panel"
           onSubmit={(e) => {
             e.preventDefault();
-            act(`scale ${res.kind} ${obj.metadata.name}`, () => send('PATCH', path + '/scale', { spec: { replicas } }, 'application/merge-patch+json'), `Scaled to ${replicas}.`);
+            act(`scale ${res.kind} ${obj.metadata.name}`, () => send('PATCH', path + '/scale', { spec: { replicas } }, 'application/merge-patch+json'), `Scaled to ${replicas}.`, 'scale');
           }}
         >
           <label>
@@ -131,7 +133,7 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
           class="panel"
           onSubmit={(e) => {
             e.preventDefault();
-            act(`drain node ${obj.metadata.name}`, () => drain(obj.metadata.name), '');
+            act(`drain node ${obj.metadata.name}`, () => drain(obj.metadata.name), '', 'drain');
           }}
         >
           <span>
@@ -151,6 +153,7 @@ function Actions({ res, obj }: { res: Resource; obj: any }) {
               `delete ${res.kind} ${obj.metadata.name}`,
               () => send('DELETE', path, { kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: policy }),
               `Deletion of ${obj.metadata.name} requested (${policy}).`,
+              'delete',
             );
           }}
         >

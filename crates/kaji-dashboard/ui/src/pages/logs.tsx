@@ -8,6 +8,15 @@ export function containerNames(pod: any): string[] {
   return [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? []), ...(pod.spec?.ephemeralContainers ?? [])].map((c: any) => c.name);
 }
 
+/**
+ * An RFC 3339 timestamp as a key that sorts as time does (the fraction padded to nanoseconds:
+ * containerd trims its trailing zeros); '' when the text is not a timestamp.
+ */
+export function timeKey(t: string): string {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(t);
+  return m ? `${m[1]}.${(m[2] ?? '').padEnd(9, '0')}${m[3]}` : '';
+}
+
 /** A pod's logs: container picker, previous instance, follow (streamed), search. */
 export function Logs({ pod }: { pod: any }) {
   const names = containerNames(pod);
@@ -16,7 +25,7 @@ export function Logs({ pod }: { pod: any }) {
   const [follow, setFollow] = useState(true);
   const [search, setSearch] = useState('');
   const [lines, setLines] = useState<string[]>([]);
-  const [state, setState] = useState<'loading' | 'streaming' | 'ended' | 'error'>('loading');
+  const [state, setState] = useState<'loading' | 'streaming' | 'reconnecting' | 'ended' | 'error'>('loading');
   const [error, setError] = useState<ApiError | null>(null);
   const pre = useRef<HTMLPreElement>(null);
   const stick = useRef(true);
@@ -32,25 +41,56 @@ export function Logs({ pod }: { pod: any }) {
     setLines([]);
     setError(null);
     setState('loading');
-    const url = `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}/log` + query({ container, previous: previous || undefined, follow: follow && !previous ? true : undefined, tailLines: 5000 });
-    request(url, { signal: ac.signal, headers: { Accept: '*/*' } })
-      .then((r) => {
-        setState(follow && !previous ? 'streaming' : 'loading');
-        return readLines(r, (l) => {
-          buf.push(l);
-          if (buf.length > MAX_LINES * 2) buf.splice(0, buf.length - MAX_LINES);
-          if (timer === undefined) timer = window.setTimeout(flush, 50);
-        });
-      })
-      .then(() => {
-        flush();
-        setState('ended');
-      })
-      .catch((e) => {
-        if (ac.signal.aborted) return;
-        setError(e instanceof ApiError ? e : new ApiError(0, { message: String(e) }));
-        setState('error');
-      });
+    const streaming = follow && !previous;
+    const path = `/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}/log`;
+    // Lines come with their timestamps so that a followed stream cut by the network (the browser
+    // drops connections when the machine's interfaces change) can be opened again from its last
+    // line (sinceTime), skipping the lines already shown; the timestamps are not displayed.
+    let last = ''; // the newest line's timestamp, as a comparable key
+    let lastTime: string | undefined;
+    let atLast = 0; // lines shown that carry that timestamp
+    (async () => {
+      for (let attempt = 0; ; ) {
+        const since = lastTime;
+        let skip = atLast;
+        try {
+          const r = await request(path + query({ container, previous: previous || undefined, follow: streaming || undefined, timestamps: true, tailLines: since ? undefined : 5000, sinceTime: since }), { signal: ac.signal, headers: { Accept: '*/*' } });
+          setState(streaming ? 'streaming' : 'loading');
+          await readLines(r, (l) => {
+            const sp = l.indexOf(' ');
+            const key = timeKey(sp > 0 ? l.slice(0, sp) : '');
+            if (since !== undefined && key !== '' && (key < last || (key === last && skip-- > 0))) return;
+            if (key !== '' && key === last) atLast++;
+            else if (key !== '') {
+              last = key;
+              lastTime = l.slice(0, sp);
+              atLast = 1;
+            }
+            attempt = 0;
+            buf.push(key === '' ? l : l.slice(sp + 1));
+            if (buf.length > MAX_LINES * 2) buf.splice(0, buf.length - MAX_LINES);
+            if (timer === undefined) timer = window.setTimeout(flush, 50);
+          });
+          flush();
+          setState('ended');
+          return;
+        } catch (e) {
+          if (ac.signal.aborted) return;
+          const refused = e instanceof ApiError && e.code !== 0;
+          if (streaming && !refused && attempt < 5) {
+            attempt++;
+            flush();
+            setState('reconnecting');
+            await new Promise((res) => setTimeout(res, 500 * attempt));
+            if (ac.signal.aborted) return;
+            continue;
+          }
+          setError(e instanceof ApiError ? e : new ApiError(0, { message: String(e) }));
+          setState('error');
+          return;
+        }
+      }
+    })();
     return () => {
       ac.abort();
       if (timer !== undefined) clearTimeout(timer);
