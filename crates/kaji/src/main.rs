@@ -540,11 +540,10 @@ async fn agent(args: AgentArgs) -> Result<()> {
     };
     let reader = client_as("user", "kaji:hollow-nodes".into(), "kubelet").await?;
     tokio::spawn(lb.clone().follow_endpoints(client_as("user", "system:kube-proxy".into(), "kube-proxy").await?));
-    let mut nodes = std::collections::HashMap::new();
-    for i in 0..opts.nodes {
-        let name = kaji_kubelet::hollow::node_name(&opts, i);
-        nodes.insert(name.clone(), client_as("nodeName", name.clone(), "kubelet").await?);
-    }
+    let nodes = (0..opts.nodes)
+        .map(|i| kaji_kubelet::hollow::node_name(&opts, i))
+        .map(|name| (name.clone(), kaji_kubelet::hollow::node_client(&reader, &name)))
+        .collect();
     kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts).await
 }
 
@@ -828,12 +827,10 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             Ok(kaji_apiserver::pki::kubeconfig_for(&url, &pki.ca_cert_pem, &cert, &key))
         };
         let reader = kaji_kubelet::join::client_from_kubeconfig_text(&as_user("kaji:hollow-nodes", &[])?, "kubelet").await?;
-        let mut nodes = std::collections::HashMap::new();
-        for i in 0..opts.nodes {
-            let name = kaji_kubelet::hollow::node_name(&opts, i);
-            let text = as_user(&format!("system:node:{name}"), &["system:nodes"])?;
-            nodes.insert(name, kaji_kubelet::join::client_from_kubeconfig_text(&text, "kubelet").await?);
-        }
+        let nodes = (0..opts.nodes)
+            .map(|i| kaji_kubelet::hollow::node_name(&opts, i))
+            .map(|name| (name.clone(), kaji_kubelet::hollow::node_client(&reader, &name)))
+            .collect();
         tracing::info!(nodes = opts.nodes, elapsed_ms = started.elapsed().as_millis() as u64, "hollow node identities issued");
         spokes.spawn(kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts));
     } else if !args.disable_agent {
