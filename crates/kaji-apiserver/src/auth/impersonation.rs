@@ -288,7 +288,7 @@ fn hollow_node_piece(user: &User, piece: &Request) -> bool {
         && match piece {
             Request::User(name) => name
                 .strip_prefix("system:node:")
-                .is_some_and(|n| dns_subdomain(n)),
+                .is_some_and(dns_subdomain),
             Request::Group(g) => g == "system:nodes",
             _ => false,
         }
