@@ -286,9 +286,7 @@ pub async fn impersonate(
 fn hollow_node_piece(user: &User, piece: &Request) -> bool {
     user.name == crate::server::HOLLOW_READER
         && match piece {
-            Request::User(name) => name
-                .strip_prefix("system:node:")
-                .is_some_and(dns_subdomain),
+            Request::User(name) => name.strip_prefix("system:node:").is_some_and(dns_subdomain),
             Request::Group(g) => g == "system:nodes",
             _ => false,
         }
