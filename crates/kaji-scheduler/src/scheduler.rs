@@ -24,6 +24,9 @@ use tokio::sync::Semaphore;
 /// Bindings in flight at once (back-pressure for bursts). Upstream binds each pod in its own
 /// goroutine, bounded only by the client's QPS; a binding waits for the store's commit, so at
 /// 64 the loop stalled on slots at ~520 binds/s (5,000 nodes, 120 ms per binding under load).
+/// The failure reports (a pod's PodScheduled condition and event) take slots from the same
+/// bound: upstream writes them inline in the scheduling cycle; a task each without a bound let
+/// 3,000 unschedulable pods open up to 799 connections at once.
 const MAX_CONCURRENT_BINDS: usize = 256;
 
 pub struct Scheduler {
@@ -201,8 +204,13 @@ impl Scheduler {
                 tracing::debug!(pod = %p.info.key(), "unschedulable: {message}");
                 self.queue.add_unschedulable(&p, plugins, error);
                 let (client, recorder) = (self.client.clone(), self.recorder.clone());
+                // Closed only when the scheduler stops: nothing left to report to.
+                let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    return;
+                };
                 tokio::spawn(async move {
                     record_failure(client, &recorder, &p.info, &message, nominate).await;
+                    drop(permit);
                 });
             }
         }
