@@ -112,36 +112,12 @@ impl Forward {
                 let Ok(tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
                     continue;
                 };
-                let pipe = |mut from: Box<dyn std::io::Read + Send>,
-                            mut to: Box<dyn std::io::Write + Send>,
-                            done: Box<dyn FnOnce() + Send>| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        done();
-                    });
-                };
-                let (u2, t2) = (
+                one_way(
                     unix.try_clone().expect("unix clone"),
                     tcp.try_clone().expect("tcp clone"),
+                    |t| t.shutdown(std::net::Shutdown::Write),
                 );
-                let (u3, t3) = (
-                    unix.try_clone().expect("unix clone"),
-                    tcp.try_clone().expect("tcp clone"),
-                );
-                pipe(
-                    Box::new(unix),
-                    Box::new(tcp),
-                    Box::new(move || {
-                        let _ = t3.shutdown(std::net::Shutdown::Write);
-                    }),
-                );
-                pipe(
-                    Box::new(t2),
-                    Box::new(u2),
-                    Box::new(move || {
-                        let _ = u3.shutdown(std::net::Shutdown::Write);
-                    }),
-                );
+                one_way(tcp, unix, |u| u.shutdown(std::net::Shutdown::Write));
             }
         });
         Forward {
@@ -150,6 +126,18 @@ impl Forward {
             accept: Some(accept),
         }
     }
+}
+
+/// Copies `from` to `to` on a thread of its own, then closes `to`'s writing side.
+fn one_way<R, W>(mut from: R, mut to: W, close: fn(&W) -> std::io::Result<()>)
+where
+    R: std::io::Read + Send + 'static,
+    W: std::io::Write + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = close(&to);
+    });
 }
 
 impl Drop for Forward {
@@ -195,7 +183,13 @@ fn run_script_with(
     // connects it to the real port here. The namespace goes away with the script.
     let forward = Forward::start(&cluster.data_dir().join("browser.sock"), cluster.port);
     let mut child = Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec node \"$0\""])
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec node \"$0\"",
+        ])
         .arg(dir.join(script))
         .current_dir(&dir)
         .env("FORWARD_SOCKET", &forward.path)

@@ -167,6 +167,17 @@ pub fn node_client(reader: &Client, name: &str) -> Client {
     Client::new(service, namespace)
 }
 
+impl Clients {
+    /// The reader, and for each of the `opts.nodes` hollow nodes a [`node_client`] over it.
+    pub fn over(reader: Client, opts: &HollowOptions) -> Clients {
+        let nodes = (0..opts.nodes)
+            .map(|i| node_name(opts, i))
+            .map(|name| (name.clone(), node_client(&reader, &name)))
+            .collect();
+        Clients { reader, nodes }
+    }
+}
+
 struct Hollow {
     /// The shared reader.
     client: Client,

@@ -540,11 +540,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     };
     let reader = client_as("user", "kaji:hollow-nodes".into(), "kubelet").await?;
     tokio::spawn(lb.clone().follow_endpoints(client_as("user", "system:kube-proxy".into(), "kube-proxy").await?));
-    let nodes = (0..opts.nodes)
-        .map(|i| kaji_kubelet::hollow::node_name(&opts, i))
-        .map(|name| (name.clone(), kaji_kubelet::hollow::node_client(&reader, &name)))
-        .collect();
-    kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts).await
+    kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients::over(reader, &opts), opts).await
 }
 
 /// The agent's load balancer on 127.0.0.1:--lb-server-port in front of --server.
@@ -821,18 +817,12 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             heartbeat: (args.node_monitor_grace_period / 4).min(Duration::from_secs(10)),
             ..Default::default()
         };
-        let started = std::time::Instant::now();
         let as_user = |cn: &str, orgs: &[&str]| -> Result<String> {
             let (cert, key) = pki.issue_client(cn, orgs)?;
             Ok(kaji_apiserver::pki::kubeconfig_for(&url, &pki.ca_cert_pem, &cert, &key))
         };
         let reader = kaji_kubelet::join::client_from_kubeconfig_text(&as_user("kaji:hollow-nodes", &[])?, "kubelet").await?;
-        let nodes = (0..opts.nodes)
-            .map(|i| kaji_kubelet::hollow::node_name(&opts, i))
-            .map(|name| (name.clone(), kaji_kubelet::hollow::node_client(&reader, &name)))
-            .collect();
-        tracing::info!(nodes = opts.nodes, elapsed_ms = started.elapsed().as_millis() as u64, "hollow node identities issued");
-        spokes.spawn(kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients { reader, nodes }, opts));
+        spokes.spawn(kaji_kubelet::hollow::run(kaji_kubelet::hollow::Clients::over(reader, &opts), opts));
     } else if !args.disable_agent {
         let node_name = args.node.node_name.clone().unwrap_or_else(kaji_kubelet::node::hostname);
         let agent_dir = args.data_dir.join("agent");
