@@ -510,11 +510,20 @@ mod tests {
         SharedIndex::new(Index::build(["default"], &services, &slices, 1))
     }
 
-    /// Starts a server on 127.0.0.1 (a free port); returns its address.
+    /// Starts a server on 127.0.0.1 (a port free for both UDP and TCP); returns its address.
     async fn start(upstreams: Vec<SocketAddr>) -> SocketAddr {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // The kernel picks a free UDP port; the same TCP port may be in use by another
+        // process (CI saw EADDRINUSE), so pick again until both are ours.
+        let mut tries = 0;
+        let (udp, tcp, addr) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => tries += 1,
+                Err(e) => panic!("binding TCP {addr}: {e}"),
+            }
+        };
         let metrics = Arc::new(Metrics::new(format!("dns://{addr}")));
         tokio::spawn(serve(index(), config(upstreams), metrics, udp, Some(tcp)));
         addr
