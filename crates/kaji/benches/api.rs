@@ -101,18 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = child.id();
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let started = Instant::now();
-    let client = loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(client) = kube::Client::try_from(cfg)
-            && client.apiserver_version().await.is_ok()
-        {
-            break client;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = common::ready_client(&kubeconfig).await?;
     println!("server ready after {:.0} ms (spawn to first answered request)", started.elapsed().as_secs_f64() * 1e3);
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("idle RSS: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);

@@ -20,7 +20,6 @@ use common::{pct, run};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -113,19 +112,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let server = common::Proc(child);
     let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let started = Instant::now();
-    let client = loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(client) = kube::Client::try_from(cfg)
-            && client.apiserver_version().await.is_ok()
-        {
-            break client;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = common::ready_client(&kubeconfig).await?;
 
     // Discovery latency after the CRD's create.
     let crds: Api<DynamicObject> = Api::all_with(

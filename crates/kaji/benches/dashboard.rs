@@ -12,7 +12,6 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,19 +42,7 @@ async fn start(nodes: usize, dashboard: bool) -> anyhow::Result<Server> {
     }
     let proc = Proc(cmd.env("KAJI_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
     let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let start = Instant::now();
-    let client = loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(c) = kube::Client::try_from(cfg)
-            && c.apiserver_version().await.is_ok()
-        {
-            break c;
-        }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = common::ready_client(&kubeconfig).await?;
     Ok(Server { proc, client, _dir: dir })
 }
 

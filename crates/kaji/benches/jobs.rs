@@ -6,7 +6,6 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,18 +61,7 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let start = Instant::now();
-    let client = loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(c) = kube::Client::try_from(cfg)
-            && c.apiserver_version().await.is_ok()
-        {
-            break c;
-        }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = common::ready_client(&kubeconfig).await?;
     let token = dir.path().join("token");
     let agent = spawn(&[
         "agent", "--hollow", "--nodes", &nodes.to_string(), "--server", &format!("https://127.0.0.1:{port}"), "--token-file", &token.to_string_lossy(),

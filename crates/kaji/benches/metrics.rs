@@ -13,7 +13,6 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,19 +103,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let pid = server.0.id();
     let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let start = Instant::now();
-    let client = loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(&kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(c) = kube::Client::try_from(cfg)
-            && c.apiserver_version().await.is_ok()
-        {
-            break c;
-        }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = common::ready_client(&kubeconfig).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments.create(&PostParams::default(), &deployment("load", pods, 20)).await?;
     let t0 = Instant::now();

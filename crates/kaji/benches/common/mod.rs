@@ -79,3 +79,22 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// The admin client of a `kaji server` just spawned with `--data-dir` holding `kubeconfig`,
+/// once the kubeconfig is written and the server answers (at most 30 s).
+pub async fn ready_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let start = Instant::now();
+    loop {
+        if kubeconfig.exists()
+            && let Ok(kc) = Kubeconfig::read_from(kubeconfig)
+            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+            && let Ok(c) = kube::Client::try_from(cfg)
+            && c.apiserver_version().await.is_ok()
+        {
+            return Ok(c);
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
