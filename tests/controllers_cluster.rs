@@ -522,6 +522,26 @@ fn controller_manager_opens_one_watch_per_kind() {
     assert!(doubled.is_empty(), "more than one watch on {doubled:?}; all: {watches:?}");
 }
 
+/// In `kaji server` the controller manager and the scheduler share the process's informers: the
+/// kinds both read (pods, nodes, services, ReplicaSets, claims and volumes) are watched once for
+/// the whole control plane, not once per component.
+#[test]
+fn server_control_plane_opens_one_watch_per_kind() {
+    let c = Cluster::start_with("cp-watches", &[]);
+    // The controllers' kinds, and what only the scheduler reads (StatefulSets are read by both).
+    let expected = [
+        "/pods", "/services", "/nodes", "/namespaces", "/persistentvolumes", "/persistentvolumeclaims",
+        "apps/replicasets", "apps/statefulsets", "apps/deployments", "discovery.k8s.io/endpointslices",
+        "scheduling.k8s.io/priorityclasses", "storage.k8s.io/storageclasses",
+    ];
+    let watches = wait_for("the control plane's watches", WAIT, || {
+        let w = open_watches(&c);
+        expected.iter().all(|r| w.get(*r).copied().unwrap_or(0) >= 1).then_some(w)
+    });
+    let doubled: Vec<(&String, &u64)> = watches.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "more than one watch on {doubled:?}; all: {watches:?}");
+}
+
 /// The pod garbage collector (upstream podgc): terminated pods beyond
 /// `--terminated-pod-gc-threshold` go, oldest first; a pod bound to a node that is deleted goes
 /// once the node has been missing for the 40 s quarantine (and the next 20 s pass).

@@ -87,10 +87,18 @@ impl Default for Options {
 /// run in a term of their own (a runtime on its own thread) that is shut down, every task it
 /// spawned with it, and the process campaigns again: exiting would take down the API server
 /// and the node that share the process, and nothing of the old term keeps writing.
-/// Each term starts its informers afresh (a cold start of a second or so on a new leader).
+/// The informers belong to the factory, not to a term: they run on the runtime the factory was
+/// made on and keep their caches warm while the process stands by, as the scheduler's do.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    run_on(Factory::new(client), opts).await
+}
+
+/// [`run`] on the informers of `factory` (shared with the other components of the process),
+/// writing with `factory`'s client.
+pub async fn run_on(factory: Factory, opts: Options) -> anyhow::Result<()> {
+    let client = factory.client();
     if !opts.leader_elect {
-        return run_controllers(client, opts).await;
+        return run_controllers(factory, opts).await;
     }
     let mut elector = kaji_runtime::leader::LeaderElector::new(
         client.clone(),
@@ -101,7 +109,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
         elector.acquire().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        let (c, o) = (client.clone(), opts.clone());
+        let (f, o) = (factory.clone(), opts.clone());
         std::thread::Builder::new()
             .name("controllers".into())
             .spawn(move || {
@@ -119,7 +127,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
                 };
                 let result = rt.block_on(async move {
                     tokio::select! {
-                        r = run_controllers(c, o) => Some(r),
+                        r = run_controllers(f, o) => Some(r),
                         _ = stopped => None,
                     }
                 });
@@ -141,8 +149,7 @@ pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
 /// Runs every controller until one of them fails. Each controller registers the informers it
 /// needs with one factory first, then the factory starts them, one watch per kind for the whole
 /// controller manager.
-async fn run_controllers(client: Client, opts: Options) -> anyhow::Result<()> {
-    let f = Factory::new(client.clone());
+async fn run_controllers(f: Factory, opts: Options) -> anyhow::Result<()> {
     let mut loops = vec![
         ("replicaset", replicaset::run(&f, opts.clone())),
         ("deployment", deployment::run(&f, opts.clone())),

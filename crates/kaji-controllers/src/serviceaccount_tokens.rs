@@ -18,7 +18,6 @@ use kaji_runtime::informer::{Factory, Informer};
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
@@ -59,9 +58,10 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
         Ok(l) => l,
         Err(e) => return Box::pin(async move { Err(e) }),
     };
-    let secrets = f.informer_with::<Secret>(
-        watcher::Config::default().fields(&format!("type={}", jwt::SECRET_TYPE)),
-    );
+    // Every Secret, as upstream's tokens controller reads the shared Secret informer (one watch
+    // on Secrets for the process; the garbage collector and the ingress controller read it too);
+    // the reconciler passes over other types.
+    let secrets = f.informer::<Secret>();
     let accounts = f.informer::<ServiceAccount>();
     // An account's change (its deletion above all) syncs the Secrets that name it.
     let by_account = {
@@ -71,7 +71,10 @@ pub fn run(f: &Factory, opts: Options) -> BoxFuture<'static, anyhow::Result<()>>
             let refs: Vec<ObjectRef<Secret>> = secrets
                 .in_namespace(&ns)
                 .iter()
-                .filter(|s| s.annotations().get(jwt::SA_NAME_ANNOTATION) == Some(&name))
+                .filter(|s| {
+                    s.type_.as_deref() == Some(jwt::SECRET_TYPE)
+                        && s.annotations().get(jwt::SA_NAME_ANNOTATION) == Some(&name)
+                })
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect();
             futures::stream::iter(refs)

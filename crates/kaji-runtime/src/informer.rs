@@ -253,8 +253,8 @@ where
         }
     }
 
-    /// Starts the watch (once; later calls do nothing).
-    fn start(&self) {
+    /// Starts the watch on `rt` (once; later calls do nothing).
+    fn start(&self, rt: &tokio::runtime::Handle) {
         let Some((api, cfg, mut writer)) = self.pending.lock().ok().and_then(|mut p| p.take())
         else {
             return;
@@ -265,7 +265,7 @@ where
         let synced = self.synced.clone();
         let dyntype = self.dyntype.clone();
         let kind = K::kind(&dyntype).to_string();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let mut events = watcher(api, cfg)
                 .default_backoff()
                 .modify(|o: &mut K| o.meta_mut().managed_fields = None)
@@ -434,7 +434,7 @@ pub type MetaChange = Change<ObjectMeta>;
 /// An informer seen through its objects' metadata.
 trait Shared: Send + Sync {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    fn start(&self);
+    fn start(&self, rt: &tokio::runtime::Handle);
     fn ready(&self) -> futures::future::BoxFuture<'static, ()>;
     fn meta(&self) -> std::pin::Pin<Box<dyn Stream<Item = MetaChange> + Send>>;
 }
@@ -446,8 +446,8 @@ where
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
-    fn start(&self) {
-        Informer::start(self)
+    fn start(&self, rt: &tokio::runtime::Handle) {
+        Informer::start(self, rt)
     }
     fn ready(&self) -> futures::future::BoxFuture<'static, ()> {
         let mut rx = self.synced.subscribe();
@@ -466,15 +466,24 @@ where
 }
 
 /// The informers of one process.
+///
+/// [`Factory::with_client`] gives another component of the process the same informers with its
+/// own client (its identity for the writes it makes through [`Factory::client`]): in `kaji
+/// server` the scheduler, the controller manager and the node's spokes share one factory, so
+/// every pod is cached once, not once per component.
 #[derive(Clone)]
 pub struct Factory {
+    client: Client,
     inner: Arc<FactoryInner>,
 }
 
 struct FactoryInner {
-    client: Client,
     informers: Mutex<HashMap<String, Arc<dyn Shared>>>,
     started: std::sync::atomic::AtomicBool,
+    /// Where the watches run: the runtime the factory was made on, so that a watch started for
+    /// a component whose runtime ends (the controller manager's term, after it loses its Lease)
+    /// lives on with the factory.
+    rt: tokio::runtime::Handle,
 }
 
 /// The registry key of a resource with selectors: `group/version/plural?labels&fields`.
@@ -487,18 +496,32 @@ fn key(group: &str, version: &str, plural: &str, cfg: &watcher::Config) -> Strin
 }
 
 impl Factory {
+    /// A factory whose watches run on the current Tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
     pub fn new(client: Client) -> Self {
         Factory {
+            client,
             inner: Arc::new(FactoryInner {
-                client,
                 informers: Mutex::new(HashMap::new()),
                 started: Default::default(),
+                rt: tokio::runtime::Handle::current(),
             }),
         }
     }
 
+    /// The same informers (the same caches and watches), with `client` as this view's client:
+    /// what [`Factory::client`] returns, and what watches the informers first asked for here.
+    pub fn with_client(&self, client: Client) -> Self {
+        Factory {
+            client,
+            inner: self.inner.clone(),
+        }
+    }
+
     pub fn client(&self) -> Client {
-        self.inner.client.clone()
+        self.client.clone()
     }
 
     /// The informer of every `K` in the cluster.
@@ -528,7 +551,7 @@ impl Factory {
         let inf = Arc::new(Informer::new(Api::<K>::all(self.client()), cfg, ()));
         map.insert(k, inf.clone());
         if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
-            inf.start();
+            inf.start(&self.inner.rt);
         }
         inf
     }
@@ -577,7 +600,7 @@ impl Factory {
                     ));
                     map.insert(k, inf.clone());
                     if self.inner.started.load(std::sync::atomic::Ordering::SeqCst) {
-                        inf.start();
+                        inf.start(&self.inner.rt);
                     }
                     inf
                 }
@@ -609,7 +632,7 @@ impl Factory {
             .started
             .store(true, std::sync::atomic::Ordering::SeqCst);
         for i in self.all() {
-            i.start();
+            i.start(&self.inner.rt);
         }
     }
 }

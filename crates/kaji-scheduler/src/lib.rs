@@ -48,8 +48,14 @@ impl Default for Options {
 /// Runs the scheduler until the process ends: while this process holds the lease it
 /// schedules; if it loses the lease it stops and campaigns again.
 pub async fn run(client: Client, opts: Options) -> anyhow::Result<()> {
+    run_on(kaji_runtime::informer::Factory::new(client), opts).await
+}
+
+/// [`run`] on the informers of `factory` (shared with the other components of the process),
+/// writing with `factory`'s client.
+pub async fn run_on(factory: kaji_runtime::informer::Factory, opts: Options) -> anyhow::Result<()> {
+    let client = factory.client();
     // As upstream, the informers start before leader election: a standby's caches are warm.
-    let factory = kaji_runtime::informer::Factory::new(client.clone());
     let informers = informers::Informers::register(&factory);
     factory.start();
     if !opts.leader_elect {
