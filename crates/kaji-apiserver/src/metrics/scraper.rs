@@ -1,6 +1,6 @@
 //! The metrics provider: metrics-server's scraper and storage inside the API server. Every
 //! `resolution` it scrapes each node's kubelet `/metrics/resource` (over the API server's kubelet
-//! client, as pods/log) and keeps the last two points of every node and container; usage is the
+//! client, as pods/log, on connections kept from round to round) and keeps the last two points of every node and container; usage is the
 //! CPU rate between them and the last working-set memory, with their timestamp and window.
 //!
 //! Scraping starts with the first metrics.k8s.io request (a cluster that never asks pays
@@ -9,8 +9,10 @@
 
 use super::prom;
 use crate::ApiServer;
+use crate::proxy::kubelet;
+use kaji_api::ApiError;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -335,19 +337,115 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-async fn scrape_node(server: &ApiServer, node: &Value, timeout: Duration) -> Option<Batch> {
-    let name = node.pointer("/metadata/name")?.as_str()?.to_string();
-    let (ip, port, prefix) = kubelet_target(node)?;
-    let path = format!("{prefix}/metrics/resource");
-    let fetch = async {
-        let mut rx = crate::proxy::kubelet::stream(server, &ip, port, &path).await?;
-        let mut body = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            body.extend_from_slice(&chunk);
+/// Kept-alive connections to the kubelets, reused from round to round: a scrape is one request
+/// on an open connection instead of a TCP and TLS handshake on both ends every resolution (as
+/// metrics-server's HTTP client keeps its connections). Up to one connection per scrape running
+/// at once per kubelet endpoint (the hollow nodes of a process share one endpoint); those of
+/// endpoints that a round no longer scrapes are closed.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<(String, u16), Vec<kubelet::Sender>>>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Vec<kubelet::Sender>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An open idle connection to `ip:port`, if one is kept.
+    fn take(&self, ip: &str, port: u16) -> Option<kubelet::Sender> {
+        let mut idle = self.lock();
+        let senders = idle.get_mut(&(ip.to_string(), port))?;
+        std::iter::from_fn(|| senders.pop()).find(|s| !s.is_closed())
+    }
+
+    fn put(&self, ip: &str, port: u16, sender: kubelet::Sender) {
+        if !sender.is_closed() {
+            self.lock()
+                .entry((ip.to_string(), port))
+                .or_default()
+                .push(sender);
         }
-        Ok::<_, kaji_api::ApiError>(body)
+    }
+
+    /// Closes the connections to endpoints not in `targets`.
+    fn retain(&self, targets: &HashSet<(String, u16)>) {
+        self.lock().retain(|k, _| targets.contains(k));
+    }
+
+    /// How many connections are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// One GET of `path` on `sender`; gives the connection back with the whole answer.
+async fn request(
+    mut sender: kubelet::Sender,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<(kubelet::Sender, http::StatusCode, bytes::Bytes), String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = kubelet::get_request(ip, port, path).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((sender, status, body))
+}
+
+/// GETs `path` from the kubelet at `ip:port` on a kept connection, or on a new one when none is
+/// kept or the kept one fails (the kubelet restarted, or closed it while idle); the connection
+/// is kept again once the whole answer is read.
+async fn get(
+    server: &ApiServer,
+    pool: &Pool,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let failed = |e: String| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("scraping the kubelet at {ip}:{port}: {e}"),
+        )
     };
-    match tokio::time::timeout(timeout, fetch).await {
+    let kept = match pool.take(ip, port) {
+        Some(sender) => request(sender, ip, port, path).await.ok(),
+        None => None,
+    };
+    let (sender, status, body) = match kept {
+        Some(answer) => answer,
+        None => request(kubelet::open(server, ip, port).await?, ip, port, path)
+            .await
+            .map_err(failed)?,
+    };
+    pool.put(ip, port, sender);
+    if !status.is_success() {
+        return Err(failed(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        )));
+    }
+    Ok(body)
+}
+
+async fn scrape_node(
+    server: &ApiServer,
+    pool: &Pool,
+    name: &str,
+    (ip, port, prefix): &(String, u16, String),
+    timeout: Duration,
+) -> Option<Batch> {
+    let path = format!("{prefix}/metrics/resource");
+    match tokio::time::timeout(timeout, get(server, pool, ip, *port, &path)).await {
         Ok(Ok(body)) => Some(decode_batch(&String::from_utf8_lossy(&body), now_ms())),
         Ok(Err(e)) => {
             tracing::debug!(node = %name, error = %e, "scraping /metrics/resource");
@@ -363,12 +461,13 @@ async fn scrape_node(server: &ApiServer, node: &Value, timeout: Duration) -> Opt
 async fn scrape_loop(server: Weak<ApiServer>, resolution: Duration) {
     let mut tick = tokio::time::interval(resolution);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pool = Pool::default();
     loop {
         tick.tick().await;
         let Some(server) = server.upgrade() else {
             return;
         };
-        let nodes = match server
+        let targets = match server
             .store
             .list(
                 &crate::registry::keys::resource_prefix("", "nodes"),
@@ -380,33 +479,34 @@ async fn scrape_loop(server: Weak<ApiServer>, resolution: Duration) {
                 .items
                 .iter()
                 .map(crate::objects::decode)
+                .filter_map(|n| {
+                    let name = n.pointer("/metadata/name")?.as_str()?.to_string();
+                    Some((name, kubelet_target(&n)?))
+                })
                 .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics provider: listing nodes");
                 continue;
             }
         };
+        pool.retain(
+            &targets
+                .iter()
+                .map(|(_, (ip, port, _))| (ip.clone(), *port))
+                .collect(),
+        );
         // metrics-server's scrape timeout is a fraction of the resolution (at most 10 s here).
         let timeout = resolution
             .mul_f64(0.9)
             .min(Duration::from_secs(10))
             .max(Duration::from_millis(500));
         use futures::StreamExt;
-        let scrapes: Vec<_> = nodes
-            .into_iter()
-            .map(|n| {
-                let server = server.clone();
-                async move {
-                    let name = n
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    scrape_node(&server, &n, timeout).await.map(|b| (name, b))
-                }
+        let (server, pool) = (&server, &pool);
+        let batches: Vec<(String, Batch)> = futures::stream::iter(targets)
+            .map(|(name, target)| async move {
+                let batch = scrape_node(server, pool, &name, &target, timeout).await;
+                batch.map(|b| (name, b))
             })
-            .collect();
-        let batches: Vec<(String, Batch)> = futures::stream::iter(scrapes)
             .buffer_unordered(32)
             .filter_map(|x| async move { x })
             .collect()
@@ -450,5 +550,68 @@ mod tests {
         // A node missing from a round is gone.
         p.store(vec![]);
         assert_eq!(p.node("n"), None);
+    }
+
+    /// Scrapes reuse one kept connection; a connection the kubelet closed is not given out again,
+    /// and endpoints no round scrapes lose theirs.
+    #[tokio::test]
+    async fn the_pool_reuses_open_connections_only() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let served = Arc::new(AtomicUsize::new(0));
+        let (client_io, server_io) = tokio::io::duplex(4096);
+        let count = served.clone();
+        let kubelet = tokio::spawn(
+            hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(server_io),
+                hyper::service::service_fn(move |_req| {
+                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(format!("answer {n}"))),
+                        ))
+                    }
+                }),
+            ),
+        );
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client_io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let pool = Pool::default();
+        let (ip, port, path) = ("10.0.0.1", 10250, "/metrics/resource");
+        let (sender, status, body) = request(sender, ip, port, path).await.unwrap();
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"answer 1"[..]));
+        pool.put(ip, port, sender);
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take("10.0.0.2", port).is_none(), "another endpoint");
+        let sender = pool.take(ip, port).expect("the kept connection");
+        let (sender, _, body) = request(sender, ip, port, path).await.unwrap();
+        assert_eq!(&body[..], b"answer 2", "the second scrape on the same connection");
+        pool.put(ip, port, sender);
+        // The kubelet closes it (restarted): it is not given out any more.
+        kubelet.abort();
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while !pool.lock().values().flatten().all(|s| s.is_closed()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the client saw the connection close");
+        assert!(pool.take(ip, port).is_none());
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+        // Endpoints a round does not scrape lose their connections.
+        let (client_io, _server_io) = tokio::io::duplex(64);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioIo::new(client_io),
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        pool.put("10.0.0.3", port, sender);
+        assert_eq!(pool.len(), 1);
+        pool.retain(&HashSet::from([(ip.to_string(), port)]));
+        assert_eq!(pool.len(), 0);
     }
 }

@@ -15,13 +15,29 @@ pub async fn connect(server: &crate::ApiServer, ip: &str, port: u16) -> Result<t
     tokio_rustls::TlsConnector::from(server.kubelet_tls.clone()).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))
 }
 
+/// An HTTP/1.1 connection to a kubelet, for bodiless requests.
+pub type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>;
+
+/// Opens an HTTP/1.1 connection to a kubelet over [`connect`]; it lives while the sender does.
+pub async fn open(server: &crate::ApiServer, ip: &str, port: u16) -> Result<Sender, ApiError> {
+    let tls = connect(server, ip, port).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}")))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// The request of a GET of `path` from the kubelet at `ip:port`.
+pub fn get_request(ip: &str, port: u16, path: &str) -> Result<http::Request<http_body_util::Empty<Bytes>>, http::Error> {
+    http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<Bytes>::new())
+}
+
 /// GETs `path` from a kubelet and streams the body back (errors keep the kubelet's message).
 pub async fn stream(server: &crate::ApiServer, ip: &str, port: u16, path: &str) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let unavailable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("connecting to the kubelet at {ip}:{port}: {e}"));
-    let tls = connect(server, ip, port).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}")).body(http_body_util::Empty::<Bytes>::new()).map_err(|e| unavailable(e.to_string()))?;
+    let mut sender = open(server, ip, port).await?;
+    let req = get_request(ip, port, path).map_err(|e| unavailable(e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
     let status = resp.status();
     let mut body = resp.into_body();
