@@ -98,6 +98,7 @@ pub async fn reconcile(server: &Arc<ApiServer>, addr: &Advertised) -> anyhow::Re
                 start_after: None,
                 limit: None,
                 revision: None,
+                keys_only: false,
             },
         )
         .await?;

@@ -67,7 +67,20 @@ pub async fn run_in_server(
                     }
                 }
             };
-            kaji_dashboard::history::run(dashboard.history.clone(), read, Some(resolution)).await;
+            // The rounds (and the scrapes the first one starts, unless a metrics request came
+            // first) run on a thread of their own: each round's garbage is freed and reused
+            // within that thread's allocator arena, not spread over the server's workers'.
+            let history = dashboard.history.clone();
+            let (_running, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new().name("dashboard-sampler".into()).spawn(move || {
+                let _running = _running;
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(kaji_dashboard::history::run(history, read, Some(resolution))),
+                    Err(e) => tracing::error!(error = %e, "the dashboard keeps no CPU and memory history"),
+                }
+            })?;
+            let _ = stopped.await;
+            tracing::error!("the dashboard's history sampler stopped");
         }
         Err(e) => tracing::error!(error = %e, "the dashboard keeps no CPU and memory history"),
     }

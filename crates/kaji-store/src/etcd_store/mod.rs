@@ -764,6 +764,7 @@ impl Store for EtcdStore {
                 range_end: end,
                 limit,
                 revision,
+                keys_only: opts.keys_only,
                 ..Default::default()
             })
             .await
