@@ -131,7 +131,7 @@ pub async fn restore_allocations(server: &Arc<ApiServer>) -> Result<()> {
     let prefix = crate::objects::prefix(strategy.info(), None);
     let mut start_after = None;
     loop {
-        let page = server.store.list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None, keys_only: false }).await?;
+        let page = server.store.list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None }).await?;
         for kv in &page.items {
             let svc = crate::objects::decode(kv);
             if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok()) {

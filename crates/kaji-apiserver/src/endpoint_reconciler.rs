@@ -98,7 +98,6 @@ pub async fn reconcile(server: &Arc<ApiServer>, addr: &Advertised) -> anyhow::Re
                 start_after: None,
                 limit: None,
                 revision: None,
-                keys_only: false,
             },
         )
         .await?;

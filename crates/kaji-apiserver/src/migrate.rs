@@ -51,7 +51,6 @@ async fn move_prefix(store: &dyn Store, old: &str, new: &str) -> anyhow::Result<
             start_after: start_after.clone(),
             limit: Some(BATCH),
             revision: None,
-            keys_only: false,
         };
         let page = store
             .list(old, opts)

@@ -103,10 +103,6 @@ pub struct ListOptions {
     pub limit: Option<usize>,
     /// List the state as of this revision; `None` (or a value <= 0) means current.
     pub revision: Option<Revision>,
-    /// Only the keys and revisions are wanted (etcd's `keys_only`): a backend may leave the
-    /// values empty, sparing their copies (the embedded store does; a backend that holds them
-    /// in memory anyway may return them).
-    pub keys_only: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -171,7 +171,6 @@ async fn load<S: Store>(inner: &S, revision: Revision) -> Result<BTreeMap<String
             start_after,
             limit: Some(LOAD_PAGE),
             revision: Some(revision),
-            ..Default::default()
         };
         let page = inner.list("", opts).await?;
         start_after = page.items.last().map(|kv| kv.key.clone());

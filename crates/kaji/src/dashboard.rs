@@ -38,8 +38,8 @@ pub fn handler(dashboard: Arc<kaji_dashboard::Dashboard>) -> kaji_apiserver::Ext
 /// In `kaji server`, once the API is up: the dashboard checks viewers against the server (the
 /// admin kubeconfig's URL and CA, no credentials of its own on those requests) and keeps the
 /// history from the API server's metrics provider, read in-process
-/// (`kaji_apiserver::metrics::round`: what the metrics API would list, without building,
-/// sending and parsing a list of every pod each round). Never returns (a spoke): a failure
+/// (`kaji_apiserver::metrics::round`: the provider's figures, without building, sending and
+/// parsing a list of every pod each round, nor reading the store). Never returns (a spoke): a failure
 /// costs the history, not the server.
 pub async fn run_in_server(
     dashboard: Arc<kaji_dashboard::Dashboard>,
@@ -53,18 +53,8 @@ pub async fn run_in_server(
             let read = move || {
                 let server = server.clone();
                 async move {
-                    match kaji_apiserver::metrics::round(&server).await {
-                        Ok(r) => kaji_dashboard::history::Reading {
-                            nodes: Some(r.nodes),
-                            pods: Some(r.pods),
-                            window: r.window,
-                            error: None,
-                        },
-                        Err(e) => kaji_dashboard::history::Reading {
-                            error: Some(e.to_string()),
-                            ..Default::default()
-                        },
-                    }
+                    let r = kaji_apiserver::metrics::round(&server).await;
+                    kaji_dashboard::history::Reading { nodes: Some(r.nodes), pods: Some(r.pods), window: r.window, error: None }
                 }
             };
             // The rounds (and the scrapes the first one starts, unless a metrics request came

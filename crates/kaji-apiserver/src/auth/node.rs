@@ -443,7 +443,6 @@ async fn follow(server: &Arc<crate::ApiServer>) -> anyhow::Result<()> {
                 start_after: start_after.clone(),
                 limit: Some(1000),
                 revision: (revision > 0).then_some(revision),
-                keys_only: false,
             };
             let page = store.list(prefix, opts).await?;
             revision = page.revision;

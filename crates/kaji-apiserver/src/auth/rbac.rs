@@ -533,7 +533,6 @@ async fn list_store(store: &dyn kaji_store::Store) -> anyhow::Result<Index> {
                         start_after: start_after.clone(),
                         limit: Some(1000),
                         revision: index.revision.checked_add(0).filter(|r| *r > 0),
-                        keys_only: false,
                     },
                 )
                 .await?;

@@ -378,82 +378,30 @@ pub struct Round {
     pub window: Option<std::time::Duration>,
 }
 
-/// How many stored keys [`round`] reads at a time.
-const ROUND_PAGE: usize = 1000;
-
-/// The names (what follows `prefix`) of the stored objects under `prefix`, a page at a time.
-async fn stored_names(
-    server: &ApiServer,
-    prefix: &str,
-    mut each: impl FnMut(Vec<String>),
-) -> Result<(), ApiError> {
-    // Keys only: a round once copied every stored pod out of the store (at 5,000 pods, some
-    // 20 MB every resolution) to read its name.
-    let mut opts = kaji_store::ListOptions {
-        limit: Some(ROUND_PAGE),
-        keys_only: true,
-        ..Default::default()
-    };
-    loop {
-        let page = server
-            .store
-            .list(prefix, opts.clone())
-            .await
-            .map_err(crate::store_error)?;
-        let last = page.items.last().map(|kv| kv.key.clone());
-        let names: Vec<String> = page
-            .items
-            .into_iter()
-            .filter_map(|kv| kv.key.strip_prefix(prefix).map(str::to_string))
-            .collect();
-        each(names);
-        match last {
-            // Each page at the current revision (not the first's: no history to read back).
-            Some(last) if page.more => opts.start_after = Some(last),
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// Every node's and pod's usage as the metrics API lists them (starting the provider, as a
-/// metrics request does): only stored nodes and pods, so a deleted pod the kubelets still
-/// report is left out as the API leaves it out.
-pub async fn round(server: &Arc<ApiServer>) -> Result<Round, ApiError> {
+/// Every node's and pod's usage the provider holds, for in-process readers (the dashboard's
+/// history), starting the provider as a metrics request does. It reads no stored object: the
+/// pods are those the kubelets reported in the provider's last scrape, so a pod deleted since
+/// shows for at most one more resolution (the metrics API itself lists only stored pods).
+/// Reading every stored pod's key each round also read every page of the pods into the store's
+/// page cache (bounded, 64 MiB), which otherwise holds only what the cluster's own work reads.
+pub async fn round(server: &Arc<ApiServer>) -> Round {
     let provider = &server.resource_metrics;
     provider.ensure_started(server).await;
-    let mut out = Round::default();
-    let mut window_ms = None;
-    stored_names(
-        server,
-        &crate::registry::keys::resource_prefix("", "nodes"),
-        |names| {
-            for name in names {
-                if let Some(u) = provider.node(&name) {
-                    window_ms.get_or_insert(u.window_ms);
-                    out.nodes.push((name, u.nano_cores, u.memory_bytes));
-                }
-            }
-        },
-    )
-    .await?;
-    let mut pods = Vec::new();
-    stored_names(
-        server,
-        &crate::registry::keys::resource_prefix("", "pods"),
-        |names| provider.pods_summed(names.iter().map(String::as_str), &mut pods),
-    )
-    .await?;
-    out.pods = pods
-        .into_iter()
-        .map(|(key, cpu, mem, w)| {
-            window_ms.get_or_insert(w);
-            (key, cpu, mem)
-        })
-        .collect();
-    out.window = window_ms
-        .and_then(|w| u64::try_from(w).ok())
-        .map(std::time::Duration::from_millis);
-    Ok(out)
+    let (nodes, pods) = provider.everything();
+    let window_ms = nodes.iter().map(|n| n.1.window_ms).chain(pods.iter().map(|p| p.3)).next();
+    Round {
+        nodes: nodes
+            .into_iter()
+            .map(|(name, u)| (name, u.nano_cores, u.memory_bytes))
+            .collect(),
+        pods: pods
+            .into_iter()
+            .map(|(key, cpu, mem, _)| (key, cpu, mem))
+            .collect(),
+        window: window_ms
+            .and_then(|w| u64::try_from(w).ok())
+            .map(std::time::Duration::from_millis),
+    }
 }
 
 #[cfg(test)]

@@ -266,36 +266,43 @@ impl Provider {
         (!out.is_empty()).then_some(out)
     }
 
-    /// For in-process readers: the usage of each pod named by `keys` (`namespace/name`), its
-    /// containers summed, as `(key, nano-cores, bytes, window ms)`, the pods without metrics
-    /// left out (as the metrics API lists them), under one lock.
-    pub fn pods_summed<'a>(
-        &self,
-        keys: impl IntoIterator<Item = &'a str>,
-        out: &mut Vec<(String, u64, u64, i64)>,
-    ) {
+    /// Every node's usage, and every pod's (its containers summed, as the metrics API sums them),
+    /// of those with two points.
+    #[allow(clippy::type_complexity)]
+    pub fn everything(&self) -> (Vec<(String, Usage)>, Vec<(String, u64, u64, i64)>) {
         let st = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for key in keys {
-            let Some(cs) = st.pods.get(key) else {
-                continue;
-            };
-            let (mut cpu, mut mem, mut first) = (0u64, 0u64, None::<Usage>);
-            for u in cs.iter().filter_map(|(_, e)| e.usage()) {
-                cpu = cpu.saturating_add(u.nano_cores);
-                mem = mem.saturating_add(u.memory_bytes);
-                // The pod's window is its earliest container's, as the metrics API gives it.
-                if first.is_none_or(|f| u.timestamp_ms < f.timestamp_ms) {
-                    first = Some(u);
-                }
-            }
-            if let Some(f) = first {
-                out.push((key.to_string(), cpu, mem, f.window_ms));
-            }
+        let nodes = st
+            .nodes
+            .iter()
+            .filter_map(|(n, e)| Some((n.clone(), e.usage()?)))
+            .collect();
+        let pods = st
+            .pods
+            .iter()
+            .filter_map(|(key, cs)| {
+                let (cpu, mem, window) = summed(cs)?;
+                Some((key.clone(), cpu, mem, window))
+            })
+            .collect();
+        (nodes, pods)
+    }
+}
+
+/// A pod's containers' usage summed (nano-cores, bytes) with the pod's window (its earliest
+/// container's, as the metrics API gives it); None when no container has two points.
+fn summed(cs: &[(String, Entry)]) -> Option<(u64, u64, i64)> {
+    let (mut cpu, mut mem, mut first) = (0u64, 0u64, None::<Usage>);
+    for u in cs.iter().filter_map(|(_, e)| e.usage()) {
+        cpu = cpu.saturating_add(u.nano_cores);
+        mem = mem.saturating_add(u.memory_bytes);
+        if first.is_none_or(|f| u.timestamp_ms < f.timestamp_ms) {
+            first = Some(u);
         }
     }
+    first.map(|f| (cpu, mem, f.window_ms))
 }
 
 /// Where a node's `/metrics/resource` is: its kubelet (InternalIP, daemon endpoint port), or
@@ -541,12 +548,9 @@ mod tests {
             })
         );
         assert_eq!(p.pod("ns", "p").unwrap()[0].1.memory_bytes, 4096);
-        let mut summed = Vec::new();
-        p.pods_summed(["ns/p", "ns/gone"], &mut summed);
-        assert_eq!(
-            summed,
-            vec![("ns/p".to_string(), 500_000_000, 4096, 10_000)]
-        );
+        let (nodes, pods) = p.everything();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(pods, vec![("ns/p".to_string(), 500_000_000, 4096, 10_000)]);
         // A node missing from a round is gone.
         p.store(vec![]);
         assert_eq!(p.node("n"), None);

@@ -106,7 +106,7 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
             let mut start_after = None;
             loop {
                 let res = store
-                    .list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None, keys_only: false })
+                    .list(&prefix, ListOptions { start_after: start_after.clone(), limit: Some(500), revision: None })
                     .await
                     .map_err(crate::store_error)?;
                 start_after = res.items.last().map(|kv| kv.key.clone());

@@ -764,7 +764,6 @@ impl Store for EtcdStore {
                 range_end: end,
                 limit,
                 revision,
-                keys_only: opts.keys_only,
                 ..Default::default()
             })
             .await

@@ -595,7 +595,6 @@ async fn lists_are_served_from_the_watch_cache() {
                 limit: Some(500),
                 start_after: first.items.last().map(|kv| kv.key.clone()),
                 revision: Some(first.revision),
-                ..Default::default()
             },
         )
         .await;

@@ -21,17 +21,12 @@ pub(crate) fn encode_kv(
 }
 
 pub(crate) fn decode_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
-    decode_kv_with(key, raw, true)
-}
-
-/// [`decode_kv`], with the value left empty unless `value`.
-pub(crate) fn decode_kv_with(key: &str, raw: &[u8], value: bool) -> Result<KeyValue, StoreError> {
     let mut r = Reader::new(raw, || format!("record of key {key:?}"));
     let create_revision = r.i64()?;
     let mod_revision = r.i64()?;
     Ok(KeyValue {
         key: key.to_owned(),
-        value: if value { r.rest().to_vec() } else { Vec::new() },
+        value: r.rest().to_vec(),
         create_revision,
         mod_revision,
     })

@@ -302,13 +302,8 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
     let mut emit = |kv: Option<KeyValue>, key: &str, raw: Option<&[u8]>| -> Result<()> {
         if items.len() < limit {
             match (kv, raw) {
-                (Some(mut kv), _) => {
-                    if opts.keys_only {
-                        kv.value = Vec::new();
-                    }
-                    items.push(kv)
-                }
-                (None, Some(raw)) => items.push(codec::decode_kv_with(key, raw, !opts.keys_only)?),
+                (Some(kv), _) => items.push(kv),
+                (None, Some(raw)) => items.push(codec::decode_kv(key, raw)?),
                 (None, None) => {}
             }
         } else {

@@ -343,7 +343,7 @@ impl<'a> Store<'a> {
             // With a selector most objects are passed over: read batches, not only as many as
             // are missing (each store read also counts what remains after it).
             let batch = if filter.is_everything() { want } else { want.map(|w| w.max(LIST_BATCH)) };
-            let store_opts = kaji_store::ListOptions { start_after: start_after.clone(), limit: batch, revision, keys_only: false };
+            let store_opts = kaji_store::ListOptions { start_after: start_after.clone(), limit: batch, revision };
             let res = self.storage.list(&prefix, store_opts).await.map_err(|e| match e {
                 kaji_store::StoreError::Compacted { .. } if opts.continue_token.is_some() => ApiError::gone(CONTINUE_TOO_OLD),
                 other => crate::store_error(other),
