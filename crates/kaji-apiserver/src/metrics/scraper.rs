@@ -31,6 +31,8 @@ pub struct Point {
 struct Entry {
     last: Point,
     prev: Option<Point>,
+    /// The provider's round that last reported it.
+    seen: u64,
 }
 
 impl Entry {
@@ -45,11 +47,13 @@ impl Entry {
                 Entry {
                     last: new,
                     prev: Some(o.last),
+                    seen: o.seen,
                 }
             }
             _ => Entry {
                 last: new,
                 prev: None,
+                seen: 0,
             },
         }
     }
@@ -82,6 +86,8 @@ pub struct Usage {
 
 #[derive(Default)]
 struct State {
+    /// Rounds stored so far.
+    round: u64,
     nodes: HashMap<String, Entry>,
     /// `namespace/pod` -> (container, entry): pods have few containers, a map each would cost
     /// several times more at thousands of pods.
@@ -213,34 +219,55 @@ impl Provider {
     }
 
     /// Replaces the stored points with a round of scrapes (nodes and containers not in it go).
+    /// Updated in place: the keys and vectors of the nodes and pods that stay are kept from
+    /// round to round, not allocated anew (rebuilding the maps every resolution made the state
+    /// of thousands of pods new garbage each round, interleaved with the round's own).
     pub fn store(&self, batches: Vec<(String, Batch)>) {
-        let mut st = self
+        let mut guard = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut nodes = HashMap::with_capacity(st.nodes.len());
-        let mut pods: HashMap<String, Vec<(String, Entry)>> = HashMap::with_capacity(st.pods.len());
+        let st = &mut *guard;
+        st.round += 1;
+        let round = st.round;
+        let update = |e: &mut Entry, p: Point| {
+            *e = Entry::next(Some(e), p);
+            e.seen = round;
+        };
+        let new = |p: Point| Entry {
+            seen: round,
+            ..Entry::next(None, p)
+        };
         for (node, b) in batches {
             if let Some(p) = b.node {
-                let e = Entry::next(st.nodes.get(&node), p);
-                nodes.insert(node, e);
+                match st.nodes.get_mut(&node) {
+                    Some(e) => update(e, p),
+                    None => {
+                        st.nodes.insert(node, new(p));
+                    }
+                }
             }
             for (pod, c, p) in b.containers {
-                let old = st
-                    .pods
-                    .get(&pod)
-                    .and_then(|cs| cs.iter().find(|(n, _)| *n == c))
-                    .map(|(_, e)| e);
-                let e = Entry::next(old, p);
-                pods.entry(pod).or_default().push((c, e));
+                if let Some(cs) = st.pods.get_mut(&pod) {
+                    match cs.iter_mut().find(|(n, _)| *n == c) {
+                        Some((_, e)) => update(e, p),
+                        None => cs.push((c, new(p))),
+                    }
+                } else {
+                    st.pods.insert(pod, vec![(c, new(p))]);
+                }
             }
         }
-        for cs in pods.values_mut() {
-            cs.shrink_to_fit();
+        st.nodes.retain(|_, e| e.seen == round);
+        st.pods.retain(|_, cs| {
+            cs.retain(|(_, e)| e.seen == round);
+            !cs.is_empty()
+        });
+        // After thousands of pods went, give their table back (amortized: to twice the rest).
+        if st.pods.capacity() > 256 && st.pods.len() < st.pods.capacity() / 4 {
+            st.pods.shrink_to(st.pods.len() * 2);
         }
-        st.nodes = nodes;
-        st.pods = pods;
-        drop(st);
+        drop(guard);
         self.rounds.send_modify(|r| *r += 1);
     }
 
@@ -551,6 +578,14 @@ mod tests {
         let (nodes, pods) = p.everything();
         assert_eq!(nodes.len(), 1);
         assert_eq!(pods, vec![("ns/p".to_string(), 500_000_000, 4096, 10_000)]);
+        // A pod missing from a round is gone; the one that stays keeps its points.
+        let other = text(11.0, 30_000).replace("pod=\"p\"", "pod=\"q\"");
+        p.store(vec![("n".into(), decode_batch(&other, 0))]);
+        assert_eq!(p.pod("ns", "p"), None);
+        assert_eq!(p.node("n").map(|u| u.window_ms), Some(10_000));
+        assert_eq!(p.everything().1, vec![]);
+        p.store(vec![("n".into(), decode_batch(&text(16.0, 40_000).replace("pod=\"p\"", "pod=\"q\""), 0))]);
+        assert_eq!(p.everything().1, vec![("ns/q".to_string(), 500_000_000, 4096, 10_000)]);
         // A node missing from a round is gone.
         p.store(vec![]);
         assert_eq!(p.node("n"), None);
