@@ -514,12 +514,7 @@ fn controller_manager_opens_one_watch_per_kind() {
         "/persistentvolumes", "/persistentvolumeclaims", "/configmaps", "/secrets", "apps/replicasets", "apps/deployments",
         "discovery.k8s.io/endpointslices", "coordination.k8s.io/leases",
     ];
-    let watches = wait_for("the controller manager's watches", WAIT, || {
-        let w = open_watches(&c);
-        expected.iter().all(|r| w.get(*r).copied().unwrap_or(0) >= 1).then_some(w)
-    });
-    let doubled: Vec<(&String, &u64)> = watches.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "more than one watch on {doubled:?}; all: {watches:?}");
+    assert_one_watch_per_kind(&c, "the controller manager's watches", &expected);
 }
 
 /// In `kaji server` the controller manager and the scheduler share the process's informers: the
@@ -534,8 +529,14 @@ fn server_control_plane_opens_one_watch_per_kind() {
         "apps/replicasets", "apps/statefulsets", "apps/deployments", "discovery.k8s.io/endpointslices",
         "scheduling.k8s.io/priorityclasses", "storage.k8s.io/storageclasses",
     ];
-    let watches = wait_for("the control plane's watches", WAIT, || {
-        let w = open_watches(&c);
+    assert_one_watch_per_kind(&c, "the control plane's watches", &expected);
+}
+
+/// Waits until every `expected` resource is watched, then asserts that no resource is watched
+/// more than once.
+fn assert_one_watch_per_kind(c: &Cluster, what: &str, expected: &[&str]) {
+    let watches = wait_for(what, WAIT, || {
+        let w = open_watches(c);
         expected.iter().all(|r| w.get(*r).copied().unwrap_or(0) >= 1).then_some(w)
     });
     let doubled: Vec<(&String, &u64)> = watches.iter().filter(|(_, n)| **n > 1).collect();
