@@ -14,7 +14,6 @@ use common::{pct, run};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -348,7 +347,7 @@ async fn authz_compare() -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()?;
         let pid = child.id();
-        let admin = client_for(&dir.path().join("kubeconfig.yaml")).await?;
+        let admin = common::ready_client(&dir.path().join("kubeconfig.yaml")).await?;
         let viewer_kc = dir.path().join("viewer.yaml");
         let out = Command::new(env!("CARGO_BIN_EXE_kaji"))
             .args(["kubeconfig", "--user", "bench-viewer", "--namespace", "default", "-d"])
@@ -385,7 +384,7 @@ async fn authz_compare() -> anyhow::Result<()> {
             }
         })
         .await;
-        let viewer: Api<ConfigMap> = Api::namespaced(client_for(&viewer_kc).await?, "default");
+        let viewer: Api<ConfigMap> = Api::namespaced(common::ready_client(&viewer_kc).await?, "default");
         for conc in [1usize, 32] {
             let a = viewer.clone();
             let cpu0 = cpu_secs(pid);
@@ -414,18 +413,3 @@ async fn authz_compare() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let started = Instant::now();
-    loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(client) = kube::Client::try_from(cfg)
-            && client.apiserver_version().await.is_ok()
-        {
-            return Ok(client);
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

@@ -17,7 +17,8 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+#[allow(dead_code)] // each bench uses part of it
+mod common;
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -323,21 +324,6 @@ fn report(book: &Book, created: &HashMap<String, (Instant, Duration)>) {
 
 // ---- the bench -------------------------------------------------------------------------------
 
-async fn connect(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    let start = Instant::now();
-    loop {
-        if kubeconfig.exists()
-            && let Ok(kc) = Kubeconfig::read_from(kubeconfig)
-            && let Ok(cfg) = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-            && let Ok(c) = kube::Client::try_from(cfg)
-            && c.apiserver_version().await.is_ok()
-        {
-            return Ok(c);
-        }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Deletes the bench's pods and waits until the API no longer has them; returns the time taken.
 async fn delete_all(api: &Api<Pod>) -> anyhow::Result<Duration> {
@@ -445,7 +431,7 @@ impl Bench {
 
 /// The figures; deletes the bench's pods whatever happened.
 async fn bench(kubeconfig: &Path, server_pid: u32, state_dir: PathBuf, n: usize) -> anyhow::Result<()> {
-    let client = connect(kubeconfig).await?;
+    let client = common::ready_client(kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let start = Instant::now();
     loop {

@@ -81,7 +81,8 @@ impl Drop for Proc {
 }
 
 /// The admin client of a `kaji server` just spawned with `--data-dir` holding `kubeconfig`,
-/// once the kubeconfig is written and the server answers (at most 30 s).
+/// once the kubeconfig is written and the server answers (at most 60 s: a server that starts
+/// its own containerd takes longer).
 pub async fn ready_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let start = Instant::now();
@@ -94,7 +95,7 @@ pub async fn ready_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::
         {
             return Ok(c);
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "server did not start");
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
