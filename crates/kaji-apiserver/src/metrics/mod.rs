@@ -366,8 +366,8 @@ pub async fn dispatch(call: Call<'_>, method: &http::Method) -> Result<Reply, Ap
 }
 
 /// One reading of the provider for an in-process reader (the dashboard's history in
-/// `kaji server`): what the metrics API would list of every node and pod, without building,
-/// sending and parsing the lists.
+/// `kaji server`): the usage of every node and pod the provider holds, without building,
+/// sending and parsing the metrics API's lists.
 #[derive(Debug, Default)]
 pub struct Round {
     /// (name, nano-cores, bytes).
