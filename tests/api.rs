@@ -815,8 +815,31 @@ fn watch_streams_events_resumes_and_times_out() {
     drop(w);
 }
 
-/// Runs `kaji server` with a short store history so that compaction happens after a few writes.
+/// Runs `kaji server` with a short store history so that compaction happens after a few writes;
+/// returns once it is ready.
 fn start_with_short_history(c: &mut Cluster) -> KillOnDrop {
+    let mut server = spawn_with_short_history(c);
+    let api = Api::new(c);
+    wait_for("the restarted server", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = server.0.try_wait() {
+            panic!(
+                "server exited: {st}\n{}",
+                std::fs::read_to_string(c.data_dir().join("server-short.log")).unwrap_or_default()
+            );
+        }
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .args(api.tls_args())
+            .arg(api.url("/readyz"))
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(())
+    });
+    server
+}
+
+fn spawn_with_short_history(c: &mut Cluster) -> KillOnDrop {
     c.kill();
     let log = std::fs::File::create(c.data_dir().join("server-short.log")).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_kaji"))
@@ -854,24 +877,8 @@ impl Drop for KillOnDrop {
 #[test]
 fn watch_from_a_compacted_revision_is_expired() {
     let mut c = Cluster::start("api-compacted");
-    let mut server = start_with_short_history(&mut c);
+    let _server = start_with_short_history(&mut c);
     let api = Api::new(&c);
-    wait_for("the restarted server", Duration::from_secs(30), || {
-        if let Ok(Some(st)) = server.0.try_wait() {
-            panic!(
-                "server exited: {st}\n{}",
-                std::fs::read_to_string(c.data_dir().join("server-short.log")).unwrap_or_default()
-            );
-        }
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null"])
-            .args(api.tls_args())
-            .arg(api.url("/readyz"))
-            .status()
-            .ok()?
-            .success();
-        ok.then_some(())
-    });
     let first = api.post(CMS, &cm("gen-0", json!({}))).ok(201);
     api.post(CMS, &cm("gen-00", json!({}))).ok(201);
     let page = api.get(&format!("{CMS}?limit=1")).ok(200);
@@ -921,6 +928,50 @@ fn watch_from_a_compacted_revision_is_expired() {
         w2.next_change("ADDED after")["object"]["metadata"]["name"],
         "after"
     );
+}
+
+/// A watch of a kind that does not change, while the store goes on with others: its bookmarks
+/// carry how far the store has come (as upstream's watch cache's do), so a client resuming from
+/// its last bookmark after the history it started in was compacted carries on, instead of being
+/// told 410 Gone and listing everything again (a reflector of pods on an idle cluster whose
+/// nodes renew their Leases).
+#[test]
+fn bookmarks_of_a_quiet_watch_follow_the_store_past_compaction() {
+    const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+    let mut c = Cluster::start("api-bookmarks");
+    let _server = start_with_short_history(&mut c);
+    let api = Api::new(&c);
+    let w = api.watch(&format!("{SECRETS}?watch=true&allowWatchBookmarks=true"));
+    let mut last = String::new();
+    for i in 0..40 {
+        last = rv(&api.post(CMS, &cm(&format!("other-{i}"), json!({}))).ok(201)).to_string();
+    }
+    let last: i64 = last.parse().expect("numeric resourceVersion");
+    // The first bookmark comes after 15 s (the server's bookmark interval).
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut seen = Vec::new();
+    let bookmark_rv = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = w
+            .rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no bookmark at or after {last} ({e}); events: {seen:?}"));
+        if ev["type"] == "BOOKMARK" {
+            let at: i64 = rv(&ev["object"]).parse().expect("numeric bookmark resourceVersion");
+            if at >= last {
+                break at;
+            }
+        }
+        seen.push(ev);
+    };
+    drop(w);
+    // History kept: 20 revisions; the watch started 40 writes ago. Resuming from the bookmark
+    // works, and a new Secret arrives.
+    let w = api.watch(&format!("{SECRETS}?watch=true&allowWatchBookmarks=true&resourceVersion={bookmark_rv}"));
+    api.post(SECRETS, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new"}}))
+        .ok(201);
+    let ev = w.next_change("ADDED new");
+    assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("new")), "{ev}");
 }
 
 #[test]

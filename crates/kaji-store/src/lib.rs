@@ -121,6 +121,26 @@ pub struct ListResult {
 /// fell behind the kept history) is always the last one.
 pub type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent>> + Send>>;
 
+/// How far a watch has come: every event under its prefix up to this revision has been handed
+/// out by its stream (etcd's progress notifications, read when wanted rather than sent). A
+/// watch of a quiet prefix in a busy store moves on with the store, so that the revision the API
+/// server puts in its bookmarks stays inside the kept history: a client resuming from it is not
+/// told 410 Gone and made to list everything again.
+#[derive(Clone, Debug, Default)]
+pub struct WatchProgress(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl WatchProgress {
+    /// The revision every event up to which has been handed out (0: not known).
+    pub fn get(&self) -> Revision {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Call only when no event at or below `to` is waiting to be handed out.
+    pub(crate) fn advance(&self, to: Revision) {
+        self.0.fetch_max(to, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The store contract, shaped after etcd v3 so that an etcd backend can implement it as well.
 ///
 /// Prefixes are plain string prefixes: callers pass prefixes ending in `/` so that `/a/b/`
@@ -147,6 +167,19 @@ pub trait Store: Send + Sync + 'static {
     /// `from_revision` = 0 means "from now". Fails with [`StoreError::Compacted`] if the history
     /// after `from_revision` is gone.
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream>;
+    /// [`Store::watch`] with its [`WatchProgress`]. A backend that cannot tell gives one that
+    /// stays at 0: etcd alone (its progress requests are answered ahead of events still in
+    /// flight in Debian's 3.4, see [`WatchCache`]); the watch cache in front of it can.
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
+        Ok((
+            self.watch(prefix, from_revision).await?,
+            WatchProgress::default(),
+        ))
+    }
     async fn current_revision(&self) -> Result<Revision>;
     /// Drops the history before `revision`: lists at an older revision and watches from an
     /// older revision fail with [`StoreError::Compacted`] afterwards; `revision` itself stays

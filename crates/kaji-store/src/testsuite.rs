@@ -549,6 +549,61 @@ pub async fn watch_from_compacted_revision_fails<B: Backend>(backend: &B) {
     backend.close(store).await;
 }
 
+/// For stores that report [`crate::WatchProgress`] (not in [`run_all`]: etcd alone does not): a
+/// watch's progress never passes an event it has not handed out, and once its stream has been
+/// read it follows the writes under other prefixes, replayed or live.
+pub async fn watch_progress_follows_the_store<B: Backend>(backend: &B) {
+    let store = backend.open("watch_progress_follows_the_store").await;
+    let start = unwrap_ok("current_revision", store.current_revision().await);
+    let a = unwrap_ok("create", store.create("/p/a", vec![]).await);
+    unwrap_ok("create elsewhere", store.create("/q/x", vec![]).await);
+    let b = unwrap_ok("create", store.create("/p/b", vec![]).await);
+    let y = unwrap_ok("create elsewhere", store.create("/q/y", vec![]).await);
+    let (mut watch, progress) = unwrap_ok(
+        "watch with progress",
+        store.watch_with_progress("/p/", start).await,
+    );
+    assert!(
+        progress.get() < a.mod_revision,
+        "before any event: {}",
+        progress.get()
+    );
+    assert_eq!(next_event("replayed /p/a", &mut watch).await.kv, a);
+    assert!(
+        progress.get() < b.mod_revision,
+        "progress {} passed /p/b ({}) before it was handed out",
+        progress.get(),
+        b.mod_revision
+    );
+    assert_eq!(next_event("replayed /p/b", &mut watch).await.kv, b);
+    expect_quiet("nothing else under /p/", &mut watch).await;
+    assert_eq!(progress.get(), y.mod_revision, "after the replay");
+
+    let mut last = y;
+    for i in 0..5 {
+        last = unwrap_ok(
+            "create elsewhere",
+            store.create(&format!("/q/live-{i}"), vec![]).await,
+        );
+    }
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while progress.get() < last.mod_revision {
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
+            panic!("writes elsewhere: expected no event, got {item:?}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "progress stayed at {} while the store went on to {}",
+            progress.get(),
+            last.mod_revision
+        );
+    }
+    assert_eq!(progress.get(), last.mod_revision, "live writes elsewhere");
+    let c = unwrap_ok("create", store.create("/p/c", vec![]).await);
+    assert_eq!(next_event("live /p/c", &mut watch).await.kv, c);
+    backend.close(store).await;
+}
+
 pub async fn watch_sees_every_concurrent_write_in_order<B: Backend>(backend: &B) {
     let store = Arc::new(
         backend

@@ -37,7 +37,8 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
 use crate::{
-    EventType, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream,
+    EventType, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchEvent,
+    WatchProgress, WatchStream,
 };
 
 /// How long a list of the current state waits for the cache to catch up with the backend's
@@ -102,6 +103,13 @@ impl<S: Store> WatchCache<S> {
             progress,
             feed,
         }
+    }
+
+    /// Waits until the feed has loaded the objects and follows the backend.
+    #[cfg(test)]
+    pub(crate) async fn until_live(&self) {
+        let mut progress = self.progress.clone();
+        let _ = progress.wait_for(|r| *r > 0).await;
     }
 
     /// Waits (at most [`CATCH_UP`]) until the objects reflect `revision` or a later one.
@@ -276,7 +284,11 @@ struct Watcher<S: Store> {
     source: Source,
     /// The revision of the last event handed out (or the watch's starting revision).
     last: Revision,
+    /// From the cache: every event up to this revision has been received (wanted or not).
+    seen: Revision,
     done: bool,
+    /// `seen` (or `last` from the backend), published whenever nothing is pending.
+    progress: WatchProgress,
 }
 
 impl<S: Store> Watcher<S> {
@@ -293,9 +305,11 @@ impl<S: Store> Watcher<S> {
             if self.done {
                 return None;
             }
+            self.progress.advance(self.last.max(self.seen));
             match &mut self.source {
                 Source::Cache(live) => match live.recv().await {
                     Ok(event) => {
+                        self.seen = self.seen.max(event.revision());
                         if self.wants(&event) {
                             self.pending.push_back(event);
                         }
@@ -366,6 +380,14 @@ impl<S: Store> Store for WatchCache<S> {
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, from_revision).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         // "From now" is the backend's now, not the cache's (which may lag a little).
         let from = if from_revision > 0 {
             from_revision
@@ -382,23 +404,31 @@ impl<S: Store> Store for WatchCache<S> {
                         .filter(|e| e.revision() > from && e.kv.key.starts_with(prefix))
                         .cloned()
                         .collect();
-                    Some((replay, live.subscribe()))
+                    // Every event up to the window's revision is in it (the wanted ones are
+                    // in `replay`); later ones come on `live`.
+                    Some((replay, live.subscribe(), w.revision))
                 }
                 _ => None,
             }
         };
-        let Some((replay, live)) = cached else {
-            return self.inner.watch(prefix, from_revision).await;
+        let Some((replay, live, window_revision)) = cached else {
+            return self.inner.watch_with_progress(prefix, from_revision).await;
         };
+        let progress = WatchProgress::default();
         let watcher = Watcher {
             inner: self.inner.clone(),
             prefix: prefix.to_string(),
             pending: replay,
             source: Source::Cache(live),
             last: from,
+            seen: window_revision,
             done: false,
+            progress: progress.clone(),
         };
-        Ok(futures::stream::unfold(watcher, Watcher::next).boxed())
+        Ok((
+            futures::stream::unfold(watcher, Watcher::next).boxed(),
+            progress,
+        ))
     }
 
     async fn current_revision(&self) -> Result<Revision> {

@@ -122,9 +122,9 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
         }
     };
     let initial = strategy.convert_stored(initial).await?;
-    let upstream = store.watch(&prefix, from).await;
+    let upstream = store.watch_with_progress(&prefix, from).await;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut upstream = match upstream {
+    let (mut upstream, progress) = match upstream {
         Ok(s) => s,
         Err(StoreError::Compacted { requested, compacted }) => {
             let e = ApiError::gone(format!("too old resource version: {requested} ({compacted})"));
@@ -157,6 +157,11 @@ pub async fn watch(call: Call<'_>) -> Result<Reply, ApiError> {
                 () = &mut deadline => return,
                 () = tx.closed() => return,
                 _ = tick.tick() => {
+                    // As upstream's watch cache, a bookmark carries how far the store has come
+                    // for this watch, not the last event it sent: a watcher of a kind that does
+                    // not change resumes from a revision still in the kept history. Every event
+                    // up to `progress` has been handed out, so it has been sent above.
+                    from = from.max(progress.get());
                     if bookmarks && tx.send(bookmark(strategy.as_ref(), from, false)).await.is_err() {
                         return;
                     }

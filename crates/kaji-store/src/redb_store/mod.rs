@@ -27,7 +27,10 @@ use std::time::Duration;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::{KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchStream};
+use crate::{
+    KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchProgress,
+    WatchStream,
+};
 use writer::{Op, Request};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -387,6 +390,14 @@ impl Store for RedbStore {
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, from_revision).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         let events = self.events.upgrade().ok_or_else(writer_gone)?;
         // Subscribe before looking at the revision, so that no event falls in between.
         let live = events.subscribe();
@@ -402,14 +413,17 @@ impl Store for RedbStore {
             }
             (from_revision, true)
         };
-        Ok(watch::stream(
+        let progress = WatchProgress::default();
+        let stream = watch::stream(
             Arc::downgrade(&self.shared),
             self.events.clone(),
             live,
             prefix.to_owned(),
             from,
             replay,
-        ))
+            progress.clone(),
+        );
+        Ok((stream, progress))
     }
 
     async fn current_revision(&self) -> Result<Revision> {

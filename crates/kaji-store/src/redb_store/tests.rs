@@ -59,6 +59,7 @@ suite!(
     watch_sees_every_concurrent_write_in_order,
     concurrent_writers_lose_no_update,
     persists_across_reopen,
+    watch_progress_follows_the_store,
 );
 
 /// The whole suite against one backend, as a new backend would call it; with tiny batches

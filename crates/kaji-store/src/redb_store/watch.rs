@@ -13,7 +13,7 @@ use ::redb::{Database, ReadableDatabase};
 use tokio::sync::broadcast;
 
 use super::{HISTORY, META, META_COMPACTED, Shared, backend, codec, require_meta};
-use crate::{Result, Revision, StoreError, WatchEvent, WatchStream};
+use crate::{Result, Revision, StoreError, WatchEvent, WatchProgress, WatchStream};
 
 /// History records examined per trip to disk, so that one read is short and bounded.
 const CHUNK: usize = 1024;
@@ -30,6 +30,8 @@ struct Watcher {
     catching_up: bool,
     pending: VecDeque<WatchEvent>,
     done: bool,
+    /// `seen`, published whenever nothing is pending.
+    progress: WatchProgress,
 }
 
 /// A stream of the events under `prefix` after revision `from`. `live` must have been
@@ -42,6 +44,7 @@ pub(super) fn stream(
     prefix: String,
     from: Revision,
     replay: bool,
+    progress: WatchProgress,
 ) -> WatchStream {
     let watcher = Watcher {
         shared,
@@ -52,6 +55,7 @@ pub(super) fn stream(
         catching_up: replay,
         pending: VecDeque::new(),
         done: false,
+        progress,
     };
     Box::pin(futures::stream::unfold(watcher, |mut w| async move {
         let item = w.next().await?;
@@ -68,6 +72,8 @@ impl Watcher {
             if self.done {
                 return None;
             }
+            // Every event under the prefix up to `seen` has been handed out.
+            self.progress.advance(self.seen);
             if self.catching_up {
                 if let Err(e) = self.read_disk().await {
                     self.done = true;
