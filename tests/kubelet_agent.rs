@@ -200,9 +200,13 @@ spec:
     assert!(most <= 3, "more than 3 log files at once ({most})");
     assert!(log_files(&n, "chatty", "logger").contains(&"0.log".to_string()));
 
-    // `kubectl logs` reads the live file: the first lines are gone from it.
-    let now = n.logs(&["chatty"]);
-    let first = now.lines().next().and_then(line_number).expect("a numbered line");
+    // `kubectl logs` reads the live file: the first lines are gone from it. (Right after a
+    // rotation the new file can still be empty.)
+    let (now, first) = wait_for("a numbered line in the live log", Duration::from_secs(30), || {
+        let now = n.logs(&["chatty"]);
+        let first = now.lines().next().and_then(line_number)?;
+        Some((now, first))
+    });
     assert!(first > 0, "the live log still starts at line 0");
     // The follower saw every line, in order, across the rotations.
     let upto = now.lines().filter_map(line_number).next_back().expect("lines");
