@@ -379,61 +379,66 @@ fn now_ms() -> i64 {
 /// less memory on both ends); those of endpoints that a round no longer scrapes are closed.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<(String, u16), Vec<kubelet::Sender>>>,
-    permits: Mutex<HashMap<(String, u16), Arc<tokio::sync::Semaphore>>>,
+    endpoints: Mutex<HashMap<(String, u16), Endpoint>>,
 }
 
 /// Scrapes of one kubelet endpoint running at once.
 const PER_ENDPOINT: usize = 4;
 
+/// One kubelet endpoint's idle connections and turns to scrape it.
+struct Endpoint {
+    idle: Vec<kubelet::Sender>,
+    turns: Arc<tokio::sync::Semaphore>,
+}
+
 impl Pool {
-    /// Waits for a turn to scrape `ip:port`.
-    async fn permit(&self, ip: &str, port: u16) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permits = self
-            .permits
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Endpoint>> {
+        self.endpoints
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((ip.to_string(), port))
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT)))
-            .clone();
-        permits.acquire_owned().await.ok()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Vec<kubelet::Sender>>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn endpoint<'a>(
+        endpoints: &'a mut HashMap<(String, u16), Endpoint>,
+        ip: &str,
+        port: u16,
+    ) -> &'a mut Endpoint {
+        endpoints
+            .entry((ip.to_string(), port))
+            .or_insert_with(|| Endpoint {
+                idle: Vec::new(),
+                turns: Arc::new(tokio::sync::Semaphore::new(PER_ENDPOINT)),
+            })
+    }
+
+    /// Waits for a turn to scrape `ip:port`.
+    async fn permit(&self, ip: &str, port: u16) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turns = Self::endpoint(&mut self.lock(), ip, port).turns.clone();
+        turns.acquire_owned().await.ok()
     }
 
     /// An open idle connection to `ip:port`, if one is kept.
     fn take(&self, ip: &str, port: u16) -> Option<kubelet::Sender> {
-        let mut idle = self.lock();
-        let senders = idle.get_mut(&(ip.to_string(), port))?;
-        std::iter::from_fn(|| senders.pop()).find(|s| !s.is_closed())
+        let mut endpoints = self.lock();
+        let idle = &mut endpoints.get_mut(&(ip.to_string(), port))?.idle;
+        std::iter::from_fn(|| idle.pop()).find(|s| !s.is_closed())
     }
 
     fn put(&self, ip: &str, port: u16, sender: kubelet::Sender) {
         if !sender.is_closed() {
-            self.lock()
-                .entry((ip.to_string(), port))
-                .or_default()
-                .push(sender);
+            Self::endpoint(&mut self.lock(), ip, port).idle.push(sender);
         }
     }
 
     /// Closes the connections to endpoints not in `targets`.
     fn retain(&self, targets: &HashSet<(String, u16)>) {
         self.lock().retain(|k, _| targets.contains(k));
-        self.permits
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|k, _| targets.contains(k));
     }
 
     /// How many connections are kept.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.lock().values().map(|e| e.idle.len()).sum()
     }
 }
 
@@ -653,7 +658,7 @@ mod tests {
         // The kubelet closes it (restarted): it is not given out any more.
         kubelet.abort();
         let closed = tokio::time::timeout(Duration::from_secs(5), async {
-            while !pool.lock().values().flatten().all(|s| s.is_closed()) {
+            while !pool.lock().values().flat_map(|e| &e.idle).all(|s| s.is_closed()) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
