@@ -44,10 +44,8 @@ pub fn preempt(
     }
     let mut statuses: BTreeMap<String, Status> = BTreeMap::new();
     let mut candidates = Vec::new();
-    for name in cache.node_names() {
-        let Some(node) = cache.node(name) else {
-            continue;
-        };
+    for node in cache.node_infos() {
+        let name = &node.name;
         match diag.node_status.get(name) {
             Some(st) if st.code == Code::UnschedulableAndUnresolvable => {
                 statuses.insert(

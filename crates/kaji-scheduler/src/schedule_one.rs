@@ -82,8 +82,8 @@ impl Algorithm {
         if let Err(st) = self.framework.run_pre_filters(pod, &snap, &mut state) {
             diag.pre_filter_msg = Some(st.reasons.join(", "));
             diag.failing_plugins.push(st.plugin);
-            for n in cache.node_names() {
-                diag.node_status.insert(n.clone(), st.clone());
+            for n in cache.node_infos() {
+                diag.node_status.insert(n.name.clone(), st.clone());
             }
             return Err(ScheduleError::Unfit(Box::new(diag), state));
         }
@@ -99,15 +99,15 @@ impl Algorithm {
             return Ok(nominated.to_string());
         }
         let want = self.num_feasible_nodes_to_find(all);
-        let names = cache.node_names();
+        // Round robin over the cache's positions, from where the last cycle stopped.
+        let slots = cache.slots();
         let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
-        let mut processed = 0;
-        for i in 0..all {
-            let name = &names[(self.next_start + i) % all];
-            let Some(node) = cache.node(name) else {
+        let mut walked = 0;
+        for i in 0..slots {
+            walked = i + 1;
+            let Some(node) = cache.node_at((self.next_start + i) % slots) else {
                 continue;
             };
-            processed += 1;
             let st = self.framework.run_filters(&state, pod, node);
             if st.is_success() {
                 feasible.push(node);
@@ -118,10 +118,10 @@ impl Algorithm {
                 if !diag.failing_plugins.contains(&st.plugin) {
                     diag.failing_plugins.push(st.plugin);
                 }
-                diag.node_status.insert(name.clone(), st);
+                diag.node_status.insert(node.name.clone(), st);
             }
         }
-        self.next_start = (self.next_start + processed) % all;
+        self.next_start = (self.next_start + walked) % slots;
         if feasible.is_empty() {
             return Err(ScheduleError::Unfit(Box::new(diag), state));
         }

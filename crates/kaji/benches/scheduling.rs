@@ -187,6 +187,7 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
         .metadata
         .resource_version
         .unwrap_or_default();
+    let rv_start: i64 = rv.parse().unwrap_or(0);
     let watcher = tokio::spawn(watch_bindings(api.clone(), rv, pods));
 
     let created: Arc<Mutex<HashMap<String, Instant>>> =
@@ -216,6 +217,15 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
     let bound = tokio::time::timeout(Duration::from_secs(1800), watcher)
         .await
         .map_err(|_| anyhow::anyhow!("not all pods bound after 30 min"))???;
+    // Writes the run made (every write is a store revision): the pods' own and the rest.
+    let rv_end: i64 = api
+        .list(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
     let last = bound.values().max().copied().unwrap_or(t0);
     let total = last - t0;
     let (cpu1, rss1) = usage(server.0.id());
@@ -226,6 +236,24 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
         .filter_map(|(name, at)| Some(*at - *created.get(name)?))
         .collect();
     lat.sort();
+    // Latency by creation order (tenths of the pods, earliest first): a queue that grows shows
+    // as rising tenths, a fixed delay in the pipeline as flat ones.
+    let mut by_order: Vec<(Instant, Duration)> = bound
+        .iter()
+        .filter_map(|(name, at)| {
+            let c = *created.get(name)?;
+            Some((c, *at - c))
+        })
+        .collect();
+    by_order.sort();
+    let tenths: Vec<String> = by_order
+        .chunks(by_order.len().div_ceil(10).max(1))
+        .map(|c| {
+            let mut l: Vec<Duration> = c.iter().map(|(_, d)| *d).collect();
+            l.sort();
+            format!("{:.0}", pct(&l, 0.50).as_secs_f64() * 1e3)
+        })
+        .collect();
     let rate = pods as f64 / total.as_secs_f64();
     let mut calls = create_calls.lock().expect("lock").clone();
     calls.sort();
@@ -242,6 +270,15 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
         pct(&lat, 0.50).as_secs_f64() * 1e3,
         pct(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    println!(
+        "store writes during the run: {} ({:.1} a pod)",
+        rv_end - rv_start,
+        (rv_end - rv_start) as f64 / pods as f64
+    );
+    println!(
+        "creation -> bound p50 by creation order (tenths, ms): {}",
+        tenths.join(" ")
     );
     println!(
         "server (API server + scheduler + hollow nodes): {:.1} s CPU during the run ({:.2} cores), RSS {rss1:.0} MiB",

@@ -25,7 +25,8 @@ pub async fn validate(
     obj: &Value,
     dry_run: bool,
 ) -> Result<(), ApiError> {
-    let delta = quota::usage(info.group, info.plural, obj, false);
+    // The usage is computed only when the namespace has a quota (most creates meet none).
+    let delta = || quota::usage(info.group, info.plural, obj, false);
     charge(storage, registry, info, namespace, obj, delta, dry_run).await
 }
 
@@ -51,7 +52,7 @@ pub async fn validate_update(
         *v = (*v - before.get(k).copied().unwrap_or(0)).max(0);
     }
     delta.retain(|_, v| *v != 0);
-    charge(storage, registry, info, namespace, obj, delta, dry_run).await
+    charge(storage, registry, info, namespace, obj, move || delta, dry_run).await
 }
 
 /// Charges `delta` (what the request adds) to every quota of the namespace that tracks it and
@@ -62,16 +63,23 @@ async fn charge(
     info: &ResourceInfo,
     namespace: Option<&str>,
     obj: &Value,
-    delta: ResourceList,
+    delta: impl FnOnce() -> ResourceList,
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let Some(ns) = namespace else { return Ok(()) };
+    let (mut delta_of, mut delta) = (Some(delta), ResourceList::new());
     let Some(quotas) = registry.get("", "v1", "resourcequotas") else { return Ok(()) };
     let name = meta_str(obj, "name").unwrap_or_default().to_string();
     let forbidden = |msg: String| super::forbidden(info, &name, &msg);
     for _ in 0..ATTEMPTS {
         let page = storage.list(&quotas.prefix(Some(ns)), kaji_store::ListOptions::default()).await.map_err(crate::store_error)?;
         let mut charges = Vec::new();
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = delta_of.take() {
+            delta = f();
+        }
         for kv in &page.items {
             let q = quotas.decode(kv);
             let qname = meta_str(&q, "name").unwrap_or_default().to_string();

@@ -479,7 +479,10 @@ async fn follow(server: &Arc<crate::ApiServer>) -> anyhow::Result<()> {
                 .write()
                 .map_err(|_| anyhow::anyhow!("graph lock poisoned"))?;
             if put {
-                g.set_pod(&crate::objects::decode(&ev.kv))
+                match graph::pod_view(&ev.kv.value) {
+                    Ok(pod) => g.set_pod(&pod),
+                    Err(e) => tracing::error!(key, error = %e, "stored pod is not JSON"),
+                }
             } else {
                 g.delete_pod(ns, name)
             }

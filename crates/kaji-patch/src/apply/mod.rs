@@ -439,8 +439,12 @@ pub fn update_managed_fields(
         return Ok(());
     }
     let ty = Ty::root(Schema::root(defs, root));
-    let old_obj = old.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
-    let new_obj = without_managed_fields(new);
+    // The comparison ignores managedFields, so neither object is copied.
+    let empty = Value::Object(Map::new());
+    let old_obj = old.unwrap_or(&empty);
+    if let Some(Value::Object(meta)) = new.get_mut("metadata") {
+        meta.shift_remove("managedFields");
+    }
     let mut managers = old.map(decode_managers).unwrap_or_default();
     let me = Manager {
         manager: manager.to_string(),
@@ -453,7 +457,7 @@ pub fn update_managed_fields(
     let former = managers.iter().find(|m| m.same_identity(&me)).cloned();
     // Like upstream's "current-operation": every manager, this one included, loses what
     // changed; then this manager gets it back together with what it had.
-    let cmp = take_ownership(&old_obj, &new_obj, ty, &mut managers, None, true)?;
+    let cmp = take_ownership(old_obj, new, ty, &mut managers, None, true)?;
     let current = cmp
         .modified
         .union(&cmp.added)
@@ -474,7 +478,6 @@ pub fn update_managed_fields(
         };
         managers.push(entry);
     }
-    *new = new_obj;
     encode_managers(new, managers);
     Ok(())
 }

@@ -253,11 +253,20 @@ fn compare_walk(
             }
             return Ok(());
         }
+        // Equal sides hold no difference: skip the walk (most of an object is unchanged by a
+        // write: a status update leaves the spec, a binding the status).
+        Walk::Map | Walk::List(_) if l.is_some() && l == r => return Ok(()),
         Walk::Map => {
             let empty = Map::new();
             let lm = l.and_then(Value::as_object).unwrap_or(&empty);
             let rm = r.and_then(Value::as_object).unwrap_or(&empty);
+            let in_metadata = matches!(path.as_slice(), [PathElement::Field(f)] if f == "metadata");
             for k in lm.keys().chain(rm.keys().filter(|k| !lm.contains_key(*k))) {
+                // managedFields are never a managed field: both sides' are ignored, so callers
+                // need not copy the objects to strip them.
+                if in_metadata && k == "managedFields" {
+                    continue;
+                }
                 path.push(PathElement::Field(k.clone()));
                 compare_walk(lm.get(k), rm.get(k), ty.field(k).0, path, c)?;
                 path.pop();

@@ -63,6 +63,38 @@ fn meta(obj: &Value, field: &str) -> String {
         .to_string()
 }
 
+/// The parts of a stored pod the graph reads (name, namespace, spec, claim statuses), decoded
+/// from its bytes while skipping the rest: the graph follows every pod write, and a pod's
+/// managedFields and status are most of its bytes.
+pub fn pod_view(bytes: &[u8]) -> serde_json::Result<Value> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        name: Value,
+        #[serde(default)]
+        namespace: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(default, rename = "resourceClaimStatuses")]
+        resource_claim_statuses: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        metadata: Meta,
+        #[serde(default)]
+        spec: Value,
+        status: Option<Status>,
+    }
+    let v: View = serde_json::from_slice(bytes)?;
+    let claims = v.status.map_or(Value::Null, |s| s.resource_claim_statuses);
+    Ok(serde_json::json!({
+        "metadata": {"name": v.metadata.name, "namespace": v.metadata.namespace},
+        "spec": v.spec,
+        "status": {"resourceClaimStatuses": claims},
+    }))
+}
+
 /// The objects a pod refers to (upstream's VisitPodSecretNames, VisitPodConfigmapNames, its
 /// PVC and ephemeral volumes, service account and resource claims).
 fn pod_refs(pod: &Value) -> Vec<Ref> {
@@ -348,6 +380,23 @@ mod tests {
             {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}},
             {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
         ]}})
+    }
+
+    #[test]
+    fn the_pod_view_refers_to_what_the_whole_pod_does() {
+        let mut whole = pod("p1", "n1");
+        whole["metadata"]["managedFields"] = json!([{"manager": "m", "fieldsV1": {"f:spec": {}}}]);
+        whole["metadata"]["labels"] = json!({"app": "a"});
+        whole["status"] = json!({"phase": "Running",
+            "resourceClaimStatuses": [{"name": "gpu", "resourceClaimName": "p1-gpu"}]});
+        let view = pod_view(&serde_json::to_vec(&whole).unwrap()).unwrap();
+        assert_eq!(pod_refs(&view), pod_refs(&whole));
+        assert!(pod_refs(&view).contains(&(Kind::ResourceClaim, "ns".into(), "p1-gpu".into())));
+        assert_eq!(view["spec"]["nodeName"], "n1");
+        // A pod without status, or without a namespace, still reads.
+        let bare = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n"}});
+        let view = pod_view(&serde_json::to_vec(&bare).unwrap()).unwrap();
+        assert_eq!(pod_refs(&view), pod_refs(&bare));
     }
 
     #[test]
