@@ -6,7 +6,9 @@
 //! `spec.nodeName`. The anchor is kube-scheduler's scheduler_perf floor of 680-810 pods/s at
 //! 5,000 nodes, which measures the scheduler alone; here a real API server shares the machine.
 //! Sizes: KAJI_BENCH_NODES (comma list, "1000,5000"), KAJI_BENCH_PODS (10000),
-//! KAJI_BENCH_CREATORS (16 concurrent creating tasks); KAJI_BENCH_LOG sets the server's KAJI_LOG
+//! KAJI_BENCH_CREATORS (16 concurrent creating tasks), KAJI_BENCH_RATE (pods a second the
+//! creators offer, pod k due k/rate seconds after the first; unset: as fast as they can, and
+//! creation outrunning binding then shows as latency); KAJI_BENCH_LOG sets the server's KAJI_LOG
 //! (`warn`) and KAJI_BENCH_SERVER_LOG names a file for its log (none); KAJI_BENCH_BIN runs another
 //! `kaji` binary (a saved build, to compare two versions on one machine).
 
@@ -142,7 +144,7 @@ async fn watch_bindings(
     Ok(bound)
 }
 
-async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
+async fn run(nodes: usize, pods: usize, creators: usize, offered: Option<f64>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let t_start = Instant::now();
     let (server, client) = start(dir.path(), nodes).await?;
@@ -200,6 +202,10 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
         let (api, created, calls) = (api.clone(), created.clone(), create_calls.clone());
         tasks.spawn(async move {
             for i in (k..pods).step_by(creators) {
+                if let Some(rate) = offered {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let name = format!("p-{i}");
                 let p = pod(&name);
                 let at = Instant::now();
@@ -258,7 +264,8 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
     let mut calls = create_calls.lock().expect("lock").clone();
     calls.sort();
     println!(
-        "{pods} pods created by {creators} tasks in {:.1} s ({:.0} creates/s); create call p50 {:.1} ms, p99 {:.1} ms",
+        "{pods} pods created by {creators} tasks{} in {:.1} s ({:.0} creates/s); create call p50 {:.1} ms, p99 {:.1} ms",
+        offered.map(|r| format!(" offering {r:.0}/s")).unwrap_or_default(),
         create_time.as_secs_f64(),
         pods as f64 / create_time.as_secs_f64(),
         pct(&calls, 0.50).as_secs_f64() * 1e3,
@@ -298,8 +305,12 @@ async fn run(nodes: usize, pods: usize, creators: usize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let pods: usize = env_or("KAJI_BENCH_PODS", "10000").parse()?;
     let creators: usize = env_or("KAJI_BENCH_CREATORS", "16").parse::<usize>()?.max(1);
+    let rate = match std::env::var("KAJI_BENCH_RATE") {
+        Ok(r) => Some(r.parse::<f64>()?).filter(|r| *r > 0.0),
+        Err(_) => None,
+    };
     for nodes in env_or("KAJI_BENCH_NODES", "1000,5000").split(',') {
-        run(nodes.trim().parse()?, pods, creators).await?;
+        run(nodes.trim().parse()?, pods, creators, rate).await?;
     }
     Ok(())
 }

@@ -244,6 +244,26 @@ impl FieldSet {
         FieldSet { members, children }
     }
 
+    /// Whether the two sets share a path (no set is built).
+    #[must_use]
+    pub fn intersects(&self, other: &FieldSet) -> bool {
+        self.members.iter().any(|m| other.members.contains(m))
+            || self
+                .children
+                .iter()
+                .any(|(pe, c)| other.children.get(pe).is_some_and(|o| c.intersects(o)))
+    }
+
+    /// Whether every path of `other` is in this set (no set is built).
+    #[must_use]
+    pub fn contains_all(&self, other: &FieldSet) -> bool {
+        other.members.iter().all(|m| self.members.contains(m))
+            && other
+                .children
+                .iter()
+                .all(|(pe, o)| self.children.get(pe).is_some_and(|c| c.contains_all(o)))
+    }
+
     #[must_use]
     pub fn difference(&self, other: &FieldSet) -> FieldSet {
         let members = self.members.difference(&other.members).cloned().collect();

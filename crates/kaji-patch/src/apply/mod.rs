@@ -111,6 +111,9 @@ struct Manager {
     time: Option<Value>,
     subresource: Option<String>,
     fields: FieldSet,
+    /// The `fieldsV1` this entry was decoded from, while `fields` is unchanged: most writes
+    /// change one manager's fields, and the others are written back as they were read.
+    encoded: Option<Value>,
 }
 
 impl Manager {
@@ -131,7 +134,8 @@ impl Manager {
             m.insert("time".into(), t.clone());
         }
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
-        m.insert("fieldsV1".into(), self.fields.to_fields_v1());
+        let fields = self.encoded.clone();
+        m.insert("fieldsV1".into(), fields.unwrap_or_else(|| self.fields.to_fields_v1()));
         if let Some(s) = &self.subresource {
             m.insert("subresource".into(), Value::String(s.clone()));
         }
@@ -174,6 +178,7 @@ fn decode_managers(obj: &Value) -> Vec<Manager> {
                 .and_then(Value::as_str)
                 .map(String::from),
             fields,
+            encoded: m.get("fieldsV1").cloned(),
         });
     }
     out
@@ -214,7 +219,12 @@ fn time_key(m: &Manager) -> String {
 }
 
 /// The fields no manager may own (`stripMetaManager`).
-fn strip_set() -> FieldSet {
+fn strip_set() -> &'static FieldSet {
+    static STRIP: std::sync::LazyLock<FieldSet> = std::sync::LazyLock::new(strip_set_build);
+    &STRIP
+}
+
+fn strip_set_build() -> FieldSet {
     let mut s = FieldSet::new();
     let f = |n: &str| PathElement::Field(n.to_string());
     s.insert(&[f("apiVersion")]);
@@ -272,7 +282,8 @@ fn take_ownership(
     let changed = cmp.modified.union(&cmp.added);
     let mut conflicts = Vec::new();
     for m in managers.iter() {
-        if acting.is_some_and(|a| a.same_identity(m)) {
+        // Forced, the conflicts are not reported.
+        if force || acting.is_some_and(|a| a.same_identity(m)) {
             continue;
         }
         for p in m.fields.intersection(&changed).paths() {
@@ -291,7 +302,10 @@ fn take_ownership(
         if acting.is_some_and(|a| a.same_identity(m)) {
             continue;
         }
-        m.fields = m.fields.difference(&changed).difference(&cmp.removed);
+        if m.fields.intersects(&changed) || m.fields.intersects(&cmp.removed) {
+            m.fields = m.fields.difference(&changed).difference(&cmp.removed);
+            m.encoded = None;
+        }
     }
     managers.retain(|m| !m.fields.is_empty());
     Ok(cmp)
@@ -338,7 +352,7 @@ pub fn server_side_apply(
         // Whatever the object had before anyone applied belongs to someone else.
         let fields = to_field_set(&live_obj, ty)
             .map_err(ApplyError::Invalid)?
-            .difference(&strip_set());
+            .difference(strip_set());
         let live_version = live
             .and_then(|l| l.get("apiVersion"))
             .and_then(Value::as_str)
@@ -351,6 +365,7 @@ pub fn server_side_apply(
             time: None,
             subresource: None,
             fields,
+            encoded: None,
         });
     }
 
@@ -361,6 +376,7 @@ pub fn server_side_apply(
         time: Some(Value::String(now.to_string())),
         subresource: None,
         fields: to_field_set(&config, ty).map_err(ApplyError::Invalid)?,
+        encoded: None,
     };
     let merged = merge(&live_obj, &config, ty).map_err(ApplyError::Invalid)?;
     let last = managers
@@ -398,7 +414,7 @@ pub fn server_side_apply(
     };
 
     take_ownership(&live_obj, &new_obj, ty, &mut managers, Some(&me), force)?;
-    me.fields = me.fields.difference(&strip_set());
+    me.fields = me.fields.difference(strip_set());
     if last.as_ref().is_some_and(|l| l.fields == me.fields) {
         me.time = last.and_then(|l| l.time).or(me.time);
     }
@@ -453,6 +469,7 @@ pub fn update_managed_fields(
         time: Some(Value::String(now.to_string())),
         subresource: subresource.map(String::from),
         fields: FieldSet::new(),
+        encoded: None,
     };
     let former = managers.iter().find(|m| m.same_identity(&me)).cloned();
     // Like upstream's "current-operation": every manager, this one included, loses what
@@ -462,14 +479,17 @@ pub fn update_managed_fields(
         .modified
         .union(&cmp.added)
         .difference(&cmp.removed)
-        .difference(&strip_set());
+        .difference(strip_set());
     if !current.is_empty() {
         let previous = managers
             .iter()
             .position(|m| m.same_identity(&me))
             .map(|i| managers.remove(i));
         let mut entry = previous.unwrap_or(me);
-        entry.fields = entry.fields.union(&current);
+        if !entry.fields.contains_all(&current) {
+            entry.fields = entry.fields.union(&current);
+            entry.encoded = None;
+        }
         let unchanged = former.as_ref().is_some_and(|f| f.fields == entry.fields);
         entry.time = if unchanged {
             former.and_then(|f| f.time)

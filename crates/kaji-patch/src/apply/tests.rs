@@ -309,6 +309,64 @@ fn update_records_changes_and_strips_metadata() {
 }
 
 #[test]
+fn an_update_rewrites_only_the_managers_it_touches() {
+    let created = update(None, &deployment(1, json!({"app": "web"})), "creator");
+    let mut scaled = created.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    let scaled = update(Some(&created), &scaled, "scaler");
+    // The creator lost replicas: its entry is encoded again, without it.
+    assert!(!fields_of(&scaled, "creator").has(&[f("spec"), f("replicas")]));
+    assert!(fields_of(&scaled, "scaler").has(&[f("spec"), f("replicas")]));
+    // A label change by a third manager leaves the scaler's entry as it was, byte for byte,
+    // and the creator's entry loses only the label.
+    let mut labelled = scaled.clone();
+    labelled["metadata"]["labels"]["app"] = json!("api");
+    let labelled = update(Some(&scaled), &labelled, "labeller");
+    let entry = |obj: &Value, name: &str| {
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["manager"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry(&labelled, "scaler"), entry(&scaled, "scaler"));
+    let creator = fields_of(&labelled, "creator");
+    assert!(!creator.has(&[f("metadata"), f("labels"), f("app")]));
+    assert!(creator.has(&[f("spec"), f("template"), f("spec"), f("containers")]));
+    // The scaler writing the replicas it owns again keeps its entry and time.
+    let mut again = labelled.clone();
+    again["spec"]["replicas"] = json!(5);
+    let again = update(Some(&labelled), &again, "scaler");
+    assert_eq!(
+        entry(&again, "scaler")["fieldsV1"],
+        entry(&labelled, "scaler")["fieldsV1"]
+    );
+}
+
+#[test]
+fn field_sets_intersect_and_contain() {
+    let mut a = FieldSet::new();
+    a.insert(&[f("spec"), f("replicas")]);
+    a.insert(&[f("metadata"), f("labels"), f("app")]);
+    let mut b = FieldSet::new();
+    b.insert(&[f("spec"), f("paused")]);
+    assert!(!a.intersects(&b) && !b.intersects(&a));
+    assert!(!a.contains_all(&b));
+    b.insert(&[f("metadata"), f("labels"), f("app")]);
+    assert!(a.intersects(&b) && b.intersects(&a));
+    let mut c = FieldSet::new();
+    c.insert(&[f("metadata"), f("labels"), f("app")]);
+    assert!(a.contains_all(&c) && b.contains_all(&c) && !c.contains_all(&a));
+    assert!(a.contains_all(&FieldSet::new()) && !FieldSet::new().intersects(&a));
+    // A member is not its subtree: ".spec" as a leaf does not contain ".spec.replicas".
+    let mut leaf = FieldSet::new();
+    leaf.insert(&[f("spec")]);
+    assert!(!leaf.contains_all(&a) && !leaf.intersects(&a));
+}
+
+#[test]
 fn user_supplied_managed_fields_win() {
     let created = update(
         None,
