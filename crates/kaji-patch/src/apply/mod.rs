@@ -471,33 +471,36 @@ pub fn update_managed_fields(
         fields: FieldSet::new(),
         encoded: None,
     };
-    let former = managers.iter().find(|m| m.same_identity(&me)).cloned();
     // Like upstream's "current-operation": every manager, this one included, loses what
-    // changed; then this manager gets it back together with what it had.
-    let cmp = take_ownership(old_obj, new, ty, &mut managers, None, true)?;
+    // changed; then this manager gets it back together with what it had. Its own entry ends
+    // as (what it had - what was removed) + what changed, so it is not stripped first: an
+    // update of fields the manager already owns (a Lease renewal, a status report) leaves
+    // its entry as it was read.
+    let cmp = take_ownership(old_obj, new, ty, &mut managers, Some(&me), true)?;
     let current = cmp
         .modified
         .union(&cmp.added)
         .difference(&cmp.removed)
         .difference(strip_set());
-    if !current.is_empty() {
-        let previous = managers
-            .iter()
-            .position(|m| m.same_identity(&me))
-            .map(|i| managers.remove(i));
-        let mut entry = previous.unwrap_or(me);
-        if !entry.fields.contains_all(&current) {
-            entry.fields = entry.fields.union(&current);
-            entry.encoded = None;
-        }
-        let unchanged = former.as_ref().is_some_and(|f| f.fields == entry.fields);
-        entry.time = if unchanged {
-            former.and_then(|f| f.time)
-        } else {
-            Some(Value::String(now.to_string()))
-        };
-        managers.push(entry);
+    // The entry keeps its time while its set stays the same (upstream's
+    // managedFieldsUpdater); an entry left empty is dropped by `encode_managers`.
+    let (mut entry, mut set_changed) = match managers.iter().position(|m| m.same_identity(&me)) {
+        Some(i) => (managers.remove(i), false),
+        None => (me, true),
+    };
+    if entry.fields.intersects(&cmp.removed) {
+        entry.fields = entry.fields.difference(&cmp.removed);
+        set_changed = true;
     }
+    if !entry.fields.contains_all(&current) {
+        entry.fields = entry.fields.union(&current);
+        set_changed = true;
+    }
+    if set_changed {
+        entry.encoded = None;
+        entry.time = Some(Value::String(now.to_string()));
+    }
+    managers.push(entry);
     encode_managers(new, managers);
     Ok(())
 }

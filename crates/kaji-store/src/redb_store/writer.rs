@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redb::{Durability, ReadableTable, Table};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -62,6 +62,13 @@ impl Request {
 /// Bytes of values in one batch beyond which the batch is closed early.
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
+/// How soon after a commit the next write must come for the writer to count as busy.
+const BUSY: Duration = Duration::from_millis(1);
+/// How long a busy writer's small batch waits for more writes, once.
+const LINGER: Duration = Duration::from_micros(500);
+/// Batches of at least this many requests commit without waiting.
+const LINGER_BELOW: usize = 32;
+
 pub(super) fn run(
     shared: &Shared,
     mut queue: mpsc::Receiver<Request>,
@@ -70,7 +77,15 @@ pub(super) fn run(
 ) {
     let max_batch = opts.max_batch.max(1);
     let mut requests = Vec::with_capacity(max_batch);
-    while let Some(first) = queue.blocking_recv() {
+    loop {
+        let idle = Instant::now();
+        let Some(first) = queue.blocking_recv() else {
+            break;
+        };
+        // Under a steady stream of writes (the next one came within BUSY of the last commit) a
+        // small batch waits LINGER once for more: every commit costs an fsync and its pages'
+        // writes whatever its size. A write that comes alone commits at once.
+        let mut linger = idle.elapsed() < BUSY;
         let mut bytes = first.size();
         requests.push(first);
         while requests.len() < max_batch && bytes < MAX_BATCH_BYTES {
@@ -78,6 +93,10 @@ pub(super) fn run(
                 Ok(next) => {
                     bytes += next.size();
                     requests.push(next);
+                }
+                Err(_) if linger && requests.len() < LINGER_BELOW => {
+                    linger = false;
+                    std::thread::sleep(LINGER);
                 }
                 Err(_) => break,
             }
