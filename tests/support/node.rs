@@ -235,10 +235,11 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // Workloads first, or their controllers would recreate the pods.
+        // Workloads first, or their controllers would recreate the pods (CronJobs before the Jobs
+        // they make: a CronJob due during the teardown made a Job, and a pod, after the delete).
         let _ = self.cluster.kubectl(&[
             "delete",
-            "deployments,replicasets,statefulsets,daemonsets,jobs",
+            "cronjobs,deployments,replicasets,statefulsets,daemonsets,jobs",
             "--all",
             "--wait=false",
         ]);
