@@ -237,13 +237,7 @@ async fn run(nodes: usize, pods: usize, creators: usize, offered: Option<f64>) -
     let (cpu1, rss1) = usage(server.0.id());
 
     let created = created.lock().expect("lock");
-    let mut lat: Vec<Duration> = bound
-        .iter()
-        .filter_map(|(name, at)| Some(*at - *created.get(name)?))
-        .collect();
-    lat.sort();
-    // Latency by creation order (tenths of the pods, earliest first): a queue that grows shows
-    // as rising tenths, a fixed delay in the pipeline as flat ones.
+    // Creation -> bound of each pod, in creation order.
     let mut by_order: Vec<(Instant, Duration)> = bound
         .iter()
         .filter_map(|(name, at)| {
@@ -252,6 +246,10 @@ async fn run(nodes: usize, pods: usize, creators: usize, offered: Option<f64>) -
         })
         .collect();
     by_order.sort();
+    let mut lat: Vec<Duration> = by_order.iter().map(|(_, d)| *d).collect();
+    lat.sort();
+    // Latency by creation order (tenths of the pods, earliest first): a queue that grows shows
+    // as rising tenths, a fixed delay in the pipeline as flat ones.
     let tenths: Vec<String> = by_order
         .chunks(by_order.len().div_ceil(10).max(1))
         .map(|c| {

@@ -67,19 +67,20 @@ async fn charge(
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let Some(ns) = namespace else { return Ok(()) };
-    let (mut delta_of, mut delta) = (Some(delta), ResourceList::new());
     let Some(quotas) = registry.get("", "v1", "resourcequotas") else { return Ok(()) };
+    // Computed once, at the first list that finds a quota.
+    let (mut delta_of, mut delta) = (Some(delta), ResourceList::new());
     let name = meta_str(obj, "name").unwrap_or_default().to_string();
     let forbidden = |msg: String| super::forbidden(info, &name, &msg);
     for _ in 0..ATTEMPTS {
         let page = storage.list(&quotas.prefix(Some(ns)), kaji_store::ListOptions::default()).await.map_err(crate::store_error)?;
-        let mut charges = Vec::new();
         if page.items.is_empty() {
             return Ok(());
         }
         if let Some(f) = delta_of.take() {
             delta = f();
         }
+        let mut charges = Vec::new();
         for kv in &page.items {
             let q = quotas.decode(kv);
             let qname = meta_str(&q, "name").unwrap_or_default().to_string();
