@@ -782,7 +782,8 @@ impl Hollow {
             (n.allocate_ip(&uid), node_ip(i))
         };
         let t = now();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let default_spec = k8s_openapi::api::core::v1::PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default_spec);
         let ready = simulated_ready(pod);
         let container_status = |c: &k8s_openapi::api::core::v1::Container| {
             json!({
@@ -832,19 +833,19 @@ impl Hollow {
         if !init.is_empty() {
             status["initContainerStatuses"] = json!(init);
         }
-        let pods: Api<Pod> = Api::namespaced(
-            self.client_of(node),
-            pod.metadata.namespace.as_deref().unwrap_or_default(),
-        );
         let patch = json!({"status": status});
-        match pods
-            .patch_status(
-                pod.metadata.name.as_deref().unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
+        // The answer (the whole pod) is not needed: read as text, not decoded into a Pod.
+        let request = kube::core::Request::new(format!(
+            "/api/v1/namespaces/{}/pods",
+            pod.metadata.namespace.as_deref().unwrap_or_default()
+        ))
+        .patch_subresource(
+            "status",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )?;
+        match self.client_of(node).request_text(request).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(e.into()),

@@ -219,15 +219,57 @@ impl FieldSet {
     #[must_use]
     pub fn union(&self, other: &FieldSet) -> FieldSet {
         let mut out = self.clone();
-        out.members.extend(other.members.iter().cloned());
-        for (pe, child) in &other.children {
-            let merged = match out.children.get(pe) {
-                Some(mine) => mine.union(child),
-                None => child.clone(),
-            };
-            out.children.insert(pe.clone(), merged);
-        }
+        out.union_with(other);
         out
+    }
+
+    /// Adds every path of `other`, copying only what this set lacks.
+    pub fn union_with(&mut self, other: &FieldSet) {
+        for m in &other.members {
+            if !self.members.contains(m) {
+                self.members.insert(m.clone());
+            }
+        }
+        for (pe, child) in &other.children {
+            match self.children.get_mut(pe) {
+                Some(mine) => mine.union_with(child),
+                None => {
+                    self.children.insert(pe.clone(), child.clone());
+                }
+            }
+        }
+    }
+
+    /// Adds every path of `other`, taking its elements rather than copying them.
+    pub fn absorb(&mut self, other: FieldSet) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        self.members.extend(other.members);
+        for (pe, child) in other.children {
+            match self.children.get_mut(&pe) {
+                Some(mine) => mine.absorb(child),
+                None => {
+                    self.children.insert(pe, child);
+                }
+            }
+        }
+    }
+
+    /// Removes every path of `other` (in place: nothing is copied).
+    pub fn subtract(&mut self, other: &FieldSet) {
+        if !other.members.is_empty() {
+            self.members.retain(|m| !other.members.contains(m));
+        }
+        for (pe, o) in &other.children {
+            if let Some(mine) = self.children.get_mut(pe) {
+                mine.subtract(o);
+                if mine.is_empty() {
+                    self.children.remove(pe);
+                }
+            }
+        }
     }
 
     #[must_use]
@@ -431,6 +473,24 @@ mod tests {
         assert_eq!(a.difference(&b).paths(), vec![vec![f("spec"), f("paused")]]);
         assert_eq!(a.union(&b).paths().len(), 3);
         assert!(a.difference(&a).is_empty());
+        // The in-place forms agree with the copying ones, and leave no empty subtree behind.
+        let mut u = a.clone();
+        u.union_with(&b);
+        assert_eq!(u, a.union(&b));
+        let mut u = a.clone();
+        u.absorb(b.clone());
+        assert_eq!(u, a.union(&b));
+        let mut d = a.clone();
+        d.subtract(&b);
+        assert_eq!(d, a.difference(&b));
+        let mut d = b.clone();
+        d.subtract(&a);
+        assert_eq!(d, b.difference(&a));
+        assert_eq!(d.paths(), vec![vec![f("status")]]);
+        let mut gone = a.clone();
+        gone.subtract(&a.union(&b));
+        assert!(gone.is_empty());
+        assert_eq!(gone, FieldSet::new());
     }
 
     #[test]

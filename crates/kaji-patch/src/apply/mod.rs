@@ -277,9 +277,11 @@ fn take_ownership(
     managers: &mut Vec<Manager>,
     acting: Option<&Manager>,
     force: bool,
-) -> Result<typed::Comparison, ApplyError> {
+) -> Result<Changes, ApplyError> {
     let cmp = compare(old, new, ty).map_err(ApplyError::Invalid)?;
-    let changed = cmp.modified.union(&cmp.added);
+    let mut changed = cmp.modified;
+    changed.absorb(cmp.added);
+    let removed = cmp.removed;
     let mut conflicts = Vec::new();
     for m in managers.iter() {
         // Forced, the conflicts are not reported.
@@ -302,13 +304,20 @@ fn take_ownership(
         if acting.is_some_and(|a| a.same_identity(m)) {
             continue;
         }
-        if m.fields.intersects(&changed) || m.fields.intersects(&cmp.removed) {
-            m.fields = m.fields.difference(&changed).difference(&cmp.removed);
+        if m.fields.intersects(&changed) || m.fields.intersects(&removed) {
+            m.fields.subtract(&changed);
+            m.fields.subtract(&removed);
             m.encoded = None;
         }
     }
     managers.retain(|m| !m.fields.is_empty());
-    Ok(cmp)
+    Ok(Changes { changed, removed })
+}
+
+/// What a write changed: the paths added or modified, and the paths removed.
+struct Changes {
+    changed: FieldSet,
+    removed: FieldSet,
 }
 
 /// Server-side apply of `applied` (the body of an `application/apply-patch+yaml`
@@ -476,24 +485,22 @@ pub fn update_managed_fields(
     // as (what it had - what was removed) + what changed, so it is not stripped first: an
     // update of fields the manager already owns (a Lease renewal, a status report) leaves
     // its entry as it was read.
-    let cmp = take_ownership(old_obj, new, ty, &mut managers, Some(&me), true)?;
-    let current = cmp
-        .modified
-        .union(&cmp.added)
-        .difference(&cmp.removed)
-        .difference(strip_set());
+    let Changes { changed: mut current, removed } =
+        take_ownership(old_obj, new, ty, &mut managers, Some(&me), true)?;
+    current.subtract(&removed);
+    current.subtract(strip_set());
     // The entry keeps its time while its set stays the same (upstream's
     // managedFieldsUpdater); an entry left empty is dropped by `encode_managers`.
     let (mut entry, mut set_changed) = match managers.iter().position(|m| m.same_identity(&me)) {
         Some(i) => (managers.remove(i), false),
         None => (me, true),
     };
-    if entry.fields.intersects(&cmp.removed) {
-        entry.fields = entry.fields.difference(&cmp.removed);
+    if entry.fields.intersects(&removed) {
+        entry.fields.subtract(&removed);
         set_changed = true;
     }
     if !entry.fields.contains_all(&current) {
-        entry.fields = entry.fields.union(&current);
+        entry.fields.absorb(current);
         set_changed = true;
     }
     if set_changed {

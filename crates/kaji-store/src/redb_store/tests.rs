@@ -201,6 +201,45 @@ async fn auto_compaction_keeps_young_history() {
     backend.close(store).await;
 }
 
+/// Short lists are read in place and long ones on the blocking pool: around the cut (32 keys)
+/// both give the same items, counts and continuation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_and_long_lists_agree() {
+    let backend = RedbBackend::new(RedbOptions::default());
+    let store = backend.open("short_and_long_lists_agree").await;
+    for n in [31usize, 32, 33, 100] {
+        for i in 0..n {
+            let key = format!("/n{n}/k{i:03}");
+            store.create(&key, key.clone().into_bytes()).await.expect("create");
+        }
+    }
+    for n in [31usize, 32, 33, 100] {
+        let prefix = format!("/n{n}/");
+        let all = store.list(&prefix, ListOptions::default()).await.expect("list");
+        let keys: Vec<String> = all.items.iter().map(|kv| kv.key.clone()).collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("/n{n}/k{i:03}")).collect();
+        assert_eq!(keys, expected, "{prefix}");
+        assert!(all.items.iter().all(|kv| kv.value == kv.key.as_bytes()));
+        assert!(!all.more && all.remaining == 0);
+        let mut page = store
+            .list(&prefix, ListOptions { limit: Some(30), ..ListOptions::default() })
+            .await
+            .expect("first page");
+        assert_eq!((page.items.len(), page.remaining), (30, n as u64 - 30), "{prefix}");
+        let mut listed = page.items.len();
+        while page.more {
+            let after = page.items.last().map(|kv| kv.key.clone());
+            page = store
+                .list(&prefix, ListOptions { limit: Some(30), start_after: after, revision: Some(page.revision) })
+                .await
+                .expect("next page");
+            listed += page.items.len();
+        }
+        assert_eq!(listed, n, "{prefix} paged");
+    }
+    backend.close(store).await;
+}
+
 #[tokio::test]
 async fn corrupt_file_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
