@@ -5,6 +5,8 @@
 //! does not depend on the client's own cost). Then pods: creates, a list of all of them
 //! (`KAJI_BENCH_PODS`, default 10,000; target p99 under 100 ms), deletes, and the server's RSS
 //! before the burst, after it and some seconds after the deletes (memory given back).
+//! `KAJI_BENCH_COMPARE=<kubeconfig>` instead compares LISTs with another API server (below);
+//! `KAJI_BENCH_BIN` runs another build of `kaji` (a saved binary, for before/after runs).
 //! Numbers are printed, not asserted: performance targets live here, not in tests.
 
 #[allow(dead_code)] // each bench uses part of it
@@ -90,7 +92,9 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::var("KAJI_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaji"))
+    // KAJI_BENCH_BIN runs another build of the server (a saved binary, for before/after runs).
+    let bin = std::env::var("KAJI_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kaji").to_string());
+    let mut child = Command::new(bin)
         .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir.path())
@@ -102,6 +106,12 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let client = common::ready_client(&kubeconfig).await?;
     println!("server ready after {:.0} ms (spawn to first answered request)", started.elapsed().as_secs_f64() * 1e3);
+    if let Ok(other) = std::env::var("KAJI_BENCH_COMPARE") {
+        let result = compare_lists(client, pid, &other).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        return result;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("idle RSS: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
 
@@ -277,6 +287,91 @@ async fn main() -> anyhow::Result<()> {
     let _ = child.wait();
     authorize_micro();
     authz_compare().await
+}
+
+/// `KAJI_BENCH_COMPARE=<kubeconfig>` (with `KAJI_BENCH_COMPARE_PIDS`, the other server's
+/// processes, e.g. kube-apiserver and etcd, for its CPU time): the same LISTs of 1,000
+/// ConfigMaps on Kaji and on another API server (`scripts/upstream-apiserver/` builds and starts
+/// upstream's kube-apiserver 1.20.2 with etcd), one request to each in turn, so that both see the
+/// machine at the same moment (its speed varies from one minute to the next). Bodies are read as
+/// bytes: the client's decoding is the same for both and not part of either server's time.
+async fn compare_lists(kaji: kube::Client, kaji_pid: u32, other_kubeconfig: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    const OBJECTS: usize = 1000;
+    const ROUNDS: usize = 200;
+    let other = common::ready_client(std::path::Path::new(other_kubeconfig)).await?;
+    let other_pids: Vec<u32> = std::env::var("KAJI_BENCH_COMPARE_PIDS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let other_cpu = || other_pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let version = other.apiserver_version().await?;
+    println!("comparing LISTs of {OBJECTS} ConfigMaps (512-byte payload) with {} at {other_kubeconfig}", version.git_version);
+    let ns = "bench-compare";
+    for c in [&kaji, &other] {
+        let namespaces: Api<Namespace> = Api::all(c.clone());
+        let object = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?;
+        match namespaces.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let api: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+        let have = api.list_metadata(&ListParams::default()).await?.items.len();
+        let a = api.clone();
+        run(OBJECTS.saturating_sub(have), 16, move |i| {
+            let a = a.clone();
+            async move {
+                a.create(&PostParams::default(), &cm(&format!("c-{}", have + i))).await.expect("create");
+            }
+        })
+        .await;
+    }
+    let path = format!("/api/v1/namespaces/{ns}/configmaps");
+    for (what, params) in [
+        ("(quorum read: kubectl's list)", ListParams::default()),
+        ("resourceVersion=0 (watch cache)", ListParams::default().match_any()),
+    ] {
+        let list = |c: kube::Client, params: ListParams, path: String| async move {
+            let req = kube::core::Request::new(path).list(&params).expect("request");
+            let t = Instant::now();
+            let body = c.request_text(req).await.expect("list");
+            assert!(body.len() > OBJECTS * 512, "a list of {OBJECTS} ConfigMaps");
+            t.elapsed()
+        };
+        // Warm both (connections, caches).
+        for _ in 0..10 {
+            list(kaji.clone(), params.clone(), path.clone()).await;
+            list(other.clone(), params.clone(), path.clone()).await;
+        }
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        let (mut mine_cpu, mut their_cpu) = (0.0, 0.0);
+        for _ in 0..ROUNDS {
+            let c0 = cpu_secs(kaji_pid);
+            mine.push(list(kaji.clone(), params.clone(), path.clone()).await);
+            mine_cpu += cpu_secs(kaji_pid) - c0;
+            let c0 = other_cpu();
+            theirs.push(list(other.clone(), params.clone(), path.clone()).await);
+            their_cpu += other_cpu() - c0;
+        }
+        mine.sort();
+        theirs.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let cpu = |c: f64, pids: bool| if pids { format!(", server CPU {:.2} ms a list", c * 1e3 / ROUNDS as f64) } else { String::new() };
+        println!("LIST {what}, {ROUNDS} each, interleaved:");
+        println!("  kaji:  p50 {:7.2} ms  p99 {:7.2} ms{}", ms(pct(&mine, 0.5)), ms(pct(&mine, 0.99)), cpu(mine_cpu, true));
+        println!("  other: p50 {:7.2} ms  p99 {:7.2} ms{}", ms(pct(&theirs, 0.5)), ms(pct(&theirs, 0.99)), cpu(their_cpu, !other_pids.is_empty()));
+        println!(
+            "  kaji / other: p50 {:.2}, p99 {:.2}",
+            ms(pct(&mine, 0.5)) / ms(pct(&theirs, 0.5)),
+            ms(pct(&mine, 0.99)) / ms(pct(&theirs, 0.99))
+        );
+    }
+    // The other server is left as it was found.
+    let namespaces: Api<Namespace> = Api::all(other);
+    namespaces.delete(ns, &DeleteParams::default()).await?;
+    Ok(())
 }
 
 /// The RBAC authorizer's cost per call, in process: a user bound (by one of 1,000 RoleBindings
