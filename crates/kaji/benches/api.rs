@@ -330,7 +330,7 @@ async fn compare_lists(kaji: kube::Client, kaji_pid: u32, other_kubeconfig: &str
     }
     let path = format!("/api/v1/namespaces/{ns}/configmaps");
     for (what, params) in [
-        ("(quorum read: kubectl's list)", ListParams::default()),
+        ("(a quorum read, as client libraries list)", ListParams::default()),
         ("resourceVersion=0 (watch cache)", ListParams::default().match_any()),
     ] {
         let list = |c: kube::Client, params: ListParams, path: String| async move {

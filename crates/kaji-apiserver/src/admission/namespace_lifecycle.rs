@@ -11,7 +11,14 @@ pub async fn validate(storage: &dyn kaji_store::Store, info: &ResourceInfo, name
     let Some(ns) = namespace else { return Ok(()) };
     let ns_info = crate::registry::core_namespace_info();
     let kv = storage.get(&objects::key(ns_info, None, ns)).await.map_err(crate::store_error)?;
-    match kv.map(|kv| objects::decode(&kv)) {
+    // Only what is judged is read from the stored namespace (not its managedFields).
+    static READ: std::sync::LazyLock<crate::registry::store::sparse::Paths> = std::sync::LazyLock::new(|| {
+        let mut paths = crate::registry::store::sparse::Paths::default();
+        paths.add(&["metadata", "deletionTimestamp"]);
+        paths.add(&["status", "phase"]);
+        paths
+    });
+    match kv.map(|kv| READ.decode(&kv.value).unwrap_or_else(|| objects::decode(&kv))) {
         None => Err(ApiError::not_found("", "namespaces", ns)),
         Some(n) if objects::is_deleting(&n) || n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => Err(super::forbidden(
             info,

@@ -6,7 +6,7 @@
 //! are objects or `kaji_api` errors. `crate::rest` decodes requests into these calls and encodes
 //! what they return.
 
-mod sparse;
+pub(crate) mod sparse;
 #[cfg(test)]
 mod tests;
 
