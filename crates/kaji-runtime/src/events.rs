@@ -239,10 +239,12 @@ impl Shared {
         if let Some(prev) = previous {
             let count = prev.count + 1;
             let patch = json!({"count": count, "lastTimestamp": now, "message": message});
-            match api
-                .patch(&prev.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            let request = kube::core::Request::new(api.resource_url()).patch(
+                &prev.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            );
+            match self.send(request).await {
                 Ok(_) => {
                     self.remember(
                         seen_key,
@@ -285,10 +287,24 @@ impl Shared {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => self.remember(seen_key, Seen { name, count: 1 }),
+        let request = serde_json::to_vec(&event)
+            .map_err(kube::core::request::Error::SerializeBody)
+            .and_then(|body| {
+                kube::core::Request::new(api.resource_url()).create(&PostParams::default(), body)
+            });
+        match self.send(request).await {
+            Ok(()) => self.remember(seen_key, Seen { name, count: 1 }),
             Err(e) => tracing::debug!(reason = %p.reason, error = %e, "could not write an event"),
         }
+    }
+
+    /// Sends a write; its answer (the whole event) is read as text, not decoded.
+    async fn send(
+        &self,
+        request: Result<::http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> kube::Result<()> {
+        let request = request.map_err(kube::Error::BuildRequest)?;
+        self.client.request_text(request).await.map(drop)
     }
 
     fn remember(&self, key: (SimilarKey, String), seen: Seen) {
