@@ -515,6 +515,13 @@ async fn resource(server: &Arc<ApiServer>, req: Request<Incoming>, rr: crate::re
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
+        Ok(Reply::Stream { head, rest }) => {
+            let rest = tokio_stream::wrappers::UnboundedReceiverStream::new(rest);
+            let stream = futures::stream::iter([head]).chain(rest).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         Ok(Reply::Watch(rx)) => {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
             let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));

@@ -141,6 +141,32 @@ impl WatchProgress {
     }
 }
 
+/// One item of a list as [`Store::list_into`] hands it over, borrowed from the store's read.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemRef<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A [`ListResult`] without its items (they went to a [`ListSink`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListSummary {
+    pub revision: Revision,
+    pub more: bool,
+    pub remaining: u64,
+}
+
+/// What [`Store::list_into`] hands a list to: `start` once the list's revision is known and
+/// before any item, `item` for each item in key order, `end` once the list is complete. A list
+/// that fails calls no `end` (and may have called `start` and some `item`s).
+pub trait ListSink: Send {
+    fn start(&mut self, revision: Revision);
+    fn item(&mut self, item: ItemRef<'_>);
+    fn end(&mut self, summary: &ListSummary);
+}
+
 /// The store contract, shaped after etcd v3 so that an etcd backend can implement it as well.
 ///
 /// Prefixes are plain string prefixes: callers pass prefixes ending in `/` so that `/a/b/`
@@ -163,6 +189,34 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys under `prefix` in lexical order, all at one consistent revision.
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult>;
+    /// [`Store::list`], handing the items to `sink` instead of returning them: a backend that
+    /// reads its own pages hands them over in place, so a list served as stored copies each
+    /// value once, and can send the first items while it reads the next. The default lists and
+    /// hands over the copies.
+    async fn list_into(
+        &self,
+        prefix: &str,
+        opts: ListOptions,
+        mut sink: Box<dyn ListSink>,
+    ) -> Result<ListSummary> {
+        let page = self.list(prefix, opts).await?;
+        sink.start(page.revision);
+        for kv in &page.items {
+            sink.item(ItemRef {
+                key: &kv.key,
+                value: &kv.value,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+            });
+        }
+        let summary = ListSummary {
+            revision: page.revision,
+            more: page.more,
+            remaining: page.remaining,
+        };
+        sink.end(&summary);
+        Ok(summary)
+    }
     /// Every event under `prefix` with revision > `from_revision`, in order, then live events.
     /// `from_revision` = 0 means "from now". Fails with [`StoreError::Compacted`] if the history
     /// after `from_revision` is gone.

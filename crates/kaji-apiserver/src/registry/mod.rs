@@ -494,6 +494,15 @@ impl dyn Strategy {
         let _ = serde_json::to_writer(&mut *out, &self.decode(kv));
     }
 
+    /// `write_json` of an item read in place (`kaji_store::Store::list_into`).
+    pub fn write_json_item(&self, item: kaji_store::ItemRef<'_>, out: &mut Vec<u8>) {
+        if self.storage_info().is_none() && crate::objects::write_stamped(out, item.value, item.mod_revision) {
+            return;
+        }
+        let kv = kaji_store::KeyValue { key: item.key.to_owned(), value: item.value.to_vec(), create_revision: item.create_revision, mod_revision: item.mod_revision };
+        let _ = serde_json::to_writer(&mut *out, &self.decode(&kv));
+    }
+
     /// Stored objects made this version's where a conversion webhook is needed (one call for
     /// all of those stored in another version); the values are re-encoded, so `decode` and
     /// `write_json` then read them as they are. Without a webhook: unchanged.

@@ -34,6 +34,9 @@ pub enum Reply {
     Watch(WatchBody),
     /// A JSON body made piece by piece while it is sent (a list, from the stored bytes).
     Chunks { code: u16, body: Box<dyn Iterator<Item = Bytes> + Send + Sync> },
+    /// A 200 JSON body whose first piece is made and the rest still being made (a whole list,
+    /// written inside the store's read while the first pieces are sent).
+    Stream { head: Bytes, rest: tokio::sync::mpsc::UnboundedReceiver<Bytes> },
 }
 
 impl Reply {

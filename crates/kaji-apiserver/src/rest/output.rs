@@ -91,7 +91,7 @@ impl Output {
 }
 
 /// Bytes per chunk of a streamed list.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 /// A list as JSON, in chunks of about 64 KiB made as they are sent: `envelope` (kind,
 /// apiVersion, metadata and an empty `items`, the last member) with the stored objects spliced
@@ -120,6 +120,59 @@ pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<Key
         next = Some(Vec::with_capacity(CHUNK + CHUNK / 4));
         Some(Bytes::from(out))
     })
+}
+
+/// A whole list as JSON, written as the store reads it (`kaji_store::Store::list_into`): the
+/// envelope (kind, apiVersion, metadata with the list's revision) is sent as soon as the revision
+/// is known, then the stored objects, stamped (`Strategy::write_json`), in chunks of about 64 KiB
+/// as they fill; the same bytes as `list_chunks`. A list that fails midway stops the body short.
+pub struct JsonListSink {
+    strategy: Arc<dyn Strategy>,
+    /// kind and apiVersion.
+    kind: (String, String),
+    out: Vec<u8>,
+    first: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+}
+
+impl JsonListSink {
+    pub fn new(strategy: Arc<dyn Strategy>, tx: tokio::sync::mpsc::UnboundedSender<Bytes>) -> JsonListSink {
+        let info = strategy.info();
+        let kind = (info.list_kind(), info.api_version());
+        JsonListSink { strategy, kind, out: Vec::new(), first: true, tx }
+    }
+
+    fn send(&mut self) {
+        let full = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK + CHUNK / 4));
+        // A client that went away is not an error here: the read just finishes.
+        let _ = self.tx.send(Bytes::from(full));
+    }
+}
+
+impl kaji_store::ListSink for JsonListSink {
+    fn start(&mut self, revision: i64) {
+        let envelope = json!({"kind": self.kind.0, "apiVersion": self.kind.1, "metadata": {"resourceVersion": revision.to_string()}, "items": []});
+        let mut head = serde_json::to_vec(&envelope).unwrap_or_default();
+        head.truncate(head.len().saturating_sub(2));
+        self.out = head;
+        self.send();
+    }
+
+    fn item(&mut self, item: kaji_store::ItemRef<'_>) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.strategy.write_json_item(item, &mut self.out);
+        if self.out.len() >= CHUNK {
+            self.send();
+        }
+    }
+
+    fn end(&mut self, _summary: &kaji_store::ListSummary) {
+        self.out.extend_from_slice(b"]}");
+        self.send();
+    }
 }
 
 fn partial(obj: &Value) -> Value {
@@ -184,6 +237,44 @@ mod tests {
             let body: Vec<u8> = chunks.concat();
             let decoded: Vec<Value> = items.iter().map(|kv| strategy.decode(kv)).collect();
             let want = serde_json::to_vec(&json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta, "items": decoded})).unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(want).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_streamed_list_is_the_serialised_list() {
+        use kaji_store::ListSink;
+        let registry = crate::registry::Registry::builtin();
+        let strategy = registry.get("", "v1", "configmaps").unwrap().clone();
+        for n in [0usize, 1, 2, 300] {
+            let items: Vec<KeyValue> = (0..n)
+                .map(|i| {
+                    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
+                    KeyValue { key: strategy.key(Some("default"), &format!("c{i}")), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
+                })
+                .collect();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut sink = JsonListSink::new(strategy.clone(), tx);
+            sink.start(400);
+            // The envelope goes out before any item.
+            assert!(rx.try_recv().is_ok_and(|head| head.ends_with(b"\"items\":[")));
+            for kv in &items {
+                sink.item(kaji_store::ItemRef { key: &kv.key, value: &kv.value, create_revision: kv.create_revision, mod_revision: kv.mod_revision });
+            }
+            sink.end(&kaji_store::ListSummary { revision: 400, more: false, remaining: 0 });
+            drop(sink);
+            let mut chunks = Vec::new();
+            while let Ok(chunk) = rx.try_recv() {
+                chunks.push(chunk);
+            }
+            assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK));
+            assert_eq!(chunks.len() > 1, n == 300);
+            let envelope = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "400"}, "items": []});
+            let mut head = serde_json::to_vec(&envelope).unwrap();
+            head.truncate(head.len() - 2);
+            let body: Vec<u8> = [Bytes::from(head)].into_iter().chain(chunks).collect::<Vec<_>>().concat();
+            let decoded: Vec<Value> = items.iter().map(|kv| strategy.decode(kv)).collect();
+            let want = serde_json::to_vec(&json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "400"}, "items": decoded})).unwrap();
             assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(want).unwrap());
         }
     }

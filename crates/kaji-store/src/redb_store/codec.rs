@@ -1,7 +1,7 @@
 //! On-disk encodings of the `kv` and `history` tables. Everything read back from disk is
 //! checked: a short or malformed record is a [`StoreError::Backend`] naming what was bad.
 
-use crate::{EventType, KeyValue, Revision, StoreError, WatchEvent};
+use crate::{EventType, ItemRef, KeyValue, Revision, StoreError, WatchEvent};
 
 const HISTORY_FORMAT: u8 = 1;
 const PUT: u8 = 0;
@@ -21,12 +21,23 @@ pub(crate) fn encode_kv(
 }
 
 pub(crate) fn decode_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
-    let mut r = Reader::new(raw, || format!("record of key {key:?}"));
-    let create_revision = r.i64()?;
-    let mod_revision = r.i64()?;
+    let item = peek_kv(key, raw)?;
     Ok(KeyValue {
         key: key.to_owned(),
-        value: r.rest().to_vec(),
+        value: item.value.to_vec(),
+        create_revision: item.create_revision,
+        mod_revision: item.mod_revision,
+    })
+}
+
+/// A `kv` record read in place.
+pub(crate) fn peek_kv<'a>(key: &'a str, raw: &'a [u8]) -> Result<ItemRef<'a>, StoreError> {
+    let mut r = Reader::new(raw, move || format!("record of key {key:?}"));
+    let create_revision = r.i64()?;
+    let mod_revision = r.i64()?;
+    Ok(ItemRef {
+        key,
+        value: r.rest(),
         create_revision,
         mod_revision,
     })

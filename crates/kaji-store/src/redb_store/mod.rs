@@ -28,7 +28,7 @@ use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
-    KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchProgress,
+    ItemRef, KeyValue, ListOptions, ListResult, ListSink, ListSummary, Result, Revision, Store, StoreError, WatchProgress,
     WatchStream,
 };
 use writer::{Op, Request};
@@ -177,6 +177,10 @@ impl RedbStore {
     }
 }
 
+fn gave_up() -> StoreError {
+    StoreError::Backend("a list without a cap gave up".into())
+}
+
 fn writer_gone() -> StoreError {
     StoreError::Backend("the store's writer has stopped".into())
 }
@@ -242,14 +246,16 @@ fn get_blocking(db: &Database, key: &str) -> Result<Option<KeyValue>> {
 /// (and lists at an older revision, which walk the history) go to the blocking pool.
 const IN_PLACE_KEYS: usize = 32;
 
-/// Lists `prefix`. With `in_place_cap`, gives up (`None`) as soon as the list turns out to need
-/// the history or to hold more than that many keys: the caller then runs it on the blocking pool.
+/// Lists `prefix` into `sink`. With `in_place_cap`, gives up (`None`, before the sink hears
+/// anything) when the list needs the history or holds more than that many keys: the caller then
+/// runs it on the blocking pool.
 fn list_blocking(
     db: &Database,
     prefix: &str,
     opts: &ListOptions,
     in_place_cap: Option<usize>,
-) -> Result<Option<ListResult>> {
+    sink: &mut dyn ListSink,
+) -> Result<Option<ListSummary>> {
     let txn = db.begin_read().map_err(backend("begin read"))?;
     let meta = txn.open_table(META).map_err(backend("open meta table"))?;
     let current = require_meta(&meta, META_CURRENT)?;
@@ -270,10 +276,31 @@ fn list_blocking(
             compacted,
         });
     }
-    if in_place_cap.is_some() && at < current {
-        return Ok(None);
-    }
     let start_after = opts.start_after.as_deref().filter(|s| *s >= prefix);
+    let lower = match start_after {
+        Some(s) => Bound::Excluded(s),
+        None => Bound::Included(prefix),
+    };
+    let kv = txn.open_table(KV).map_err(backend("open kv table"))?;
+    if let Some(cap) = in_place_cap {
+        if at < current {
+            return Ok(None);
+        }
+        let mut keys = kv
+            .range::<&str>((lower, Bound::Unbounded))
+            .map_err(backend("read kv"))?;
+        let mut counted = 0;
+        while let Some(entry) = keys.next().transpose().map_err(backend("read kv"))? {
+            if !entry.0.value().starts_with(prefix) {
+                break;
+            }
+            counted += 1;
+            if counted > cap {
+                return Ok(None);
+            }
+        }
+    }
+    sink.start(at);
     let wanted = |key: &str| key.starts_with(prefix) && start_after.is_none_or(|s| key > s);
 
     // Keys changed after `at`, with their value at `at` (None: absent then).
@@ -292,77 +319,105 @@ fn list_blocking(
         }
     }
 
-    let kv = txn.open_table(KV).map_err(backend("open kv table"))?;
-    let lower = match start_after {
-        Some(s) => Bound::Excluded(s),
-        None => Bound::Included(prefix),
-    };
     let mut live = kv
         .range::<&str>((lower, Bound::Unbounded))
         .map_err(backend("read kv"))?;
-    // Values are copied out only for keys that make the page (the guard borrows the page).
-    type Live<'a> = Option<(String, ::redb::AccessGuard<'a, &'static [u8]>)>;
+    // Items are handed over in place, and only those that make the page (the guards borrow
+    // the pages).
+    type Live<'a> = Option<(
+        ::redb::AccessGuard<'a, &'static str>,
+        ::redb::AccessGuard<'a, &'static [u8]>,
+    )>;
     let mut next_live = move || -> Result<Live<'_>> {
         match live.next() {
             None => Ok(None),
             Some(entry) => {
                 let (key, raw) = entry.map_err(backend("read kv"))?;
-                let key = key.value();
-                Ok(key.starts_with(prefix).then(|| (key.to_owned(), raw)))
+                Ok(key.value().starts_with(prefix).then_some((key, raw)))
             }
         }
     };
 
     let limit = opts.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
-    let mut items = Vec::new();
+    let mut listed = 0usize;
     let mut remaining = 0u64;
-    let mut emit = |kv: Option<KeyValue>, key: &str, raw: Option<&[u8]>| -> Result<()> {
-        if items.len() < limit {
-            match (kv, raw) {
-                (Some(kv), _) => items.push(kv),
-                (None, Some(raw)) => items.push(codec::decode_kv(key, raw)?),
-                (None, None) => {}
-            }
-        } else {
-            remaining += 1;
-        }
-        Ok(())
-    };
     let mut undo = undo.into_iter().peekable();
     let mut live_head = next_live()?;
-    let mut visited = 0usize;
     loop {
-        if let Some(cap) = in_place_cap {
-            visited += 1;
-            if visited > cap {
-                return Ok(None);
-            }
-        }
         let take_live = match (&live_head, undo.peek()) {
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some((live_key, _)), Some((undo_key, _))) => live_key < undo_key,
+            (Some((live_key, _)), Some((undo_key, _))) => live_key.value() < undo_key.as_str(),
         };
         if take_live {
             if let Some((key, raw)) = live_head.take() {
-                emit(None, &key, Some(raw.value()))?;
+                if listed < limit {
+                    listed += 1;
+                    sink.item(codec::peek_kv(key.value(), raw.value())?);
+                } else {
+                    remaining += 1;
+                }
             }
             live_head = next_live()?;
         } else if let Some((key, at_value)) = undo.next() {
-            if live_head.as_ref().is_some_and(|(k, _)| *k == key) {
+            if live_head.as_ref().is_some_and(|(k, _)| k.value() == key) {
                 live_head = next_live()?;
             }
-            if let Some(kv) = at_value {
-                emit(Some(kv), &key, None)?;
+            match at_value {
+                Some(kv) if listed < limit => {
+                    listed += 1;
+                    sink.item(ItemRef {
+                        key: &kv.key,
+                        value: &kv.value,
+                        create_revision: kv.create_revision,
+                        mod_revision: kv.mod_revision,
+                    });
+                }
+                Some(_) => remaining += 1,
+                None => {}
             }
         }
     }
-    Ok(Some(ListResult {
-        items,
+    let summary = ListSummary {
         revision: at,
         more: remaining > 0,
         remaining,
+    };
+    sink.end(&summary);
+    Ok(Some(summary))
+}
+
+/// The items of a list, copied out (the [`Store::list`] form of [`list_blocking`]).
+#[derive(Default)]
+struct Collect(Vec<KeyValue>);
+
+impl ListSink for Collect {
+    fn start(&mut self, _revision: Revision) {}
+    fn item(&mut self, item: ItemRef<'_>) {
+        self.0.push(KeyValue {
+            key: item.key.to_owned(),
+            value: item.value.to_vec(),
+            create_revision: item.create_revision,
+            mod_revision: item.mod_revision,
+        });
+    }
+    fn end(&mut self, _summary: &ListSummary) {}
+}
+
+fn list_collect(
+    db: &Database,
+    prefix: &str,
+    opts: &ListOptions,
+    in_place_cap: Option<usize>,
+) -> Result<Option<ListResult>> {
+    let mut items = Collect::default();
+    let summary = list_blocking(db, prefix, opts, in_place_cap, &mut items)?;
+    Ok(summary.map(|s| ListResult {
+        items: items.0,
+        revision: s.revision,
+        more: s.more,
+        remaining: s.remaining,
     }))
 }
 
@@ -410,13 +465,30 @@ impl Store for RedbStore {
         // the priority classes): read here, as a get is; a handoff to the blocking pool costs
         // more than such a read (measured: `spawn_blocking` was 3 % of the server's CPU while
         // pods were created, three short lists per create).
-        if let Some(page) = list_blocking(&self.shared.db, prefix, &opts, Some(IN_PLACE_KEYS))? {
+        if let Some(page) = list_collect(&self.shared.db, prefix, &opts, Some(IN_PLACE_KEYS))? {
             return Ok(page);
         }
         let prefix = prefix.to_owned();
-        self.read(move |db| list_blocking(db, &prefix, &opts, None))
+        self.read(move |db| list_collect(db, &prefix, &opts, None))
             .await?
-            .ok_or_else(|| StoreError::Backend("a list without a cap gave up".into()))
+            .ok_or_else(gave_up)
+    }
+
+    async fn list_into(
+        &self,
+        prefix: &str,
+        opts: ListOptions,
+        mut sink: Box<dyn ListSink>,
+    ) -> Result<ListSummary> {
+        if let Some(summary) =
+            list_blocking(&self.shared.db, prefix, &opts, Some(IN_PLACE_KEYS), sink.as_mut())?
+        {
+            return Ok(summary);
+        }
+        let prefix = prefix.to_owned();
+        self.read(move |db| list_blocking(db, &prefix, &opts, None, sink.as_mut()))
+            .await?
+            .ok_or_else(gave_up)
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {

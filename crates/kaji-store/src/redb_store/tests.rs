@@ -237,6 +237,67 @@ async fn short_and_long_lists_agree() {
         }
         assert_eq!(listed, n, "{prefix} paged");
     }
+    // `list_into` hands over what `list` returns, in place or not, now and at an older revision
+    // (the history walk), with or without a limit: start (the revision), items, end.
+    #[derive(Default)]
+    struct Heard {
+        started: Option<i64>,
+        items: Vec<crate::KeyValue>,
+        ended: Option<crate::ListSummary>,
+    }
+    struct Sink(std::sync::Arc<std::sync::Mutex<Heard>>);
+    impl crate::ListSink for Sink {
+        fn start(&mut self, revision: i64) {
+            let mut heard = self.0.lock().expect("heard");
+            assert!(heard.started.is_none() && heard.items.is_empty(), "start comes first, once");
+            heard.started = Some(revision);
+        }
+        fn item(&mut self, item: crate::ItemRef<'_>) {
+            let mut heard = self.0.lock().expect("heard");
+            assert!(heard.started.is_some() && heard.ended.is_none(), "items between start and end");
+            heard.items.push(crate::KeyValue {
+                key: item.key.to_owned(),
+                value: item.value.to_vec(),
+                create_revision: item.create_revision,
+                mod_revision: item.mod_revision,
+            });
+        }
+        fn end(&mut self, summary: &crate::ListSummary) {
+            self.0.lock().expect("heard").ended = Some(*summary);
+        }
+    }
+    let before = store.current_revision().await.expect("revision");
+    for n in [31usize, 100] {
+        let key = format!("/n{n}/k005");
+        let kv = store.get(&key).await.expect("get").expect("exists");
+        store.update(&key, b"changed".to_vec(), kv.mod_revision).await.expect("update");
+        store.delete(&format!("/n{n}/k007"), None).await.expect("delete");
+    }
+    for n in [31usize, 32, 33, 100] {
+        let prefix = format!("/n{n}/");
+        for opts in [
+            ListOptions::default(),
+            ListOptions { revision: Some(before), ..ListOptions::default() },
+            ListOptions { limit: Some(10), ..ListOptions::default() },
+            ListOptions { limit: Some(10), revision: Some(before), ..ListOptions::default() },
+        ] {
+            let listed = store.list(&prefix, opts.clone()).await.expect("list");
+            let heard = std::sync::Arc::new(std::sync::Mutex::new(Heard::default()));
+            let summary = store
+                .list_into(&prefix, opts.clone(), Box::new(Sink(heard.clone())))
+                .await
+                .expect("list_into");
+            let heard = heard.lock().expect("heard");
+            assert_eq!(heard.items, listed.items, "{prefix} {opts:?}");
+            assert_eq!(heard.started, Some(listed.revision), "{prefix} {opts:?}");
+            assert_eq!(heard.ended, Some(summary), "{prefix} {opts:?}");
+            assert_eq!(
+                (summary.revision, summary.more, summary.remaining),
+                (listed.revision, listed.more, listed.remaining),
+                "{prefix} {opts:?}"
+            );
+        }
+    }
     backend.close(store).await;
 }
 
