@@ -19,12 +19,12 @@ apt-get update -q
 apt-get install -y -q golang-go dpkg-dev golang-github-modern-go-reflect2-dev
 cd "$PREFIX/src"
 ls kubernetes_*.dsc >/dev/null 2>&1 || apt-get source --download-only kubernetes
-SRC=$(ls -d "$PREFIX"/src/kubernetes-*/ 2>/dev/null | head -1)
+unpacked() { find "$PREFIX/src" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -1; }
+SRC=$(unpacked)
 if [ -z "$SRC" ]; then
   dpkg-source -x kubernetes_*.dsc
-  SRC=$(ls -d "$PREFIX"/src/kubernetes-*/ | head -1)
+  SRC=$(unpacked)
 fi
-SRC=${SRC%/}
 
 R=/usr/share/gocode/src/github.com/modern-go/reflect2
 V=$SRC/vendor/github.com/modern-go/reflect2
