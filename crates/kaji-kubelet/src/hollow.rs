@@ -835,17 +835,18 @@ impl Hollow {
         }
         let patch = json!({"status": status});
         // The answer (the whole pod) is not needed: read as text, not decoded into a Pod.
-        let request = kube::core::Request::new(format!(
-            "/api/v1/namespaces/{}/pods",
-            pod.metadata.namespace.as_deref().unwrap_or_default()
-        ))
-        .patch_subresource(
+        let client = self.client_of(node);
+        let pods: Api<Pod> = Api::namespaced(
+            client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let request = kube::core::Request::new(pods.resource_url()).patch_subresource(
             "status",
             pod.metadata.name.as_deref().unwrap_or_default(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )?;
-        match self.client_of(node).request_text(request).await {
+        match client.request_text(request).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => Err(e.into()),

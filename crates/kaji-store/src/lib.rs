@@ -44,6 +44,19 @@ pub struct KeyValue {
     pub mod_revision: Revision,
 }
 
+impl KeyValue {
+    /// This key-value as a list item, borrowed.
+    #[must_use]
+    pub fn as_item(&self) -> ItemRef<'_> {
+        ItemRef {
+            key: &self.key,
+            value: &self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
     Put,
@@ -150,6 +163,19 @@ pub struct ItemRef<'a> {
     pub mod_revision: Revision,
 }
 
+impl ItemRef<'_> {
+    /// The item copied out.
+    #[must_use]
+    pub fn to_key_value(&self) -> KeyValue {
+        KeyValue {
+            key: self.key.to_owned(),
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
 /// A [`ListResult`] without its items (they went to a [`ListSink`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListSummary {
@@ -202,12 +228,7 @@ pub trait Store: Send + Sync + 'static {
         let page = self.list(prefix, opts).await?;
         sink.start(page.revision);
         for kv in &page.items {
-            sink.item(ItemRef {
-                key: &kv.key,
-                value: &kv.value,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-            });
+            sink.item(kv.as_item());
         }
         let summary = ListSummary {
             revision: page.revision,

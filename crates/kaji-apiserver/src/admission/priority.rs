@@ -22,10 +22,10 @@ pub async fn admit(storage: &dyn kaji_store::Store, registry: &Registry, info: &
         let page = storage.list(&prefix, kaji_store::ListOptions::default()).await.map_err(crate::store_error)?;
         // Stored objects are compact serde_json: a default class's bytes hold this member, so
         // only those are decoded (the system classes are not defaults).
-        let marker = memchr::memmem::Finder::new(b"\"globalDefault\":true");
+        static MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"globalDefault\":true"));
         page.items
             .iter()
-            .filter(|kv| marker.find(&kv.value).is_some())
+            .filter(|kv| MARKER.find(&kv.value).is_some())
             .map(objects::decode)
             .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
             .min_by_key(|c| c.get("value").and_then(Value::as_i64).unwrap_or(0))

@@ -499,8 +499,7 @@ impl dyn Strategy {
         if self.storage_info().is_none() && crate::objects::write_stamped(out, item.value, item.mod_revision) {
             return;
         }
-        let kv = kaji_store::KeyValue { key: item.key.to_owned(), value: item.value.to_vec(), create_revision: item.create_revision, mod_revision: item.mod_revision };
-        let _ = serde_json::to_writer(&mut *out, &self.decode(&kv));
+        let _ = serde_json::to_writer(&mut *out, &self.decode(&item.to_key_value()));
     }
 
     /// Stored objects made this version's where a conversion webhook is needed (one call for

@@ -98,11 +98,8 @@ pub const CHUNK: usize = 64 * 1024;
 /// into `items`, each stamped with its resourceVersion (`Strategy::write_json`). The bytes are
 /// those of serialising the envelope with the decoded objects as items.
 pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<KeyValue>) -> impl Iterator<Item = Bytes> + Send + Sync + use<> {
-    let mut head = serde_json::to_vec(envelope).unwrap_or_default();
-    debug_assert!(head.ends_with(b"[]}"), "items must be the envelope's last member");
-    head.truncate(head.len().saturating_sub(2));
     let mut items = items.into_iter();
-    let mut next = Some(head);
+    let mut next = Some(open_items(envelope));
     let mut first = true;
     std::iter::from_fn(move || {
         let mut out = next.take()?;
@@ -120,6 +117,14 @@ pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<Key
         next = Some(Vec::with_capacity(CHUNK + CHUNK / 4));
         Some(Bytes::from(out))
     })
+}
+
+/// `envelope` serialised up to its (last, empty) `items` opened: `..."items":[`.
+fn open_items(envelope: &Value) -> Vec<u8> {
+    let mut head = serde_json::to_vec(envelope).unwrap_or_default();
+    debug_assert!(head.ends_with(b"[]}"), "items must be the envelope's last member");
+    head.truncate(head.len().saturating_sub(2));
+    head
 }
 
 /// A whole list as JSON, written as the store reads it (`kaji_store::Store::list_into`): the
@@ -152,9 +157,7 @@ impl JsonListSink {
 impl kaji_store::ListSink for JsonListSink {
     fn start(&mut self, revision: i64) {
         let envelope = json!({"kind": self.kind.0, "apiVersion": self.kind.1, "metadata": {"resourceVersion": revision.to_string()}, "items": []});
-        let mut head = serde_json::to_vec(&envelope).unwrap_or_default();
-        head.truncate(head.len().saturating_sub(2));
-        self.out = head;
+        self.out = open_items(&envelope);
         self.send();
     }
 
@@ -218,17 +221,22 @@ pub fn table(strategy: &dyn Strategy, meta: Value, items: &[Value], include: Inc
 mod tests {
     use super::*;
 
+    /// `n` stored ConfigMaps with escapes and multi-byte characters in their data.
+    fn configmaps(strategy: &dyn Strategy, n: usize) -> Vec<KeyValue> {
+        (0..n)
+            .map(|i| {
+                let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
+                KeyValue { key: strategy.key(Some("default"), &format!("c{i}")), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
+            })
+            .collect()
+    }
+
     #[test]
     fn list_chunks_are_the_serialised_list() {
         let registry = crate::registry::Registry::builtin();
         let strategy = registry.get("", "v1", "configmaps").unwrap().clone();
         for n in [0usize, 1, 2, 300] {
-            let items: Vec<KeyValue> = (0..n)
-                .map(|i| {
-                    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
-                    KeyValue { key: strategy.key(Some("default"), &format!("c{i}")), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
-                })
-                .collect();
+            let items = configmaps(strategy.as_ref(), n);
             let meta = json!({"resourceVersion": "400", "continue": "abc"});
             let envelope = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta.clone(), "items": []});
             let chunks: Vec<Bytes> = list_chunks(strategy.clone(), &envelope, items.clone()).collect();
@@ -247,19 +255,15 @@ mod tests {
         let registry = crate::registry::Registry::builtin();
         let strategy = registry.get("", "v1", "configmaps").unwrap().clone();
         for n in [0usize, 1, 2, 300] {
-            let items: Vec<KeyValue> = (0..n)
-                .map(|i| {
-                    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}"), "namespace": "default"}, "data": {"k": "é\"".repeat(200)}});
-                    KeyValue { key: strategy.key(Some("default"), &format!("c{i}")), value: crate::objects::encode(&obj), create_revision: 2, mod_revision: 2 + i as i64 }
-                })
-                .collect();
+            let items = configmaps(strategy.as_ref(), n);
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let mut sink = JsonListSink::new(strategy.clone(), tx);
             sink.start(400);
             // The envelope goes out before any item.
-            assert!(rx.try_recv().is_ok_and(|head| head.ends_with(b"\"items\":[")));
+            let head = rx.try_recv().expect("the envelope, sent at start");
+            assert!(head.ends_with(b"\"items\":["));
             for kv in &items {
-                sink.item(kaji_store::ItemRef { key: &kv.key, value: &kv.value, create_revision: kv.create_revision, mod_revision: kv.mod_revision });
+                sink.item(kv.as_item());
             }
             sink.end(&kaji_store::ListSummary { revision: 400, more: false, remaining: 0 });
             drop(sink);
@@ -269,10 +273,7 @@ mod tests {
             }
             assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK));
             assert_eq!(chunks.len() > 1, n == 300);
-            let envelope = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "400"}, "items": []});
-            let mut head = serde_json::to_vec(&envelope).unwrap();
-            head.truncate(head.len() - 2);
-            let body: Vec<u8> = [Bytes::from(head)].into_iter().chain(chunks).collect::<Vec<_>>().concat();
+            let body: Vec<u8> = [head].into_iter().chain(chunks).collect::<Vec<_>>().concat();
             let decoded: Vec<Value> = items.iter().map(|kv| strategy.decode(kv)).collect();
             let want = serde_json::to_vec(&json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "400"}, "items": decoded})).unwrap();
             assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(want).unwrap());

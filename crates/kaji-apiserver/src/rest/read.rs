@@ -43,32 +43,36 @@ fn list_meta<T>(page: &Page<T>) -> Value {
     meta
 }
 
+/// A whole list (no selector, no page, no conversion) written inside the store's read
+/// (`output::JsonListSink`), its first chunks sent while the rest is read.
+async fn stream_whole_list(call: &Call<'_>, opts: &ListOptions) -> Result<Reply, ApiError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = output::JsonListSink::new(call.strategy.clone(), tx);
+    let storage = call.server.store.clone();
+    let prefix = call.store().prefix(call.namespace());
+    let store_opts = kaji_store::ListOptions { start_after: None, limit: None, revision: opts.exact_revision };
+    let read = tokio::spawn(async move { storage.list_into(&prefix, store_opts, Box::new(sink)).await });
+    // The envelope comes once the list has its revision; a list refused before that (a
+    // compacted or future revision) is an error answer.
+    match rx.recv().await {
+        Some(head) => Ok(Reply::Stream { head, rest: rx }),
+        None => match read.await {
+            Ok(Err(e)) => Err(crate::store_error(e)),
+            Ok(Ok(_)) | Err(_) => Err(ApiError::internal("the list ended before it began")),
+        },
+    }
+}
+
 pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
     let filter = filter(&call)?;
     let info = call.strategy.info();
     if call.output.shape == Shape::Object && !call.output.yaml {
-        // Plain JSON: the stored objects go out as they are, stamped, without a parse. A whole
-        // list (no selector, no page, no conversion) is written inside the store's read, its
-        // first chunks sent while the rest is read.
+        // Plain JSON: the stored objects go out as they are, stamped, without a parse.
         let opts = list_options(&call);
         if filter.is_everything() && opts.limit.is_none() && opts.continue_token.as_deref().is_none_or(str::is_empty) && call.strategy.conversion_webhook().is_none() {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let sink = output::JsonListSink::new(call.strategy.clone(), tx);
-            let storage = call.server.store.clone();
-            let prefix = call.strategy.prefix(if info.namespaced { call.namespace() } else { None });
-            let store_opts = kaji_store::ListOptions { start_after: None, limit: None, revision: opts.exact_revision };
-            let read = tokio::spawn(async move { storage.list_into(&prefix, store_opts, Box::new(sink)).await });
-            // The envelope comes once the list has its revision; a list refused before that
-            // (a compacted or future revision) is an error answer.
-            return match rx.recv().await {
-                Some(head) => Ok(Reply::Stream { head, rest: rx }),
-                None => match read.await {
-                    Ok(Err(e)) => Err(crate::store_error(e)),
-                    Ok(Ok(_)) | Err(_) => Err(ApiError::internal("the list ended before it began")),
-                },
-            };
+            return stream_whole_list(&call, &opts).await;
         }
-        let page = call.store().list_stored(call.namespace(), &filter, &list_options(&call)).await?;
+        let page = call.store().list_stored(call.namespace(), &filter, &opts).await?;
         let envelope = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": list_meta(&page), "items": []});
         return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), &envelope, page.items)) });
     }

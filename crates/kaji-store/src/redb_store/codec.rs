@@ -21,13 +21,7 @@ pub(crate) fn encode_kv(
 }
 
 pub(crate) fn decode_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
-    let item = peek_kv(key, raw)?;
-    Ok(KeyValue {
-        key: key.to_owned(),
-        value: item.value.to_vec(),
-        create_revision: item.create_revision,
-        mod_revision: item.mod_revision,
-    })
+    Ok(peek_kv(key, raw)?.to_key_value())
 }
 
 /// A `kv` record read in place.

@@ -367,12 +367,7 @@ fn list_blocking(
             match at_value {
                 Some(kv) if listed < limit => {
                     listed += 1;
-                    sink.item(ItemRef {
-                        key: &kv.key,
-                        value: &kv.value,
-                        create_revision: kv.create_revision,
-                        mod_revision: kv.mod_revision,
-                    });
+                    sink.item(kv.as_item());
                 }
                 Some(_) => remaining += 1,
                 None => {}
@@ -395,12 +390,7 @@ struct Collect(Vec<KeyValue>);
 impl ListSink for Collect {
     fn start(&mut self, _revision: Revision) {}
     fn item(&mut self, item: ItemRef<'_>) {
-        self.0.push(KeyValue {
-            key: item.key.to_owned(),
-            value: item.value.to_vec(),
-            create_revision: item.create_revision,
-            mod_revision: item.mod_revision,
-        });
+        self.0.push(item.to_key_value());
     }
     fn end(&mut self, _summary: &ListSummary) {}
 }

@@ -255,12 +255,7 @@ async fn short_and_long_lists_agree() {
         fn item(&mut self, item: crate::ItemRef<'_>) {
             let mut heard = self.0.lock().expect("heard");
             assert!(heard.started.is_some() && heard.ended.is_none(), "items between start and end");
-            heard.items.push(crate::KeyValue {
-                key: item.key.to_owned(),
-                value: item.value.to_vec(),
-                create_revision: item.create_revision,
-                mod_revision: item.mod_revision,
-            });
+            heard.items.push(item.to_key_value());
         }
         fn end(&mut self, summary: &crate::ListSummary) {
             self.0.lock().expect("heard").ended = Some(*summary);

@@ -260,6 +260,11 @@ impl<'a> Store<'a> {
         if self.strategy.info().namespaced { namespace } else { None }
     }
 
+    /// The store prefix of the kind's objects (in `namespace`, for a namespaced kind).
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        self.strategy.prefix(self.ns(namespace))
+    }
+
     /// Reads one object, or 404.
     pub async fn get(&self, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let info = self.strategy.info();
@@ -324,7 +329,7 @@ impl<'a> Store<'a> {
 
     /// The paging loop of `list`: `keep` turns a stored object into an item, or drops it.
     async fn list_with<T>(&self, namespace: Option<&str>, filter: &Filter, opts: &ListOptions, mut keep: impl FnMut(kaji_store::KeyValue) -> Option<T>) -> Result<Page<T>, ApiError> {
-        let prefix = self.strategy.prefix(self.ns(namespace));
+        let prefix = self.prefix(namespace);
         let limit = opts.limit.filter(|l| *l > 0);
         let continuing = opts.continue_token.as_deref().filter(|c| !c.is_empty());
         let (mut revision, mut start_after) = match continuing {
