@@ -39,9 +39,9 @@ pub fn write_stamped(out: &mut Vec<u8>, raw: &[u8], rv: i64) -> bool {
     static RV_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"resourceVersion\""));
     let quick = RV_KEY.find(raw).is_none();
     let member = |out: &mut Vec<u8>| {
-        out.extend_from_slice(b"\"resourceVersion\":\"");
-        out.extend_from_slice(rv.to_string().as_bytes());
-        out.push(b'"');
+        use std::io::Write as _;
+        // Formatted in place: no String a member.
+        let _ = write!(out, "\"resourceVersion\":\"{rv}\"");
     };
     match metadata_splice(raw, quick) {
         Some(Splice::Nothing) => {
