@@ -2,7 +2,8 @@
 //! become Available on 100 hollow nodes, and what the controller manager costs in CPU and RSS.
 //! Three processes, so each is measured alone: `kaji server` (API server + scheduler),
 //! `kaji agent --hollow` (the simulated nodes) and `kaji controller-manager`.
-//! Sizes: KAJI_BENCH_DEPLOYMENTS (1000), KAJI_BENCH_REPLICAS (10), KAJI_BENCH_NODES (100).
+//! Sizes: KAJI_BENCH_DEPLOYMENTS (1000), KAJI_BENCH_REPLICAS (10), KAJI_BENCH_NODES (100);
+//! KAJI_BENCH_BIN runs another build of `kaji`.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, PostParams};
@@ -19,7 +20,8 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn spawn(args: &[&str]) -> Proc {
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_kaji"))
+        // KAJI_BENCH_BIN runs another build of `kaji` (a saved binary, for before/after runs).
+        Command::new(std::env::var("KAJI_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kaji").to_string()))
             .args(args)
             .env("KAJI_LOG", "warn")
             .stdout(Stdio::null())
