@@ -410,11 +410,14 @@ struct AgentArgs {
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read when it starts: a background thread gives freed pages back to the
-/// kernel after `dirty_decay_ms` even when nothing else allocates (an idle server), rather than
-/// only when an allocation happens to tick the decay.
+/// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the environment adds to them):
+/// - a background thread gives freed pages back to the kernel even when nothing else allocates
+///   (an idle server), rather than only when an allocation happens to tick the decay;
+/// - freed pages go back after about 1 s rather than 10: in the controllers bench (1,000
+///   Deployments x 10) the API server's RSS at the end was 302 rather than 320-322 MiB, and at
+///   5,000 hollow nodes 432 rather than 449 MiB, at the same speed.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
+static MALLOC_CONF: &[u8; 43] = b"background_thread:true,dirty_decay_ms:1000\0";
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
