@@ -85,7 +85,8 @@ impl Ruleset {
     /// only the difference is sent, as upstream's partial syncs: new chains are added, chains
     /// whose rules changed are flushed and refilled, map elements are added and deleted one by
     /// one, and chains and sets that are gone are deleted; dynamic sets keep their elements.
-    /// Either way the kernel applies all of it or none of it.
+    /// Either way the kernel applies all of it or none of it; the in-place form fails when the
+    /// table is gone.
     pub fn transaction(&self, previous: Option<&Ruleset>) -> String {
         let t = &self.table;
         let mut out = String::with_capacity(256 + self.rule_count() * 64);
@@ -110,7 +111,9 @@ impl Ruleset {
             prev.chains.iter().map(|c| (c.name.as_str(), c)).collect();
         let old_sets: BTreeMap<&str, &Set> =
             prev.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-        let _ = writeln!(out, "add table inet {t}");
+        // No `add table` here: if someone removed the table since the last load, this
+        // transaction fails as a whole (and the applier replaces the table whole) rather than
+        // creating a table holding only the difference.
         // 1. New chains exist before anything points at them.
         for c in self
             .chains
@@ -802,8 +805,8 @@ mod tests {
             rules(&r, "sep-default/sticky/tcp/http__10.42.0.5/8080")[1],
             "update @affinity-default/sticky/tcp/http__10.42.0.5/8080 { ip saddr }"
         );
-        // Affinity sets survive a sync: an unchanged ruleset sends nothing but the table.
-        assert_eq!(r.transaction(Some(&r)), "add table inet t\n");
+        // Affinity sets survive a sync: an unchanged ruleset sends nothing.
+        assert_eq!(r.transaction(Some(&r)), "");
     }
 
     #[test]
@@ -851,8 +854,7 @@ mod tests {
         let tx = new.transaction(Some(&old));
         assert_eq!(
             tx,
-            "add table inet t\n\
-             delete element inet t service-ips { 10.43.1.1 . tcp . 80 }\n\
+            "delete element inet t service-ips { 10.43.1.1 . tcp . 80 }\n\
              flush chain inet t svc-default/web/tcp/http\ndelete chain inet t svc-default/web/tcp/http\n\
              flush chain inet t sep-default/web/tcp/http__10.42.0.5/8080\ndelete chain inet t sep-default/web/tcp/http__10.42.0.5/8080\n"
         );
