@@ -92,8 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::var("KAJI_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    // KAJI_BENCH_BIN runs another build of the server (a saved binary, for before/after runs).
-    let bin = std::env::var("KAJI_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kaji").to_string());
+    let bin = common::kaji_bin();
     let mut child = Command::new(bin)
         .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
         .arg("--data-dir")

@@ -20,8 +20,7 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn spawn(args: &[&str]) -> Proc {
     Proc(
-        // KAJI_BENCH_BIN runs another build of `kaji` (a saved binary, for before/after runs).
-        Command::new(std::env::var("KAJI_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kaji").to_string()))
+        Command::new(common::kaji_bin())
             .args(args)
             .env("KAJI_LOG", "warn")
             .stdout(Stdio::null())

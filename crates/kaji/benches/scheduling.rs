@@ -52,7 +52,7 @@ async fn start(dir: &std::path::Path, nodes: usize) -> anyhow::Result<(Proc, kub
         .port()
         .to_string();
     let server = Proc(
-        Command::new(env_or("KAJI_BENCH_BIN", env!("CARGO_BIN_EXE_kaji")))
+        Command::new(common::kaji_bin())
             .args([
                 "server",
                 "--disable-agent",

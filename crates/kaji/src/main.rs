@@ -400,9 +400,10 @@ struct AgentArgs {
 ///   a second, with 11.3-11.8 s of server CPU instead of 14.2-17.9 s; at 1,000 pods a second
 ///   offered, creation to bound p99 went from 306-1,355 ms to 9-17 ms;
 /// - memory: the same RSS at 5,000 nodes (405-451 MiB); a minute after 3,000 pods were created
-///   and deleted (50 hollow nodes), 225-233 MiB against glibc's 209-216 (idle 82 against 78),
-///   the same after a second burst as after the first; around the api bench's 10,000 pods, a
-///   higher peak (613 against 545 MiB) and less 10 s after the deletes (263 against 295).
+///   and deleted (50 hollow nodes), 222-226 MiB with the options below against glibc's 209-217
+///   (idle 81 against 78), the same after a second burst as after the first; around the api
+///   bench's 10,000 pods (10 s decay), a higher peak (613 against 545 MiB) and less 10 s after
+///   the deletes (263 against 295).
 ///
 /// mimalloc was measured too and left: no faster for lists, and 304 MiB after the burst.
 /// glibc needed remedies that jemalloc does not: a fixed mmap threshold and a thread calling

@@ -445,8 +445,7 @@ impl Store for RedbStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         // One key from (almost always) cached pages takes microseconds: read it here rather
-        // than hand it to the blocking pool and back (two thread switches per read, and each
-        // pool thread's malloc arena holding what it allocated).
+        // than hand it to the blocking pool and back (two thread switches per read).
         get_blocking(&self.shared.db, key)
     }
 

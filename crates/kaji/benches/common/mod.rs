@@ -5,6 +5,12 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The `kaji` binary to run: `KAJI_BENCH_BIN` (another build, e.g. a saved binary for
+/// before/after runs), else this build's.
+pub fn kaji_bin() -> String {
+    std::env::var("KAJI_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kaji").to_string())
+}
+
 /// The `p` quantile (0..=1) of sorted latencies.
 pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
