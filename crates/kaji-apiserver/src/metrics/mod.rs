@@ -383,7 +383,7 @@ pub struct Round {
 /// pods are those the kubelets reported in the provider's last scrape, so a pod deleted since
 /// shows for at most one more resolution (the metrics API itself lists only stored pods).
 /// Reading every stored pod's key each round also read every page of the pods into the store's
-/// page cache (bounded, 64 MiB), which otherwise holds only what the cluster's own work reads.
+/// page cache (bounded, 48 MiB by default), which otherwise holds only what the cluster's own work reads.
 pub async fn round(server: &Arc<ApiServer>) -> Round {
     let provider = &server.resource_metrics;
     provider.ensure_started(server).await;

@@ -68,7 +68,10 @@ impl Default for RedbOptions {
             history_duration: Some(Duration::from_secs(5 * 60)),
             watch_buffer: 4096,
             max_batch: 1024,
-            cache_bytes: 64 << 20,
+            // 48 rather than 64 MiB: the API server's RSS at the end of the controllers bench
+            // (1,000 Deployments x 10 replicas) went from 305-309 to 278-280 MiB, at the same
+            // speed there; a LIST of 10,000 pods took about 7 % more CPU (p99 58 against 54 ms).
+            cache_bytes: 48 << 20,
         }
     }
 }
