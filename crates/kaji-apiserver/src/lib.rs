@@ -134,6 +134,8 @@ impl Config {
 /// The running API server's shared state.
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
+    /// Where lists found the resourceVersion's place in the store's objects.
+    pub stamps: Arc<objects::StampCache>,
     pub registry: registry::Registry,
     pub allocators: allocator::Allocators,
     pub admission: registry::Admission,
@@ -201,6 +203,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let advertise = SocketAddr::new(host, addr.port()).to_string();
     let server = Arc::new(ApiServer {
         store,
+        stamps: Arc::default(),
         registry: registry::Registry::builtin(),
         allocators: allocator::Allocators::new((config.service_cidr.0, config.service_cidr.1), (30000, 32767)),
         admission: config.admission.clone(),

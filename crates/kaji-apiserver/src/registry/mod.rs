@@ -494,9 +494,10 @@ impl dyn Strategy {
         let _ = serde_json::to_writer(&mut *out, &self.decode(kv));
     }
 
-    /// `write_json` of an item read in place (`kaji_store::Store::list_into`).
-    pub fn write_json_item(&self, item: kaji_store::ItemRef<'_>, out: &mut Vec<u8>) {
-        if self.storage_info().is_none() && crate::objects::write_stamped(out, item.value, item.mod_revision) {
+    /// `write_json` of an item read in place (`kaji_store::Store::list_into`), the place of its
+    /// resourceVersion remembered in `stamps` for the next list.
+    pub fn write_json_item(&self, item: kaji_store::ItemRef<'_>, stamps: &crate::objects::StampCache, out: &mut Vec<u8>) {
+        if self.storage_info().is_none() && stamps.write(out, item.key, item.value, item.mod_revision) {
             return;
         }
         let _ = serde_json::to_writer(&mut *out, &self.decode(&item.to_key_value()));

@@ -1,6 +1,7 @@
 //! Response shapes chosen by the Accept header: the object itself, a meta.k8s.io/v1 Table (what
 //! kubectl asks for when printing), or PartialObjectMetadata (metadata-only clients).
 
+use crate::objects::StampCache;
 use crate::registry::Strategy;
 use crate::request::parse_accept;
 use bytes::Bytes;
@@ -206,9 +207,9 @@ mod pool {
 
 /// A list as JSON, in chunks of about `CHUNK` bytes made as they are sent: `envelope` (kind,
 /// apiVersion, metadata and an empty `items`, the last member) with the stored objects spliced
-/// into `items`, each stamped with its resourceVersion (`Strategy::write_json`). The bytes are
+/// into `items`, each stamped with its resourceVersion (`Strategy::write_json_item`). The bytes are
 /// those of serialising the envelope with the decoded objects as items.
-pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<KeyValue>) -> impl Iterator<Item = Bytes> + Send + Sync + use<> {
+pub fn list_chunks(strategy: Arc<dyn Strategy>, stamps: Arc<StampCache>, envelope: &Value, items: Vec<KeyValue>) -> impl Iterator<Item = Bytes> + Send + Sync + use<> {
     let mut items = items.into_iter();
     let mut next = Some(open_items(envelope, pool::take()));
     let mut first = true;
@@ -223,7 +224,7 @@ pub fn list_chunks(strategy: Arc<dyn Strategy>, envelope: &Value, items: Vec<Key
                 out.push(b',');
             }
             first = false;
-            strategy.write_json(&kv, &mut out);
+            strategy.write_json_item(kv.as_item(), &stamps, &mut out);
         }
         next = Some(pool::take());
         Some(pool::freeze(out))
@@ -240,10 +241,11 @@ fn open_items(envelope: &Value, mut head: Vec<u8>) -> Vec<u8> {
 
 /// A whole list as JSON, written as the store reads it (`kaji_store::Store::list_into`): the
 /// envelope (kind, apiVersion, metadata with the list's revision) is sent as soon as the revision
-/// is known, then the stored objects, stamped (`Strategy::write_json`), in chunks of about
+/// is known, then the stored objects, stamped (`Strategy::write_json_item`), in chunks of about
 /// `CHUNK` bytes as they fill; the same bytes as `list_chunks`. A list that fails midway stops the body short.
 pub struct JsonListSink {
     strategy: Arc<dyn Strategy>,
+    stamps: Arc<StampCache>,
     /// kind and apiVersion.
     kind: (String, String),
     out: Vec<u8>,
@@ -252,10 +254,10 @@ pub struct JsonListSink {
 }
 
 impl JsonListSink {
-    pub fn new(strategy: Arc<dyn Strategy>, tx: tokio::sync::mpsc::UnboundedSender<Bytes>) -> JsonListSink {
+    pub fn new(strategy: Arc<dyn Strategy>, stamps: Arc<StampCache>, tx: tokio::sync::mpsc::UnboundedSender<Bytes>) -> JsonListSink {
         let info = strategy.info();
         let kind = (info.list_kind(), info.api_version());
-        JsonListSink { strategy, kind, out: pool::take(), first: true, tx }
+        JsonListSink { strategy, stamps, kind, out: pool::take(), first: true, tx }
     }
 
     fn send(&mut self) {
@@ -277,7 +279,7 @@ impl kaji_store::ListSink for JsonListSink {
             self.out.push(b',');
         }
         self.first = false;
-        self.strategy.write_json_item(item, &mut self.out);
+        self.strategy.write_json_item(item, &self.stamps, &mut self.out);
         if self.out.len() >= CHUNK {
             self.send();
         }
@@ -351,7 +353,7 @@ mod tests {
             let items = configmaps(strategy.as_ref(), n);
             let meta = json!({"resourceVersion": "400", "continue": "abc"});
             let envelope = json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": meta.clone(), "items": []});
-            let chunks: Vec<Bytes> = list_chunks(strategy.clone(), &envelope, items.clone()).collect();
+            let chunks: Vec<Bytes> = list_chunks(strategy.clone(), Arc::default(), &envelope, items.clone()).collect();
             assert!(chunks.iter().all(|c| c.len() < 2 * CHUNK));
             assert_eq!(chunks.len() > 1, n == 300);
             let body: Vec<u8> = chunks.concat();
@@ -369,7 +371,7 @@ mod tests {
         for n in [0usize, 1, 2, 300] {
             let items = configmaps(strategy.as_ref(), n);
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let mut sink = JsonListSink::new(strategy.clone(), tx);
+            let mut sink = JsonListSink::new(strategy.clone(), Arc::default(), tx);
             sink.start(400);
             // The envelope goes out before any item.
             let head = rx.try_recv().expect("the envelope, sent at start");

@@ -47,7 +47,7 @@ fn list_meta<T>(page: &Page<T>) -> Value {
 /// (`output::JsonListSink`), its first chunks sent while the rest is read.
 async fn stream_whole_list(call: &Call<'_>, opts: &ListOptions) -> Result<Reply, ApiError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let sink = output::JsonListSink::new(call.strategy.clone(), tx);
+    let sink = output::JsonListSink::new(call.strategy.clone(), call.server.stamps.clone(), tx);
     let storage = call.server.store.clone();
     let prefix = call.store().prefix(call.namespace());
     let store_opts = kaji_store::ListOptions { start_after: None, limit: None, revision: opts.exact_revision };
@@ -74,7 +74,7 @@ pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
         }
         let page = call.store().list_stored(call.namespace(), &filter, &opts).await?;
         let envelope = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": list_meta(&page), "items": []});
-        return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), &envelope, page.items)) });
+        return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), call.server.stamps.clone(), &envelope, page.items)) });
     }
     let page = if call.output.shape == Shape::PartialMetadata {
         call.store().list_metadata(call.namespace(), &filter, &list_options(&call)).await?
