@@ -146,9 +146,7 @@ impl std::hash::Hasher for RevisionHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
+        self.0 = bytes.iter().fold(self.0, |h, b| mix(h, u64::from(*b)));
     }
 
     fn write_i64(&mut self, v: i64) {
@@ -158,16 +156,14 @@ impl std::hash::Hasher for RevisionHasher {
 
 /// A 64-bit hash of a key (eight bytes a step), to tell apart keys written in one revision.
 fn key_hash(key: &str) -> u64 {
-    let mut h = key.len() as u64;
     let mut words = key.as_bytes().chunks_exact(8);
-    for w in &mut words {
-        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
-        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    for b in words.remainder() {
-        h = (h.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    h
+    let h = (&mut words).fold(key.len() as u64, |h, w| mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default())));
+    words.remainder().iter().fold(h, |h, b| mix(h, u64::from(*b)))
+}
+
+/// One step of an Fx-style hash.
+fn mix(h: u64, w: u64) -> u64 {
+    (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
 /// Where `write_stamped` puts the resourceVersion.

@@ -104,9 +104,8 @@ struct ServerArgs {
     #[arg(long, default_value_t = 300)]
     store_history_seconds: u64,
     /// MiB of the embedded store's pages kept in the server's memory; beyond them pages are read
-    /// through the kernel's page cache. More makes big lists cheaper (a LIST of 10,000 pods took
-    /// about 7 % less CPU with 64 than with 48) at that much more RSS.
-    #[arg(long, default_value_t = 48)]
+    /// through the kernel's page cache. More makes big lists cheaper at that much more RSS.
+    #[arg(long, default_value_t = kaji_store::RedbOptions::default().cache_bytes >> 20)]
     store_cache_mib: usize,
     /// Keep the state in etcd instead of the embedded store (k3s's flag): `http(s)://host:port`,
     /// comma-separated for several members. Compaction is then kube-apiserver's: every

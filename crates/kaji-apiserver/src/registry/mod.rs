@@ -494,11 +494,19 @@ impl dyn Strategy {
         let _ = serde_json::to_writer(&mut *out, &self.decode(kv));
     }
 
-    /// `write_json` of an item read in place (`kaji_store::Store::list_into`), the place of its
-    /// resourceVersion remembered in `stamps` for the next list.
+    /// `write_json` of an item read in place (`kaji_store::Store::list_into`) or listed, the place
+    /// of its resourceVersion remembered in `stamps` for the next list. Not for objects a
+    /// conversion webhook rewrote: they keep the stored key and revision, not the stored bytes.
     pub fn write_json_item(&self, item: kaji_store::ItemRef<'_>, stamps: &crate::objects::StampCache, out: &mut Vec<u8>) {
-        if self.storage_info().is_none() && stamps.write(out, item.key, item.value, item.mod_revision) {
-            return;
+        if self.storage_info().is_none() {
+            let stamped = if self.conversion_webhook().is_none() {
+                stamps.write(out, item.key, item.value, item.mod_revision)
+            } else {
+                crate::objects::write_stamped(out, item.value, item.mod_revision)
+            };
+            if stamped {
+                return;
+            }
         }
         let _ = serde_json::to_writer(&mut *out, &self.decode(&item.to_key_value()));
     }

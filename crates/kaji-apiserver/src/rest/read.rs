@@ -74,10 +74,7 @@ pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
         }
         let page = call.store().list_stored(call.namespace(), &filter, &opts).await?;
         let envelope = json!({"kind": info.list_kind(), "apiVersion": info.api_version(), "metadata": list_meta(&page), "items": []});
-        // Objects a conversion webhook rewrote keep their key and revision but not their bytes:
-        // what the cache remembers of the stored ones is not for them.
-        let stamps = if call.strategy.conversion_webhook().is_none() { call.server.stamps.clone() } else { std::sync::Arc::default() };
-        return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), stamps, &envelope, page.items)) });
+        return Ok(Reply::Chunks { code: 200, body: Box::new(output::list_chunks(call.strategy.clone(), call.server.stamps.clone(), &envelope, page.items)) });
     }
     let page = if call.output.shape == Shape::PartialMetadata {
         call.store().list_metadata(call.namespace(), &filter, &list_options(&call)).await?
